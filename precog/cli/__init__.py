@@ -1,0 +1,53 @@
+"""The ``precog`` command line: one sub-command group per module in this package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from precog.errors import PrecogError
+
+app = typer.Typer(
+    name="precog",
+    help="Streaming inference on Kafka: stack, simulate, train, models, worker, replay, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+#: (module in precog.cli, command name). Each module exposes ``app`` (a typer.Typer).
+_GROUPS = [
+    ("stack", "stack"),
+    ("setup", "setup"),
+    ("simulate", "simulate"),
+    ("train", "train"),
+    ("models", "models"),
+    ("worker", "worker"),
+    ("kibana", "kibana"),
+    ("report", "report"),
+    ("replay", "replay"),
+    ("bench", "bench"),
+]
+
+for _module, _name in _GROUPS:
+    try:
+        _mod = importlib.import_module(f"precog.cli.{_module}")
+    except ModuleNotFoundError as _exc:  # a group not built yet
+        if _exc.name != f"precog.cli.{_module}":
+            raise
+        continue
+    app.add_typer(_mod.app, name=_name)
+
+
+def main() -> None:
+    """Entry point: run the CLI; precog's own errors become one line on stderr, exit 2."""
+    try:
+        app()
+    except PrecogError as exc:
+        typer.secho(f"precog: error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("precog: interrupted", err=True)
+        sys.exit(130)

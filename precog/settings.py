@@ -1,0 +1,197 @@
+"""The one settings object: every knob precog reads, from ``PRECOG_*`` environment variables.
+
+Nested sections map to ``PRECOG_<SECTION>_<FIELD>``, e.g. ``PRECOG_KAFKA_BOOTSTRAP``,
+``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_PASSWORD``. Nothing else in precog reads
+``os.environ``: take a :class:`Settings` (or :func:`get_settings`) and pass it down.
+
+>>> s = Settings(namespace="parallel")
+>>> s.topic("predictions")
+'parallel.predictions'
+>>> s.index("predictions")
+'parallel-predictions'
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Ports of the local stack; deliberately not the services' defaults, so a system-wide
+#: Kafka, Redis or Elasticsearch on the machine is never touched by accident.
+LOCAL_KAFKA_PORT = 19092
+LOCAL_KAFKA_CONTROLLER_PORT = 19093
+LOCAL_REDIS_PORT = 16379
+LOCAL_ELASTICSEARCH_PORT = 19200
+LOCAL_ELASTICSEARCH_TRANSPORT_PORT = 19300
+
+
+class KafkaSettings(BaseModel):
+    """Kafka connection; security options are passed to every client."""
+
+    bootstrap: str = Field(f"127.0.0.1:{LOCAL_KAFKA_PORT}", description="bootstrap.servers")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
+    partitions: int = Field(4, ge=1, description="partitions of the namespace's data topics")
+    replication_factor: int = Field(1, ge=1)
+
+    def confluent_config(self) -> dict[str, str]:
+        """Client configuration for confluent-kafka (librdkafka property names)."""
+        cfg: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            cfg["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            cfg["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_cafile:
+            cfg["ssl.ca.location"] = str(self.ssl_cafile)
+        if self.ssl_certfile:
+            cfg["ssl.certificate.location"] = str(self.ssl_certfile)
+        if self.ssl_keyfile:
+            cfg["ssl.key.location"] = str(self.ssl_keyfile)
+        return cfg
+
+
+class RedisSettings(BaseModel):
+    """Redis online feature store. Use ``rediss://`` for TLS."""
+
+    url: str = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_ca_certs: Path | None = None
+    state_ttl_seconds: int = Field(90 * 24 * 3600, ge=60, description="TTL of entity state")
+
+
+class ElasticsearchSettings(BaseModel):
+    """Elasticsearch for predictions, metrics, alerts, pipeline health and the model index."""
+
+    url: str = f"http://127.0.0.1:{LOCAL_ELASTICSEARCH_PORT}"
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    request_timeout: float = 30.0
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for ``Elasticsearch(...)`` / ``AsyncElasticsearch(...)``."""
+        kw: dict[str, object] = {"hosts": [self.url], "request_timeout": self.request_timeout}
+        if self.username and self.password:
+            kw["basic_auth"] = (self.username, self.password.get_secret_value())
+        if self.api_key:
+            kw["api_key"] = self.api_key.get_secret_value()
+        if self.url.startswith("https"):
+            kw["verify_certs"] = self.verify_certs
+            if self.ca_certs:
+                kw["ca_certs"] = str(self.ca_certs)
+        return kw
+
+
+class StackSettings(BaseModel):
+    """Where the local stack keeps downloads, data and logs."""
+
+    home: Path = Field(Path(".precog/stack"), description="data, logs and pid files")
+    cache: Path = Field(Path.home() / ".cache" / "precog", description="downloaded jars and zips")
+    kafka_version: str = "3.9.1"
+    elasticsearch_version: str = "8.15.5"
+    elasticsearch_heap: str = "1g"
+    kafka_heap: str = "768m"
+
+
+class ScoreSettings(BaseModel):
+    """The score agent's micro-batching."""
+
+    batch_size: int = Field(500, ge=1)
+    batch_timeout: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
+
+
+class IndexSettings(BaseModel):
+    """The index agent's bulk writes to Elasticsearch."""
+
+    batch_size: int = Field(1000, ge=1)
+    batch_timeout: float = Field(0.5, gt=0)
+    max_retries: int = Field(8, ge=0)
+    initial_backoff: float = Field(0.5, gt=0)
+
+
+class WorkerSettings(BaseModel):
+    """The Faust worker process."""
+
+    web_port: int = Field(6066, ge=1, le=65535)
+    web_host: str = "127.0.0.1"
+    data_dir: Path = Path(".precog/worker")
+
+
+class Settings(BaseSettings):
+    """Everything precog is configured with. Immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PRECOG_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="ignore",
+    )
+
+    namespace: str = Field("prod", description="prefix of topics, indices, Redis keys, groups")
+    spec: Path = Field(Path("pipelines/specs/transactions.yaml"), description="pipeline spec")
+    registry_dir: Path = Field(Path(".precog/registry"), description="model artifact store")
+    code_version: str | None = Field(None, description="overrides the detected code version")
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    stack: StackSettings = StackSettings()
+    score: ScoreSettings = ScoreSettings()
+    indexer: IndexSettings = IndexSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_safe(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v) or v != v.lower():
+            raise ValueError("namespace must be lowercase letters, digits, '-' or '_'")
+        return v
+
+    def topic(self, name: str) -> str:
+        """Namespaced topic name, e.g. ``prod.predictions``."""
+        return f"{self.namespace}.{name}"
+
+    def index(self, name: str) -> str:
+        """Namespaced Elasticsearch index name, e.g. ``prod-predictions``."""
+        return f"{self.namespace}-{name}"
+
+    def redis_key(self, *parts: str) -> str:
+        """Namespaced Redis key, e.g. ``prod:state:card-1``."""
+        return ":".join((self.namespace, *parts))
+
+    def group(self, name: str) -> str:
+        """Namespaced consumer group id."""
+        return f"precog-{self.namespace}-{name}"
+
+    def stack_overridden(self) -> dict[str, bool]:
+        """Which services were given explicitly (``PRECOG_*`` set), so the stack starts none."""
+        given = self.model_fields_set
+        return {
+            "kafka": "kafka" in given and "bootstrap" in self.kafka.model_fields_set,
+            "redis": "redis" in given and "url" in self.redis.model_fields_set,
+            "elasticsearch": "elasticsearch" in given
+            and "url" in self.elasticsearch.model_fields_set,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,243 @@
+"""Pipeline specs: the declarative description of one domain (events, features, models, outcomes).
+
+A second domain is a new YAML spec plus its Avro schema, with no code change.
+
+>>> spec = load_spec(SPEC_DIR / "transactions.yaml")
+>>> spec.name, spec.event.entity_field, spec.event.topic
+('transactions', 'card_id', 'events.transactions')
+>>> parse_duration("36h"), parse_duration("15m"), parse_duration("7d")
+(129600000, 900000, 604800000)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from precog.errors import ConfigError
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "specs"
+_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration(text: str | int) -> int:
+    """Milliseconds in ``"500ms"``, ``"30s"``, ``"15m"``, ``"36h"``, ``"7d"`` (ints are ms)."""
+    if isinstance(text, int):
+        return text
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ConfigError(f"bad duration {text!r}: use e.g. 500ms, 30s, 15m, 36h, 7d")
+    return int(float(m["n"]) * _UNIT_MS[m["unit"]])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldCheck(_Strict):
+    """Quality rule for one event field; a failing event is invalid (dead letter)."""
+
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    pattern: str | None = None
+    required: bool = True
+
+
+class EventSpec(_Strict):
+    """The input events: schema, topic and the fields with a special meaning."""
+
+    schema_name: str = Field(description="short name of the .avsc in schemas/, e.g. transaction")
+    topic: str = Field(description="topic suffix; the full name is {ns}.<topic>")
+    id_field: str
+    entity_field: str
+    time_field: str = Field(description="event time, epoch milliseconds")
+    max_time_skew: str = Field("1d", description="events further in the future are invalid")
+    checks: dict[str, FieldCheck] = {}
+
+
+class _Feature(_Strict):
+    name: str
+
+
+class ValueFeature(_Feature):
+    """The numeric field as it is."""
+
+    kind: Literal["value"]
+    field: str
+
+
+class Log1pFeature(_Feature):
+    """``log(1 + field)`` of a non-negative numeric field."""
+
+    kind: Literal["log1p"]
+    field: str
+
+
+class EqualsFeature(_Feature):
+    """1.0 when the field equals ``value``, else 0.0."""
+
+    kind: Literal["equals"]
+    field: str
+    value: str
+
+
+class HourOfDayFeature(_Feature):
+    """Hour of the event time in UTC, 0..23."""
+
+    kind: Literal["hour_of_day"]
+
+
+class DecayedCountFeature(_Feature):
+    """Exponentially decayed count of the entity's earlier events (half-life ``horizon``)."""
+
+    kind: Literal["decayed_count"]
+    horizon: str
+
+
+class DecayedSumFeature(_Feature):
+    """Exponentially decayed sum of a field over the entity's earlier events."""
+
+    kind: Literal["decayed_sum"]
+    field: str
+    horizon: str
+
+
+class TimeSinceLastFeature(_Feature):
+    """Seconds since the entity's previous event (a large constant for the first)."""
+
+    kind: Literal["time_since_last"]
+
+
+class RatioToMeanFeature(_Feature):
+    """Field divided by the entity's decayed mean of it (1.0 without history)."""
+
+    kind: Literal["ratio_to_mean"]
+    field: str
+    horizon: str
+
+
+class NoveltyFeature(_Feature):
+    """1.0 when the field's value is not among the entity's last ``capacity`` values."""
+
+    kind: Literal["novelty"]
+    field: str
+    capacity: int = Field(20, ge=1, le=1000)
+
+
+FeatureSpec = Annotated[
+    ValueFeature
+    | Log1pFeature
+    | EqualsFeature
+    | HourOfDayFeature
+    | DecayedCountFeature
+    | DecayedSumFeature
+    | TimeSinceLastFeature
+    | RatioToMeanFeature
+    | NoveltyFeature,
+    Field(discriminator="kind"),
+]
+
+
+class ModelSpec(_Strict):
+    """A model the training pipeline builds for this spec."""
+
+    model_id: str
+    algorithm: Literal["lightgbm", "sklearn-logistic", "sklearn-hgb", "sklearn-random-forest"]
+    features: list[str] | Literal["all"] = "all"
+    role: Literal["leader", "challenger"] = "challenger"
+    params: dict[str, float | int | str | bool] = {}
+    target_precision: float | None = Field(
+        None, gt=0, lt=1, description="threshold: highest recall with at least this precision"
+    )
+
+
+class OutcomeSpec(_Strict):
+    """Delayed labels and how they join to predictions."""
+
+    schema_name: str = "outcome"
+    topic: str = "outcomes"
+    join_key: str = "event_id"
+    label_field: str = "label"
+    label_window: str = "7d"
+
+
+class VolumeSpec(_Strict):
+    """Data-pipeline volume monitoring."""
+
+    window: str = "1m"
+    min_ratio: float = Field(0.8, gt=0, le=1, description="received/expected below this alerts")
+
+
+class PipelineSpec(_Strict):
+    """One domain, end to end."""
+
+    name: str
+    description: str = ""
+    event: EventSpec
+    features: list[FeatureSpec]
+    models: list[ModelSpec]
+    outcome: OutcomeSpec = OutcomeSpec()
+    volume: VolumeSpec = VolumeSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_safe(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", v):
+            raise ValueError("spec name must be lowercase letters, digits, '-' or '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSpec:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        for m in self.models:
+            if m.features != "all":
+                unknown = set(m.features) - set(names)
+                if unknown:
+                    raise ValueError(f"model {m.model_id} uses unknown features {sorted(unknown)}")
+        leaders = [m for m in self.models if m.role == "leader"]
+        if len(leaders) != 1:
+            raise ValueError("exactly one model must have role: leader")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def model_features(self, model: ModelSpec) -> list[str]:
+        """The feature names a model uses, in the spec's order."""
+        if model.features == "all":
+            return self.feature_names
+        wanted = set(model.features)
+        return [n for n in self.feature_names if n in wanted]
+
+    def model(self, model_id: str) -> ModelSpec:
+        for m in self.models:
+            if m.model_id == model_id:
+                return m
+        raise ConfigError(f"spec {self.name} has no model {model_id!r}")
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Read and validate a YAML pipeline spec; errors name the file and the field."""
+    p = Path(path)
+    if not p.exists() and not p.is_absolute() and (SPEC_DIR / p.name).exists():
+        p = SPEC_DIR / p.name
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline spec not found: {p}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise ConfigError(f"{p}: invalid pipeline spec: {' '.join(first[:3])}") from None
