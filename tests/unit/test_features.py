@@ -1,0 +1,208 @@
+"""Unit tests of the feature engine: exact values, purity, idempotency, offline == online."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from precog.features import (
+    FIRST_EVENT_SECONDS,
+    EntityState,
+    Featurizer,
+    build_training_frame,
+)
+from precog.spec import SPEC_DIR, PipelineSpec, load_spec
+
+pytestmark = pytest.mark.unit
+
+H = 3_600_000
+
+
+@pytest.fixture(scope="module")
+def spec() -> PipelineSpec:
+    return load_spec(SPEC_DIR / "transactions.yaml")
+
+
+def tx(eid: str, t: int, amount: float, merchant: str = "m1", country: str = "DE",
+       channel: str = "pos", card: str = "card-1", category: str = "grocery") -> dict:
+    return {"event_id": eid, "card_id": card, "customer_id": "c1", "merchant_id": merchant,
+            "category": category, "amount": amount, "currency": "EUR", "country": country,
+            "channel": channel, "event_time": t}
+
+
+def as_dict(fz: Featurizer, values: list[float]) -> dict[str, float]:
+    return dict(zip(fz.names, values, strict=True))
+
+
+def random_stream(seed: int, n: int, n_cards: int = 40) -> list[dict]:
+    """A seeded stream with bursts, repeats, equal timestamps and out-of-order ids."""
+    rng = random.Random(seed)
+    t = 1_700_000_000_000
+    out = []
+    for i in range(n):
+        t += rng.choice([0, 1, 500, 60_000, 3_600_000, int(rng.expovariate(1 / 600_000))])
+        out.append(tx(f"e{rng.randrange(10**9):09d}-{i}", t, round(rng.lognormvariate(3, 1), 2),
+                      merchant=f"m{rng.randrange(80)}", country=rng.choice(["DE", "FR", "US"]),
+                      channel=rng.choice(["pos", "online", "atm"]),
+                      card=f"card-{rng.randrange(n_cards)}",
+                      category=rng.choice(["grocery", "fuel", "travel"])))
+    return out
+
+
+def test_first_event_has_no_history_and_age_zero(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    vec, state = fz.featurize(None, tx("e1", 5 * H + 7, 100.0, channel="online"))
+    f = as_dict(fz, vec.values)
+    assert f == {
+        "amount": 100.0, "log_amount": math.log1p(100.0), "hour_of_day": 5.0,
+        "is_online": 1.0, "is_atm": 0.0, "count_1h": 0.0, "count_24h": 0.0, "count_7d": 0.0,
+        "sum_24h": 0.0, "seconds_since_last": FIRST_EVENT_SECONDS, "amount_vs_mean": 1.0,
+        "new_merchant": 1.0, "new_category": 1.0, "new_country": 1.0,
+    }
+    assert vec.ages_ms == [0] * len(fz.names)
+    assert state.last_time == 5 * H + 7
+    assert state.counts == {str(H): 1.0, str(24 * H): 1.0, str(168 * H): 1.0, str(720 * H): 1.0}
+    assert state.sums == {f"amount@{24 * H}": 100.0, f"amount@{720 * H}": 100.0}
+    assert state.recent == {"merchant_id": ["m1"], "category": ["grocery"], "country": ["DE"]}
+    assert state.applied == {}
+
+
+def test_decay_uses_horizon_as_half_life_and_excludes_own_event(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    _, s1 = fz.featurize(None, tx("e1", 0, 100.0))
+    v2, s2 = fz.featurize(s1, tx("e2", H, 50.0, merchant="m2", channel="online"))
+    f2 = as_dict(fz, v2.values)
+    assert f2["count_1h"] == 0.5
+    assert f2["count_24h"] == 0.5 ** (1 / 24)
+    assert f2["count_7d"] == 0.5 ** (1 / 168)
+    assert f2["sum_24h"] == 100.0 * 0.5 ** (1 / 24)
+    assert f2["seconds_since_last"] == 3600.0
+    decay30 = 0.5 ** (1 / 720)
+    assert f2["amount_vs_mean"] == 50.0 / ((100.0 * decay30) / decay30)
+    assert f2["amount_vs_mean"] == pytest.approx(0.5, abs=1e-12)
+    assert (f2["new_merchant"], f2["new_category"], f2["new_country"]) == (1.0, 0.0, 0.0)
+    stateful = {"count_1h", "count_24h", "count_7d", "sum_24h", "seconds_since_last",
+                "amount_vs_mean", "new_merchant", "new_category", "new_country"}
+    assert as_dict(fz, v2.ages_ms) == {n: (H if n in stateful else 0) for n in fz.names}
+
+    v3, s3 = fz.featurize(s2, tx("e3", 2 * H, 300.0, country="FR"))
+    f3 = as_dict(fz, v3.values)
+    assert f3["count_1h"] == 0.75  # (0.5 + 1) * 0.5: e2 counts, e3 itself does not
+    assert (f3["new_merchant"], f3["new_country"], f3["hour_of_day"]) == (0.0, 1.0, 2.0)
+    assert s3.recent["merchant_id"] == ["m2", "m1"]  # most recent last, no duplicates
+
+
+def test_featurize_is_pure(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    _, s1 = fz.featurize(None, tx("e1", 0, 10.0))
+    before = s1.to_bytes()
+    fz.featurize(s1, tx("e2", H, 20.0, merchant="m9"))
+    assert s1.to_bytes() == before
+
+
+def test_novelty_keeps_the_most_recent_values_up_to_capacity(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)  # new_category has capacity 10
+    state = None
+    cats = [f"c{i}" for i in range(12)]
+    for i, c in enumerate(cats):
+        _, state = fz.featurize(state, tx(f"e{i}", i * 1000, 5.0, category=c))
+    assert state is not None and state.recent["category"] == cats[-10:]
+    old, _ = fz.featurize(state, tx("x", 20_000, 5.0, category="c0"))
+    recent, _ = fz.featurize(state, tx("y", 20_000, 5.0, category="c11"))
+    i = fz.names.index("new_category")
+    assert (old.values[i], recent.values[i]) == (1.0, 0.0)
+
+
+def test_out_of_order_event_does_not_move_time_back(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    _, s1 = fz.featurize(None, tx("e1", 10 * H, 10.0))
+    v, s2 = fz.featurize(s1, tx("e0", 9 * H, 10.0))
+    f = as_dict(fz, v.values)
+    assert (f["count_1h"], f["seconds_since_last"]) == (1.0, 0.0)
+    assert s2.last_time == 10 * H and s2.counts[str(H)] == 2.0
+
+
+def test_state_round_trip_is_exact(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    state = None
+    for e in random_stream(3, 200, n_cards=1):
+        _, state = fz.featurize(state, e)
+    assert state is not None
+    again = EntityState.from_bytes(state.to_bytes())
+    assert again == state and again.to_bytes() == state.to_bytes()
+
+
+def _online(spec: PipelineSpec, ordered: list[dict], seed: int) -> list[list[float]]:
+    """featurize_batch in random batch splits with a byte round trip between batches."""
+    fz = Featurizer(spec)
+    rng = random.Random(seed)
+    store: dict[str, bytes] = {}
+    rows: list[list[float]] = []
+    i = 0
+    offsets: dict[int, int] = {}
+    while i < len(ordered):
+        batch = ordered[i : i + rng.randint(1, 60)]
+        i += len(batch)
+        items = []
+        for e in batch:
+            part = int(e["card_id"].split("-")[1]) % 4
+            offsets[part] = offsets.get(part, -1) + 1
+            items.append((e, part, offsets[part]))
+        entities = {e["card_id"] for e in batch}
+        states = {k: EntityState.from_bytes(store[k]) if k in store else None for k in entities}
+        vectors, changed = fz.featurize_batch(states, items)
+        rows.extend(v.values for v in vectors)
+        store.update({k: s.to_bytes() for k, s in changed.items()})
+    return rows
+
+
+def test_offline_equals_online_exactly(spec: PipelineSpec) -> None:
+    events = random_stream(11, 3000)
+    frame = build_training_frame(spec, reversed(events))  # input order does not matter
+    ordered = sorted(events, key=lambda e: (e["event_time"], e["event_id"]))
+    assert frame.event_ids == [e["event_id"] for e in ordered]
+    assert frame.entity_ids == [e["card_id"] for e in ordered]
+    assert frame.event_times.dtype == np.int64 and frame.X.dtype == np.float64
+    online = np.array(_online(spec, ordered, seed=5), dtype=np.float64)
+    assert frame.X.shape == online.shape == (3000, len(spec.features))
+    assert np.array_equal(frame.X, online)  # exact, bit for bit
+    assert frame.X[:, frame.names.index("count_1h")].max() > 1.0  # the stream has history
+
+
+def test_replayed_batch_leaves_states_byte_identical(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    events = sorted(random_stream(21, 300, n_cards=5), key=lambda e: e["event_time"])
+    first, second = events[:200], events[200:]
+    items1 = [(e, 0, i) for i, e in enumerate(first)]
+    _, states = fz.featurize_batch({}, items1)
+    items2 = [(e, 0, 200 + i) for i, e in enumerate(second)]
+    _, after = fz.featurize_batch(states, items2)
+    stored = {k: v.to_bytes() for k, v in {**states, **after}.items()}
+    # crash after the Redis write, before the offset commit: the batch comes again
+    reloaded = {k: EntityState.from_bytes(b) for k, b in stored.items()}
+    vectors, changed = fz.featurize_batch(reloaded, items2)
+    assert changed == {}
+    assert {k: v.to_bytes() for k, v in reloaded.items()} == stored
+    assert len(vectors) == len(items2)
+    # a partly new batch applies only the new offsets
+    extra = tx("new", second[-1]["event_time"] + 1, 7.0, card=second[-1]["card_id"])
+    _, changed = fz.featurize_batch(reloaded, [*items2[-3:], (extra, 0, 300)])
+    assert list(changed) == [extra["card_id"]]
+    card_state = changed[extra["card_id"]]
+    assert card_state.applied == {"0": 300}
+    assert card_state.counts[str(H)] == reloaded[extra["card_id"]].counts[str(H)] * 0.5 ** (
+        1 / H
+    ) + 1.0
+
+
+def test_batch_chains_several_events_of_one_entity(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    items = [(tx(f"e{i}", i * H, 10.0), 2, 40 + i) for i in range(3)]
+    vectors, changed = fz.featurize_batch({"card-1": None}, items)
+    i1h = fz.names.index("count_1h")
+    assert [v.values[i1h] for v in vectors] == [0.0, 0.5, 0.75]
+    assert changed["card-1"].applied == {"2": 42}
+    assert changed["card-1"].counts[str(H)] == 1.75  # 0.75 seen by e2 (third event), plus itself
