@@ -1,0 +1,320 @@
+"""Model runtimes: tiny adapters that turn a safe artifact into ``predict_proba(X)``.
+
+Two formats only, never pickle or joblib:
+
+- ``lightgbm-text``: LightGBM's own text model (``Booster.model_to_string``).
+- ``skops``: scikit-learn estimators saved with skops; loading first checks every type
+  skops does not trust by default against :data:`SKOPS_ALLOWED_TYPES` (the types precog's
+  training pipeline produces) and refuses anything else.
+
+Every runtime answers one call per batch: ``predict_proba(X)`` with ``X`` a float64
+matrix whose columns are the model's features in the model's own order, returning the
+1-D float64 probability of the positive class.
+
+>>> lightgbm_bytes = b"tree\\nversion=v4\\n"
+>>> sniff_format(lightgbm_bytes), sniff_format(b"PK\\x03\\x04..."), sniff_format(b"\\x80\\x05.")
+('lightgbm-text', 'skops', 'pickle')
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from precog.errors import ModelError, UnsafeArtifactError
+
+if TYPE_CHECKING:
+    from precog.registry import ModelMetadata
+
+ArtifactFormat = Literal["lightgbm-text", "skops"]
+
+#: The file name of the artifact inside a registry version directory, per format.
+ARTIFACT_FILE: dict[str, str] = {"lightgbm-text": "model.txt", "skops": "model.skops"}
+
+#: Types skops does not trust by default that precog's own models contain. A skops file
+#: holding any other untrusted type is refused (it could run code when loaded).
+SKOPS_ALLOWED_TYPES: frozenset[str] = frozenset(
+    {
+        # sklearn-logistic: StandardScaler + LogisticRegression
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._data.StandardScaler",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        # sklearn-hgb
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
+        "HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.Interval",
+        "sklearn.preprocessing._label.LabelEncoder",
+        # sklearn-random-forest
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._tree.Tree",
+        # numpy values inside them
+        "numpy.ndarray",
+        "numpy.float64",
+        "numpy.int64",
+        "numpy.uint64",
+        "numpy.random._generator.Generator",
+    }
+)
+
+_PICKLE_PREFIXES = (b"\x80",)  # protocol 2+ opcode PROTO; joblib files start the same
+_ZIP_MAGIC = b"PK\x03\x04"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_NUMERIC_NAME = re.compile(r"^(?P<id>\d+)(?P<ext>\.[A-Za-z0-9]+)$")
+
+
+def sniff_format(data: bytes) -> str:
+    """What artifact bytes look like: ``lightgbm-text``, ``skops``, ``pickle``, ``unknown``."""
+    if data.startswith(b"tree\n") or data.startswith(b"tree\r\n"):
+        return "lightgbm-text"
+    if data.startswith(_ZIP_MAGIC):
+        return "skops"
+    if data.startswith(_PICKLE_PREFIXES):
+        return "pickle"
+    return "unknown"
+
+
+def _require_format(data: bytes, expected: str, where: str) -> None:
+    found = sniff_format(data)
+    if found == expected:
+        return
+    if found == "pickle":
+        raise UnsafeArtifactError(f"{where}: pickle/joblib artifacts are never loaded")
+    raise UnsafeArtifactError(f"{where}: not a {expected} artifact (looks like {found})")
+
+
+class ModelRuntime(Protocol):
+    """What every runtime adapter offers."""
+
+    artifact_format: str
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probability of the positive class for each row of ``X``."""
+        ...
+
+
+@dataclass
+class LightGBMRuntime:
+    """A LightGBM booster read from its text model.
+
+    ``num_threads=0`` lets LightGBM use its OpenMP default; measured on a 500-row batch
+    with 14 features and 200 trees on 2 cores it is about twice as fast as
+    ``num_threads=1`` (0.95 ms vs 1.9 ms).
+    """
+
+    booster: Any
+    num_threads: int = 0
+    artifact_format: str = "lightgbm-text"
+
+    @classmethod
+    def loads(cls, data: bytes, where: str = "artifact") -> LightGBMRuntime:
+        """Build from the text model bytes; anything that is not a text model is refused."""
+        import lightgbm as lgb
+
+        _require_format(data, "lightgbm-text", where)
+        try:
+            booster = lgb.Booster(model_str=data.decode("utf-8"))
+        except (UnicodeDecodeError, lgb.basic.LightGBMError) as exc:
+            raise ModelError(f"{where}: not a valid LightGBM text model: {exc}") from None
+        return cls(booster)
+
+    @classmethod
+    def load(cls, path: Path | str) -> LightGBMRuntime:
+        """Read a LightGBM text model file."""
+        p = Path(path)
+        return cls.loads(p.read_bytes(), str(p))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.booster.feature_name())
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        out = self.booster.predict(_as_matrix(X), num_threads=self.num_threads)
+        return np.asarray(out, dtype=np.float64)
+
+
+@dataclass
+class SkopsRuntime:
+    """A scikit-learn classifier read from a skops file after the type allowlist check."""
+
+    estimator: Any
+    artifact_format: str = "skops"
+
+    @classmethod
+    def loads(cls, data: bytes, where: str = "artifact") -> SkopsRuntime:
+        """Build from skops bytes; untrusted types outside the allowlist are refused."""
+        import skops.io as sio
+
+        _require_format(data, "skops", where)
+        try:
+            untrusted = set(sio.get_untrusted_types(data=data))
+        except Exception as exc:  # not a readable skops archive
+            raise UnsafeArtifactError(f"{where}: not a readable skops file: {exc}") from None
+        refused = sorted(untrusted - SKOPS_ALLOWED_TYPES)
+        if refused:
+            raise UnsafeArtifactError(f"{where}: skops file holds untrusted types {refused}")
+        try:
+            estimator = sio.loads(data, trusted=sorted(SKOPS_ALLOWED_TYPES))
+        except Exception as exc:
+            raise ModelError(f"{where}: skops file does not load: {exc}") from None
+        if not hasattr(estimator, "predict_proba"):
+            raise ModelError(f"{where}: {type(estimator).__name__} has no predict_proba")
+        return cls(estimator)
+
+    @classmethod
+    def load(cls, path: Path | str) -> SkopsRuntime:
+        """Read a skops file."""
+        p = Path(path)
+        return cls.loads(p.read_bytes(), str(p))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        proba = self.estimator.predict_proba(_as_matrix(X))
+        positive = list(self.estimator.classes_).index(1)
+        return np.ascontiguousarray(proba[:, positive], dtype=np.float64)
+
+
+_RUNTIMES: dict[str, type[LightGBMRuntime] | type[SkopsRuntime]] = {
+    "lightgbm-text": LightGBMRuntime,
+    "skops": SkopsRuntime,
+}
+
+
+def load_runtime(artifact_format: str, data: bytes, where: str = "artifact") -> ModelRuntime:
+    """The runtime for ``artifact_format`` built from the artifact bytes."""
+    runtime = _RUNTIMES.get(artifact_format)
+    if runtime is None:
+        raise UnsafeArtifactError(f"{where}: unsupported artifact format {artifact_format!r}")
+    return runtime.loads(data, where)
+
+
+def format_for_algorithm(algorithm: str) -> ArtifactFormat:
+    """The artifact format an algorithm is saved in.
+
+    >>> format_for_algorithm("lightgbm"), format_for_algorithm("sklearn-logistic")
+    ('lightgbm-text', 'skops')
+    """
+    if algorithm == "lightgbm":
+        return "lightgbm-text"
+    if algorithm.startswith("sklearn-"):
+        return "skops"
+    raise ModelError(f"unknown algorithm {algorithm!r}")
+
+
+def dump_lightgbm(booster: Any) -> bytes:
+    """The LightGBM text model of a trained booster (deterministic for the same model)."""
+    return str(booster.model_to_string()).encode("utf-8")
+
+
+def dump_skops(estimator: Any) -> bytes:
+    """The skops bytes of a fitted estimator, canonicalised so equal models give equal bytes."""
+    import skops.io as sio
+
+    return canonical_skops(sio.dumps(estimator))
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """Rewrite a skops archive so its bytes depend only on the model.
+
+    skops names array files and ``__id__`` fields after Python object ids and stamps zip
+    entries with the current time; both vary between runs. Ids are renumbered 1, 2, ...
+    in order of first appearance (a bijection, so shared references stay shared), and
+    entries get a fixed timestamp and order.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        schema = json.loads(src.read("schema.json"))
+        files = {name: src.read(name) for name in src.namelist() if name != "schema.json"}
+    ids: dict[int, int] = {}
+
+    def renumber(old: int) -> int:
+        return ids.setdefault(old, len(ids) + 1)
+
+    def rename(name: str) -> str:
+        m = _NUMERIC_NAME.match(name)
+        return f"{renumber(int(m['id']))}{m['ext']}" if m else name
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = renumber(value)
+            elif key == "file" and isinstance(value, str):
+                out[key] = rename(value)
+            else:
+                out[key] = walk(value)
+        return out
+
+    schema = walk(schema)
+    renamed = {rename(name): content for name, content in files.items()}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for name in sorted(renamed):
+            dst.writestr(_entry(name), renamed[name])
+        dst.writestr(_entry("schema.json"), json.dumps(schema, indent=2))
+    return buf.getvalue()
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
+
+
+def _as_matrix(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ModelError(f"predict_proba needs a 2-D matrix, got shape {X.shape}")
+    return X
+
+
+@dataclass
+class LoadedModel:
+    """A registered model version ready to score: its metadata plus a runtime."""
+
+    model_id: str
+    version: int
+    algorithm: str
+    features: list[str]
+    threshold: float
+    artifact_sha256: str
+    metadata: ModelMetadata = field(repr=False)
+    runtime: ModelRuntime = field(repr=False)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Positive-class probability per row; ``X`` columns are :attr:`features` in order."""
+        X = _as_matrix(X)
+        if X.shape[1] != len(self.features):
+            raise ModelError(
+                f"{self.model_id} v{self.version} expects {len(self.features)} features,"
+                f" got {X.shape[1]} columns"
+            )
+        return self.runtime.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Decisions at the threshold: 1 where ``score >= threshold`` (int64)."""
+        return decide(self.predict_proba(X), self.threshold)
+
+
+def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """The label policy everywhere in precog: flag (1) when ``score >= threshold``.
+
+    >>> decide(np.array([0.1, 0.5, 0.9]), 0.5).tolist()
+    [0, 1, 1]
+    """
+    return (np.asarray(scores) >= threshold).astype(np.int64)

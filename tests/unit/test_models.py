@@ -1,0 +1,118 @@
+"""Model runtimes: safe formats only, exact predictions, canonical skops bytes."""
+
+from __future__ import annotations
+
+import io
+import operator
+import pickle  # noqa: S403 - only to prove pickles are refused; never loaded
+import zipfile
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from precog.errors import ModelError, UnsafeArtifactError
+from precog.models import (
+    LightGBMRuntime,
+    SkopsRuntime,
+    canonical_skops,
+    decide,
+    dump_lightgbm,
+    dump_skops,
+    load_runtime,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _data(n: int = 600, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.5, size=n) > 0.8).astype(np.int64)
+    return X, y
+
+
+def _booster(X: np.ndarray, y: np.ndarray) -> lgb.Booster:
+    params = {"objective": "binary", "num_leaves": 7, "verbose": -1, "seed": 0,
+              "deterministic": True, "num_threads": 1, "force_row_wise": True}
+    ds = lgb.Dataset(X, y, feature_name=["a", "b", "c", "d"])
+    return lgb.train(params, ds, num_boost_round=20)
+
+
+def _logistic(X: np.ndarray, y: np.ndarray) -> Pipeline:
+    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression())]).fit(X, y)
+
+
+def test_lightgbm_text_round_trip_predicts_exactly():
+    X, y = _data()
+    booster = _booster(X, y)
+    runtime = LightGBMRuntime.loads(dump_lightgbm(booster))
+    out = runtime.predict_proba(X)
+    assert out.dtype == np.float64 and out.shape == (len(X),)
+    np.testing.assert_array_equal(out, booster.predict(X))
+    assert runtime.feature_names == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        _logistic,
+        lambda X, y: HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, y),
+        lambda X, y: RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y),
+    ],
+    ids=["logistic", "hgb", "forest"],
+)
+def test_skops_round_trip_predicts_exactly(make):
+    X, y = _data()
+    est = make(X, y)
+    runtime = SkopsRuntime.loads(dump_skops(est))
+    np.testing.assert_array_equal(runtime.predict_proba(X), est.predict_proba(X)[:, 1])
+
+
+def test_canonical_skops_bytes_depend_only_on_the_model():
+    X, y = _data()
+    first = dump_skops(_logistic(X, y))
+    second = dump_skops(_logistic(X, y))  # a new object: new Python ids, new timestamps
+    assert first == second
+    raw = sio.dumps(_logistic(X, y))
+    assert raw != first and canonical_skops(raw) == first
+    names = zipfile.ZipFile(io.BytesIO(first)).namelist()
+    assert names[-1] == "schema.json"
+    assert all(n.endswith(".npy") and int(n[:-4]) < 100 for n in names[:-1])  # renumbered
+
+
+def test_pickle_is_refused_by_both_runtimes(tmp_path):
+    X, y = _data()
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(_logistic(X, y)))
+    with pytest.raises(UnsafeArtifactError, match="pickle"):
+        SkopsRuntime.load(path)
+    with pytest.raises(UnsafeArtifactError, match="pickle"):
+        LightGBMRuntime.load(path)
+
+
+def test_skops_with_an_untrusted_type_is_refused():
+    X, y = _data()
+    est = Pipeline([("f", FunctionTransformer(operator.neg)), ("clf", LogisticRegression())])
+    data = sio.dumps(est.fit(X, y))
+    assert "_operator.neg" in sio.get_untrusted_types(data=data)
+    with pytest.raises(UnsafeArtifactError, match=r"untrusted types \['_operator.neg'"):
+        SkopsRuntime.loads(data)
+
+
+def test_unknown_format_and_garbage_are_refused():
+    with pytest.raises(UnsafeArtifactError, match="unsupported artifact format 'joblib'"):
+        load_runtime("joblib", b"tree\n")
+    with pytest.raises(UnsafeArtifactError, match="not a skops artifact"):
+        SkopsRuntime.loads(b"hello")
+    with pytest.raises(ModelError, match="not a valid LightGBM text model"):
+        LightGBMRuntime.loads(b"tree\nnonsense")
+
+
+def test_decide_flags_at_and_above_threshold():
+    assert decide(np.array([0.29, 0.3, 0.31]), 0.3).tolist() == [0, 1, 1]
