@@ -1,0 +1,71 @@
+"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (scripts.stack)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import typer
+
+from precog.errors import ConfigError
+from precog.settings import Settings
+
+app = typer.Typer(help="The local stack: Kafka (KRaft), Elasticsearch, Redis as local processes.",
+                  no_args_is_help=True)
+
+
+def _stack():  # type: ignore[no-untyped-def]
+    from scripts import stack
+
+    return stack
+
+
+def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
+    typer.echo(f"{'service':<14} {'mode':<9} {'pid':<11} {'address':<26} health")
+    for row in rows:
+        typer.echo(row.line())
+    return all(row.healthy for row in rows)
+
+
+@app.command()
+def up() -> None:
+    """Start Kafka, Elasticsearch and Redis (downloading what is missing) and wait for health."""
+    rows = _stack().up(Settings(), echo=typer.echo)
+    _print_status(rows)
+    layout = _stack().Layout.from_settings(Settings())
+    typer.echo(f"logs: {layout.home}/<service>/logs  (precog stack logs [service])")
+
+
+@app.command()
+def down(timeout: float = typer.Option(60.0, help="seconds before TERM becomes KILL")) -> None:
+    """Stop the services this stack started (only those)."""
+    _stack().down(Settings(), echo=typer.echo, timeout=timeout)
+
+
+@app.command()
+def status() -> None:
+    """Each service: mode, pid, address, health, memory."""
+    if not _print_status(_stack().status(Settings())):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    service: str = typer.Argument(None, help="kafka, elasticsearch or redis (default: all)"),
+    lines: int = typer.Option(50, "-n", "--lines", help="lines from the end of each log"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="keep printing (tail -F)"),
+) -> None:
+    """Tail the logs of one service or all."""
+    stack = _stack()
+    if service is not None and service not in stack.SERVICES:
+        raise ConfigError(f"unknown service {service!r}: one of {', '.join(stack.SERVICES)}")
+    found = stack.logs(Settings(), service, lines)
+    if follow:
+        tail = shutil.which("tail")
+        if tail is None:
+            raise ConfigError("--follow needs the 'tail' program")
+        os.execv(tail, [tail, "-n", str(lines), "-F", *map(str, found)])
+    for path, text in found.items():
+        typer.echo(f"==> {path} <==")
+        for line in text:
+            typer.echo(line)

@@ -1,0 +1,1130 @@
+"""The local stack: Kafka (KRaft), Elasticsearch and Redis as local processes, without Docker.
+
+``up`` fetches what is missing (Kafka's jars and the Elasticsearch zip from Maven Central into
+the cache, ``redis-server`` with apt-get), starts each service under the stack home, and waits
+for real health: a Kafka produce/consume round trip, Elasticsearch cluster health yellow or
+green, Redis PING. ``down`` stops only the processes this stack started (pid files whose
+command line is verified first). A service given explicitly (``PRECOG_KAFKA_BOOTSTRAP``,
+``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_URL``) is never started, only checked.
+
+Layout of the stack home (``settings.stack.home``, relative paths are taken from the
+repository root)::
+
+    run/<service>.pid            pid file (JSON: pid, marker, command)
+    kafka/{server.properties,log4j.properties,data/,logs/}
+    elasticsearch/{dist/,config/,data/,logs/,tmp/}
+    redis/{redis.conf,data/,logs/}
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from precog.errors import ServiceUnavailable, StackError
+from precog.settings import (
+    LOCAL_ELASTICSEARCH_PORT,
+    LOCAL_ELASTICSEARCH_TRANSPORT_PORT,
+    LOCAL_KAFKA_CONTROLLER_PORT,
+    LOCAL_KAFKA_PORT,
+    LOCAL_REDIS_PORT,
+    Settings,
+)
+
+Echo = Callable[[str], None]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("kafka", "elasticsearch", "redis")
+ES_USER = "precog-es"
+HEALTH_TOPIC = "precog-stack-health"
+SLF4J_VERSION = "1.7.36"
+JAVA_MAJORS = (17, 21)  # what Kafka 3.9 and Elasticsearch 8.15 both run on; 17 preferred
+START_TIMEOUTS = {"kafka": 120.0, "elasticsearch": 240.0, "redis": 30.0}
+
+
+def _echo(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one stack keeps its downloads (cache) and its runtime files (home)."""
+
+    home: Path
+    cache: Path
+    kafka_version: str
+    elasticsearch_version: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Layout:
+        home = settings.stack.home.expanduser()
+        if not home.is_absolute():
+            home = PROJECT_ROOT / home
+        return cls(
+            home=home,
+            cache=settings.stack.cache.expanduser().resolve(),
+            kafka_version=settings.stack.kafka_version,
+            elasticsearch_version=settings.stack.elasticsearch_version,
+        )
+
+    def dir(self, service: str) -> Path:
+        """The service's directory in the stack home."""
+        return self.home / service
+
+    def logs(self, service: str) -> Path:
+        return self.dir(service) / "logs"
+
+    def pid_file(self, service: str) -> Path:
+        return self.home / "run" / f"{service}.pid"
+
+    def stdout_log(self, service: str) -> Path:
+        """Where the process's own stdout/stderr go."""
+        return self.logs(service) / f"{service}.out"
+
+    @property
+    def kafka_libs(self) -> Path:
+        return self.cache / f"kafka-{self.kafka_version}" / "libs"
+
+    @property
+    def elasticsearch_zip(self) -> Path:
+        return self.cache / f"elasticsearch-{self.elasticsearch_version}.zip"
+
+    @property
+    def elasticsearch_dist(self) -> Path:
+        # Extracted into the stack home, not the cache: the unprivileged Elasticsearch user
+        # must read it, and the cache usually sits in root's private home.
+        es = self.dir("elasticsearch")
+        return es / "dist" / f"elasticsearch-{self.elasticsearch_version}"
+
+    def log_files(self, service: str) -> list[Path]:
+        """The log files of a service, main log first."""
+        main = {
+            "kafka": self.logs("kafka") / "server.log",
+            "elasticsearch": self.logs("elasticsearch") / "precog.log",
+            "redis": self.logs("redis") / "redis.log",
+        }[service]
+        return [main, self.stdout_log(service)]
+
+    def marker(self, service: str) -> str:
+        """A string only this stack's process of ``service`` has in its command line."""
+        return {
+            "kafka": str(self.dir("kafka") / "server.properties"),
+            "elasticsearch": str(self.dir("elasticsearch")),
+            "redis": str(self.dir("redis") / "redis.conf"),
+        }[service]
+
+
+# --------------------------------------------------------------------------- pure renderers
+
+
+def kafka_cluster_id(seed: uuid.UUID | None = None) -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    >>> kafka_cluster_id(uuid.UUID(int=0))
+    'AAAAAAAAAAAAAAAAAAAAAA'
+    >>> len(kafka_cluster_id())
+    22
+    """
+    raw = (seed or uuid.uuid4()).bytes
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def kafka_pom(kafka_version: str, slf4j_version: str = SLF4J_VERSION) -> str:
+    """The throw-away Maven project whose dependencies are Kafka's broker and a log binding."""
+    deps = [
+        ("org.apache.kafka", "kafka_2.13", kafka_version),
+        ("org.slf4j", "slf4j-reload4j", slf4j_version),
+    ]
+    dep_xml = "".join(
+        f"<dependency><groupId>{g}</groupId><artifactId>{a}</artifactId>"
+        f"<version>{v}</version></dependency>"
+        for g, a, v in deps
+    )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>precog.local</groupId><artifactId>kafka-runtime</artifactId>"
+        f"<version>{kafka_version}</version><packaging>pom</packaging>"
+        f"<dependencies>{dep_xml}</dependencies></project>\n"
+    )
+
+
+def kafka_server_properties(data_dir: Path, host: str = "127.0.0.1") -> str:
+    """KRaft combined broker+controller, node 1, replication 1 everywhere.
+
+    >>> props = kafka_server_properties(Path("/d"))
+    >>> "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in props
+    True
+    >>> "group.initial.rebalance.delay.ms=0" in props
+    True
+    """
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{host}:{LOCAL_KAFKA_CONTROLLER_PORT}",
+        "listeners": f"PLAINTEXT://{host}:{LOCAL_KAFKA_PORT},CONTROLLER://{host}:{LOCAL_KAFKA_CONTROLLER_PORT}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{LOCAL_KAFKA_PORT}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.hours": "168",
+        "log.segment.bytes": str(128 * 1024 * 1024),
+    }
+    return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def kafka_log4j_properties() -> str:
+    """reload4j configuration: everything to ``${kafka.logs.dir}/server.log``, rolled."""
+    return (
+        "log4j.rootLogger=INFO, file\n"
+        "log4j.appender.file=org.apache.log4j.RollingFileAppender\n"
+        "log4j.appender.file.File=${kafka.logs.dir}/server.log\n"
+        "log4j.appender.file.MaxFileSize=50MB\n"
+        "log4j.appender.file.MaxBackupIndex=3\n"
+        "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+        "log4j.logger.kafka.request.logger=WARN\n"
+        "log4j.logger.state.change.logger=WARN\n"
+        "log4j.logger.kafka.log.LogCleaner=WARN\n"
+    )
+
+
+def redis_conf(layout: Layout) -> str:
+    """Redis on the local port; the config path shows in the process title (our marker)."""
+    return (
+        f"bind 127.0.0.1\nport {LOCAL_REDIS_PORT}\nprotected-mode yes\ndaemonize no\n"
+        f"dir {layout.dir('redis') / 'data'}\n"
+        f"logfile {layout.logs('redis') / 'redis.log'}\n"
+        "appendonly no\n"
+        'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'
+    )
+
+
+def parse_java_major(version_output: str) -> int | None:
+    """The major version from ``java -version`` output.
+
+    >>> parse_java_major('openjdk version "17.0.15" 2025-04-15')
+    17
+    >>> parse_java_major('java version "1.8.0_392"')
+    8
+    >>> parse_java_major("nothing here") is None
+    True
+    """
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', version_output)
+    if not m:
+        return None
+    major = int(m[1])
+    return int(m[2]) if major == 1 and m[2] else major
+
+
+def listening_inodes(proc_net_tcp: str, port: int) -> set[str]:
+    """Socket inodes listening on ``port`` in the text of ``/proc/net/tcp`` (or tcp6).
+
+    >>> text = ("  sl  local_address rem_address   st tx rx tr tm retr uid timeout inode\\n"
+    ...         "   0: 0100007F:4A84 00000000:0000 0A 0:0 00:0 0 0 0 4242 1\\n"
+    ...         "   1: 0100007F:4A84 0100007F:9C40 01 0:0 00:0 0 0 0 4343 1\\n")
+    >>> listening_inodes(text, 19076)
+    {'4242'}
+    """
+    found = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 10 or parts[3] != "0A":
+            continue
+        if int(parts[1].rsplit(":", 1)[1], 16) == port:
+            found.add(parts[9])
+    return found
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for printing.
+
+    >>> redact("redis://user:secret@127.0.0.1:16379/0")
+    'redis://127.0.0.1:16379/0'
+    >>> redact("127.0.0.1:19092")
+    '127.0.0.1:19092'
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def tail_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` lines of a text file (empty if it does not exist)."""
+    if not path.exists():
+        return []
+    with path.open("rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        block, data = 8192, b""
+        while size > 0 and data.count(b"\n") <= n:
+            step = min(block, size)
+            size -= step
+            fh.seek(size)
+            data = fh.read(step) + data
+    lines = data.decode(errors="replace").splitlines()
+    return lines[-n:] if n > 0 else []
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def cmdline(pid: int) -> str | None:
+    """The command line of a live process, space-joined; None if gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # [state, ppid, pgrp, ...]
+
+
+def _all_pids() -> Iterator[int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    members = []
+    for pid in _all_pids():
+        fields = _stat_fields(pid)
+        if fields and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(pid)
+    return members
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size (VmRSS) of a process in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def port_holders(port: int) -> list[int]:
+    """Pids with a socket listening on TCP ``port`` (any address)."""
+    inodes: set[str] = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            inodes |= listening_inodes(Path(name).read_text(), port)
+    if not inodes:
+        return []
+    targets = {f"socket:[{i}]" for i in inodes}
+    pids = []
+    for pid in _all_pids():
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in targets:
+                        pids.append(pid)
+                        break
+    return pids
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def describe_pid(pid: int) -> str:
+    cmd = cmdline(pid) or "?"
+    return f"pid {pid}: {cmd[:90]}"
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What a pid file holds."""
+
+    pid: int
+    marker: str
+    command: list[str] = field(default_factory=list)
+    started: float = 0.0
+
+
+def write_pid(path: Path, rec: PidRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec.__dict__) + "\n")
+
+
+def read_pid(path: Path) -> PidRecord | None:
+    try:
+        data = json.loads(path.read_text())
+        return PidRecord(int(data["pid"]), str(data["marker"]), list(data.get("command", [])),
+                         float(data.get("started", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def owned_pid(path: Path) -> int | None:
+    """The pid in ``path`` if that process is alive and its command line has our marker.
+
+    A stale pid file (process gone, or the pid reused by another program) yields None.
+    """
+    rec = read_pid(path)
+    if rec is None:
+        return None
+    members = group_members(rec.pid)
+    if any(is_service_cmdline(cmdline(pid) or "", rec.marker) for pid in [rec.pid, *members]):
+        return rec.pid
+    return None
+
+
+def spawn(command: list[str], *, log: Path, pid_file: Path, marker: str,
+          cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own session (so it outlives us), output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    write_pid(pid_file, PidRecord(proc.pid, marker, command, time.time()))
+    _CHILDREN.append(proc)
+    return proc
+
+
+_CHILDREN: list[subprocess.Popen[bytes]] = []  # keeps handles so exit codes can be read
+
+
+def stop_group(pgid: int, timeout: float) -> bool:
+    """TERM the process group, KILL it after ``timeout`` s; True if it had to be killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap()
+        if not group_members(pgid):
+            return False
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    for _ in range(50):
+        _reap()
+        if not group_members(pgid):
+            break
+        time.sleep(0.1)
+    return True
+
+
+def _reap() -> None:
+    for proc in _CHILDREN:
+        proc.poll()
+
+
+#: First words of the command lines the stack launches (java, runuser for ES, redis-server).
+_SERVICE_PROGRAMS = ("java", "runuser", "env", "redis-server")
+
+
+def is_service_cmdline(cmd: str, marker: str) -> bool:
+    """Whether a command line is one of our service processes (not a shell that names a path).
+
+    >>> is_service_cmdline("/usr/bin/java -cp x kafka.Kafka /h/kafka/server.properties",
+    ...                    "/h/kafka/server.properties")
+    True
+    >>> is_service_cmdline("tail -F /h/kafka/server.properties", "/h/kafka/server.properties")
+    False
+    """
+    first = cmd.split(" ", 1)[0].rsplit("/", 1)[-1]
+    return marker in cmd and first in _SERVICE_PROGRAMS
+
+
+def stray_pids(marker: str) -> list[int]:
+    """Processes of ours by command line (``marker``), even if the pid file was lost."""
+    me = {os.getpid(), os.getppid()}
+    found = []
+    for pid in _all_pids():
+        cmd = cmdline(pid)
+        if pid not in me and cmd and is_service_cmdline(cmd, marker):
+            found.append(pid)
+    return found
+
+
+# --------------------------------------------------------------------------- tools
+
+
+_apt_updated = False
+
+
+def _run(cmd: list[str], *, log: Path | None = None, what: str) -> None:
+    """Run a setup command; on failure raise a one-line StackError naming ``what``."""
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise StackError(f"{what} failed: {cmd[0]} not found") from exc
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(res.stdout + res.stderr)
+    if res.returncode != 0:
+        lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
+        err = [ln for ln in lines if "ERROR" in ln] or lines or ["(no output)"]
+        where = f" (full output: {log})" if log else ""
+        raise StackError(f"{what} failed (exit {res.returncode}): {err[0].strip()[:200]}{where}")
+
+
+def apt_install(package: str, echo: Echo) -> None:
+    """``apt-get install -y package`` (after one ``apt-get update``); needs root."""
+    global _apt_updated
+    if os.geteuid() != 0:
+        raise StackError(f"{package} is not installed: run 'sudo apt-get install -y {package}'")
+    if shutil.which("apt-get") is None:
+        raise StackError(f"{package} is not installed and apt-get is not available")
+    env_cmd = ["env", "DEBIAN_FRONTEND=noninteractive"]
+    if not _apt_updated:
+        echo("  apt-get update")
+        _run([*env_cmd, "apt-get", "update", "-q"], what="apt-get update")
+        _apt_updated = True
+    echo(f"  apt-get install -y {package}")
+    _run([*env_cmd, "apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+         what=f"apt-get install {package}")
+
+
+def _java_home_major(home: Path) -> int | None:
+    release = home / "release"
+    if release.exists():
+        m = re.search(r'JAVA_VERSION="([^"]+)"', release.read_text())
+        if m:
+            return parse_java_major(f'version "{m[1]}"')
+    java = home / "bin" / "java"
+    if not java.exists():
+        return None
+    res = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False)
+    return parse_java_major(res.stderr + res.stdout)
+
+
+def find_java_home() -> Path:
+    """A Java home of a supported major version (17 preferred), or StackError."""
+    candidates: list[Path] = []
+    java = shutil.which("java")
+    if java:
+        candidates.append(Path(java).resolve().parent.parent)
+    jvm = Path("/usr/lib/jvm")
+    if jvm.is_dir():
+        candidates += sorted(p for p in jvm.iterdir() if p.is_dir() and not p.is_symlink())
+    by_major: dict[int, Path] = {}
+    for home in candidates:
+        major = _java_home_major(home)
+        if major in JAVA_MAJORS and (home / "bin" / "java").exists():
+            by_major.setdefault(major, home)
+    for major in JAVA_MAJORS:
+        if major in by_major:
+            return by_major[major]
+    raise StackError("Java 17 not found: install it (apt-get install -y openjdk-17-jdk-headless)")
+
+
+def find_maven() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven not found: install it (apt-get install -y maven)")
+    return mvn
+
+
+def find_redis_server(echo: Echo) -> str:
+    path = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if path is None:
+        echo("redis: redis-server not found, installing Debian's package")
+        apt_install("redis-server", echo)
+        path = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(path).exists():
+            raise StackError("redis-server not found after apt-get install redis-server")
+    return path
+
+
+def install_kafka(layout: Layout, echo: Echo) -> Path:
+    """Kafka's jars in the cache (Maven ``dependency:copy-dependencies``), once."""
+    libs = layout.kafka_libs
+    done = libs / ".complete"
+    if done.exists():
+        return libs
+    mvn = find_maven()
+    project = libs.parent
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "pom.xml").write_text(kafka_pom(layout.kafka_version))
+    echo(f"kafka: fetching org.apache.kafka:kafka_2.13:{layout.kafka_version} and its"
+         f" dependencies with Maven into {libs}")
+    if libs.exists():
+        shutil.rmtree(libs)
+    _run([mvn, "-B", "-q", "-f", str(project / "pom.xml"), "dependency:copy-dependencies",
+          f"-DoutputDirectory={libs}"],
+         log=project / "mvn.log", what=f"download of Kafka {layout.kafka_version} jars")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise StackError(f"download of Kafka jars failed: no kafka_2.13 jar in {libs}")
+    done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    return libs
+
+
+def install_elasticsearch_zip(layout: Layout, echo: Echo) -> Path:
+    """The integ-test-zip distribution in the cache (Maven ``dependency:copy``), once."""
+    dest = layout.elasticsearch_zip
+    if dest.exists():
+        return dest
+    mvn = find_maven()
+    v = layout.elasticsearch_version
+    project = layout.cache / f"elasticsearch-{v}-fetch"
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "pom.xml").write_text(
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        f"<groupId>precog.local</groupId><artifactId>es-fetch</artifactId><version>{v}</version>"
+        "<packaging>pom</packaging></project>\n"
+    )
+    artifact = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{v}:zip"
+    echo(f"elasticsearch: fetching {artifact} with Maven into {layout.cache}")
+    _run([mvn, "-B", "-q", "-f", str(project / "pom.xml"), "dependency:copy",
+          f"-Dartifact={artifact}", f"-DoutputDirectory={layout.cache}"],
+         log=project / "mvn.log", what=f"download of Elasticsearch {v}")
+    if not dest.exists():
+        raise StackError(f"download of Elasticsearch {v} failed: {dest} not written")
+    return dest
+
+
+def extract_zip(archive: Path, target: Path) -> None:
+    """Unzip keeping the Unix permission bits (the launch scripts must stay executable)."""
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, tmp))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                path.chmod(mode)
+    tmp.rename(target)
+
+
+def es_run_user(echo: Echo) -> str | None:
+    """The user Elasticsearch runs as: ``precog-es`` when we are root (created if missing)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(ES_USER)
+    except KeyError:
+        echo(f"elasticsearch: creating system user {ES_USER} (Elasticsearch refuses root)")
+        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+              ES_USER], what=f"useradd {ES_USER}")
+    return ES_USER
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    pw = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in dirs + files:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+
+def _check_traversable(path: Path, user: str) -> None:
+    """Every parent of ``path`` must let ``user`` in; otherwise say which one does not."""
+    res = subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)],
+                         capture_output=True, check=False)
+    if res.returncode != 0:
+        raise StackError(f"user {user} cannot enter {path}: make its parent directories"
+                         " world-executable or set PRECOG_STACK_HOME elsewhere")
+
+
+# --------------------------------------------------------------------------- health
+
+
+def _silent_kafka_config(settings: Settings) -> dict[str, object]:
+    return {**settings.kafka.confluent_config(), "log_level": 0, "socket.timeout.ms": 5000}
+
+
+def check_kafka(settings: Settings, timeout: float = 15.0) -> None:
+    """Produce a unique record to the health topic and read it back; ServiceUnavailable if not."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    addr = settings.kafka.bootstrap
+    cfg = _silent_kafka_config(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        admin = AdminClient(cfg)
+        meta = admin.list_topics(timeout=timeout)
+        if HEALTH_TOPIC not in meta.topics:
+            fut = admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])[HEALTH_TOPIC]
+            with contextlib.suppress(KafkaException):  # created concurrently: fine
+                fut.result(timeout=timeout)
+        token = uuid.uuid4().hex.encode()
+        delivered: list[object] = []
+        producer = Producer({**cfg, "message.timeout.ms": int(timeout * 1000)})
+        producer.produce(HEALTH_TOPIC, value=token,
+                         on_delivery=lambda err, msg: delivered.append(err or msg))
+        producer.flush(timeout)
+        if not delivered or not hasattr(delivered[0], "offset"):
+            raise ServiceUnavailable("kafka", addr, f"produce failed: {delivered or 'timeout'}")
+        offset = delivered[0].offset()  # type: ignore[attr-defined]
+        consumer = Consumer({**cfg, "group.id": "precog-stack-health",
+                             "enable.auto.commit": False})
+        try:
+            consumer.assign([TopicPartition(HEALTH_TOPIC, 0, offset)])
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None and msg.error() is None and msg.value() == token:
+                    return
+        finally:
+            consumer.close()
+        raise ServiceUnavailable("kafka", addr, "produced a record but could not consume it")
+    except KafkaException as exc:
+        raise ServiceUnavailable("kafka", addr, str(exc.args[0])[:160]) from exc
+
+
+def check_elasticsearch(settings: Settings, timeout: float = 10.0) -> str:
+    """Cluster health; returns ``yellow`` or ``green``, else ServiceUnavailable."""
+    from elasticsearch import Elasticsearch
+
+    addr = redact(settings.elasticsearch.url)
+    kwargs = {**settings.elasticsearch.client_kwargs(), "request_timeout": timeout}
+    try:
+        with Elasticsearch(**kwargs) as es:  # type: ignore[arg-type]
+            health = es.cluster.health(wait_for_status="yellow", timeout=f"{int(timeout)}s")
+    except Exception as exc:  # any transport/product-check error means "not healthy"
+        raise ServiceUnavailable("elasticsearch", addr, _short(exc)) from exc
+    status = str(health["status"])
+    if status not in ("yellow", "green"):
+        raise ServiceUnavailable("elasticsearch", addr, f"cluster health {status}")
+    return status
+
+
+def redis_client(settings: Settings, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    """A redis-py client for the configured URL and credentials."""
+    import redis
+
+    kw: dict[str, object] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.redis.username:
+        kw["username"] = settings.redis.username
+    if settings.redis.password:
+        kw["password"] = settings.redis.password.get_secret_value()
+    if settings.redis.url.startswith("rediss") and settings.redis.ssl_ca_certs:
+        kw["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
+    return redis.Redis.from_url(settings.redis.url, **kw)
+
+
+def check_redis(settings: Settings, timeout: float = 5.0) -> None:
+    """PING; ServiceUnavailable if it does not answer."""
+    try:
+        client = redis_client(settings, timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # connection refused, auth, TLS: all mean "not healthy"
+        raise ServiceUnavailable("redis", redact(settings.redis.url), _short(exc)) from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+CHECKS: dict[str, Callable[..., object]] = {
+    "kafka": check_kafka,
+    "elasticsearch": check_elasticsearch,
+    "redis": check_redis,
+}
+
+
+def address(settings: Settings, service: str) -> str:
+    return {
+        "kafka": settings.kafka.bootstrap,
+        "elasticsearch": redact(settings.elasticsearch.url),
+        "redis": redact(settings.redis.url),
+    }[service]
+
+
+def local_ports(service: str) -> tuple[int, ...]:
+    return {
+        "kafka": (LOCAL_KAFKA_PORT, LOCAL_KAFKA_CONTROLLER_PORT),
+        "elasticsearch": (LOCAL_ELASTICSEARCH_PORT, LOCAL_ELASTICSEARCH_TRANSPORT_PORT),
+        "redis": (LOCAL_REDIS_PORT,),
+    }[service]
+
+
+def healthy(settings: Settings, service: str, timeout: float = 5.0) -> str | None:
+    """None if healthy, else the one-line reason."""
+    try:
+        CHECKS[service](settings, timeout)
+    except ServiceUnavailable as exc:
+        return str(exc)
+    return None
+
+
+# --------------------------------------------------------------------------- service commands
+
+
+def kafka_command(layout: Layout, java_home: Path, heap: str) -> list[str]:
+    kdir = layout.dir("kafka")
+    return [
+        str(java_home / "bin" / "java"), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
+        f"-Dkafka.logs.dir={layout.logs('kafka')}",
+        "-cp", f"{layout.kafka_libs}/*", "kafka.Kafka", str(kdir / "server.properties"),
+    ]
+
+
+def elasticsearch_command(layout: Layout, java_home: Path, heap: str,
+                          user: str | None) -> list[str]:
+    es = layout.dir("elasticsearch")
+    env = [
+        "env", f"ES_JAVA_HOME={java_home}", f"ES_PATH_CONF={es / 'config'}",
+        f"ES_JAVA_OPTS=-Xms{heap} -Xmx{heap}", f"ES_TMPDIR={es / 'tmp'}",
+    ]
+    settings = {
+        "cluster.name": "precog",
+        "node.name": "precog-local",
+        "discovery.type": "single-node",
+        "xpack.security.enabled": "false",
+        "network.host": "127.0.0.1",
+        "http.port": str(LOCAL_ELASTICSEARCH_PORT),
+        "transport.port": str(LOCAL_ELASTICSEARCH_TRANSPORT_PORT),
+        "cluster.routing.allocation.disk.threshold_enabled": "false",
+        "path.data": str(es / "data"),
+        "path.logs": str(layout.logs("elasticsearch")),
+    }
+    args = [a for k, v in settings.items() for a in ("-E", f"{k}={v}")]
+    run_as = ["runuser", "-u", user, "--"] if user else []
+    return [*run_as, *env, str(layout.elasticsearch_dist / "bin" / "elasticsearch"), *args]
+
+
+def redis_command(layout: Layout, server: str) -> list[str]:
+    return [server, str(layout.dir("redis") / "redis.conf")]
+
+
+# --------------------------------------------------------------------------- status
+
+
+@dataclass
+class ServiceStatus:
+    """One service as ``status`` reports it."""
+
+    name: str
+    address: str
+    mode: str  # "local" (ours), "external" (PRECOG_* given), "foreign" (not ours), "stopped"
+    pid: int | None
+    health: str | None  # None = healthy, else the reason
+    logs: list[Path]
+    rss_kib: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.health is None
+
+    def line(self) -> str:
+        pid = f"pid {self.pid}" if self.pid else "-"
+        rss = f"  rss {self.rss_kib // 1024} MiB" if self.rss_kib else ""
+        state = "healthy" if self.healthy else f"DOWN ({self.health})"
+        return f"{self.name:<14} {self.mode:<9} {pid:<11} {self.address:<26} {state}{rss}"
+
+
+def group_rss_kib(pgid: int) -> int:
+    return sum(rss_kib(p) or 0 for p in group_members(pgid))
+
+
+def service_status(settings: Settings, service: str, layout: Layout | None = None,
+                   timeout: float = 5.0) -> ServiceStatus:
+    layout = layout or Layout.from_settings(settings)
+    pid = owned_pid(layout.pid_file(service))
+    external = settings.stack_overridden()[service]
+    mode = "external" if external else "local" if pid else "stopped"
+    reason = healthy(settings, service, timeout)
+    if mode == "stopped" and reason is None:
+        mode = "foreign"
+        holders = port_holders(local_ports(service)[0])
+        pid = holders[0] if holders else None
+    rss = group_rss_kib(pid) if pid and mode == "local" else (rss_kib(pid) if pid else None)
+    return ServiceStatus(service, address(settings, service), mode, pid, reason,
+                         layout.log_files(service), rss)
+
+
+def status(settings: Settings | None = None) -> list[ServiceStatus]:
+    """Every service: mode, pid, address, health, logs."""
+    settings = settings or Settings()
+    layout = Layout.from_settings(settings)
+    return [service_status(settings, s, layout) for s in SERVICES]
+
+
+# --------------------------------------------------------------------------- up / down
+
+
+@contextlib.contextmanager
+def _locked(layout: Layout, echo: Echo) -> Iterator[None]:
+    """One stack command at a time per stack home (several engineers share a checkout)."""
+    layout.home.mkdir(parents=True, exist_ok=True)
+    with (layout.home / "stack.lock").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            echo("waiting for another 'precog stack' command to finish ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ensure_ports_free(service: str, layout: Layout) -> None:
+    for port in local_ports(service):
+        holders = port_holders(port)
+        if holders or port_in_use(port):
+            who = describe_pid(holders[0]) if holders else "unknown process"
+            raise StackError(f"port {port} ({service}) is in use by another process ({who})")
+
+
+def _prepare_kafka(layout: Layout, java_home: Path, echo: Echo) -> None:
+    install_kafka(layout, echo)
+    kdir = layout.dir("kafka")
+    data = kdir / "data"
+    for d in (data, layout.logs("kafka")):
+        d.mkdir(parents=True, exist_ok=True)
+    (kdir / "server.properties").write_text(kafka_server_properties(data))
+    (kdir / "log4j.properties").write_text(kafka_log4j_properties())
+    if not (data / "meta.properties").exists():
+        echo(f"kafka: formatting KRaft storage in {data}")
+        _run([str(java_home / "bin" / "java"), "-cp", f"{layout.kafka_libs}/*",
+              f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
+              f"-Dkafka.logs.dir={layout.logs('kafka')}",
+              "kafka.tools.StorageTool", "format", "-t", kafka_cluster_id(),
+              "-c", str(kdir / "server.properties"), "--ignore-formatted"],
+             log=layout.logs("kafka") / "format.log", what="Kafka storage format")
+
+
+def _prepare_elasticsearch(layout: Layout, echo: Echo) -> str | None:
+    archive = install_elasticsearch_zip(layout, echo)
+    es = layout.dir("elasticsearch")
+    dist = layout.elasticsearch_dist
+    if not (dist / "bin" / "elasticsearch").exists():
+        echo(f"elasticsearch: unpacking {archive.name} into {dist.parent}")
+        dist.parent.mkdir(parents=True, exist_ok=True)
+        extract_zip(archive, dist.parent / f"unpack-{dist.name}")
+        shutil.move(str(dist.parent / f"unpack-{dist.name}" / dist.name), dist)
+        shutil.rmtree(dist.parent / f"unpack-{dist.name}")
+    if not (es / "config").exists():
+        shutil.copytree(dist / "config", es / "config")
+    for d in ("data", "tmp", "logs"):
+        (es / d).mkdir(parents=True, exist_ok=True)
+    user = es_run_user(echo)
+    if user:
+        _chown_tree(es, user)
+        _check_traversable(es, user)
+    return user
+
+
+def _prepare_redis(layout: Layout, echo: Echo) -> str:
+    server = find_redis_server(echo)
+    rdir = layout.dir("redis")
+    for d in (rdir / "data", layout.logs("redis")):
+        d.mkdir(parents=True, exist_ok=True)
+    (rdir / "redis.conf").write_text(redis_conf(layout))
+    return server
+
+
+def _start(service: str, settings: Settings, layout: Layout, echo: Echo,
+           java: Callable[[], Path]) -> subprocess.Popen[bytes]:
+    """Install what is missing and launch one service (no waiting)."""
+    _ensure_ports_free(service, layout)
+    if service == "kafka":
+        java_home = java()
+        _prepare_kafka(layout, java_home, echo)
+        cmd, env, cwd = kafka_command(layout, java_home, settings.stack.kafka_heap), None, None
+    elif service == "elasticsearch":
+        java_home = java()
+        user = _prepare_elasticsearch(layout, echo)
+        cmd = elasticsearch_command(layout, java_home, settings.stack.elasticsearch_heap, user)
+        env, cwd = None, layout.dir("elasticsearch")
+    else:
+        cmd, env, cwd = redis_command(layout, _prepare_redis(layout, echo)), None, None
+    proc = spawn(cmd, log=layout.stdout_log(service), pid_file=layout.pid_file(service),
+                 marker=layout.marker(service), cwd=cwd, env=env)
+    echo(f"{service}: started pid {proc.pid}; logs: {layout.log_files(service)[0]}")
+    return proc
+
+
+def _wait_healthy(service: str, settings: Settings, layout: Layout, timeout: float,
+                  proc: subprocess.Popen[bytes] | None, echo: Echo) -> None:
+    deadline = time.monotonic() + timeout
+    reason: str | None = "not checked"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            last = tail_lines(layout.stdout_log(service), 1) or ["(no output)"]
+            raise StackError(f"{service} exited during start (code {proc.returncode}):"
+                             f" {last[-1][:160]}; see {layout.stdout_log(service)}")
+        ports_up = service not in ("kafka", "elasticsearch") or port_in_use(
+            local_ports(service)[0])
+        if ports_up or proc is None:
+            reason = healthy(settings, service, timeout=min(10.0, max(1.0, timeout / 4)))
+            if reason is None:
+                return
+        time.sleep(1.0)
+    raise StackError(f"{service} not healthy after {timeout:.0f}s: {reason};"
+                     f" see {layout.log_files(service)[0]}")
+
+
+def up(settings: Settings | None = None, *, echo: Echo = _echo,
+       timeouts: dict[str, float] | None = None) -> list[ServiceStatus]:
+    """Start what is not running, wait until every service is healthy, report them.
+
+    Idempotent: a healthy service from our pid file is left alone; a healthy service on the
+    address that another stack started is used as it is; a port held by anything else fails.
+    """
+    settings = settings or Settings()
+    layout = Layout.from_settings(settings)
+    timeouts = {**START_TIMEOUTS, **(timeouts or {})}
+    overridden = settings.stack_overridden()
+    t0 = time.monotonic()
+    java_home: list[Path] = []
+
+    def java() -> Path:
+        if not java_home:
+            java_home.append(find_java_home())
+            echo(f"java: {java_home[0]}")
+        return java_home[0]
+
+    with _locked(layout, echo):
+        echo(f"stack home: {layout.home}   cache: {layout.cache}")
+        started: dict[str, subprocess.Popen[bytes] | None] = {}
+        for service in SERVICES:
+            addr = address(settings, service)
+            if overridden[service]:
+                echo(f"{service}: external at {addr} (given by PRECOG_*), not starting it")
+                started[service] = None
+                continue
+            pid = owned_pid(layout.pid_file(service))
+            if pid:
+                echo(f"{service}: already running (pid {pid}) at {addr}")
+                started[service] = None
+                continue
+            layout.pid_file(service).unlink(missing_ok=True)
+            if port_in_use(local_ports(service)[0]) and healthy(settings, service) is None:
+                holders = port_holders(local_ports(service)[0])
+                who = describe_pid(holders[0]) if holders else "unknown process"
+                echo(f"{service}: a healthy {service} already answers at {addr} ({who});"
+                     " using it (not started here, 'down' leaves it alone)")
+                started[service] = None
+                continue
+            echo(f"{service}: starting at {addr}")
+            started[service] = _start(service, settings, layout, echo, java)
+        for service, proc in started.items():
+            echo(f"{service}: waiting for health ...")
+            t1 = time.monotonic()
+            _wait_healthy(service, settings, layout, timeouts[service], proc, echo)
+            echo(f"{service}: healthy ({time.monotonic() - t1:.1f}s)")
+    echo(f"stack up in {time.monotonic() - t0:.1f}s")
+    return status(settings)
+
+
+def ensure(settings: Settings | None = None, *, echo: Echo = _echo) -> list[ServiceStatus]:
+    """Services that already answer are used as they are; anything else goes through ``up``."""
+    settings = settings or Settings()
+    current = [service_status(settings, s) for s in SERVICES]
+    if all(st.healthy for st in current):
+        return current
+    return up(settings, echo=echo)
+
+
+def down(settings: Settings | None = None, *, echo: Echo = _echo,
+         timeout: float = 60.0) -> list[str]:
+    """Stop the services this stack started (and only those); returns their names."""
+    settings = settings or Settings()
+    layout = Layout.from_settings(settings)
+    stopped = []
+    with _locked(layout, echo):
+        for service in reversed(SERVICES):
+            pid_file = layout.pid_file(service)
+            pid = owned_pid(pid_file)
+            marker = layout.marker(service)
+            if pid:
+                echo(f"{service}: stopping pid {pid} (TERM, KILL after {timeout:.0f}s)")
+                if stop_group(pid, timeout):
+                    echo(f"{service}: did not stop in time, killed")
+                stopped.append(service)
+            strays = stray_pids(marker)
+            for stray in strays:
+                echo(f"{service}: stopping leftover {describe_pid(stray)}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(stray, signal.SIGTERM)
+            if strays:
+                _wait_gone(strays, timeout)
+            if not pid and not strays:
+                echo(f"{service}: not running from this stack")
+            pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(cmdline(p) for p in pids):
+        time.sleep(0.2)
+    for p in pids:
+        if cmdline(p):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+
+
+def logs(settings: Settings | None = None, service: str | None = None,
+         lines: int = 50) -> dict[Path, list[str]]:
+    """The last ``lines`` lines of each log file of ``service`` (or of every service)."""
+    settings = settings or Settings()
+    layout = Layout.from_settings(settings)
+    names = [service] if service else list(SERVICES)
+    for name in names:
+        if name not in SERVICES:
+            from precog.errors import ConfigError
+
+            raise ConfigError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
+    return {p: tail_lines(p, lines) for n in names for p in layout.log_files(n)}
+
+
+if __name__ == "__main__":  # python -m scripts.stack up|down|status|logs
+    from precog.cli import main
+
+    sys.argv = ["precog", "stack", *sys.argv[1:]]
+    main()
