@@ -1,0 +1,30 @@
+"""``precog worker``: run the streaming agents of a namespace."""
+
+from __future__ import annotations
+
+import typer
+
+from precog.errors import ConfigError
+from precog.settings import get_settings
+
+app = typer.Typer(help="Run the streaming worker (score, index, join, monitor agents).")
+
+
+@app.callback(invoke_without_command=True)
+def worker(
+    agents: str = typer.Option(
+        "control,score,index,join,monitor", help="comma-separated agents to run"
+    ),
+    loglevel: str = typer.Option("info", help="debug | info | warning | error"),
+) -> None:
+    """Run until interrupted; /health and /metrics on PRECOG_WORKER_WEB_PORT (6066)."""
+    from services.worker import DEFAULT_AGENTS, run
+
+    chosen = tuple(a.strip() for a in agents.split(",") if a.strip())
+    unknown = set(chosen) - set(DEFAULT_AGENTS)
+    if unknown:
+        raise ConfigError(f"unknown agents {sorted(unknown)}; choose from {list(DEFAULT_AGENTS)}")
+    if loglevel not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"bad --loglevel {loglevel!r}")
+    settings = get_settings()
+    run(settings, chosen, loglevel)

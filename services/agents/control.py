@@ -1,0 +1,127 @@
+"""Hot reload: follow ``{ns}.model-control`` and swap the worker's models between batches.
+
+Every worker must see every role change, so this is not a consumer-group agent (a group
+would give the single partition to one worker only): a background thread reads the
+compacted topic from the beginning with a manually assigned partition and no commits.
+Models are loaded (sha256 verified) in that thread; the new :class:`ModelSet` replaces the
+old one in a single assignment on the event loop, so a batch is always scored by one set.
+A version that fails to load is refused and the current set stays in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from precog.avro import Codec
+from precog.errors import PrecogError
+from precog.features import Featurizer
+from precog.registry import ModelRegistry
+from precog.scoring import ModelSet, make_model_set
+from services.runtime import Runtime
+
+log = logging.getLogger("precog.control")
+
+
+def model_set_from_roles(
+    registry: ModelRegistry, record: dict[str, Any], feature_names: list[str]
+) -> ModelSet:
+    """Load the leader and challengers a model-control record names (sha256 verified)."""
+    leader = registry.load(record["leader"]["model_id"], record["leader"]["version"])
+    challengers = [registry.load(c["model_id"], c["version"]) for c in record["challengers"]]
+    return make_model_set(int(record["revision"]), leader, challengers, feature_names)
+
+
+class RoleWatcher:
+    """Background thread that keeps ``rt.models`` in step with the model-control topic."""
+
+    def __init__(self, rt: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+        self.rt = rt
+        self.loop = loop
+        self.registry = ModelRegistry(rt.settings.registry_dir)
+        self.names = Featurizer(rt.spec).names
+        self.codec = Codec.for_schema("model_control")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="precog-roles", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _consumer(self) -> Consumer:
+        cfg = dict(self.rt.settings.kafka.confluent_config())
+        cfg.update(
+            {
+                "group.id": f"{self.rt.settings.group('roles')}-{self.rt.worker_name}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer = Consumer(cfg)
+        topic = self.rt.settings.topic("model-control")
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        return consumer
+
+    def _run(self) -> None:
+        consumer = self._consumer()
+        try:
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("model-control: %s", msg.error())
+                    continue
+                self._apply(msg.key(), msg.value())
+        finally:
+            consumer.close()
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None or (key is not None and key.decode() != self.rt.spec.name):
+            return
+        try:
+            record = self.codec.decode(value)
+            current = self.rt.models
+            if current is not None and record["revision"] <= current.revision:
+                return
+            models = model_set_from_roles(self.registry, record, self.names)
+        except PrecogError as exc:
+            log.error("model roles not applied, keeping the current models: %s", exc)
+            return
+        self.loop.call_soon_threadsafe(self._swap, models)
+
+    def _swap(self, models: ModelSet) -> None:
+        metrics = self.rt.metrics
+        metrics.model_loaded.clear()
+        for m in models.all:
+            metrics.model_loaded.labels(
+                m.model.model_id, str(m.model.version), m.role, m.model.artifact_sha256
+            ).set(1)
+        metrics.roles_revision.set(models.revision)
+        self.rt.models = models
+        log.info("scoring with %s", models.describe())
+
+
+def register(rt: Runtime) -> None:
+    """Start the role watcher when the app starts; stop it with the app."""
+    holder: dict[str, RoleWatcher] = {}
+
+    @rt.app.task
+    async def watch_roles() -> None:
+        watcher = RoleWatcher(rt, asyncio.get_running_loop())
+        holder["w"] = watcher
+        watcher.start()
+
+    async def stop() -> None:
+        if "w" in holder:
+            holder["w"].stop()
+
+    rt.on_stop.append(stop)

@@ -1,0 +1,165 @@
+"""The worker's runtime: the Faust app and what every agent shares (settings, codecs, clients).
+
+Agents are modules in ``services/agents`` exposing ``register(rt: Runtime) -> None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from precog.avro import Codec, latest
+from precog.scoring import ModelSet
+from precog.settings import Settings
+from precog.spec import PipelineSpec
+
+log = logging.getLogger("precog.worker")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class WorkerMetrics:
+    """Prometheus metrics of one worker, in their own registry (served on /metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("precog_events_in", "Events consumed", ["source"], registry=r)
+        self.predictions_out = Counter(
+            "precog_predictions_out", "Predictions produced", ["source"], registry=r
+        )
+        self.dead_letters = Counter(
+            "precog_dead_letters", "Records sent to the DLQ", ["stage", "error_class"], registry=r
+        )
+        self.documents_indexed = Counter(
+            "precog_documents_indexed", "Documents acknowledged by Elasticsearch", ["index"],
+            registry=r,
+        )
+        self.index_retries = Counter(
+            "precog_index_retries", "Bulk requests retried", ["reason"], registry=r
+        )
+        self.batch_latency = Histogram(
+            "precog_batch_seconds",
+            "Wall time to process one micro-batch",
+            ["agent"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "precog_batch_size", "Events per micro-batch", ["agent"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500), registry=r,
+        )
+        self.model_loaded = Gauge(
+            "precog_model_loaded",
+            "1 for each model version currently scoring",
+            ["model_id", "version", "role", "artifact_sha256"],
+            registry=r,
+        )
+        self.roles_revision = Gauge(
+            "precog_roles_revision", "Revision of the model-control record in use", registry=r
+        )
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    k = settings.kafka
+    if k.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ctx = ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+    if k.ssl_certfile:
+        ctx.load_cert_chain(str(k.ssl_certfile), str(k.ssl_keyfile) if k.ssl_keyfile else None)
+    return ctx
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for the configured Kafka security protocol (None for PLAINTEXT)."""
+    k = settings.kafka
+    ctx = _ssl_context(settings)
+    if k.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+            mechanism=k.sasl_mechanism or "PLAIN",
+            ssl_context=ctx,
+        )
+    return ctx
+
+
+def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
+    """The Faust app of a namespace: its own group id, topics and web port."""
+    brokers = [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")]
+    data_dir = settings.worker.data_dir / settings.namespace
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        app_id or settings.group("worker"),
+        broker=brokers,
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        value_serializer="raw",
+        key_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_host=settings.worker.web_host,
+        web_port=settings.worker.web_port,
+        web_bind=settings.worker.web_host,
+        datadir=str(data_dir),
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything the agents of one worker share."""
+
+    settings: Settings
+    spec: PipelineSpec
+    app: faust.App
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    models: ModelSet | None = None
+    worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    last_batch_time: float | None = None
+    code_version: str = "unknown"
+    on_stop: list[Any] = field(default_factory=list)
+    _es: Any = None
+    _topics: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def codec(self, schema_name: str) -> Codec:
+        return Codec.for_schema(schema_name)
+
+    def event_schema_label(self) -> str:
+        return latest(self.spec.event.schema_name).label
+
+    def topic(self, name: str, **kwargs: Any) -> faust.TopicT:
+        """The raw-bytes Faust topic ``{ns}.<name>`` (one object per name)."""
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(
+                self.settings.topic(name),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                **kwargs,
+            )
+        return self._topics[name]
+
+    @property
+    def es(self) -> Any:
+        """AsyncElasticsearch client, created on first use."""
+        if self._es is None:
+            from elasticsearch import AsyncElasticsearch
+
+            self._es = AsyncElasticsearch(**self.settings.elasticsearch.client_kwargs())
+        return self._es

@@ -1,0 +1,54 @@
+"""``/health`` and ``/metrics`` on the worker's Faust web server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.runtime import Runtime
+
+
+def health(rt: Runtime) -> tuple[int, dict[str, Any]]:
+    """Status code and body: 200 when models are loaded and the app is running."""
+    models = rt.models
+    body: dict[str, Any] = {
+        "namespace": rt.settings.namespace,
+        "spec": rt.spec.name,
+        "worker": rt.worker_name,
+        "code_version": rt.code_version,
+        "models": None,
+        "last_batch_age_s": None,
+    }
+    if models is not None:
+        body["models"] = {
+            "revision": models.revision,
+            "scoring": [
+                {
+                    "model_id": m.model.model_id,
+                    "version": m.model.version,
+                    "role": m.role,
+                    "artifact_sha256": m.model.artifact_sha256,
+                }
+                for m in models.all
+            ],
+        }
+    if rt.last_batch_time is not None:
+        body["last_batch_age_s"] = round(time.time() - rt.last_batch_time, 3)
+    ok = models is not None
+    body["status"] = "ok" if ok else "waiting-for-models"
+    return (200 if ok else 503), body
+
+
+def register(rt: Runtime) -> None:
+    app = rt.app
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        status, body = health(rt)
+        return web.json(body, status=status)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(rt.metrics.registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,54 @@
+"""Assemble and run one precog worker: the Faust app with its agents and web pages."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import faust
+
+from precog.settings import Settings
+from precog.spec import load_spec
+from services import web
+from services.runtime import Runtime, create_app
+
+log = logging.getLogger("precog.worker")
+
+#: Agent modules in services/agents, registered in this order.
+DEFAULT_AGENTS = ("control", "score", "index", "join", "monitor")
+
+
+def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) -> Runtime:
+    """A Runtime with the named agents registered (missing optional agents are skipped)."""
+    from precog.registry import code_version
+
+    spec = load_spec(settings.spec)
+    rt = Runtime(settings=settings, spec=spec, app=create_app(settings))
+    rt.code_version = code_version(settings)
+    for name in agents:
+        try:
+            module = importlib.import_module(f"services.agents.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"services.agents.{name}":
+                raise
+            log.warning("agent %s is not available; skipping", name)
+            continue
+        module.register(rt)
+    web.register(rt)
+
+    @rt.app.on_before_shutdown.connect
+    async def _stop(app: faust.App, **kwargs: object) -> None:
+        for stop in rt.on_stop:
+            await stop()
+
+    return rt
+
+
+def run(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS, loglevel: str = "info") -> None:
+    """Run the worker until interrupted."""
+    from services.preflight import check_all
+
+    check_all(settings, elasticsearch="index" in agents or "monitor" in agents)
+    rt = build_runtime(settings, agents)
+    worker = faust.Worker(rt.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
