@@ -1,0 +1,229 @@
+"""``precog kibana``: export, statically check and import the Kibana saved objects.
+
+``import`` posts the NDJSON to Kibana's saved-objects import API
+(``POST [/s/<space>]/api/saved_objects/_import?overwrite=true``, multipart ``file``,
+header ``kbn-xsrf: true``) with basic auth or an API key, and reports every object's
+result as Kibana gave it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import urllib3
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from precog.dashboards import NDJSON_PATH, TEMPLATES_DIR, export_ndjson, load_templates
+from precog.errors import ConfigError, PrecogError, ServiceUnavailable
+from precog.kibana_checks import check_definitions, check_ndjson
+from precog.settings import get_settings
+from precog.spec import load_spec
+
+app = typer.Typer(help="Kibana saved objects: export, check, import.", no_args_is_help=True)
+
+
+class KibanaSettings(BaseSettings):
+    """Where Kibana is and how to authenticate (``PRECOG_KIBANA_*``); secrets only from
+    the environment. Meant to become the ``kibana`` section of :class:`Settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="PRECOG_KIBANA_", frozen=True,
+                                      extra="ignore")
+
+    url: str = Field("http://127.0.0.1:5601", description="Kibana base URL")
+    space: str | None = Field(None, description="Kibana space id (default space if unset)")
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="encoded API key (id:key base64)")
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    timeout: float = Field(30.0, gt=0)
+
+
+def kibana_settings() -> KibanaSettings:
+    """The Kibana section of the settings, from ``Settings.kibana`` once it exists there,
+    else read from ``PRECOG_KIBANA_*`` here."""
+    section = getattr(get_settings(), "kibana", None)
+    return KibanaSettings.model_validate(section.model_dump()) if section else KibanaSettings()
+
+
+# ---------------------------------------------------------------------------- import: pure
+def import_url(base: str, space: str | None = None) -> str:
+    """The import endpoint, overwriting existing objects.
+
+    >>> import_url("http://kb:5601/", "parallel")
+    'http://kb:5601/s/parallel/api/saved_objects/_import?overwrite=true'
+    >>> import_url("http://kb:5601")
+    'http://kb:5601/api/saved_objects/_import?overwrite=true'
+    """
+    prefix = f"/s/{space}" if space and space != "default" else ""
+    return f"{base.rstrip('/')}{prefix}/api/saved_objects/_import?overwrite=true"
+
+
+def auth_headers(cfg: KibanaSettings) -> dict[str, str]:
+    """``kbn-xsrf`` plus the Authorization header (API key preferred over basic auth).
+
+    >>> auth_headers(KibanaSettings(api_key="abc"))
+    {'kbn-xsrf': 'true', 'Authorization': 'ApiKey abc'}
+    >>> auth_headers(KibanaSettings(username="u", password="p"))["authorization"]
+    'Basic dTpw'
+    """
+    headers = {"kbn-xsrf": "true"}
+    if cfg.api_key:
+        headers["Authorization"] = f"ApiKey {cfg.api_key.get_secret_value()}"
+    elif cfg.username and cfg.password:
+        headers.update(urllib3.make_headers(
+            basic_auth=f"{cfg.username}:{cfg.password.get_secret_value()}"))
+    return headers
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """What Kibana said about one imported object."""
+
+    type: str
+    id: str
+    title: str
+    ok: bool
+    error: str = ""
+
+    def line(self) -> str:
+        """One human line for the command's output."""
+        name = f"{self.type} {self.id}" + (f" ({self.title})" if self.title else "")
+        return f"ok     {name}" if self.ok else f"FAILED {name}: {self.error}"
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    kind = err.get("type", "unknown")
+    detail = err.get("message") or err.get("reason") or ""
+    refs = err.get("references") or []
+    if refs:
+        detail = "missing " + ", ".join(f"{r.get('type')} {r.get('id')}" for r in refs)
+    return f"{kind}: {detail}" if detail else kind
+
+
+def parse_import_response(status: int, body: bytes) -> list[ObjectResult]:
+    """Per-object results from Kibana's import response; an HTTP error or a body without
+    results raises PrecogError with Kibana's own message.
+
+    >>> body = json.dumps({"success": False, "successCount": 1,
+    ...     "successResults": [{"type": "lens", "id": "a", "meta": {"title": "A"}}],
+    ...     "errors": [{"type": "dashboard", "id": "d", "title": "D", "error":
+    ...         {"type": "missing_references", "references": [{"type": "lens", "id": "x"}]}}]})
+    >>> [r.line() for r in parse_import_response(200, body.encode())]
+    ['ok     lens a (A)', 'FAILED dashboard d (D): missing_references: missing lens x']
+    """
+    try:
+        payload = json.loads(body or b"{}")
+    except json.JSONDecodeError:
+        payload = {}
+    if status >= 400 or not isinstance(payload, dict):
+        message = payload.get("message") if isinstance(payload, dict) else None
+        text = message or body[:300].decode("utf-8", "replace").strip()
+        raise PrecogError(f"Kibana refused the import (HTTP {status}): {text}")
+    if "successResults" not in payload and "errors" not in payload:
+        raise PrecogError(f"unexpected Kibana response (HTTP {status}): {payload}")
+    results = [ObjectResult(r.get("type", "?"), r.get("id", "?"),
+                            (r.get("meta") or {}).get("title", ""), True)
+               for r in payload.get("successResults", [])]
+    results += [ObjectResult(e.get("type", "?"), e.get("id", "?"),
+                             e.get("title") or (e.get("meta") or {}).get("title", ""), False,
+                             _describe_error(e.get("error") or {}))
+                for e in payload.get("errors", [])]
+    return results
+
+
+# ---------------------------------------------------------------------------- import: I/O
+def import_saved_objects(ndjson: bytes, cfg: KibanaSettings) -> list[ObjectResult]:
+    """POST the export to Kibana; unreachable Kibana raises ServiceUnavailable."""
+    kw: dict[str, Any] = {"timeout": urllib3.Timeout(total=cfg.timeout),
+                          "retries": urllib3.Retry(total=2, backoff_factor=0.5,
+                                                   allowed_methods=None, status=0)}
+    if cfg.url.startswith("https"):
+        kw["cert_reqs"] = "CERT_REQUIRED" if cfg.verify_certs else "CERT_NONE"
+        if cfg.ca_certs:
+            kw["ca_certs"] = str(cfg.ca_certs)
+    http = urllib3.PoolManager(**kw)
+    url = import_url(cfg.url, cfg.space)
+    try:
+        resp = http.request("POST", url, headers=auth_headers(cfg),
+                            fields={"file": ("saved_objects.ndjson", ndjson,
+                                             "application/ndjson")})
+    except urllib3.exceptions.HTTPError as exc:
+        raise ServiceUnavailable("Kibana", cfg.url, type(exc).__name__) from None
+    return parse_import_response(resp.status, resp.data)
+
+
+# ---------------------------------------------------------------------------- commands
+def _feature_names(spec: Path | None) -> list[str]:
+    path = spec or get_settings().spec
+    return [f.name for f in load_spec(path).features]
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option(help="where to write the NDJSON")] = NDJSON_PATH,
+    spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
+) -> None:
+    """Generate the saved objects from precog/dashboards.py and write them as NDJSON."""
+    text = export_ndjson(_feature_names(spec))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {len(text.splitlines())} saved objects to {out}")
+
+
+@app.command("check")
+def check_cmd(
+    file: Annotated[Path, typer.Argument(help="NDJSON export to check")] = NDJSON_PATH,
+    templates: Annotated[Path, typer.Option(help="index templates directory")] = TEMPLATES_DIR,
+    spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
+) -> None:
+    """Check an export statically against the index templates; exit 1 on problems."""
+    if not file.exists():
+        raise ConfigError(f"no such file: {file}")
+    tmpl = load_templates(templates)
+    if not tmpl:
+        raise ConfigError(f"no index templates in {templates}")
+    from precog.dashboards import dashboards
+
+    names = _feature_names(spec)
+    problems = check_ndjson(file.read_text(), tmpl) + check_definitions(dashboards(names), tmpl)
+    stale = file.resolve() == NDJSON_PATH.resolve() and file.read_text() != export_ndjson(names)
+    for p in problems:
+        typer.echo(str(p))
+    if stale:
+        typer.echo(f"{file}: differs from precog/dashboards.py; run `precog kibana export`")
+    n = len(file.read_text().splitlines())
+    if problems or stale:
+        typer.echo(f"{len(problems)} problem(s) in {n} saved objects")
+        raise typer.Exit(1)
+    typer.echo(f"ok: {n} saved objects pass the static checks")
+
+
+@app.command("import")
+def import_cmd(
+    url: Annotated[str | None, typer.Option(help="Kibana URL [PRECOG_KIBANA_URL]")] = None,
+    space: Annotated[str | None, typer.Option(help="space [PRECOG_KIBANA_SPACE]")] = None,
+    username: Annotated[str | None, typer.Option(help="[PRECOG_KIBANA_USERNAME]")] = None,
+    file: Annotated[Path, typer.Option(help="NDJSON export to import")] = NDJSON_PATH,
+) -> None:
+    """Import the saved objects into Kibana (overwrite); report each object's result.
+
+    Password and API key come only from PRECOG_KIBANA_PASSWORD / PRECOG_KIBANA_API_KEY.
+    """
+    if not file.exists():
+        raise ConfigError(f"no such file: {file}")
+    given = {k: v for k, v in {"url": url, "space": space, "username": username}.items() if v}
+    cfg = kibana_settings().model_copy(update=given)
+    results = import_saved_objects(file.read_bytes(), cfg)
+    for r in results:
+        typer.echo(r.line())
+    failed = sum(not r.ok for r in results)
+    typer.echo(f"{len(results) - failed} imported, {failed} failed, into {cfg.url}"
+               + (f" space {cfg.space}" if cfg.space else ""))
+    if failed:
+        raise typer.Exit(1)
