@@ -733,22 +733,10 @@ def check_elasticsearch(settings: Settings, timeout: float = 10.0) -> str:
     return status
 
 
-def redis_client(settings: Settings, timeout: float = 5.0):  # type: ignore[no-untyped-def]
-    """A redis-py client for the configured URL and credentials."""
-    import redis
-
-    kw: dict[str, object] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if settings.redis.username:
-        kw["username"] = settings.redis.username
-    if settings.redis.password:
-        kw["password"] = settings.redis.password.get_secret_value()
-    if settings.redis.url.startswith("rediss") and settings.redis.ssl_ca_certs:
-        kw["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
-    return redis.Redis.from_url(settings.redis.url, **kw)
-
-
 def check_redis(settings: Settings, timeout: float = 5.0) -> None:
     """PING; ServiceUnavailable if it does not answer."""
+    from precog.namespace import redis_client
+
     try:
         client = redis_client(settings, timeout)
         try:

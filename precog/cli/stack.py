@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Annotated
 
 import typer
 
@@ -37,7 +38,9 @@ def up() -> None:
 
 
 @app.command()
-def down(timeout: float = typer.Option(60.0, help="seconds before TERM becomes KILL")) -> None:
+def down(
+    timeout: Annotated[float, typer.Option(help="seconds before TERM becomes KILL")] = 60.0,
+) -> None:
     """Stop the services this stack started (only those)."""
     _stack().down(Settings(), echo=typer.echo, timeout=timeout)
 
@@ -51,9 +54,11 @@ def status() -> None:
 
 @app.command()
 def logs(
-    service: str = typer.Argument(None, help="kafka, elasticsearch or redis (default: all)"),
-    lines: int = typer.Option(50, "-n", "--lines", help="lines from the end of each log"),
-    follow: bool = typer.Option(False, "-f", "--follow", help="keep printing (tail -F)"),
+    service: Annotated[
+        str | None, typer.Argument(help="kafka, elasticsearch or redis (default: all)")
+    ] = None,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="lines from each log's end")] = 50,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing (tail -F)")] = False,
 ) -> None:
     """Tail the logs of one service or all."""
     stack = _stack()

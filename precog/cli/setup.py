@@ -1,0 +1,44 @@
+"""``precog setup``: create a namespace's topics and apply its Elasticsearch index templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from precog.errors import ConfigError
+from precog.settings import Settings
+
+app = typer.Typer(help="Create the namespace's Kafka topics and Elasticsearch index templates.",
+                  invoke_without_command=True)
+
+
+@app.callback()
+def setup(
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="default: PRECOG_NAMESPACE")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="pipeline spec (default: PRECOG_SPEC)")
+    ] = None,
+    templates: Annotated[
+        Path | None, typer.Option("--templates", help="default: kibana/templates")
+    ] = None,
+) -> None:
+    """Idempotent: existing topics and templates are reported, never recreated or lost."""
+    from precog.namespace import TEMPLATE_DIR, setup_namespace
+    from precog.spec import load_spec
+
+    try:
+        settings = Settings(namespace=namespace) if namespace else Settings()
+    except ValueError as exc:
+        raise ConfigError(f"bad --namespace {namespace!r}: lowercase letters, digits, - or _"
+                          ) from exc
+    spec_path = spec or settings.spec
+    if not spec_path.exists():
+        raise ConfigError(f"pipeline spec {spec_path} not found")
+    typer.echo(f"namespace {settings.namespace}: spec {spec_path}")
+    setup_namespace(settings, load_spec(spec_path), echo=typer.echo,
+                    template_dir=templates or TEMPLATE_DIR)
+    typer.echo(f"namespace {settings.namespace}: ready")

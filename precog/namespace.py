@@ -1,0 +1,235 @@
+"""Namespace setup: a namespace's Kafka topics and Elasticsearch index templates, idempotently.
+
+Topics are ``{ns}.<name>``: the spec's event topic plus predictions, dlq, outcomes, labeled,
+metrics, alerts, manifests (``settings.kafka.partitions`` partitions each) and model-control
+(one partition, compacted). Index templates come from ``kibana/templates/*.json``; each file
+is a composable template body whose ``index_patterns`` carry the placeholder ``{ns}``, applied
+as ``{ns}-<file stem>``.
+
+>>> from precog.settings import Settings
+>>> from precog.spec import SPEC_DIR, load_spec
+>>> topics = topics_for(Settings(namespace="demo"), load_spec(SPEC_DIR / "transactions.yaml"))
+>>> topics["model-control"]
+TopicSpec(name='demo.model-control', partitions=1, config={'cleanup.policy': 'compact'})
+>>> sorted(t.name for t in topics.values())[:3]
+['demo.alerts', 'demo.dlq', 'demo.events.transactions']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from precog.errors import ConfigError, ServiceUnavailable
+from precog.settings import Settings
+from precog.spec import PipelineSpec
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "kibana" / "templates"
+PLACEHOLDER = "{ns}"
+
+#: Data topics every namespace has besides the spec's event topic.
+DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests")
+CONTROL_TOPIC = "model-control"
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: full name, partitions, topic-level configs."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topics_for(settings: Settings, spec: PipelineSpec) -> dict[str, TopicSpec]:
+    """The namespace's topics by short name (``"predictions"``, ``"events.transactions"``...)."""
+    parts = settings.kafka.partitions
+    topics = {
+        name: TopicSpec(settings.topic(name), parts)
+        for name in (spec.event.topic, *DATA_TOPICS)
+    }
+    topics[CONTROL_TOPIC] = TopicSpec(
+        settings.topic(CONTROL_TOPIC), 1, {"cleanup.policy": "compact"}
+    )
+    return topics
+
+
+def render_template(body: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The template body with every ``{ns}`` in its strings replaced by the namespace.
+
+    >>> render_template({"index_patterns": ["{ns}-alerts"], "priority": 200}, "t1")
+    {'index_patterns': ['t1-alerts'], 'priority': 200}
+    """
+    if isinstance(body, dict):
+        return {k: render_template(v, namespace) for k, v in body.items()}
+    if isinstance(body, list):
+        return [render_template(v, namespace) for v in body]  # type: ignore[return-value]
+    if isinstance(body, str):
+        return body.replace(PLACEHOLDER, namespace)  # type: ignore[return-value]
+    return body
+
+
+def load_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR) -> dict[str, dict]:  # type: ignore[type-arg]
+    """``{ns}-<stem>`` -> rendered body, for every ``*.json`` in ``template_dir``."""
+    found = {}
+    for path in sorted(template_dir.glob("*.json")) if template_dir.is_dir() else []:
+        try:
+            body = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        if PLACEHOLDER not in json.dumps(body.get("index_patterns", [])):
+            raise ConfigError(f"{path}: index_patterns must contain the placeholder {PLACEHOLDER}")
+        found[settings.index(path.stem)] = render_template(body, settings.namespace)
+    return found
+
+
+def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
+                  timeout: float = 30.0) -> list[str]:
+    """Create the namespace's missing topics; returns the names created (existing ones: none)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    say = echo or (lambda _msg: None)
+    wanted = topics_for(settings, spec)
+    admin = AdminClient(settings.kafka.confluent_config())
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc.args[0])) from exc
+    missing = [t for t in wanted.values() if t.name not in existing]
+    for t in wanted.values():
+        if t.name in existing:
+            say(f"topic {t.name}: already there")
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t.name, t.partitions, settings.kafka.replication_factor, config=t.config)
+         for t in missing],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=timeout)
+            created.append(name)
+            say(f"topic {name}: created")
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise ServiceUnavailable("kafka", settings.kafka.bootstrap,
+                                         f"cannot create {name}: {err.str()}") from exc
+            say(f"topic {name}: already there")
+    return sorted(created)
+
+
+def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR, *,
+                          echo: Echo | None = None) -> list[str]:
+    """Put every template of ``template_dir`` as ``{ns}-<stem>``; returns the names applied."""
+    from elasticsearch import ApiError, Elasticsearch, TransportError
+
+    say = echo or (lambda _msg: None)
+    templates = load_templates(settings, template_dir)
+    if not templates:
+        say(f"index templates: none in {template_dir}")
+        return []
+    try:
+        with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+            for name, body in templates.items():
+                existed = bool(es.indices.exists_index_template(name=name))
+                es.indices.put_index_template(name=name, **body)
+                say(f"index template {name}: {'updated' if existed else 'created'}")
+    except ApiError as exc:
+        raise ConfigError(f"index template rejected by Elasticsearch: {exc}") from exc
+    except TransportError as exc:
+        raise ServiceUnavailable("elasticsearch", settings.elasticsearch.url, str(exc)) from exc
+    return list(templates)
+
+
+def setup_namespace(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
+                    template_dir: Path = TEMPLATE_DIR) -> None:
+    """Topics and index templates of ``settings.namespace``; safe to run any number of times."""
+    ensure_topics(settings, spec, echo=echo)
+    apply_index_templates(settings, template_dir, echo=echo)
+
+
+def drop_namespace(settings: Settings, *, force: bool = False, timeout: float = 30.0) -> None:
+    """Delete everything named for ``settings.namespace``: topics, indices, templates, Redis keys
+    and consumer groups. For test and replay namespaces; ``prod`` only with ``force=True``.
+    """
+    ns = settings.namespace
+    if ns == "prod" and not force:
+        raise ConfigError("refusing to drop namespace 'prod' without force=True")
+    _drop_kafka(settings, timeout)
+    _drop_elasticsearch(settings)
+    _drop_redis(settings)
+
+
+def _ours(name: str, settings: Settings) -> bool:
+    ns = settings.namespace
+    return name.startswith((f"{ns}.", f"{ns}-", settings.group("")))
+
+
+def _drop_kafka(settings: Settings, timeout: float) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.confluent_config())
+    topics = [t for t in admin.list_topics(timeout=timeout).topics if _ours(t, settings)]
+    if topics:
+        for fut in admin.delete_topics(topics, operation_timeout=timeout).values():
+            with contextlib.suppress(KafkaException):
+                fut.result(timeout=timeout)
+    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=timeout).valid
+              if _ours(g.group_id, settings)]
+    if groups:
+        for fut in admin.delete_consumer_groups(groups, request_timeout=timeout).values():
+            with contextlib.suppress(KafkaException):  # a group with live members stays
+                fut.result(timeout=timeout)
+
+
+def _drop_elasticsearch(settings: Settings) -> None:
+    from elasticsearch import Elasticsearch, NotFoundError
+
+    pattern = f"{settings.namespace}-*"
+    with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+        # Explicit names: wildcard deletes are refused by action.destructive_requires_name.
+        indices = list(es.indices.get(index=pattern, expand_wildcards="all",
+                                      allow_no_indices=True, ignore_unavailable=True))
+        if indices:
+            es.indices.delete(index=",".join(indices), ignore_unavailable=True)
+        with contextlib.suppress(NotFoundError):
+            names = [t["name"] for t in es.indices.get_index_template(name=pattern)
+                     ["index_templates"]]
+            if names:
+                es.indices.delete_index_template(name=",".join(names))
+
+
+def redis_client(settings: Settings, timeout: float = 5.0) -> Any:
+    """A redis-py client for the configured URL and credentials (TLS with ``rediss://``)."""
+    import redis
+
+    kw: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.redis.username:
+        kw["username"] = settings.redis.username
+    if settings.redis.password:
+        kw["password"] = settings.redis.password.get_secret_value()
+    if settings.redis.url.startswith("rediss") and settings.redis.ssl_ca_certs:
+        kw["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
+    return redis.Redis.from_url(settings.redis.url, **kw)
+
+
+def _drop_redis(settings: Settings) -> None:
+    client = redis_client(settings)
+    try:
+        keys = list(client.scan_iter(match=f"{settings.namespace}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+    finally:
+        client.close()
