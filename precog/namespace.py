@@ -61,13 +61,14 @@ def topics_for(settings: Settings, spec: PipelineSpec) -> dict[str, TopicSpec]:
 
 
 def render_template(body: dict[str, Any], namespace: str) -> dict[str, Any]:
-    """The template body with every ``{ns}`` in its strings replaced by the namespace.
+    """The template body with every ``{ns}`` in its strings and keys (aliases) replaced.
 
     >>> render_template({"index_patterns": ["{ns}-alerts"], "priority": 200}, "t1")
     {'index_patterns': ['t1-alerts'], 'priority': 200}
     """
     if isinstance(body, dict):
-        return {k: render_template(v, namespace) for k, v in body.items()}
+        return {k.replace(PLACEHOLDER, namespace): render_template(v, namespace)
+                for k, v in body.items()}
     if isinstance(body, list):
         return [render_template(v, namespace) for v in body]  # type: ignore[return-value]
     if isinstance(body, str):

@@ -55,6 +55,7 @@ SERVICES = ("kafka", "elasticsearch", "redis")
 ES_USER = "precog-es"
 HEALTH_TOPIC = "precog-stack-health"
 SLF4J_VERSION = "1.7.36"
+JVM_DIR = Path("/usr/lib/jvm")
 JAVA_MAJORS = (17, 21)  # what Kafka 3.9 and Elasticsearch 8.15 both run on; 17 preferred
 START_TIMEOUTS = {"kafka": 120.0, "elasticsearch": 240.0, "redis": 30.0}
 
@@ -543,7 +544,7 @@ def find_java_home() -> Path:
     java = shutil.which("java")
     if java:
         candidates.append(Path(java).resolve().parent.parent)
-    jvm = Path("/usr/lib/jvm")
+    jvm = JVM_DIR
     if jvm.is_dir():
         candidates += sorted(p for p in jvm.iterdir() if p.is_dir() and not p.is_symlink())
     by_major: dict[int, Path] = {}

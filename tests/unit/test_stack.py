@@ -1,0 +1,280 @@
+"""Unit tests of the local stack's pure parts and its process handling (no services needed)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from precog.errors import StackError
+from precog.namespace import render_template, topics_for
+from precog.settings import Settings
+from precog.spec import SPEC_DIR, load_spec
+from scripts import stack
+
+pytestmark = pytest.mark.unit
+
+
+def _layout(tmp_path: Path) -> stack.Layout:
+    return stack.Layout(tmp_path / "home", tmp_path / "cache", "3.9.1", "8.15.5")
+
+
+def _props(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line)
+
+
+def test_layout_resolves_relative_home_against_the_repository() -> None:
+    layout = stack.Layout.from_settings(Settings())
+    assert layout.home == stack.PROJECT_ROOT / ".precog" / "stack"
+    assert layout.kafka_libs.name == "libs" and layout.kafka_libs.parent.name == "kafka-3.9.1"
+    assert layout.pid_file("redis") == layout.home / "run" / "redis.pid"
+
+
+def test_kafka_pom_pins_kafka_and_the_matching_log_binding() -> None:
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    root = ET.fromstring(stack.kafka_pom("3.9.1"))
+    deps = [(d.find("m:groupId", ns).text, d.find("m:artifactId", ns).text,  # type: ignore[union-attr]
+             d.find("m:version", ns).text) for d in root.iterfind(".//m:dependency", ns)]  # type: ignore[union-attr]
+    assert deps == [("org.apache.kafka", "kafka_2.13", "3.9.1"),
+                    ("org.slf4j", "slf4j-reload4j", "1.7.36")]
+
+
+def test_kafka_server_properties_are_single_node_kraft(tmp_path: Path) -> None:
+    props = _props(stack.kafka_server_properties(tmp_path / "data"))
+    assert props["process.roles"] == "broker,controller"
+    assert props["node.id"] == "1"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092"
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    for key in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor",
+                "transaction.state.log.min.isr", "default.replication.factor"):
+        assert props[key] == "1"
+
+
+def test_kafka_log4j_writes_to_the_logs_dir() -> None:
+    props = _props(stack.kafka_log4j_properties())
+    assert props["log4j.appender.file.File"] == "${kafka.logs.dir}/server.log"
+    assert props["log4j.rootLogger"] == "INFO, file"
+
+
+def test_kafka_command_uses_heap_and_cached_jars(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    cmd = stack.kafka_command(layout, Path("/jdk"), "768m")
+    assert cmd[0] == "/jdk/bin/java"
+    assert "-Xmx768m" in cmd and "-Xms768m" in cmd
+    assert cmd[cmd.index("-cp") + 1] == f"{layout.kafka_libs}/*"
+    assert cmd[-2:] == ["kafka.Kafka", layout.marker("kafka")]
+
+
+def test_elasticsearch_command_runs_unprivileged_with_pinned_ports(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    cmd = stack.elasticsearch_command(layout, Path("/jdk17"), "1g", "precog-es")
+    assert cmd[:4] == ["runuser", "-u", "precog-es", "--"]
+    assert "ES_JAVA_HOME=/jdk17" in cmd and "ES_JAVA_OPTS=-Xms1g -Xmx1g" in cmd
+    settings = {cmd[i + 1] for i, a in enumerate(cmd) if a == "-E"}
+    assert {"discovery.type=single-node", "xpack.security.enabled=false", "http.port=19200",
+            "transport.port=19300", "network.host=127.0.0.1",
+            "cluster.routing.allocation.disk.threshold_enabled=false"} <= settings
+    assert f"path.data={layout.dir('elasticsearch') / 'data'}" in settings
+    as_user = stack.elasticsearch_command(layout, Path("/jdk17"), "1g", None)
+    assert as_user[0] == "env"
+    assert stack.is_service_cmdline(" ".join(cmd), layout.marker("elasticsearch"))
+
+
+def test_redis_conf_carries_its_path_in_the_process_title(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    conf = stack.redis_conf(layout)
+    assert "port 16379\n" in conf and "bind 127.0.0.1\n" in conf
+    assert "{config-file}" in conf
+    assert f"dir {layout.dir('redis') / 'data'}\n" in conf
+
+
+def test_kafka_cluster_id_is_22_char_urlsafe() -> None:
+    cid = stack.kafka_cluster_id(uuid.UUID("00112233-4455-6677-8899-aabbccddeeff"))
+    assert cid == "ABEiM0RVZneImaq7zN3u_w"
+
+
+@pytest.mark.parametrize(
+    ("text", "major"),
+    [('openjdk version "17.0.15" 2025-04-15', 17), ('openjdk version "21" 2023-09-19', 21),
+     ('java version "1.8.0_392"', 8), ('openjdk version "25.0.1"', 25), ("garbage", None)],
+)
+def test_parse_java_major(text: str, major: int | None) -> None:
+    assert stack.parse_java_major(text) == major
+
+
+def _fake_jdk(root: Path, name: str, version: str) -> Path:
+    home = root / name
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "java").write_text("#!/bin/sh\n")
+    (home / "release").write_text(f'JAVA_VERSION="{version}"\n')
+    return home
+
+
+def test_find_java_home_prefers_17_and_refuses_others(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(stack, "JVM_DIR", tmp_path)
+    _fake_jdk(tmp_path, "a-25", "25.0.1")
+    with pytest.raises(StackError, match="^Java 17 not found"):
+        stack.find_java_home()
+    _fake_jdk(tmp_path, "b-21", "21.0.2")
+    assert stack.find_java_home() == tmp_path / "b-21"
+    _fake_jdk(tmp_path, "c-17", "17.0.15")
+    assert stack.find_java_home() == tmp_path / "c-17"
+
+
+def test_missing_maven_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack.shutil, "which", lambda _name: None)
+    with pytest.raises(StackError) as err:
+        stack.find_maven()
+    assert str(err.value) == "Maven not found: install it (apt-get install -y maven)"
+
+
+def test_listening_inodes_reads_only_listen_sockets_on_the_port() -> None:
+    text = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt uid timeout"
+        " inode\n"
+        "   0: 0100007F:4A9C 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 111 1\n"
+        "   1: 0100007F:4A9C 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000 0 0 222 1\n"
+        "   2: 0100007F:4A9D 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 333 1\n"
+    )
+    assert stack.listening_inodes(text, 19100) == {"111"}
+    assert stack.listening_inodes(text, 19101) == {"333"}
+    assert stack.listening_inodes(text, 80) == set()
+
+
+def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        monkeypatch.setattr(stack, "local_ports", lambda _service: (port,))
+        with pytest.raises(StackError) as err:
+            stack._ensure_ports_free("kafka", _layout(tmp_path))
+    assert str(err.value).startswith(
+        f"port {port} (kafka) is in use by another process (pid {os.getpid()}:")
+    assert "\n" not in str(err.value)
+
+
+def test_redact_hides_credentials() -> None:
+    assert stack.redact("rediss://u:p@h:6380/1") == "rediss://h:6380/1"
+    assert stack.redact("http://127.0.0.1:19200") == "http://127.0.0.1:19200"
+
+
+def test_tail_lines(tmp_path: Path) -> None:
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(5000)))
+    assert stack.tail_lines(log, 3) == ["line 4997", "line 4998", "line 4999"]
+    assert stack.tail_lines(tmp_path / "missing.log", 3) == []
+    assert stack.tail_lines(log, 0) == []
+
+
+def test_extract_zip_keeps_the_executable_bit(tmp_path: Path) -> None:
+    archive = tmp_path / "dist.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("es/bin/elasticsearch")
+        info.external_attr = (0o755 << 16)
+        zf.writestr(info, "#!/bin/sh\n")
+        zf.writestr("es/config/x.yml", "a: 1\n")
+    stack.extract_zip(archive, tmp_path / "out")
+    assert os.access(tmp_path / "out" / "es" / "bin" / "elasticsearch", os.X_OK)
+    assert (tmp_path / "out" / "es" / "config" / "x.yml").read_text() == "a: 1\n"
+
+
+def test_topics_for_names_partitions_and_compaction() -> None:
+    spec = load_spec(SPEC_DIR / "transactions.yaml")
+    topics = topics_for(Settings(namespace="unit", kafka={"partitions": 6}), spec)
+    assert {k: (t.name, t.partitions, t.config) for k, t in topics.items()} == {
+        "events.transactions": ("unit.events.transactions", 6, {}),
+        "predictions": ("unit.predictions", 6, {}),
+        "dlq": ("unit.dlq", 6, {}),
+        "outcomes": ("unit.outcomes", 6, {}),
+        "labeled": ("unit.labeled", 6, {}),
+        "metrics": ("unit.metrics", 6, {}),
+        "alerts": ("unit.alerts", 6, {}),
+        "manifests": ("unit.manifests", 6, {}),
+        "model-control": ("unit.model-control", 1, {"cleanup.policy": "compact"}),
+    }
+
+
+def test_render_template_replaces_the_placeholder_everywhere() -> None:
+    body = {"index_patterns": ["{ns}-a", "{ns}-b-*"], "template": {"aliases": {"{ns}-all": {}}},
+            "priority": 7}
+    assert render_template(body, "p1") == {
+        "index_patterns": ["p1-a", "p1-b-*"], "template": {"aliases": {"p1-all": {}}},
+        "priority": 7}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _sleeper(marker: Path) -> list[str]:
+    """A process group (bash + a sleep child) whose command line carries ``marker``."""
+    return ["bash", "-c", "sleep 300; true", str(marker)]
+
+
+@pytest.fixture
+def bash_is_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack, "_SERVICE_PROGRAMS", ("bash",))
+
+
+def _wait_started(pid: int) -> None:
+    for _ in range(50):
+        if len(stack.group_members(pid)) >= 2:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("bash_is_a_service")
+def test_spawn_then_stop_group_leaves_nothing(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    marker = layout.marker("kafka")
+    proc = stack.spawn(_sleeper(Path(marker)), log=layout.stdout_log("kafka"),
+                       pid_file=layout.pid_file("kafka"), marker=marker)
+    _wait_started(proc.pid)
+    assert stack.owned_pid(layout.pid_file("kafka")) == proc.pid
+    members = stack.group_members(proc.pid)
+    assert len(members) == 2  # bash and its sleep
+    assert stack.stop_group(proc.pid, timeout=5) is False
+    assert stack.group_members(proc.pid) == []
+    assert stack.owned_pid(layout.pid_file("kafka")) is None
+
+
+@pytest.mark.usefixtures("bash_is_a_service")
+def test_pid_file_of_another_program_is_not_ours(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    stack.write_pid(layout.pid_file("redis"), stack.PidRecord(os.getpid(), layout.marker("redis")))
+    assert stack.owned_pid(layout.pid_file("redis")) is None
+    layout.pid_file("kafka").write_text("not json")
+    assert stack.owned_pid(layout.pid_file("kafka")) is None
+
+
+@pytest.mark.usefixtures("bash_is_a_service")
+def test_down_stops_only_what_this_stack_started(tmp_path: Path) -> None:
+    settings = Settings(stack={"home": tmp_path / "home", "cache": tmp_path / "cache"})
+    layout = stack.Layout.from_settings(settings)
+    marker = layout.marker("redis")
+    ours = stack.spawn(_sleeper(Path(marker)), log=layout.stdout_log("redis"),
+                       pid_file=layout.pid_file("redis"), marker=marker)
+    foreign = subprocess.Popen(_sleeper(tmp_path / "other" / "redis" / "redis.conf"),
+                               start_new_session=True)
+    try:
+        _wait_started(ours.pid)
+        assert stack.down(settings, echo=lambda _m: None, timeout=5) == ["redis"]
+        ours.wait(5)
+        assert stack.group_members(ours.pid) == []
+        assert foreign.poll() is None  # someone else's process is untouched
+        assert not layout.pid_file("redis").exists()
+        assert stack.down(settings, echo=lambda _m: None, timeout=5) == []
+    finally:
+        os.killpg(foreign.pid, 9)
+        foreign.wait(5)
