@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import drift
+from river import drift, stats, utils
 
 from precog.monitor.alerts import make_alert
 from precog.monitor.reference import FeatureReference
@@ -47,7 +47,11 @@ def psi(expected: Sequence[float], actual_counts: Sequence[int], eps: float = PS
 
 @dataclass(frozen=True)
 class ConceptDriftDetection:
-    """ADWIN fired at label ``index`` (0-based): error rate before -> after."""
+    """ADWIN fired at label ``index`` (0-based).
+
+    ``error_before`` is ADWIN's mean error before this label, ``error_after`` the error
+    rate of the most recent ``recent`` labels, ``width`` ADWIN's window after the cut.
+    """
 
     index: int
     error_before: float
@@ -64,18 +68,20 @@ class ConceptDrift:
     [543]
     """
 
-    def __init__(self, delta: float = 0.002, clock: int = 32) -> None:
+    def __init__(self, delta: float = 0.002, clock: int = 32, recent: int = 128) -> None:
         self.delta = delta
         self.adwin = drift.ADWIN(delta=delta, clock=clock)
+        self.recent = utils.Rolling(stats.Mean, window_size=recent)
         self.n = 0
 
     def update(self, error: int) -> ConceptDriftDetection | None:
         before = self.adwin.estimation
         self.adwin.update(int(error))
+        self.recent.update(int(error))
         self.n += 1
         if not self.adwin.drift_detected:
             return None
-        return ConceptDriftDetection(self.n - 1, before, self.adwin.estimation,
+        return ConceptDriftDetection(self.n - 1, before, self.recent.get(),
                                      int(self.adwin.width))
 
 
@@ -180,8 +186,8 @@ def concept_drift_alert(namespace: str, model_id: str, version: int, det: Concep
         namespace, "concept_drift", "ADWIN", model_id=model_id, version=version,
         window=f"labels#{det.index}", statistic=det.error_after, threshold=delta,
         message=(f"{model_id} v{version}: error rate changed {det.error_before:.4f} ->"
-                 f" {det.error_after:.4f} at label {det.index} (ADWIN delta={delta},"
-                 f" window {det.width} labels)"),
+                 f" {det.error_after:.4f} (last labels) at label {det.index}"
+                 f" (ADWIN delta={delta}, window now {det.width} labels)"),
         event_time=event_time, detected_time=now, severity="critical",
     )
 

@@ -3,8 +3,9 @@
 Each (model_id, version, role) gets three windows of the same bundle of River metrics:
 ``cumulative``, ``last_<N>`` (``river.utils.Rolling`` over labels) and ``last_<T>``
 (``river.utils.TimeRolling`` over the label's outcome time). Accuracy, precision, recall
-and F1 come from one shared River confusion matrix; log loss is River's ``LogLoss``;
-ROC AUC is :class:`ExactROCAUC` (River's ``ROCAUC`` is an approximation). Undefined
+and F1 come from one shared River confusion matrix; log loss is River's ``LogLoss``
+(clipped like scikit-learn); ROC AUC is :class:`ExactROCAUC` (River's ``ROCAUC`` is an
+approximation). Undefined
 values (no positive prediction, one class only) are ``None``.
 
 >>> book = MetricsBook(last_n=2, last_ms=60_000)
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from river import metrics, stats, utils
 
+_EPS = sys.float_info.epsilon
 EPOCH = dt.datetime(1970, 1, 1)  # naive: TimeRolling compares with a naive datetime
 
 
@@ -80,6 +84,22 @@ class ExactROCAUC(metrics.base.BinaryMetric):
         return bool(self._pos) and bool(self._neg)
 
 
+class LogLoss(metrics.LogLoss):
+    """River's log loss, with probabilities clipped at float64 machine epsilon.
+
+    River clips at 1e-15, scikit-learn (>= 1.5) at ``np.finfo(float).eps``; clipping the
+    same way keeps a score of exactly 0 or 1 equal to the offline recomputation.
+
+    >>> m = LogLoss(); m.update(True, 0.0); round(m.get(), 4)
+    36.0437
+    """
+
+    def _eval(self, y_true: Any, y_pred: Any) -> float:
+        p = y_pred.get(True, 0.0) if isinstance(y_pred, dict) else float(y_pred)
+        p = min(max(p, _EPS), 1.0 - _EPS)
+        return -math.log(p) if y_true else -math.log(1.0 - p)
+
+
 class SortedValues:
     """A multiset of numbers kept sorted, revertable, with exact quantiles.
 
@@ -125,7 +145,7 @@ class LabelMetrics:
         self.precision = metrics.Precision(cm=self.cm, pos_val=1)
         self.recall = metrics.Recall(cm=self.cm, pos_val=1)
         self.auc = ExactROCAUC(pos_val=1)
-        self.log_loss = metrics.LogLoss()
+        self.log_loss = LogLoss()
         self.n = 0
         self.exact_latency = exact_latency
         self.latency = SortedValues()

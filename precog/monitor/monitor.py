@@ -188,8 +188,8 @@ class Monitor:
         for wc in [*self.quality.close(wm), *self.outlier_counts.close(wm)]:
             out.health.append(health_doc(ns, wc.source, wc.window_start, wc.window_end, wc.kind,
                                          wc.name, now, count=wc.count))
-        self._lag_docs(now, out)
         out.alerts, self.pending_alerts = self.pending_alerts, []
+        self._lag_docs(now, out)
         return out
 
     def _lag_docs(self, now: int, out: TickOutput) -> None:

@@ -1,0 +1,130 @@
+"""Pipeline health: volume vs manifests and baseline, quality failures, dead letters, lag."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from precog.avro import Codec
+from precog.monitor.health import health_doc_id
+from precog.monitor.monitor import Monitor, MonitorConfig
+from precog.monitor.volume import VolumeMonitor
+
+pytestmark = pytest.mark.unit
+
+W = 60_000
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _feed(mon: Monitor, per_window: list[int], manifests: bool, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for w, n in enumerate(per_window):
+        times = np.sort(rng.integers(w * W, (w + 1) * W, n))
+        for t in times:
+            mon.on_event("transactions", int(t))
+        if manifests:
+            # the producer meant to send 1000 in every window
+            mon.on_manifest({"producer_id": "sim", "source": "transactions",
+                             "window_start": w * W, "window_end": (w + 1) * W,
+                             "record_count": 1000, "valid_count": None, "sent_time": 0})
+
+
+@pytest.mark.parametrize("manifests", [True, False])
+def test_a_30_percent_drop_in_one_window_raises_one_volume_alert(manifests):
+    mon = Monitor(MonitorConfig("t", volume_window_ms=W, min_ratio=0.8, volume_grace_ms=0))
+    counts = [1000, 1000, 1000, 1000, 700, 1000, 1000]
+    _feed(mon, counts, manifests)
+    out = mon.tick(now=99, watermark=len(counts) * W)
+    volume = [d for d in out.health if d["kind"] == "volume"]
+    assert [d["received"] for d in volume] == counts
+    alerts = [a for a in out.alerts if a["kind"] == "volume"]
+    assert [a["window"] for a in alerts] == [f"{4 * W}-{5 * W}"]
+    a = alerts[0]
+    assert a["statistic"] == pytest.approx(0.7) and a["threshold"] == 0.8
+    assert a["detector"] == ("volume-vs-manifest" if manifests else "volume-vs-baseline")
+    assert a["source"] == "transactions"
+    dropped = volume[4]
+    if manifests:
+        assert dropped["expected"] == 1000.0 and dropped["ratio"] == pytest.approx(0.7)
+    else:
+        assert "expected" not in dropped and dropped["expected_baseline"] == 1000.0
+    assert health_doc_id(dropped) == f"transactions:volume:total:{4 * W}"
+
+
+def test_windows_close_only_after_the_watermark_passes_them():
+    vm = VolumeMonitor(W, grace_ms=10_000)
+    vm.record("s", 5)
+    assert vm.close(W + 9_999) == []
+    assert [r.received for r in vm.close(W + 10_000)] == [1]
+
+
+def _garbage_run(seed: int = 1, n: int = 3000):
+    """Events where about 4% fail checks; each failing one is also a dead letter."""
+    rng = np.random.default_rng(seed)
+    mon = Monitor(MonitorConfig("t", volume_window_ms=W, volume_grace_ms=0))
+    bad = 0
+    for i in range(n):
+        t = i * 100
+        failures = []
+        r = rng.random()
+        if r < 0.02:
+            failures = ["decode"]
+        elif r < 0.03:
+            failures = ["amount.min"]
+        elif r < 0.04:
+            failures = ["amount.min", "channel.categories"]
+        mon.on_event("transactions", t, failures)
+        if failures:
+            bad += 1
+            cls = "DecodeError" if failures == ["decode"] else "ValidationError"
+            mon.on_dead_letter("transactions", t, cls)
+    return mon, bad, n
+
+
+def test_garbage_shows_up_as_quality_failures_and_dead_letters_with_matching_counts():
+    mon, bad, n = _garbage_run()
+    out = mon.tick(now=1, watermark=n * 100 + W)
+    assert mon.quality.totals() == {"events": n, "invalid": bad, "dead_letters": bad}
+    total = sum(d["count"] for d in out.health if d["kind"] == "quality" and d["name"] == "total")
+    dead = sum(d["count"] for d in out.health if d["kind"] == "dead_letter")
+    assert total == dead == bad == 123
+    per_window = {}
+    for d in out.health:
+        if d["kind"] in ("quality", "dead_letter") and d["name"] in ("total", "DecodeError",
+                                                                      "ValidationError"):
+            key = (d["window_start"], d["kind"])
+            per_window[key] = per_window.get(key, 0) + d["count"]
+    for (start, kind), count in per_window.items():
+        other = "dead_letter" if kind == "quality" else "quality"
+        assert per_window[(start, other)] == count
+    decode = sum(d["count"] for d in out.health if d["name"] == "decode")
+    assert decode == sum(d["count"] for d in out.health if d["name"] == "DecodeError")
+
+
+def test_health_documents_fit_the_index_template():
+    mon, _, n = _garbage_run(n=1000)
+    mon.on_lag("precog-t-score", 42)
+    out = mon.tick(now=5, watermark=n * 100 + W)
+    template = json.loads((ROOT / "kibana/templates/pipeline-health.json").read_text())
+    fields = set(template["template"]["mappings"]["properties"])
+    kinds = {d["kind"] for d in out.health}
+    assert kinds == {"volume", "quality", "dead_letter", "lag"}
+    for d in out.health:
+        assert set(d) <= fields, set(d) - fields
+        assert {"namespace", "source", "window_start", "window_end", "computed_time", "kind",
+                "name"} <= set(d)
+    lag = [d for d in out.health if d["kind"] == "lag"]
+    assert [(d["name"], d["lag"], d["source"]) for d in lag] == [("precog-t-score", 42,
+                                                                  "pipeline")]
+
+
+def test_lag_over_the_threshold_alerts():
+    mon = Monitor(MonitorConfig("t", lag_threshold=100))
+    mon.on_lag("g", 101)
+    alerts = mon.tick(now=W * 3).alerts
+    assert [(a["kind"], a["statistic"]) for a in alerts] == [("lag", 101.0)]
+    codec = Codec.for_schema("alert")
+    assert codec.decode(codec.encode(alerts[0])) == alerts[0]
