@@ -326,7 +326,7 @@ def train(
     """Train, register and (``index``) index every model of ``spec``; (``roles``) publish
     initial roles when the spec has none. Services are checked before any work."""
     say = log or (lambda _msg: None)
-    es = _elasticsearch(settings) if index else None
+    es = elasticsearch_client(settings) if index else None
     current = _current_roles(settings, spec) if roles else None
     frame = labeled_frame(spec, history_dir)
     say(f"{len(frame.y)} labelled events ({int(frame.y.sum())} positive),"
@@ -393,12 +393,12 @@ def _initial_roles(spec: PipelineSpec, metas: list[ModelMetadata]) -> Roles:
     )
 
 
-def _elasticsearch(settings: Settings) -> Any:
+def elasticsearch_client(settings: Settings) -> Any:
     from elasticsearch import Elasticsearch
 
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
     try:
-        es.info()
+        es.cluster.health()  # GET / (info) is not in the integ-test-zip distribution
     except Exception as exc:
         raise ServiceUnavailable(
             "elasticsearch", settings.elasticsearch.url, type(exc).__name__

@@ -109,13 +109,16 @@ class ModelRuntime(Protocol):
 class LightGBMRuntime:
     """A LightGBM booster read from its text model.
 
-    ``num_threads=0`` lets LightGBM use its OpenMP default; measured on a 500-row batch
-    with 14 features and 200 trees on 2 cores it is about twice as fast as
-    ``num_threads=1`` (0.95 ms vs 1.9 ms).
+    Predicts with ``num_threads=1``. Measured on a 500-row batch of the transactions
+    leader (14 features, 200 trees) on 2 cores: idle machine, 2.5 ms with one thread vs
+    1.2 ms with OpenMP's default; with the stack and other processes busy, 2.9 ms (p95
+    6.7) with one thread vs 8.0 ms (p95 11.3) with the default. The worker shares the
+    cores with Kafka, Redis and Elasticsearch, so the single thread is the faster and
+    steadier choice there; set ``num_threads=0`` for a dedicated machine.
     """
 
     booster: Any
-    num_threads: int = 0
+    num_threads: int = 1
     artifact_format: str = "lightgbm-text"
 
     @classmethod

@@ -1,0 +1,216 @@
+"""``precog models``: list and inspect registered models, change leader and challengers.
+
+Every role change checks that the version is in the registry, was trained for this
+spec on features the spec has, and loads with a matching sha256, before publishing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from precog.cli.train import format_table
+from precog.errors import ConfigError, PrecogError
+from precog.registry import ModelMetadata, ModelRegistry
+from precog.roles import (
+    ModelRef,
+    Roles,
+    add_challenger,
+    initial_roles,
+    remove_challenger,
+    rollback,
+    set_leader,
+)
+from precog.settings import Settings
+from precog.spec import PipelineSpec, load_spec
+
+app = typer.Typer(help="Registered models and their leader/challenger roles.",
+                  no_args_is_help=True)
+
+SpecOption = Annotated[
+    Path | None, typer.Option("--spec", help="pipeline spec (default: PRECOG_SPEC)")
+]
+ReasonOption = Annotated[str, typer.Option("--reason", help="why; kept in the roles record")]
+
+
+def _context(spec: Path | None) -> tuple[Settings, PipelineSpec, ModelRegistry]:
+    settings = Settings()
+    return settings, load_spec(spec or settings.spec), ModelRegistry(settings.registry_dir)
+
+
+def _who() -> str:
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except (KeyError, OSError):
+        return "precog-cli"
+
+
+def _roles_line(roles: Roles) -> str:
+    ch = ", ".join(map(str, roles.challengers)) or "none"
+    prev = ", ".join(map(str, roles.previous_leaders)) or "none"
+    return (f"{roles.spec} roles revision {roles.revision}: leader {roles.leader};"
+            f" challengers {ch}; previous leaders {prev}")
+
+
+# --------------------------------------------------------------------------- read
+
+
+@app.command("list")
+def list_models(spec: SpecOption = None) -> None:
+    """Every registered version with holdout metrics and its current role."""
+    from services.control import read_roles
+
+    settings, pipeline, registry = _context(spec)
+    metas = registry.list()
+    try:
+        roles = read_roles(settings, pipeline.name)
+    except PrecogError as exc:  # still list the registry without roles
+        typer.echo(f"precog: warning: roles unknown: {exc}", err=True)
+        roles = None
+    if not metas:
+        typer.echo(f"no models in the registry {settings.registry_dir}")
+        return
+    head = ("model", "ver", "role", "algorithm", "spec", "created", "train", "auc",
+            "f1", "threshold", "sha256")
+    rows = []
+    for m in metas:
+        role = roles.role_of(ModelRef(m.model_id, m.version)) if roles else None
+        rows.append((
+            m.model_id, str(m.version), role or "-", m.algorithm, m.spec,
+            _iso(m.created_time), str(m.training_rows), f"{m.holdout.roc_auc:.4f}",
+            f"{m.holdout.f1:.3f}", f"{m.threshold:.4f}", m.artifact_sha256[:12],
+        ))
+    typer.echo(format_table(head, rows))
+    typer.echo(_roles_line(roles) if roles else f"{pipeline.name}: no roles published")
+
+
+@app.command("show")
+def show(
+    model_id: Annotated[str, typer.Argument(help="model id, e.g. fraud-lgbm")],
+    version: Annotated[int | None, typer.Option("--version", "-v", help="default: latest")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the full metadata.json")] = False,
+) -> None:
+    """One version's metadata: training window, holdout, threshold, sha256, code version."""
+    registry = ModelRegistry(Settings().registry_dir)
+    meta = registry.latest(model_id) if version is None else registry.get(model_id, version)
+    if as_json:
+        typer.echo(meta.model_dump_json(indent=2))
+        return
+    typer.echo(describe(meta, registry))
+
+
+def describe(meta: ModelMetadata, registry: ModelRegistry) -> str:
+    """Human-readable summary of one version."""
+    h = meta.holdout
+    lines = [
+        f"{meta.ref}  ({meta.algorithm}, spec {meta.spec})",
+        f"artifact        {registry.artifact_file(meta)} [{meta.artifact_format}]",
+        f"sha256          {meta.artifact_sha256}",
+        f"features        {', '.join(meta.features)}",
+        f"training window {_iso(meta.training_window_start)} .. {_iso(meta.training_window_end)}"
+        f"  ({meta.training_rows} rows, {meta.training_positives} positive)",
+        f"training data   sha256 {meta.training_data_sha256}",
+        f"holdout         {_iso(meta.holdout_start)} .. {_iso(meta.holdout_end)}"
+        f"  ({meta.holdout_rows} rows)",
+        f"holdout metrics precision {h.precision:.4f}  recall {h.recall:.4f}  f1 {h.f1:.4f}"
+        f"  roc_auc {h.roc_auc:.4f}  log_loss {h.log_loss:.4f}  flagged {h.positive_rate:.4f}"
+        f"  labels {h.label_rate:.4f}",
+        f"threshold       {meta.threshold:.6f} ({meta.threshold_policy})",
+        f"params          {json.dumps(meta.params, sort_keys=True)}  seed {meta.seed}",
+        f"code version    {meta.code_version}",
+        f"created         {_iso(meta.created_time)}",
+    ]
+    return "\n".join(lines)
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+@app.command("reindex")
+def reindex() -> None:
+    """Write every registered version's document into ``{ns}-models`` again (idempotent)."""
+    from pipelines.train import elasticsearch_client, index_all
+
+    settings = Settings()
+    metas = ModelRegistry(settings.registry_dir).list()
+    index_all(elasticsearch_client(settings), settings, metas)
+    typer.echo(f"indexed {len(metas)} model versions into {settings.index('models')}")
+
+
+# --------------------------------------------------------------------------- change
+
+
+def verify_ref(registry: ModelRegistry, pipeline: PipelineSpec, ref: ModelRef) -> ModelMetadata:
+    """The version exists, belongs to the spec, uses its features and loads (sha256)."""
+    meta = registry.get(ref.model_id, ref.version)
+    if meta.spec != pipeline.name:
+        raise ConfigError(f"{ref} was trained for spec {meta.spec!r}, not {pipeline.name!r}")
+    missing = [f for f in meta.features if f not in pipeline.feature_names]
+    if missing:
+        raise ConfigError(f"{ref} uses features the spec {pipeline.name} lacks: {missing}")
+    registry.load(ref.model_id, ref.version)
+    return meta
+
+
+def _change(spec: Path | None, change: str, ref: ModelRef | None, reason: str) -> None:
+    from services.control import publish_roles, read_roles
+
+    settings, pipeline, registry = _context(spec)
+    if ref is not None:
+        if change == "remove-challenger":
+            registry.get(ref.model_id, ref.version)  # removing a broken version is allowed
+        else:
+            verify_ref(registry, pipeline, ref)
+    current = read_roles(settings, pipeline.name)
+    at, by = int(time.time() * 1000), _who()
+    if current is None:
+        if change != "set-leader" or ref is None:
+            raise ConfigError(f"{pipeline.name} has no roles yet: set a leader first")
+        new = initial_roles(pipeline.name, ref, at=at, by=by, reason=reason or "first leader")
+    elif change == "rollback":
+        new = rollback(current, at=at, by=by, reason=reason)
+        verify_ref(registry, pipeline, new.leader)
+    else:
+        step = {"set-leader": set_leader, "add-challenger": add_challenger,
+                "remove-challenger": remove_challenger}[change]
+        assert ref is not None
+        new = step(current, ref, at=at, by=by, reason=reason)
+    publish_roles(settings, new)
+    typer.echo(_roles_line(new))
+
+
+@app.command("set-leader")
+def set_leader_cmd(
+    model_id: str, version: int, spec: SpecOption = None, reason: ReasonOption = ""
+) -> None:
+    """Make MODEL VERSION the leader; the current leader can be restored with rollback."""
+    _change(spec, "set-leader", ModelRef(model_id, version), reason)
+
+
+@app.command("add-challenger")
+def add_challenger_cmd(
+    model_id: str, version: int, spec: SpecOption = None, reason: ReasonOption = ""
+) -> None:
+    """Score MODEL VERSION alongside the leader."""
+    _change(spec, "add-challenger", ModelRef(model_id, version), reason)
+
+
+@app.command("remove-challenger")
+def remove_challenger_cmd(
+    model_id: str, version: int, spec: SpecOption = None, reason: ReasonOption = ""
+) -> None:
+    """Stop scoring MODEL VERSION as a challenger."""
+    _change(spec, "remove-challenger", ModelRef(model_id, version), reason)
+
+
+@app.command("rollback")
+def rollback_cmd(spec: SpecOption = None, reason: ReasonOption = "") -> None:
+    """Restore the previous leader; the current leader leaves every role."""
+    _change(spec, "rollback", None, reason)
