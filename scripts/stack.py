@@ -837,7 +837,7 @@ class ServiceStatus:
 
     name: str
     address: str
-    mode: str  # "local" (ours), "external" (PRECOG_* given), "foreign" (not ours), "stopped"
+    mode: str  # "local" (ours), "external" (PRECOG_* given), "shared" (answering, not started by this stack), "stopped"
     pid: int | None
     health: str | None  # None = healthy, else the reason
     logs: list[Path]
@@ -866,7 +866,7 @@ def service_status(settings: Settings, service: str, layout: Layout | None = Non
     mode = "external" if external else "local" if pid else "stopped"
     reason = healthy(settings, service, timeout)
     if mode == "stopped" and reason is None:
-        mode = "foreign"
+        mode = "shared"
         holders = port_holders(local_ports(service)[0])
         pid = holders[0] if holders else None
     rss = group_rss_kib(pid) if pid and mode == "local" else (rss_kib(pid) if pid else None)
