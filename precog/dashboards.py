@@ -130,7 +130,8 @@ def filter_fields(filters: Iterable[Filter]) -> list[str]:
 # ---------------------------------------------------------------------------- buckets, metrics
 @dataclass(frozen=True)
 class DateHistogram:
-    """Time buckets over a date field (Kibana's auto interval; ``auto_date_histogram``)."""
+    """Time buckets over a date field; Kibana picks the interval ("auto"), the report picks
+    one from the data's time extent with :func:`auto_interval` (about ``buckets`` bars)."""
 
     field: str
     buckets: int = 40
@@ -525,9 +526,34 @@ def field_type(body: Mapping[str, Any], name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- Elasticsearch
-def _bucket_agg(b: Bucket) -> dict[str, Any]:
+#: Intervals the report chooses from (Elasticsearch ``fixed_interval`` units), in ms.
+INTERVALS: tuple[tuple[str, int], ...] = (
+    ("1s", 1_000), ("10s", 10_000), ("1m", 60_000), ("5m", 300_000), ("10m", 600_000),
+    ("30m", 1_800_000), ("1h", 3_600_000), ("3h", 10_800_000), ("12h", 43_200_000),
+    ("1d", 86_400_000), ("7d", 604_800_000), ("30d", 2_592_000_000),
+)
+
+
+def auto_interval(start: int | None, end: int | None, buckets: int = 40) -> str:
+    """The smallest interval giving at most ``buckets`` buckets over ``[start, end]``
+    (Elasticsearch's auto_date_histogram is not in the core modules).
+
+    >>> auto_interval(0, 3_600_000), auto_interval(0, 7 * 86_400_000), auto_interval(None, 5)
+    ('5m', '12h', '1h')
+    """
+    if start is None or end is None:
+        return "1h"
+    span = max(end - start, 1)
+    for name, ms in INTERVALS:
+        if span / ms <= buckets:
+            return name
+    return INTERVALS[-1][0]
+
+
+def _bucket_agg(b: Bucket, interval: str) -> dict[str, Any]:
     if isinstance(b, DateHistogram):
-        return {"auto_date_histogram": {"field": b.field, "buckets": b.buckets}}
+        return {"date_histogram": {"field": b.field, "fixed_interval": interval,
+                                   "min_doc_count": 1}}
     if isinstance(b, Terms):
         return {"terms": {"field": b.field, "size": b.size, "order": {"_count": "desc"}}}
     return {"histogram": {"field": b.field, "interval": b.interval, "min_doc_count": 1,
@@ -558,11 +584,12 @@ def _metric_aggs(metrics: Sequence[Metric]) -> dict[str, Any]:
     return {k: v for k, v in aggs.items() if v is not None}
 
 
-def _nested_aggs(buckets: Sequence[Bucket], metrics: Sequence[Metric]) -> dict[str, Any]:
+def _nested_aggs(buckets: Sequence[Bucket], metrics: Sequence[Metric], interval: str
+                 ) -> dict[str, Any]:
     if not buckets:
         return _metric_aggs(metrics)
-    agg = _bucket_agg(buckets[0])
-    inner = _nested_aggs(buckets[1:], metrics)
+    agg = _bucket_agg(buckets[0], interval)
+    inner = _nested_aggs(buckets[1:], metrics, interval)
     if inner:
         agg["aggs"] = inner
     return {f"b{len(buckets)}": agg}
@@ -571,10 +598,11 @@ def _nested_aggs(buckets: Sequence[Bucket], metrics: Sequence[Metric]) -> dict[s
 TimeRange = tuple[int | None, int | None]
 
 
-def es_request(panel: Panel, time_range: TimeRange = (None, None), size: int = 20
-               ) -> dict[str, Any]:
+def es_request(panel: Panel, time_range: TimeRange = (None, None), size: int = 20,
+               interval: str = "1h") -> dict[str, Any]:
     """The search body (query + aggregations) that computes ``panel`` over ``time_range``
-    (epoch ms, inclusive start, exclusive end; None = open).
+    (epoch ms, inclusive start, exclusive end; None = open); date histograms use
+    ``interval`` (see :func:`auto_interval`).
 
     >>> body = es_request(Panel("p", "P", "alerts", "bar", x=Terms("kind"),
     ...                         metrics=(Metric("avg", "statistic"),)), (0, None))
@@ -599,9 +627,23 @@ def es_request(panel: Panel, time_range: TimeRange = (None, None), size: int = 2
                     _source=list(panel.columns))
     else:
         body["size"] = 0
-        aggs = _nested_aggs(panel.nesting(), panel.metrics)
+        aggs = _nested_aggs(panel.nesting(), panel.metrics, interval)
         if aggs:
             body["aggs"] = aggs
+    return body
+
+
+def extent_request(panel: Panel, time_range: TimeRange = (None, None)) -> dict[str, Any]:
+    """The search body finding the first and last time of the panel's documents, from
+    which the report picks its date histogram interval.
+
+    >>> extent_request(Panel("p", "P", "alerts", "line"))["aggs"]
+    {'first': {'min': {'field': 'event_time'}}, 'last': {'max': {'field': 'event_time'}}}
+    """
+    body = es_request(Panel(panel.id, panel.title, panel.index, "metric",
+                            filters=panel.filters), time_range)
+    body["aggs"] = {"first": {"min": {"field": panel.time_field}},
+                    "last": {"max": {"field": panel.time_field}}}
     return body
 
 

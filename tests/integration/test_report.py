@@ -1,0 +1,202 @@
+"""``precog report`` against the real Elasticsearch: seeded documents of every documented shape.
+
+The namespace comes from the shared ``settings`` fixture (index templates applied, all
+deleted afterwards). Documents follow docs/documents.md exactly, and the strict templates
+reject anything else, so this also proves the writers' contract fits the panels.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch, helpers
+
+from precog.dashboards import DateHistogram, Histogram, Terms, bucket_name, dashboards
+from precog.dashboards import load_templates as load_kibana_templates
+from precog.report import write_report
+from precog.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000
+MIN = 60_000
+FEATURES = ("amount", "count_1h")
+MODELS = (("fraud-lgbm", 1, "leader"), ("fraud-logreg", 1, "challenger"))
+
+
+def _prediction(ns: str, i: int, model: str, version: int, role: str) -> dict[str, Any]:
+    event_time = T0 + i * 5 * MIN
+    score = ((i * 37) % 100) / 100 if role == "leader" else ((i * 53) % 100) / 100
+    leader_label = int(((i * 37) % 100) / 100 >= 0.7)
+    doc: dict[str, Any] = {
+        "prediction_id": f"p{i}", "event_id": f"e{i}", "entity_id": f"card-{i % 7}",
+        "source": "transactions", "namespace": ns, "event_time": event_time,
+        "scored_time": event_time + 40, "indexed_time": event_time + 900,
+        "model_id": model, "model_version": version, "role": role, "score": score,
+        "label": int(score >= 0.7), "threshold": 0.7, "artifact_sha256": "ab" * 32,
+        "leader_model_id": "fraud-lgbm", "leader_version": 1 if i < 30 else 2,
+        "leader_label": leader_label, "amount": 10.0 + i,
+        "features": {"amount": 10.0 + i, "count_1h": i % 4},
+        "feature_ages_ms": {"amount": 0, "count_1h": (i % 4) * 1000},
+        "outlier": i % 11 == 0, "outlier_score": (i % 11) / 11,
+        "provenance": {"code_version": "abc123", "event_schema": "precog.events.Transaction/v1",
+                       "prediction_schema": "precog.predictions.Prediction/v1",
+                       "spec": "transactions", "source_topic": f"{ns}.events.transactions",
+                       "worker": "host:1", "partition": i % 4, "offset": i},
+    }
+    if i % 3 == 0:  # a third of the events have their delayed outcome joined
+        doc.update(outcome_label=int(i % 2 == 0), outcome_time=event_time + 3_600_000)
+    return doc
+
+
+def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    preds = [(f"p{i}:{m}:{v}", _prediction(ns, i, m, v, r))
+             for i in range(60) for m, v, r in MODELS]
+    metrics = [(f"{m}:{v}:{w}:{t}", {
+        "namespace": ns, "model_id": m, "version": v, "role": r, "window": w,
+        "n_labels": 10 * (t + 1), "accuracy": 0.9 + t / 1000, "precision": 0.5, "recall": 0.4,
+        "f1": 0.44, "roc_auc": 0.8 if r == "leader" else 0.7, "log_loss": 0.3,
+        "label_coverage": 0.2 + t / 100, "label_latency_p50_ms": 3.6e6,
+        "label_latency_p95_ms": 7.2e6, "event_time": T0 + t * 30 * MIN,
+        "computed_time": T0 + t * 30 * MIN + 5})
+        for m, v, r in MODELS for w in ("cumulative", "last_1000") for t in range(10)]
+    alerts = [(f"a{i}", {
+        "alert_id": f"a{i}", "namespace": ns, "kind": kind, "detector": det, "severity":
+        "warning", "model_id": "fraud-lgbm", "version": 1, "feature": feat,
+        "source": "transactions", "window": "last_1h", "statistic": 0.3 + i / 10,
+        "threshold": 0.2, "message": f"{det} fired", "event_time": T0 + i * 20 * MIN,
+        "detected_time": T0 + i * 20 * MIN + 7})
+        for i, (kind, det, feat) in enumerate([
+            ("data_drift", "PSI", "amount"), ("data_drift", "PSI", "count_1h"),
+            ("concept_drift", "ADWIN", None), ("prediction_drift", "PSI-score", None),
+            ("data_drift", "PSI", "amount")])]
+    health = []
+    for w in range(6):
+        start = T0 + w * 10 * MIN
+        base = {"namespace": ns, "source": "transactions", "window_start": start,
+                "window_end": start + 10 * MIN, "computed_time": start + 11 * MIN}
+        for kind, name, extra in [
+            ("volume", "total", {"count": 0, "received": 100 - w, "expected": 100.0,
+                                 "expected_baseline": 98.0, "ratio": (100 - w) / 100}),
+            ("quality", "amount.range", {"count": w}),
+            ("dead_letter", "DecodeError", {"count": w % 3}),
+            ("outlier", "multivariate", {"count": 2}),
+            ("lag", "score-agent", {"count": 0, "lag": 10 * w})]:
+            health.append((f"transactions:{kind}:{name}:{start}",
+                           {**base, "kind": kind, "name": name, **extra}))
+    models = [(f"{m}:{v}", {
+        "model_id": m, "algorithm": "lightgbm" if r == "leader" else "sklearn-logistic",
+        "spec": "transactions", "namespace": ns, "artifact_sha256": "cd" * 32,
+        "artifact_format": "lightgbm-text", "artifact_path": f"registry/{m}/{v}",
+        "code_version": "abc123", "training_data_sha256": "ef" * 32, "version": v,
+        "features": list(FEATURES), "training_window_start": T0 - 30 * 86_400_000,
+        "training_window_end": T0 - 86_400_000, "holdout_start": T0 - 7 * 86_400_000,
+        "holdout_end": T0 - 86_400_000, "created_time": T0, "training_rows": 10_000,
+        "holdout_rows": 2_000, "threshold": 0.7,
+        "holdout": {"precision": 0.5, "recall": 0.4, "f1": 0.44, "roc_auc": 0.8,
+                    "log_loss": 0.3, "positive_rate": 0.02}}) for m, v, r in MODELS]
+    return {"predictions": preds, "metrics": metrics, "alerts": alerts,
+            "pipeline-health": health, "models": models}
+
+
+def _seed(es: Elasticsearch, settings: Settings) -> None:
+    actions = [{"_index": settings.index(name), "_id": doc_id, "_source": doc}
+               for name, docs in _documents(settings.namespace).items()
+               for doc_id, doc in docs]
+    ok, errors = helpers.bulk(es, actions, refresh="wait_for", raise_on_error=False)
+    assert errors == [] and ok == len(actions)
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    width, height = struct.unpack(">II", data[16:24])
+    return width > 100 and height > 100 and data[12:16] == b"IHDR"
+
+
+@pytest.fixture
+def es(settings: Settings) -> Any:
+    client = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    yield client
+    client.close()
+
+
+def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
+        settings: Settings, es: Elasticsearch, tmp_path: Path) -> None:
+    _seed(es, settings)
+    boards = dashboards(FEATURES)
+    report = write_report(es, settings.namespace, boards, load_kibana_templates(),
+                          tmp_path / "report")
+
+    assert [r.error for r in report.results if r.error] == []
+    empty = [r.panel.id for r in report.results if not r.rows]
+    assert empty == []
+    assert report.with_data == len(report.results) == sum(len(b.panels) for b in boards)
+    by_id = {r.panel.id: r for r in report.results}
+    for r in report.results:
+        assert _is_png(r.image), r.panel.id
+        p = r.panel
+        for b in p.nesting():  # every bucket level is a column of every row
+            assert all(bucket_name(b) in row for row in r.rows), p.id
+            if isinstance(b, DateHistogram):
+                assert len({row[bucket_name(b)] for row in r.rows}) > 1, p.id
+            if isinstance(b, Histogram):
+                assert all(0.0 <= row[bucket_name(b)] < 1.0 for row in r.rows), p.id
+        if p.kind == "search":
+            assert all(set(row) <= set(p.columns) for row in r.rows), p.id
+        else:
+            assert all(m.name in row for m in p.metrics for row in r.rows), p.id
+
+    def keys(panel_id: str, name: str) -> set[Any]:
+        return {row[name] for row in by_id[panel_id].rows}
+
+    assert keys("mp-f1", "model") == {"fraud-lgbm", "fraud-logreg"}
+    assert keys("da-by-detector", "detector") == {"PSI", "ADWIN", "PSI-score"}
+    assert keys("da-feature-drift", "feature") == {"amount", "count_1h"}
+    assert keys("ph-dead-letters", "dead_letter") == {"DecodeError"}
+    assert keys("ph-volume", "source") == {"transactions"}
+    assert keys("bv-approval", "decision") == {0, 1}
+    assert keys("mp-leader-timeline", "version") == {1, 2}
+    assert keys("pp-scores", "model") == {"fraud-lgbm", "fraud-logreg"}
+    # exact values: 60 leader decisions, those flagged at score >= 0.7
+    flagged = sum(((i * 37) % 100) / 100 >= 0.7 for i in range(60))
+    assert by_id["bv-flagged"].rows[0]["flagged"] == flagged
+    assert by_id["bv-at-risk"].rows[0]["amount flagged"] == sum(
+        10.0 + i for i in range(60) if ((i * 37) % 100) / 100 >= 0.7)
+    caught = sum(10.0 + i for i in range(0, 60, 3) if i % 2 == 0 and (i * 37) % 100 >= 70)
+    missed = sum(10.0 + i for i in range(0, 60, 3) if i % 2 == 0 and (i * 37) % 100 < 70)
+    totals = by_id["bv-caught-missed"].rows
+    assert sum(r["caught"] or 0 for r in totals) == caught
+    assert sum(r["missed"] or 0 for r in totals) == missed
+    assert len(by_id["pp-models"].rows) == 2
+    assert by_id["pp-predictions"].rows[0]["features.amount"] == 10.0 + 59
+
+    page = report.html.read_text()
+    assert settings.namespace in page and "all time" in page
+    assert all(f"{r.panel.id}.png" in page for r in report.results)
+
+
+def test_empty_namespace_draws_no_data_images(settings: Settings, es: Elasticsearch,
+                                              tmp_path: Path) -> None:
+    boards = dashboards(FEATURES)
+    report = write_report(es, settings.namespace, boards, load_kibana_templates(),
+                          tmp_path / "empty", time_range=(T0, T0 + 1))
+    assert report.with_data == 0
+    assert all(_is_png(r.image) for r in report.results)
+    assert report.html.read_text().count("No data in") == len(report.results)
+    assert report.summary().startswith(f"0/{len(report.results)} panels had data")
+
+
+def test_terms_panels_match_template_keyword_fields() -> None:
+    """Sanity of the seeded shape: every terms split names a mapped field."""
+    templates = load_kibana_templates()
+    for board in dashboards(FEATURES):
+        for p in board.panels:
+            for b in p.nesting():
+                if isinstance(b, Terms):
+                    props = templates[p.index]["template"]["mappings"]["properties"]
+                    assert b.field in props, (p.id, b.field)
