@@ -252,7 +252,7 @@ def canonical_skops(data: bytes) -> bytes:
             return [walk(v) for v in node]
         if not isinstance(node, dict):
             return node
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in node.items():
             if key == "__id__" and isinstance(value, int):
                 out[key] = renumber(value)

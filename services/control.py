@@ -121,15 +121,17 @@ def _last_for_key(
                 )
             continue
         idle = 0
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                remaining.pop(msg.partition(), None)
+        partition = int(msg.partition() or 0)
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                remaining.pop(partition, None)
                 continue
-            raise KafkaException(msg.error())
+            raise KafkaException(err)
         if msg.key() == key:
             found = decode_roles(msg.value())
-        if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
-            remaining.pop(msg.partition(), None)
+        if int(msg.offset() or 0) + 1 >= remaining.get(partition, 0):
+            remaining.pop(partition, None)
     return found
 
 

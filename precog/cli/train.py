@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -72,7 +73,7 @@ def metrics_table(metas: list[ModelMetadata]) -> str:
     return format_table(head, rows)
 
 
-def format_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def format_table(head: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     """Left-aligned columns separated by two spaces.
 
     >>> print(format_table(("a", "bb"), [("xyz", "1")]))
