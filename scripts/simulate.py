@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import fastavro
 from fastavro.write import Writer
@@ -692,7 +692,9 @@ def read_history(directory: Path | str) -> tuple[list[dict[str, Any]], list[dict
     d = Path(directory)
     try:
         with open(d / "events.avro", "rb") as ef, open(d / "outcomes.avro", "rb") as of:
-            return list(fastavro.reader(ef)), list(fastavro.reader(of))
+            events = [cast(dict[str, Any], r) for r in fastavro.reader(ef)]
+            outcomes = [cast(dict[str, Any], r) for r in fastavro.reader(of)]
+            return events, outcomes
     except FileNotFoundError as exc:
         raise ConfigError(f"no history in {d}: {exc.filename} is missing") from None
 

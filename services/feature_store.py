@@ -119,7 +119,7 @@ class RedisOnlineStore:
 
     async def close(self) -> None:
         """Release the connections (async and, if used, sync)."""
-        await self._async.aclose()
+        await self._async.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
         if self._sync is not None:
             self._sync.close()
             self._sync = None
