@@ -432,8 +432,10 @@ def _business_view() -> Dashboard:
                   metrics=(Metric("count", label="transactions"),), height=8),
             Panel("bv-flagged-time", "Flagged over time", "predictions", "bar_stacked",
                   x=DateHistogram("event_time"), filters=flagged,
-                  metrics=(Metric("count", label="flagged"),
-                           Metric("sum", "amount", "amount at risk"))),
+                  metrics=(Metric("count", label="flagged"),)),
+            Panel("bv-at-risk-time", "Amount at risk over time", "predictions", "line",
+                  x=DateHistogram("event_time"), filters=flagged,
+                  metrics=(Metric("sum", "amount", "amount at risk"),)),
             Panel("bv-decline-rate", "Decline rate over time", "predictions", "line",
                   x=DateHistogram("event_time"), filters=(LEADER,),
                   metrics=(Metric("avg", "leader_label", "decline rate"),)),
@@ -891,7 +893,8 @@ def _layout(panels: Sequence[Panel]) -> list[dict[str, int]]:
 
 def dashboard(board: Dashboard) -> dict[str, Any]:
     """The dashboard saved object: by-reference panels, controls, time restore."""
-    panels, refs = [], []
+    panels: list[dict[str, Any]] = []
+    refs: list[dict[str, str]] = []
     for i, (p, grid) in enumerate(zip(board.panels, _layout(board.panels), strict=True)):
         pid = str(i + 1)
         panels.append({"version": KIBANA_VERSION, "type": "search" if p.kind == "search"

@@ -152,8 +152,9 @@ def series(panel: Panel, data: Sequence[Mapping[str, Any]]
 
 
 # ---------------------------------------------------------------------------- drawing
-def _to_datetime(ms: float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+def _to_datetime(ms: float) -> float:
+    """Epoch ms as a matplotlib date number."""
+    return float(mdates.date2num(datetime.fromtimestamp(ms / 1000, tz=UTC)))
 
 
 def _draw_xy(ax: Axes, panel: Panel, data: Sequence[Mapping[str, Any]]) -> None:
@@ -188,7 +189,9 @@ def _draw_xy(ax: Axes, panel: Panel, data: Sequence[Mapping[str, Any]]) -> None:
                    [ys.get(c, 0.0) for c in cats], width=0.8 / n, label=label)
         ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
     if is_time:
-        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     if len(lines) > 1 or panel.split is not None:
         ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
