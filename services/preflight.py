@@ -1,4 +1,4 @@
-"""Fail fast at startup: every backing service answers at its configured address, or we say which."""
+"""Fail fast at startup: every backing service answers at its address, or we say which."""
 
 from __future__ import annotations
 

@@ -44,11 +44,15 @@ def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) 
     return rt
 
 
-def run(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS, loglevel: str = "info") -> None:
+def run(
+    settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS, loglevel: str = "info"
+) -> None:
     """Run the worker until interrupted."""
+    from precog.namespace import ensure_topics
     from services.preflight import check_all
 
     check_all(settings, elasticsearch="index" in agents or "monitor" in agents)
     rt = build_runtime(settings, agents)
+    ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist
     worker = faust.Worker(rt.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -5,7 +5,8 @@ would give the single partition to one worker only): a background thread reads t
 compacted topic from the beginning with a manually assigned partition and no commits.
 Models are loaded (sha256 verified) in that thread; the new :class:`ModelSet` replaces the
 old one in a single assignment on the event loop, so a batch is always scored by one set.
-A version that fails to load is refused and the current set stays in place.
+A leader that fails to load is refused and the current set stays in place; a challenger
+that fails to load is left out.
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ log = logging.getLogger("precog.control")
 def model_set_from_roles(
     registry: ModelRegistry, record: dict[str, Any], feature_names: list[str]
 ) -> ModelSet:
-    """Load the leader and challengers a model-control record names (sha256 verified)."""
+    """Load the leader and challengers a model-control record names (sha256 verified).
+
+    A leader that fails to load raises (the caller keeps the current set); a challenger
+    that fails to load is refused and left out, so it never blocks the leader's scoring.
+    """
     leader = registry.load(record["leader"]["model_id"], record["leader"]["version"])
-    challengers = [registry.load(c["model_id"], c["version"]) for c in record["challengers"]]
+    challengers = []
+    for c in record["challengers"]:
+        try:
+            challengers.append(registry.load(c["model_id"], c["version"]))
+        except PrecogError as exc:
+            log.error("challenger %s v%s refused: %s", c["model_id"], c["version"], exc)
     return make_model_set(int(record["revision"]), leader, challengers, feature_names)
 
 

@@ -84,7 +84,7 @@ async def bulk_until_acknowledged(rt: Runtime, actions: list[dict[str, Any]]) ->
                 else:
                     rejected.append(info)
         except (ConnectionError, ConnectionTimeout, ApiError) as exc:
-            status = getattr(exc, "status_code", None) or getattr(getattr(exc, "meta", None), "status", None)
+            status = getattr(getattr(exc, "meta", None), "status", None)
             if isinstance(exc, ApiError) and status not in RETRYABLE_STATUS:
                 raise
             rt.metrics.index_retries.labels(type(exc).__name__).inc()

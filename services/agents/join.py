@@ -1,0 +1,208 @@
+"""The join agent: ``{ns}.predictions`` + ``{ns}.outcomes`` -> ``{ns}.labeled`` and outcome fields
+on the prediction documents.
+
+Both topics are keyed by event id with the same partition count, so one agent consumes
+them together and every event id is handled by one partition. The join state
+(:class:`precog.monitor.join.JoinState`) lives in a Faust table: every change is written
+to the table's changelog topic on the partition of the event being processed, so a
+restarted worker recovers its pending predictions, early outcomes and dedup markers.
+One ``JoinState`` per partition keeps its watermark and expiry index; expiry runs
+inside the stream (Faust writes table changes only while processing an event).
+
+Prediction documents get ``outcome_label``/``outcome_time`` by partial update of
+``{prediction_id}:{model_id}:{version}``; a document the index agent has not written yet
+(404) is retried on the next flush, for a bounded number of attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import faust
+from elasticsearch.helpers import async_streaming_bulk
+from prometheus_client import Counter
+
+from precog.errors import EventError
+from precog.monitor.join import JoinCounters, JoinOutput, JoinState
+from precog.scoring import EventContext
+from precog.spec import parse_duration
+from services.dlq import send_dead_letter
+from services.runtime import Runtime
+
+log = logging.getLogger("precog.join")
+
+#: how often buffered Elasticsearch updates are flushed, seconds
+FLUSH_SECONDS = 1.0
+#: flushes a partial update is retried while its prediction document does not exist yet
+MAX_UPDATE_ATTEMPTS = 120
+#: at most this many entries per partition (pending + early + joined markers)
+MAX_ENTRIES_PER_PARTITION = 2_000_000
+
+
+class PartitionStore(MutableMapping[str, dict[str, Any]]):
+    """The entries of one partition inside the shared Faust table."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        value = self.table[key]
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        value = self.table.get(key)
+        return default if value is None else value
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        self.table[key] = {**value, "partition": self.partition}
+
+    def __delitem__(self, key: str) -> None:
+        del self.table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return self.table.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, v in list(self.table.items())
+                if v is not None and v.get("partition") == self.partition)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class JoinMetrics:
+    """Prometheus counters of the join, from the states' counters."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.total = Counter("precog_join", "Outcome join results", ["result"],
+                             registry=rt.metrics.registry)
+        self.pending = 0
+
+    def add(self, before: dict[str, int], after: JoinCounters) -> None:
+        for name, value in after.as_dict().items():
+            if value != before.get(name, 0):
+                self.total.labels(name).inc(value - before.get(name, 0))
+
+
+class OutcomeJoin:
+    """The join agent's state and effects."""
+
+    def __init__(self, rt: Runtime, table: Any) -> None:
+        self.rt = rt
+        self.table = table
+        self.window_ms = parse_duration(rt.spec.outcome.label_window)
+        self.states: dict[int, JoinState] = {}
+        self.updates: dict[str, tuple[dict[str, Any], int]] = {}
+        self.metrics = JoinMetrics(rt)
+        self.predictions_topic = rt.settings.topic("predictions")
+        self.prediction_codec = rt.codec("prediction")
+        self.outcome_codec = rt.codec(rt.spec.outcome.schema_name)
+        self.labeled_codec = rt.codec("labeled")
+
+    def state(self, partition: int) -> JoinState:
+        if partition not in self.states:
+            st = JoinState(self.window_ms, max_entries=MAX_ENTRIES_PER_PARTITION,
+                           store=PartitionStore(self.table, partition))
+            log.info("join partition %d: recovered %d entries", partition, len(st))
+            self.states[partition] = st
+        return self.states[partition]
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their entries stay in the table (and changelog)."""
+        for p in partitions:
+            self.states.pop(p, None)
+
+    async def handle(self, event: Any) -> None:
+        msg = event.message
+        st = self.state(msg.partition)
+        before = st.counters.as_dict()
+        try:
+            if msg.topic == self.predictions_topic:
+                out = st.on_prediction(self.prediction_codec.decode(msg.value))
+            else:
+                out = st.on_outcome(self.outcome_codec.decode(msg.value))
+        except EventError as exc:
+            origin = EventContext(msg.topic, msg.partition, msg.offset)
+            await send_dead_letter(self.rt, origin, "join", exc, msg.key, msg.value)
+            return
+        out.extend(st.expire())
+        self.metrics.add(before, st.counters)
+        await self.emit(out)
+
+    async def emit(self, out: JoinOutput) -> None:
+        labeled = self.rt.topic("labeled")
+        for rec in out.labeled:
+            await labeled.send(key=rec["model_id"].encode(), value=self.labeled_codec.encode(rec))
+            doc_id = f"{rec['prediction_id']}:{rec['model_id']}:{rec['version']}"
+            self.updates[doc_id] = ({"outcome_label": rec["outcome"],
+                                     "outcome_time": rec["outcome_time"]}, 0)
+        for late in out.late:
+            log.info("late outcome for %s (outcome_time %s): not joined",
+                     late["event_id"], late["outcome_time"])
+        if out.evicted:
+            log.warning("join state full: evicted %d entries", len(out.evicted))
+
+    async def flush(self) -> None:
+        """Partial updates of the prediction documents; 404s are kept for the next flush."""
+        if not self.updates:
+            return
+        batch, self.updates = self.updates, {}
+        index = self.rt.settings.index("predictions")
+        actions = [{"_op_type": "update", "_index": index, "_id": doc_id, "doc": doc}
+                   for doc_id, (doc, _) in batch.items()]
+        try:
+            async for ok, item in async_streaming_bulk(self.rt.es, actions, raise_on_error=False,
+                                                       raise_on_exception=True, max_retries=3):
+                if ok:
+                    continue
+                info = item.get("update", item)
+                doc, attempts = batch[info["_id"]]
+                if int(info.get("status", 0)) in (404, 429, 503) and \
+                        attempts + 1 < MAX_UPDATE_ATTEMPTS:
+                    self.updates.setdefault(info["_id"], (doc, attempts + 1))
+                else:
+                    log.warning("outcome update of %s failed: %s", info["_id"], info.get("error"))
+        except Exception as exc:  # Elasticsearch unavailable: keep everything for later
+            log.warning("outcome updates deferred: %s", exc)
+            for doc_id, (doc, attempts) in batch.items():
+                self.updates.setdefault(doc_id, (doc, attempts))
+
+
+def register(rt: Runtime) -> None:
+    """Declare the join agent, its table and its flush timer."""
+    ns = rt.settings.namespace
+    table = rt.app.Table(
+        f"{ns}-join-state",
+        default=None,
+        partitions=rt.settings.kafka.partitions,
+        schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json",
+                            value_serializer="json"),
+        help="pending predictions, early outcomes and dedup markers by event id",
+    )
+    join = OutcomeJoin(rt, table)
+    rt.join = join  # type: ignore[attr-defined]  # for /health and tests
+    source = rt.app.topic(
+        rt.settings.topic("predictions"),
+        rt.settings.topic(rt.spec.outcome.topic),
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+    )
+
+    @rt.app.agent(source, name=f"{ns}-join")
+    async def join_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await join.handle(event)
+
+    @rt.app.timer(FLUSH_SECONDS, name=f"{ns}-join-flush")
+    async def flush() -> None:
+        await join.flush()
+
+    @rt.app.on_partitions_revoked.connect
+    async def _revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
+        join.forget({tp.partition for tp in revoked})
+
+    rt.on_stop.append(join.flush)

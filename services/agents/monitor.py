@@ -1,0 +1,233 @@
+"""The monitor agent: online metrics, drift, outliers and pipeline health of a namespace.
+
+Consumes ``{ns}.labeled`` (metrics, concept drift), ``{ns}.predictions`` (coverage,
+prediction and data drift, outliers), the events topic (volume, quality checks),
+``{ns}.manifests`` and ``{ns}.dlq``; all the logic is :class:`precog.monitor.Monitor`.
+A timer publishes every ``TICK_SECONDS``: metrics to ``{ns}.metrics`` and ES
+``{ns}-metrics``, alerts to ``{ns}.alerts`` and ES ``{ns}-alerts``, pipeline-health
+documents to ES ``{ns}-pipeline-health``, and the outlier flags of the prediction
+documents (partial updates; a document not indexed yet is retried).
+
+The training references come from the model registry (metadata ``reference``); a model
+without one is compared with its own first window.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Any
+
+from elasticsearch.helpers import async_streaming_bulk
+
+from precog.errors import EventError, PrecogError
+from precog.monitor import Monitor, MonitorConfig, Reference
+from precog.monitor.health import health_doc_id
+from precog.monitor.quality import source_of_topic
+from precog.spec import parse_duration
+from services.runtime import Runtime, now_ms
+
+log = logging.getLogger("precog.monitor")
+
+#: seconds between publications of metrics, alerts and health documents
+TICK_SECONDS = 5.0
+#: flushes an outlier update is retried while its prediction document does not exist yet
+MAX_UPDATE_ATTEMPTS = 60
+
+
+def monitor_config(rt: Runtime) -> MonitorConfig:
+    """Windows and thresholds of the namespace, from the pipeline spec."""
+    window = parse_duration(rt.spec.volume.window)
+    return MonitorConfig(
+        namespace=rt.settings.namespace,
+        volume_window_ms=window,
+        min_ratio=rt.spec.volume.min_ratio,
+        volume_grace_ms=window,
+    )
+
+
+def registry_references(rt: Runtime) -> Any:
+    """``(model_id, version) -> Reference | None`` from the model registry."""
+
+    @lru_cache(maxsize=64)
+    def lookup(model_id: str, version: int) -> Reference | None:
+        try:
+            from precog.registry import ModelRegistry
+
+            meta = ModelRegistry(rt.settings.registry_dir).get(model_id, version)
+        except (PrecogError, OSError) as exc:
+            log.warning("no registry metadata for %s v%s: %s", model_id, version, exc)
+            return None
+        if meta.reference is None:
+            return None
+        return Reference.from_training(meta.reference)
+
+    return lookup
+
+
+class MonitorAgent:
+    """Decode, call :class:`Monitor`, publish."""
+
+    def __init__(self, rt: Runtime, monitor: Monitor | None = None) -> None:
+        self.rt = rt
+        self.monitor = monitor or Monitor(monitor_config(rt), registry_references(rt))
+        self.source = rt.spec.name
+        self.outlier_updates: dict[str, tuple[dict[str, Any], int]] = {}
+        self.event_codec = rt.codec(rt.spec.event.schema_name)
+
+    # -- inputs --------------------------------------------------------------------
+    def on_labeled(self, value: bytes) -> None:
+        self.monitor.on_labeled(self.rt.codec("labeled").decode(value))
+
+    def on_prediction(self, value: bytes) -> None:
+        pred = self.rt.codec("prediction").decode(value)
+        res = self.monitor.on_prediction(pred)
+        if res is None:
+            return
+        doc = {"outlier": res.outlier, "outlier_score": res.score}
+        for m in [pred["leader"], *pred.get("challengers", [])]:
+            doc_id = f"{pred['prediction_id']}:{m['model_id']}:{m['version']}"
+            self.outlier_updates[doc_id] = (doc, 0)
+
+    def on_event(self, value: bytes | None, timestamp_ms: int) -> None:
+        from precog.validation import check_event
+
+        try:
+            record = self.event_codec.decode(value)
+        except EventError:
+            self.monitor.on_event(self.source, timestamp_ms, ["decode"])
+            return
+        t = record.get(self.rt.spec.event.time_field)
+        t = int(t) if isinstance(t, int) else timestamp_ms
+        self.monitor.on_event(self.source, t, check_event(self.rt.spec, record, now_ms()))
+
+    def on_dead_letter(self, value: bytes) -> None:
+        rec = self.rt.codec("dead_letter").decode(value)
+        source = source_of_topic(rec["source_topic"], self.rt.settings.namespace)
+        if source == self.rt.spec.event.topic.removeprefix("events."):
+            source = self.source
+        self.monitor.on_dead_letter(source, int(rec["failed_time"]), rec["error_class"])
+
+    def on_manifest(self, value: bytes) -> None:
+        rec = self.rt.codec("manifest").decode(value)
+        if rec["source"] == self.rt.spec.event.topic.removeprefix("events."):
+            rec = {**rec, "source": self.source}
+        self.monitor.on_manifest(rec)
+
+    def observe_lag(self) -> None:
+        """Consumer lag per subscribed topic of this worker (high water - committed)."""
+        consumer = getattr(self.rt.app, "consumer", None)
+        if consumer is None:
+            return
+        lags: dict[str, int] = {}
+        try:
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                committed = consumer._committed_offset.get(tp)  # noqa: SLF001 - no public API
+                if high is None:
+                    continue
+                lags[tp.topic] = lags.get(tp.topic, 0) + max(0, high - (committed or 0))
+        except Exception as exc:  # lag is best effort, never stops the monitor
+            log.debug("lag unavailable: %s", exc)
+            return
+        for topic, lag in lags.items():
+            self.monitor.on_lag(f"{self.rt.app.conf.id}:{topic}", lag)
+
+    # -- outputs -------------------------------------------------------------------
+    async def tick(self) -> None:
+        self.observe_lag()
+        out = self.monitor.tick(now_ms())
+        metrics_topic, alerts_topic = self.rt.topic("metrics"), self.rt.topic("alerts")
+        for rec in out.metrics:
+            await metrics_topic.send(key=rec["model_id"].encode(),
+                                     value=self.rt.codec("metrics").encode(rec))
+        for alert in out.alerts:
+            log.warning("ALERT %s: %s", alert["kind"], alert["message"])
+            await alerts_topic.send(key=alert["alert_id"].encode(),
+                                    value=self.rt.codec("alert").encode(alert))
+        s = self.rt.settings
+        actions = [{"_op_type": "index", "_index": s.index("metrics"),
+                    "_id": f"{r['model_id']}:{r['version']}:{r['window']}:{r['computed_time']}",
+                    "_source": r} for r in out.metrics]
+        actions += [{"_op_type": "index", "_index": s.index("alerts"), "_id": a["alert_id"],
+                     "_source": a} for a in out.alerts]
+        actions += [{"_op_type": "index", "_index": s.index("pipeline-health"),
+                     "_id": health_doc_id(d), "_source": d} for d in out.health]
+        await self._bulk(actions)
+        await self._flush_outliers()
+
+    async def _bulk(self, actions: list[dict[str, Any]]) -> None:
+        if not actions:
+            return
+        async for ok, item in async_streaming_bulk(self.rt.es, actions, raise_on_error=False,
+                                                   max_retries=5):
+            if not ok:
+                log.warning("monitor document rejected: %s", item)
+
+    async def _flush_outliers(self) -> None:
+        if not self.outlier_updates:
+            return
+        batch, self.outlier_updates = self.outlier_updates, {}
+        index = self.rt.settings.index("predictions")
+        actions = [{"_op_type": "update", "_index": index, "_id": i, "doc": doc}
+                   for i, (doc, _) in batch.items()]
+        try:
+            async for ok, item in async_streaming_bulk(self.rt.es, actions, raise_on_error=False,
+                                                       max_retries=3):
+                if ok:
+                    continue
+                info = item.get("update", item)
+                doc, attempts = batch[info["_id"]]
+                if int(info.get("status", 0)) == 404 and attempts + 1 < MAX_UPDATE_ATTEMPTS:
+                    self.outlier_updates.setdefault(info["_id"], (doc, attempts + 1))
+        except Exception as exc:
+            log.warning("outlier updates deferred: %s", exc)
+            for i, entry in batch.items():
+                self.outlier_updates.setdefault(i, entry)
+
+
+def _guard(fn: Any, value: Any, *args: Any) -> None:
+    try:
+        fn(value, *args)
+    except EventError as exc:
+        log.warning("monitor skipped an undecodable record: %s", exc)
+
+
+def register(rt: Runtime) -> None:
+    """Declare the monitor's agents and its publishing timer."""
+    ns = rt.settings.namespace
+    agent = MonitorAgent(rt)
+    rt.monitor = agent  # type: ignore[attr-defined]  # for tests and /health
+
+    @rt.app.agent(rt.topic("labeled"), name=f"{ns}-monitor-labeled")
+    async def labeled(stream: Any) -> None:
+        async for value in stream:
+            _guard(agent.on_labeled, value)
+
+    @rt.app.agent(rt.topic("predictions"), name=f"{ns}-monitor-predictions")
+    async def predictions(stream: Any) -> None:
+        async for value in stream:
+            _guard(agent.on_prediction, value)
+
+    @rt.app.agent(rt.topic(rt.spec.event.topic), name=f"{ns}-monitor-events")
+    async def events(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            ts = int(msg.timestamp * 1000) if msg.timestamp else now_ms()
+            agent.on_event(msg.value, ts)
+
+    @rt.app.agent(rt.topic("manifests"), name=f"{ns}-monitor-manifests")
+    async def manifests(stream: Any) -> None:
+        async for value in stream:
+            _guard(agent.on_manifest, value)
+
+    @rt.app.agent(rt.topic("dlq"), name=f"{ns}-monitor-dlq")
+    async def dlq(stream: Any) -> None:
+        async for value in stream:
+            _guard(agent.on_dead_letter, value)
+
+    @rt.app.timer(TICK_SECONDS, name=f"{ns}-monitor-tick")
+    async def tick() -> None:
+        await agent.tick()
+
+    rt.on_stop.append(agent.tick)
