@@ -13,6 +13,7 @@ Nested sections map to ``PRECOG_<SECTION>_<FIELD>``, e.g. ``PRECOG_KAFKA_BOOTSTR
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -134,6 +135,19 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path(".precog/worker")
 
 
+class KibanaSettings(BaseModel):
+    """Kibana, for importing the saved objects (Kibana does not run on the local stack)."""
+
+    url: str = "http://127.0.0.1:5601"
+    space: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    timeout: float = 30.0
+
+
 class Settings(BaseSettings):
     """Everything precog is configured with. Immutable once built."""
 
@@ -156,11 +170,12 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     indexer: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
+    kibana: KibanaSettings = KibanaSettings()
 
     @field_validator("namespace")
     @classmethod
     def _namespace_is_safe(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c in "-_" for c in v) or v != v.lower():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
             raise ValueError("namespace must be lowercase letters, digits, '-' or '_'")
         return v
 

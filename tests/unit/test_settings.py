@@ -84,11 +84,7 @@ def test_valid_namespaces(ns: str) -> None:
     assert Settings(namespace=ns).namespace == ns
 
 
-_NON_ASCII = pytest.param(
-    "é", marks=pytest.mark.xfail(
-        strict=True, reason="precog/settings.py uses str.isalnum(), which accepts non-ASCII"
-        " letters that Kafka topic names refuse; remove this mark once it checks ASCII"),
-)
+_NON_ASCII = "é"  # Kafka topic names refuse non-ASCII letters
 
 
 @pytest.mark.parametrize("ns", ["", "Prod", "a.b", "a b", "a/b", "ns*", _NON_ASCII])
