@@ -101,7 +101,9 @@ def make_model_set(
 
 def score_batch(models: ModelSet, X: np.ndarray) -> list[np.ndarray]:
     """One ``predict_proba`` call per model for the whole batch, in ``models.all`` order."""
-    return [np.asarray(m.model.predict_proba(X[:, m.columns]), dtype=np.float64) for m in models.all]
+    return [
+        np.asarray(m.model.predict_proba(X[:, m.columns]), dtype=np.float64) for m in models.all
+    ]
 
 
 def prediction_id(spec_name: str, event_id: str) -> str:

@@ -103,7 +103,8 @@ def test_one_document_per_model_with_deterministic_ids():
     _, _, models = _models()
     rec = _record(models, [0.7, 0.8])
     docs = prediction_documents(rec, indexed_time=5)
-    assert [d[0] for d in docs] == [f"{rec['prediction_id']}:lead:2", f"{rec['prediction_id']}:chal:1"]
+    pid = rec["prediction_id"]
+    assert [d[0] for d in docs] == [f"{pid}:lead:2", f"{pid}:chal:1"]
     leader_doc, challenger_doc = docs[0][1], docs[1][1]
     assert leader_doc["role"] == "leader" and challenger_doc["role"] == "challenger"
     assert challenger_doc["leader_model_id"] == "lead" and challenger_doc["leader_label"] == 1
