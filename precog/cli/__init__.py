@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+import pydantic
 import typer
 
 from precog.errors import PrecogError
@@ -47,6 +48,14 @@ def main() -> None:
         app()
     except PrecogError as exc:
         typer.secho(f"precog: error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except pydantic.ValidationError as exc:  # a PRECOG_* setting is invalid
+        first = exc.errors()[0]
+        where = "_".join(str(p).upper() for p in first["loc"])
+        typer.secho(
+            f"precog: error: invalid setting PRECOG_{where}: {first['msg']}",
+            fg=typer.colors.RED, err=True,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("precog: interrupted", err=True)
