@@ -837,7 +837,9 @@ class ServiceStatus:
 
     name: str
     address: str
-    mode: str  # "local" (ours), "external" (PRECOG_* given), "shared" (answering, not started by this stack), "stopped"
+    #: "local" (ours), "external" (PRECOG_* given), "shared" (answering, not started here),
+    #: "stopped"
+    mode: str
     pid: int | None
     health: str | None  # None = healthy, else the reason
     logs: list[Path]
@@ -993,8 +995,8 @@ def _wait_healthy(service: str, settings: Settings, layout: Layout, timeout: flo
             if reason is None:
                 return
         time.sleep(1.0)
-    raise StackError(f"{service} not healthy after {timeout:.0f}s: {reason};"
-                     f" see {layout.log_files(service)[0]}")
+    hint = f"; see {layout.log_files(service)[0]}" if proc is not None else ""
+    raise StackError(f"{service} not healthy after {timeout:.0f}s: {reason}{hint}")
 
 
 def up(settings: Settings | None = None, *, echo: Echo = _echo,
@@ -1044,7 +1046,9 @@ def up(settings: Settings | None = None, *, echo: Echo = _echo,
         for service, proc in started.items():
             echo(f"{service}: waiting for health ...")
             t1 = time.monotonic()
-            _wait_healthy(service, settings, layout, timeouts[service], proc, echo)
+            # an external or shared service is not starting up: do not wait for it as long
+            limit = timeouts[service] if proc is not None else min(timeouts[service], 30.0)
+            _wait_healthy(service, settings, layout, limit, proc, echo)
             echo(f"{service}: healthy ({time.monotonic() - t1:.1f}s)")
     echo(f"stack up in {time.monotonic() - t0:.1f}s")
     return status(settings)
