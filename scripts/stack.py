@@ -502,10 +502,12 @@ def _run(cmd: list[str], *, log: Path | None = None, what: str) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(res.stdout + res.stderr)
     if res.returncode != 0:
-        lines = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.strip()]
-        err = [ln for ln in lines if "ERROR" in ln] or lines or ["(no output)"]
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout + res.stderr)
+        lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
+        err = [ln.removeprefix("[ERROR]").strip() for ln in lines if ln.startswith("[ERROR]")]
+        err = [ln for ln in err if ln] or lines[-1:] or ["(no output)"]
         where = f" (full output: {log})" if log else ""
-        raise StackError(f"{what} failed (exit {res.returncode}): {err[0].strip()[:200]}{where}")
+        raise StackError(f"{what} failed (exit {res.returncode}): {err[0][:300]}{where}")
 
 
 def apt_install(package: str, echo: Echo) -> None:
@@ -592,8 +594,8 @@ def install_kafka(layout: Layout, echo: Echo) -> Path:
          f" dependencies with Maven into {libs}")
     if libs.exists():
         shutil.rmtree(libs)
-    _run([mvn, "-B", "-q", "-f", str(project / "pom.xml"), "dependency:copy-dependencies",
-          f"-DoutputDirectory={libs}"],
+    _run([mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(project / "pom.xml"),
+          "dependency:copy-dependencies", f"-DoutputDirectory={libs}"],
          log=project / "mvn.log", what=f"download of Kafka {layout.kafka_version} jars")
     if not any(libs.glob("kafka_2.13-*.jar")):
         raise StackError(f"download of Kafka jars failed: no kafka_2.13 jar in {libs}")
@@ -617,7 +619,7 @@ def install_elasticsearch_zip(layout: Layout, echo: Echo) -> Path:
     )
     artifact = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{v}:zip"
     echo(f"elasticsearch: fetching {artifact} with Maven into {layout.cache}")
-    _run([mvn, "-B", "-q", "-f", str(project / "pom.xml"), "dependency:copy",
+    _run([mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(project / "pom.xml"), "dependency:copy",
           f"-Dartifact={artifact}", f"-DoutputDirectory={layout.cache}"],
          log=project / "mvn.log", what=f"download of Elasticsearch {v}")
     if not dest.exists():
