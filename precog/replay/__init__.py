@@ -1,0 +1,11 @@
+"""Replay into a production-parallel namespace, and compare two namespaces: the pure core.
+
+Nothing here touches Kafka, Redis or Elasticsearch; ``scripts/replay.py`` is the I/O edge.
+
+* :mod:`precog.replay.plan` — what to replay: time/offset arguments, per-partition ranges, pace;
+* :mod:`precog.replay.pacing` — when to send each record (by record timestamp) and the ETA;
+* :mod:`precog.replay.merge` — events and outcomes merged by time, per-partition order kept;
+* :mod:`precog.replay.checkpoint` — delivery acknowledgements and the resume checkpoint;
+* :mod:`precog.replay.warmup` — entity feature state rebuilt from a warm-up range;
+* :mod:`precog.replay.compare` — two namespaces' predictions joined by event id.
+"""
