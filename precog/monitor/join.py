@@ -9,8 +9,9 @@ in the join agent) so that the whole state survives a worker restart:
 * ``joined`` — a marker that the event was joined, so a duplicate outcome is counted once.
 
 Every entry expires at ``event_time + label_window + grace`` of event time; the
-watermark is the largest event time seen (prediction ``event_time``, outcome
-``outcome_time``). An outcome whose ``outcome_time`` is later than
+watermark is the largest prediction ``event_time`` seen (the pipeline's event-time clock).
+Outcome times never move it: one outcome stamped far in the future must not expire the
+predictions still waiting for theirs. An outcome whose ``outcome_time`` is later than
 ``event_time + label_window`` is *late*: counted and reported, never joined. A
 ``max_entries`` cap bounds memory: beyond it the entry that would expire first is
 evicted and counted.
@@ -260,7 +261,6 @@ class JoinState:
             "event_time": int(outcome["event_time"]),
             "outcome_time": int(outcome["outcome_time"]),
         }
-        self._advance(outcome["outcome_time"])
         self.counters.outcomes += 1
         entry = self.store.get(event_id)
         if entry is not None and entry["kind"] in (JOINED, EARLY):

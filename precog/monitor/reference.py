@@ -48,6 +48,7 @@ class FeatureReference:
     high: float
     min: float
     max: float
+    right_closed: bool = False
 
     def __post_init__(self) -> None:
         if len(self.shares) != len(self.edges) + 1:
@@ -58,8 +59,41 @@ class FeatureReference:
         return len(self.shares)
 
     def bin_of(self, value: float) -> int:
-        """Index of the bin holding ``value``."""
+        """Index of the bin holding ``value`` (bins ``(e_i, e_i+1]`` when ``right_closed``)."""
+        if self.right_closed:
+            return bisect.bisect_left(self.edges, value)
         return bisect.bisect_right(self.edges, value)
+
+    @classmethod
+    def from_distribution(cls, name: str, dist: Any, widen: float = 1.0) -> FeatureReference:
+        """From the registry's ``DistributionReference`` (edges, shares, quantiles, mean, std).
+
+        Its bins are ``(-inf, e0], (e0, e1], ...``. It stores the 1% and 99% quantiles,
+        so the outlier range is that span widened by ``widen`` times itself on each side
+        (far outside the bulk, not the 2% tails); min/max are the 1%/99% quantiles.
+
+        >>> from types import SimpleNamespace as NS
+        >>> d = NS(edges=[1.0, 2.0], shares=[0.3, 0.4, 0.3], mean=1.5, std=1.0,
+        ...        quantiles={"p01": 0.0, "p99": 4.0})
+        >>> f = FeatureReference.from_distribution("x", d)
+        >>> f.low, f.high, f.bin_of(1.0), f.bin_of(1.5)
+        (-4.0, 8.0, 0, 1)
+        """
+        q = dict(getattr(dist, "quantiles", {}) or {})
+        mean, std = float(dist.mean), float(dist.std)
+        lo = float(q.get("p01", mean - 3 * std))
+        hi = float(q.get("p99", mean + 3 * std))
+        span = hi - lo
+        return cls(
+            name=name,
+            edges=tuple(float(e) for e in dist.edges),
+            shares=tuple(float(x) for x in dist.shares),
+            low=lo - widen * span,
+            high=hi + widen * span,
+            min=lo,
+            max=hi,
+            right_closed=True,
+        )
 
     @classmethod
     def from_values(cls, name: str, values: Sequence[float] | np.ndarray, bins: int = 10,
@@ -121,12 +155,21 @@ class Reference:
         return cls({n: FeatureReference.from_values(n, X[:, j], bins, tail)
                     for j, n in enumerate(names)})
 
+    @classmethod
+    def from_training(cls, training: Any) -> Reference:
+        """From the registry's ``TrainingReference`` (model metadata ``reference``): every
+        feature, and the holdout scores under :data:`SCORE`."""
+        feats = {n: FeatureReference.from_distribution(n, d) for n, d in training.features.items()}
+        if getattr(training, "score", None) is not None:
+            feats[SCORE] = FeatureReference.from_distribution(SCORE, training.score)
+        return cls(feats)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, stored as the model metadata's ``reference``."""
         return {
             "bins": {
                 n: {"edges": list(f.edges), "shares": list(f.shares), "low": f.low,
-                    "high": f.high, "min": f.min, "max": f.max}
+                    "high": f.high, "min": f.min, "max": f.max, "right_closed": f.right_closed}
                 for n, f in self.features.items()
             }
         }
@@ -140,6 +183,7 @@ class Reference:
                 name=n, edges=tuple(float(e) for e in b["edges"]),
                 shares=tuple(float(s) for s in b["shares"]), low=float(b["low"]),
                 high=float(b["high"]), min=float(b["min"]), max=float(b["max"]),
+                right_closed=bool(b.get("right_closed", False)),
             )
             for n, b in bins.items()
         })

@@ -180,8 +180,8 @@ def register(rt: Runtime) -> None:
         f"{ns}-join-state",
         default=None,
         partitions=rt.settings.kafka.partitions,
-        schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json",
-                            value_serializer="json"),
+        # no key/value types: JSON in and out (a type would need a faust Record on recovery)
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="pending predictions, early outcomes and dedup markers by event id",
     )
     join = OutcomeJoin(rt, table)

@@ -5,6 +5,8 @@ pending prediction lost across a worker restart."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,34 @@ from sklearn import metrics as skm
 from precog.avro import Codec
 from precog.settings import Settings
 from precog.spec import parse_duration
-from tests.e2e.helpers import WorkerProcess, decode_all, read_topic, running_worker
+from tests.e2e.helpers import WorkerProcess, decode_all, read_topic
 
 pytestmark = pytest.mark.e2e
 
 DAY = 86_400_000
 WINDOW = parse_duration("7d")
+
+
+def wait_ready(w: WorkerProcess, timeout: float = 90.0) -> None:
+    """Until Faust says ``Worker ready`` (/health is 503 without the score agent's models)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if w.proc.poll() is not None:
+            raise AssertionError(f"worker exited {w.proc.returncode}:\n{w.log_tail()}")
+        if "Worker ready" in w.log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"worker not ready after {timeout}s:\n{w.log_tail()}")
+
+
+@contextmanager
+def worker(settings: Settings, tmp: Path, agents: str) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(settings, tmp, agents)
+    try:
+        wait_ready(w)
+        yield w
+    finally:
+        w.stop()
 
 
 def make_stream(n: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -108,7 +132,7 @@ def test_metrics_equal_sklearn_and_documents_get_outcomes(settings: Settings, tm
     # some outcomes arrive before their predictions
     early = [o for o in outs if int(o["event_id"][1:]) >= 550]
     produce(settings, "outcomes", "outcome", early)
-    with running_worker(settings, tmp_path, agents="index,join,monitor") as w:
+    with worker(settings, tmp_path, agents="index,join,monitor") as w:
         produce(settings, "predictions", "prediction", preds)
         produce(settings, "outcomes", "outcome", [o for o in outs if o not in early])
         labeled = decode_all(read_topic(settings, settings.topic("labeled"),
@@ -175,19 +199,15 @@ def test_worker_restart_in_the_label_window_loses_no_pending_prediction(
     expected = joined_expected(preds, outs)
     first = [o for o in outs if int(o["event_id"][1:]) < 100]
     rest = [o for o in outs if int(o["event_id"][1:]) >= 100]
-    w = WorkerProcess(settings, tmp_path, agents="join")
-    try:
-        w.wait_healthy()
+    with worker(settings, tmp_path, agents="join") as w:
         produce(settings, "predictions", "prediction", preds)
         produce(settings, "outcomes", "outcome", first)
         n_first = len(joined_expected(preds, first))
         got = read_topic(settings, settings.topic("labeled"), 2 * n_first, timeout=90)
         assert len(got) == 2 * n_first, w.log_tail()
         time.sleep(3)  # let the changelog writes and the offset commit happen
-    finally:
-        w.stop()
     # the remaining 200 predictions are pending in the changelog only now
-    with running_worker(settings, tmp_path, agents="join") as w2:
+    with worker(settings, tmp_path, agents="join") as w2:
         produce(settings, "outcomes", "outcome", rest)
         labeled = decode_all(read_topic(settings, settings.topic("labeled"),
                                         2 * len(expected), timeout=120), "labeled")

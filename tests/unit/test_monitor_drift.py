@@ -158,3 +158,29 @@ def test_reference_round_trips_and_bins_in_log_time():
     assert amount.n_bins == 10 and abs(sum(amount.shares) - 1.0) < 1e-12
     assert ref["is_online"].edges == (0.0, 0.5, 1.0)
     assert amount.bin_of(amount.min - 1) == 0 and amount.bin_of(amount.max + 1) == 9
+
+
+def test_reference_from_the_registry_bins_like_the_registry():
+    from precog.registry import TrainingReference, bin_shares, distribution_reference
+
+    X = _training(1)
+    scores = np.random.default_rng(2).beta(1, 6, 5000)
+    training = TrainingReference(
+        features={n: distribution_reference(X[:, j]) for j, n in enumerate(FEATURES)},
+        score=distribution_reference(scores))
+    ref = Reference.from_training(training)
+    assert set(ref.names) == {*FEATURES, SCORE}
+    live = _training(7, 4000)
+    for j, n in enumerate(FEATURES):
+        counts = np.bincount([ref[n].bin_of(v) for v in live[:, j]], minlength=ref[n].n_bins)
+        want = bin_shares(training.features[n].edges, live[:, j])
+        assert np.array_equal(counts / len(live), want), n
+    # data drift on one feature, with the registry's reference
+    mon = Monitor(MonitorConfig("t", psi_window=1000, outliers=True), references=lambda m, v: ref)
+    outliers = 0
+    for p in _predictions(5, 6000, shift_from=3000):
+        res = mon.on_prediction(p)
+        outliers += bool(res and res.outlier)
+    alerts = mon.tick(now=1).alerts
+    assert {a["feature"] for a in alerts if a["kind"] == "data_drift"} == {"count_1h"}
+    assert outliers < 6000 * 0.05

@@ -164,3 +164,12 @@ def test_expiry_with_grace_keeps_entries_longer():
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError):
         JoinState(0)
+
+
+def test_an_outcome_far_in_the_future_does_not_expire_other_predictions():
+    s = JoinState(WINDOW)
+    s.on_prediction(pred("e1", 100))
+    s.on_prediction(pred("e2", 200))
+    assert s.on_outcome(outcome("e2", 200, 200 + 5 * WINDOW)).late  # late, reported
+    s.expire()
+    assert len(s.on_outcome(outcome("e1", 100, 900)).labeled) == 2
