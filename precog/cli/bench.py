@@ -1,0 +1,64 @@
+"""``precog bench``: throughput, baselines, latency, memory and scaling on the local stack."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from precog.errors import ConfigError
+
+app = typer.Typer(help="Benchmarks on the local stack (docs/benchmarks.md).")
+DEFAULT_OUT = Path("bench-results")
+_DOC_HELP = ("page whose generated table is rewritten (default docs/benchmarks.md;"
+             " with --quick bench-results/benchmarks-quick.md)")
+
+
+@app.callback(invoke_without_command=True)
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="tiny sizes, one run each (smoke test)"),
+    reps: int = typer.Option(0, help="runs per measurement (default 3, --quick 1)"),
+    events: int = typer.Option(0, help="events per throughput run (default 50000, quick 3000)"),
+    memory_events: int = typer.Option(0, help="events of the memory run (default 1000000)"),
+    sections: str = typer.Option(
+        "throughput,latency,memory,scaling,outcome,profile", help="comma-separated sections"
+    ),
+    out: Annotated[Path, typer.Option(help="directory for the JSON results")] = DEFAULT_OUT,
+    doc: Annotated[Path | None, typer.Option(help=_DOC_HELP)] = None,
+    no_doc: bool = typer.Option(False, "--no-doc", help="write the JSON only"),
+) -> None:
+    """Run the benchmarks; every number is a median of several runs with its spread."""
+    from scripts.bench import SECTIONS, BenchConfig, run_bench
+
+    chosen = tuple(s.strip() for s in sections.split(",") if s.strip())
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown or not chosen:
+        raise ConfigError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    if reps < 0 or events < 0 or memory_events < 0:
+        raise ConfigError("--reps, --events and --memory-events must be positive")
+    overrides: dict[str, object] = {"sections": chosen}
+    if reps:
+        overrides["reps"] = reps
+    if events:
+        overrides["events"] = events
+    if memory_events:
+        overrides["memory_events"] = memory_events
+    config = (BenchConfig.quick_config(**overrides) if quick
+              else BenchConfig(**overrides))  # type: ignore[arg-type]
+    if doc is None:
+        doc = out / "benchmarks-quick.md" if quick else Path("docs/benchmarks.md")
+    command = "./scripts/bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
+                                           if a != "bench")
+    run_bench(config, out, None if no_doc else doc, command.strip(),
+              echo=lambda msg: typer.echo(f"[bench] {msg}"))
+
+
+def main() -> None:
+    """``python -m scripts.bench``: the same command outside the ``precog`` CLI."""
+    from precog.cli import main as cli_main
+
+    sys.argv = [sys.argv[0], "bench", *sys.argv[1:]]
+    cli_main()

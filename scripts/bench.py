@@ -1,0 +1,669 @@
+"""Benchmarks of precog on the local stack: throughput, baselines, latency, memory, scaling.
+
+``./scripts/bench`` (= ``precog bench``) trains models once, then runs every measurement
+in its own fresh namespace (topics, Redis keys, indices; dropped afterwards) with the
+same pre-generated events, and writes ``bench-results/bench-<time>.json`` and the table
+in ``docs/benchmarks.md`` (between the ``bench:begin`` / ``bench:end`` markers; the rest
+of that page is written by hand). Every number is the median of ``--reps`` runs with its
+spread; ratios are computed within each round (same data, same minutes), then the median.
+Only 127.0.0.1 is contacted; every run is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import tempfile
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from precog.settings import Settings
+from scripts import bench_io as bio
+from scripts.bench_report import (
+    check_complete,
+    render_markdown,
+    summarize,
+    targets,
+    update_doc,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "profile")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Sizes of one benchmark run (``quick()`` for the smoke test)."""
+
+    events: int = 50_000  # per throughput run of precog, passthrough, raw
+    naive_events: int = 5_000
+    naive_index_events: int = 1_500
+    memory_events: int = 1_000_000
+    scaling_events: int = 40_000
+    challenger_events: int = 30_000
+    outcome_labels: int = 20_000
+    profile_events: int = 30_000
+    reps: int = 3
+    latency_seconds: float = 20.0
+    latency_warmup: float = 3.0
+    history_events: int = 12_000
+    quick: bool = False
+    sections: tuple[str, ...] = SECTIONS
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> BenchConfig:
+        base = cls(events=3_000, naive_events=600, naive_index_events=200,
+                   memory_events=15_000, scaling_events=3_000, challenger_events=2_000,
+                   outcome_labels=2_000, profile_events=3_000, reps=1, latency_seconds=3.0,
+                   latency_warmup=1.0, history_events=4_000, quick=True)
+        return replace(base, **overrides)
+
+
+def _rate(timestamps: Sequence[int]) -> float:
+    """Records per second between the first and the last record timestamp (ms)."""
+    span = (max(timestamps) - min(timestamps)) / 1000.0
+    return (len(timestamps) - 1) / span if span > 0 else float("nan")
+
+
+class Lab:
+    """Shared setup of one benchmark run: trained models, events, fresh namespaces."""
+
+    def __init__(self, config: BenchConfig, out_dir: Path, echo: Callable[[str], None]) -> None:
+        from precog.spec import load_spec
+
+        self.config = config
+        self.echo = echo
+        self.base = Settings()
+        spec_path = self.base.spec if self.base.spec.is_absolute() else REPO / self.base.spec
+        self.spec = load_spec(spec_path)
+        self.work = Path(tempfile.mkdtemp(prefix="work-", dir=out_dir))
+        self.logs = self.work / "logs"
+        self.template = Settings(namespace="bench", spec=spec_path,
+                                 registry_dir=self.work / "registry")
+        self.pool: list[tuple[bytes, bytes, bytes]] = []
+        self.models: dict[str, list[int]] = {}
+        self._live: list[Settings] = []
+
+    # -- setup ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Train the spec's models, register extra challenger copies, generate events."""
+        from pipelines.train import train
+        from precog.registry import ModelRegistry
+        from scripts.simulate import SimConfig, write_history
+
+        cfg = self.config
+        started = time.monotonic()
+        write_history(self.work / "history", cfg.history_events, seed=1, progress=False,
+                      config=SimConfig(spec_name=self.spec.name))
+        metas = train(self.template, self.spec, self.work / "history", index=False, roles=False)
+        registry = ModelRegistry(self.template.registry_dir)
+        for meta in metas:  # two more versions of each model: the 2- and 4-challenger sets
+            fields = meta.model_dump(exclude={"model_id", "version", "algorithm",
+                                              "artifact_format", "artifact_path",
+                                              "artifact_sha256", "created_time"})
+            data = registry.artifact_file(meta).read_bytes()
+            for _ in range(2):
+                registry.register(meta.model_id, meta.algorithm, data, **fields)
+        self.models = {m: registry.versions(m) for m in registry.model_ids()}
+        self.echo(f"trained {', '.join(sorted(self.models))} in "
+                  f"{time.monotonic() - started:.0f}s")
+        need = max(cfg.events, cfg.memory_events if "memory" in cfg.sections else 0,
+                   cfg.scaling_events, cfg.challenger_events, cfg.profile_events, 50_000)
+        self.pool = generate_events(self.spec.name, need)
+        self.echo(f"generated {len(self.pool)} events")
+
+    def leader(self) -> str:
+        return next(m.model_id for m in self.spec.models if m.role == "leader")
+
+    def roles(self, challengers: int) -> Any:
+        """Roles with the spec's leader and ``challengers`` challengers (1, 2 or 4)."""
+        from precog.roles import ModelRef, initial_roles
+
+        leader = self.leader()
+        other = next(m for m in sorted(self.models) if m != leader)
+        pool = [ModelRef(other, 1), ModelRef(leader, 2), ModelRef(other, 2), ModelRef(leader, 3)]
+        return initial_roles(self.spec.name, ModelRef(leader, 1), pool[:challengers],
+                             at=bio.now_ms(), by="bench")
+
+    def namespace(self, challengers: int = 1) -> Settings:
+        """A fresh namespace with topics, templates and roles published."""
+        from precog.namespace import setup_namespace
+        from services.control import publish_roles
+
+        s = self.template.model_copy(update={"namespace": "bench" + uuid.uuid4().hex[:8]})
+        setup_namespace(s, self.spec)
+        self._live.append(s)
+        publish_roles(s, self.roles(challengers))
+        return s
+
+    def drop(self, s: Settings) -> None:
+        from precog.namespace import drop_namespace
+
+        try:
+            drop_namespace(s)
+        finally:
+            self._live.remove(s)
+
+    def close(self) -> None:
+        for s in list(self._live):
+            try:
+                self.drop(s)
+            except Exception as exc:  # cleanup must not hide the run's own error
+                self.echo(f"cleanup of {s.namespace} failed: {exc}")
+
+    def source(self, s: Settings) -> str:
+        return s.topic(self.spec.event.topic)
+
+    def events(self, n: int) -> list[tuple[bytes, bytes]]:
+        return [(k, v) for k, v, _ in self.pool[:n]]
+
+    # -- one throughput run --------------------------------------------------------
+    def throughput_run(self, kind: str, n: int, challengers: int = 1) -> dict[str, Any]:
+        """Pre-produce ``n`` events, start the process, time first to n-th output record."""
+        s = self.namespace(challengers)
+        try:
+            bio.produce_all(s, self.source(s), self.events(n))
+            if kind == "raw":
+                bio.raw_passthrough(s, self.source(s), s.topic("predictions"), n)
+                return {"events_per_s": _rate(bio.record_timestamps(s, s.topic("predictions"),
+                                                                    n))}
+            proc = bio.Proc(s, _command(kind), self.logs, kind)
+            try:
+                timeout = 120 + n / 100
+                bio.wait_records(s, s.topic("predictions"), n, timeout, [proc])
+                result: dict[str, Any] = {}
+                if kind.endswith("index"):
+                    docs = n * (1 + challengers)
+                    result["index_events_per_s"] = wait_indexed(s, docs, timeout, proc)
+                result["rss_bytes"] = proc.rss_bytes()
+            finally:
+                proc.stop()
+            result["events_per_s"] = _rate(bio.record_timestamps(s, s.topic("predictions"), n))
+            return result
+        finally:
+            self.drop(s)
+
+
+def _command(kind: str) -> list[str]:
+    return {
+        "precog": ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"],
+        "precog_index": ["precog", "worker", "--agents", "control,score,index",
+                         "--loglevel", "warning"],
+        "passthrough": ["scripts.bench_apps", "passthrough"],
+        "naive": ["scripts.bench_apps", "naive"],
+        "naive_index": ["scripts.bench_apps", "naive", "--index"],
+    }[kind]
+
+
+def generate_events(spec_name: str, n: int, seed: int = 42) -> list[tuple[bytes, bytes, bytes]]:
+    """``n`` valid simulator events as (key = entity id, Avro value, event id)."""
+    from precog.avro import Codec
+    from scripts.simulate import SimConfig, simulator_for
+
+    sim = simulator_for(SimConfig(seed=seed, spec_name=spec_name))
+    codec = Codec.for_schema(sim.spec.event.schema_name)
+    ev = sim.spec.event
+    out = []
+    for e in sim.events(n):
+        rec = e.record
+        out.append((str(rec[ev.entity_field]).encode(), codec.encode(rec),
+                    str(rec[ev.id_field]).encode()))
+    return out
+
+
+def wait_indexed(s: Settings, docs: int, timeout: float, proc: bio.Proc) -> float:
+    """Wait for ``docs`` prediction documents; events/s from first scored to last indexed."""
+    from elasticsearch import Elasticsearch
+
+    es = Elasticsearch(**s.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    index = s.index("predictions")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            proc.check_alive()
+            es.indices.refresh(index=index)
+            if int(es.count(index=index)["count"]) >= docs:
+                break
+            if time.monotonic() > deadline:
+                raise bio.BenchError(f"{index}: fewer than {docs} documents after {timeout:.0f}s")
+            time.sleep(0.3)
+        aggs = es.search(index=index, size=0, aggs={
+            "first": {"min": {"field": "scored_time"}},
+            "last": {"max": {"field": "indexed_time"}},
+            "events": {"cardinality": {"field": "event_id"}},
+        })["aggregations"]
+        span = (aggs["last"]["value"] - aggs["first"]["value"]) / 1000.0
+        return float(aggs["events"]["value"]) / span if span > 0 else float("nan")
+    finally:
+        es.close()
+
+
+# -- sections ------------------------------------------------------------------------------
+def bench_throughput(lab: Lab) -> dict[str, Any]:
+    """Rounds of raw, passthrough, precog, precog+index, naive, naive+index; ratios per round."""
+    cfg = lab.config
+    plan = [("raw", cfg.events), ("passthrough", cfg.events), ("precog", cfg.events),
+            ("precog_index", cfg.events), ("naive", cfg.naive_events),
+            ("naive_index", cfg.naive_index_events)]
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for r in range(cfg.reps):
+        got: dict[str, dict[str, Any]] = {}
+        for kind, n in plan:
+            got[kind] = lab.throughput_run(kind, n)
+            lab.echo(f"round {r + 1}: {kind:13s} {got[kind]['events_per_s']:9.0f} events/s"
+                     + (f"  indexed {got[kind]['index_events_per_s']:.0f}/s"
+                        if "index_events_per_s" in got[kind] else ""))
+        rounds.append(got)
+
+    def rate(kind: str, r: dict[str, dict[str, Any]]) -> float:
+        # with indexing in the loop the rate is events fully indexed per second
+        return float(r[kind].get("index_events_per_s", r[kind]["events_per_s"]))
+
+    out: dict[str, Any] = {"events": {k: n for k, n in plan}, "rounds": rounds}
+    for kind, _ in plan:
+        out[kind] = summarize([rate(kind, r) for r in rounds])
+    out["precog_index_scoring"] = summarize([r["precog_index"]["events_per_s"] for r in rounds])
+    out["ratios"] = {
+        "precog_vs_passthrough": summarize([rate("precog", r) / rate("passthrough", r)
+                                            for r in rounds]),
+        "precog_vs_raw": summarize([rate("precog", r) / rate("raw", r) for r in rounds]),
+        "passthrough_vs_raw": summarize([rate("passthrough", r) / rate("raw", r)
+                                         for r in rounds]),
+        "precog_vs_naive": summarize([rate("precog", r) / rate("naive", r) for r in rounds]),
+        "precog_index_vs_naive_index": summarize(
+            [rate("precog_index", r) / rate("naive_index", r) for r in rounds]),
+        "precog_index_vs_passthrough": summarize(
+            [rate("precog_index", r) / rate("passthrough", r) for r in rounds]),
+    }
+    return out
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
+    """p50/p95/p99 produce -> prediction received, at 25/50/75% of ``max_rate``."""
+    cfg = lab.config
+    fractions = (0.25, 0.5, 0.75)
+    runs: dict[float, list[dict[str, float]]] = {f: [] for f in fractions}
+    for r in range(cfg.reps):
+        s = lab.namespace(1)
+        proc = bio.Proc(s, _command("precog"), lab.logs, "latency")
+        try:
+            proc.wait_healthy()
+            probe = bio.LatencyProbe(s, lab.source(s), s.topic("predictions"))
+            start = 0
+            for f in fractions:
+                rate = f * max_rate
+                count = int(rate * cfg.latency_seconds)
+                events = lab.pool[start:start + count]
+                start += count
+                info = probe.run(events, rate, cfg.latency_warmup)
+                lat = probe.latencies_ms
+                row = {"offered_rate": info["offered_rate"], "measured": info["measured"],
+                       "received": info["received"], "p50_ms": _percentile(lat, 50),
+                       "p95_ms": _percentile(lat, 95), "p99_ms": _percentile(lat, 99),
+                       "max_ms": max(lat) if lat else float("nan")}
+                runs[f].append(row)
+                lab.echo(f"latency round {r + 1} at {f:.0%} ({rate:.0f}/s): p50 "
+                         f"{row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} p99 {row['p99_ms']:.1f} ms"
+                         f" ({info['received']}/{info['measured']})")
+            proc.check_alive()
+        finally:
+            proc.stop()
+            lab.drop(s)
+    return {
+        "max_rate": max_rate,
+        "seconds_per_rate": cfg.latency_seconds,
+        "warmup_s": cfg.latency_warmup,
+        "rates": [
+            {"fraction": f, "target_rate": f * max_rate,
+             **{k: summarize([row[k] for row in runs[f]])
+                for k in ("offered_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")},
+             "lost": sum(row["measured"] - row["received"] for row in runs[f])}
+            for f in fractions
+        ],
+    }
+
+
+def bench_memory(lab: Lab) -> dict[str, Any]:
+    """Worker RSS while it scores ``memory_events`` pre-produced events."""
+    n = lab.config.memory_events
+    s = lab.namespace(1)
+    samples: list[tuple[float, int, int]] = []
+    try:
+        bio.produce_all(s, lab.source(s), lab.events(n), timeout=600)
+        proc = bio.Proc(s, _command("precog"), lab.logs, "memory")
+        try:
+            started = time.monotonic()
+            deadline = started + 120 + n / 500
+            done = 0
+            topic = s.topic("predictions")
+            while done < n:
+                proc.check_alive()
+                if time.monotonic() > deadline:
+                    raise bio.BenchError(f"memory run: {done} of {n} after the deadline")
+                done = bio.end_offsets(s, topic)
+                samples.append((round(time.monotonic() - started, 2), done, proc.rss_bytes()))
+                time.sleep(1.0)
+            samples.append((round(time.monotonic() - started, 2), done, proc.rss_bytes()))
+        finally:
+            proc.stop()
+    finally:
+        lab.drop(s)
+    warm_at = max(1, n // 10)
+    warm = next(rss for _, d, rss in samples if d >= warm_at)
+    end = samples[-1][2]
+    lab.echo(f"memory: RSS {warm / 2**20:.0f} MiB after {warm_at} events, "
+             f"{end / 2**20:.0f} MiB after {n}")
+    return {"events": n, "warmup_events": warm_at, "rss_warm_bytes": warm, "rss_end_bytes": end,
+            "rss_max_bytes": max(r for _, _, r in samples), "growth": end / warm - 1,
+            "samples": samples}
+
+
+def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
+    """Until the worker group has ``members`` members, each with partitions, and is stable."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(s.kafka.confluent_config())
+    group = s.group("worker")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        desc = admin.describe_consumer_groups([group])[group].result(10)
+        if (desc.state == ConsumerGroupState.STABLE and len(desc.members) == members
+                and all(m.assignment.topic_partitions for m in desc.members)):
+            return
+        time.sleep(0.3)
+    raise bio.BenchError(f"consumer group {group} not stable with {members} members")
+
+
+def scaling_run(lab: Lab, workers: int, n: int) -> float:
+    """Workers started and balanced first, then ``n`` events produced in one burst."""
+    s = lab.namespace(1)
+    procs: list[bio.Proc] = []
+    try:
+        procs = [bio.Proc(s, _command("precog"), lab.logs, f"scale{i}") for i in range(workers)]
+        for p in procs:
+            p.wait_healthy()
+        wait_group_stable(s, workers)
+        bio.produce_all(s, lab.source(s), lab.events(n))
+        bio.wait_records(s, s.topic("predictions"), n, 120 + n / 100, procs)
+    finally:
+        for p in procs:
+            p.stop()
+    try:
+        return _rate(bio.record_timestamps(s, s.topic("predictions"), n))
+    finally:
+        lab.drop(s)
+
+
+def bench_scaling(lab: Lab) -> dict[str, Any]:
+    cfg = lab.config
+    workers: dict[str, list[float]] = {"1": [], "2": []}
+    chall: dict[str, list[float]] = {"1": [], "2": [], "4": []}
+    for r in range(cfg.reps):
+        for w in (1, 2):
+            workers[str(w)].append(scaling_run(lab, w, cfg.scaling_events))
+            lab.echo(f"scaling round {r + 1}: {w} worker(s) {workers[str(w)][-1]:.0f} events/s")
+        for c in (1, 2, 4):
+            rate = lab.throughput_run("precog", cfg.challenger_events, challengers=c)
+            chall[str(c)].append(rate["events_per_s"])
+            lab.echo(f"scaling round {r + 1}: {c} challenger(s) {chall[str(c)][-1]:.0f} events/s")
+    speedup = [b / a for a, b in zip(workers["1"], workers["2"], strict=True)]
+    cost = {c: [1e6 / v for v in vals] for c, vals in chall.items()}  # µs per event
+    return {
+        "method": "workers started and balanced, then the events produced in one burst",
+        "events": cfg.scaling_events,
+        "workers": {k: summarize(v) for k, v in workers.items()},
+        "speedup_2_vs_1": summarize(speedup),
+        "challenger_events": cfg.challenger_events,
+        "challenger_sets": {str(c): [str(ref) for ref in lab.roles(c).challengers]
+                            for c in (1, 2, 4)},
+        "challengers": {k: summarize(v) for k, v in chall.items()},
+        "us_per_event": {k: summarize(v) for k, v in cost.items()},
+    }
+
+
+def bench_outcome(lab: Lab) -> dict[str, Any]:
+    """The outcome path's pure core: join + River metrics + drift, labels per second."""
+    from precog.avro import Codec
+    from precog.monitor import JoinState, Monitor, MonitorConfig
+    from precog.monitor.reference import Reference
+    from precog.registry import ModelRegistry
+    from precog.spec import parse_duration
+
+    n = lab.config.outcome_labels
+    predictions = scored_in_process(lab, n)
+    codec = Codec.for_schema("prediction")
+    labeled_codec = Codec.for_schema("labeled")
+    outcome_codec = Codec.for_schema(lab.spec.outcome.schema_name)
+    wire = [codec.encode(p) for p in predictions]
+    outcomes = [outcome_codec.encode({
+        "event_id": p["event_id"], "label": int(i % 50 == 0), "event_time": p["event_time"],
+        "outcome_time": p["event_time"] + 60_000, "source": p["source"]})
+        for i, p in enumerate(predictions)]
+    registry = ModelRegistry(lab.template.registry_dir)
+
+    def reference(model_id: str, version: int) -> Reference | None:
+        raw = registry.get(model_id, version).reference
+        return Reference.from_training(raw) if raw else None
+
+    window = parse_duration(lab.spec.outcome.label_window)
+    runs: dict[str, list[float]] = {"labels_per_s": [], "predictions_per_s": []}
+    for _ in range(max(3, lab.config.reps)):
+        state = JoinState(window, max_entries=10 * n)
+        monitor = Monitor(MonitorConfig(namespace="bench", volume_window_ms=3_600_000),
+                          references=reference)
+        started = time.perf_counter()
+        for value in wire:
+            pred = codec.decode(value)
+            state.on_prediction(pred)
+            monitor.on_prediction(pred)
+        mid = time.perf_counter()
+        labels = 0
+        for value in outcomes:  # join -> labeled topic (Avro) -> monitor, as the agents do
+            out = state.on_outcome(outcome_codec.decode(value))
+            for rec in out.labeled:
+                monitor.on_labeled(labeled_codec.decode(labeled_codec.encode(rec)))
+            labels += 1
+        monitor.tick(predictions[-1]["event_time"] + 60_000)
+        end = time.perf_counter()
+        runs["predictions_per_s"].append(n / (mid - started))
+        runs["labels_per_s"].append(labels / (end - mid))
+    state_size = join_state_size(lab, predictions[: min(n, 5_000)], window)
+    lab.echo(f"outcome path: {statistics.median(runs['labels_per_s']):.0f} labels/s")
+    return {"labels": n, "models_per_label": 1 + len(predictions[0]["challengers"]),
+            **{k: summarize(v) for k, v in runs.items()}, "join_state": state_size}
+
+
+def join_state_size(lab: Lab, predictions: list[dict[str, Any]], window_ms: int) -> dict[str, Any]:
+    """Bytes per pending prediction (JSON in the changelog, Python heap) and per label window."""
+    from precog.monitor import JoinState
+
+    state = JoinState(window_ms, max_entries=10 * len(predictions))
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for p in predictions:
+        state.on_prediction(p)
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    heap = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    entries = len(state)
+    json_bytes = sum(len(json.dumps(e)) for e in state.store.values())
+    per_heap, per_json = heap / entries, json_bytes / entries
+    cap = 2_000_000 * lab.template.kafka.partitions  # services/agents/join.py per partition cap
+    window_s = window_ms / 1000
+    return {
+        "entries_measured": entries, "heap_bytes_per_entry": round(per_heap),
+        "json_bytes_per_entry": round(per_json), "label_window_s": window_s,
+        "entry_cap": cap,
+        "at_rates": [
+            {"events_per_s": r, "entries": min(int(r * window_s), cap),
+             "heap_bytes": round(min(r * window_s, cap) * per_heap),
+             "changelog_bytes": round(min(r * window_s, cap) * per_json)}
+            for r in (1, 10, 100)
+        ],
+    }
+
+
+def scored_in_process(lab: Lab, n: int) -> list[dict[str, Any]]:
+    """Prediction records of the first ``n`` pool events, scored with the pure core."""
+    import numpy as np
+
+    from precog.avro import Codec
+    from precog.features import Featurizer
+    from precog.registry import ModelRegistry
+    from precog.scoring import EventContext, make_model_set, prediction_record, score_batch
+
+    registry = ModelRegistry(lab.template.registry_dir)
+    roles = lab.roles(1)
+    fz = Featurizer(lab.spec)
+    models = make_model_set(1, registry.load(roles.leader.model_id, roles.leader.version),
+                            [registry.load(c.model_id, c.version) for c in roles.challengers],
+                            fz.names)
+    codec = Codec.for_schema(lab.spec.event.schema_name)
+    events = [codec.decode(v) for _, v, _ in lab.pool[:n]]
+    ev = lab.spec.event
+    vectors, _ = fz.featurize_batch({}, [(e, 0, i) for i, e in enumerate(events)])
+    scores = score_batch(models, np.array([v.values for v in vectors], dtype=np.float64))
+    return [
+        prediction_record(
+            spec_name=lab.spec.name, event_id=str(e[ev.id_field]),
+            entity_id=str(e[ev.entity_field]), event_time=int(e[ev.time_field]),
+            scored_time=int(e[ev.time_field]), models=models, scores=[float(s[i]) for s in scores],
+            feature_names=fz.names, values=v.values, ages_ms=v.ages_ms,
+            origin=EventContext("bench", 0, i), namespace="bench",
+            event_schema="precog.events.Transaction/v1", code_version="bench", worker="bench")
+        for i, (e, v) in enumerate(zip(events, vectors, strict=True))
+    ]
+
+
+def bench_profile(lab: Lab) -> dict[str, Any]:
+    """One precog worker (score + index) under pyinstrument over ``profile_events`` events."""
+    n = lab.config.profile_events
+    s = lab.namespace(1)
+    out = lab.work / "profile.html"
+    try:
+        bio.produce_all(s, lab.source(s), lab.events(n))
+        proc = bio.Proc(s, ["scripts.bench_apps", "profile", str(out), "control,score,index"],
+                        lab.logs, "profile")
+        try:
+            bio.wait_records(s, s.topic("predictions"), n, 120 + n / 50, [proc])
+            wait_indexed(s, 2 * n, 120 + n / 50, proc)
+        finally:
+            import signal
+
+            proc.stop(signal.SIGINT, timeout=60)
+    finally:
+        lab.drop(s)
+    summary_path = out.with_suffix(".json")
+    if not summary_path.exists():
+        raise bio.BenchError(f"the profiled worker wrote no profile:\n{proc.log_tail()}")
+    summary = json.loads(summary_path.read_text())
+    return {"events": n, "html": str(out), "text": str(out.with_suffix(".txt")), **summary}
+
+
+# -- the run ---------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    """Cores, RAM, CPU model and versions of everything measured."""
+    import os
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal:"))
+    libs = {}
+    for dist in ("faust-streaming", "aiokafka", "confluent-kafka", "redis", "elasticsearch",
+                 "fastavro", "lightgbm", "scikit-learn", "numpy", "river", "pyinstrument"):
+        try:
+            libs[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            libs[dist] = "absent"
+    return {"cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1), "cpu": cpu,
+            "kernel": platform.release(), "python": platform.python_version(), "libraries": libs,
+            "services": service_versions(Settings())}
+
+
+def service_versions(s: Settings) -> dict[str, str]:
+    from elasticsearch import Elasticsearch
+
+    from precog.namespace import redis_client
+
+    out = {"kafka": s.stack.kafka_version + " (local stack)"}
+    es = Elasticsearch(**s.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    try:
+        nodes = es.nodes.info(filter_path="nodes.*.version")["nodes"]
+        out["elasticsearch"] = ", ".join(sorted({str(n["version"]) for n in nodes.values()}))
+    finally:
+        es.close()
+    r = redis_client(s)
+    try:
+        out["redis"] = str(r.info("server")["redis_version"])
+    finally:
+        r.close()
+    return out
+
+
+def run_bench(config: BenchConfig, out_dir: Path, doc: Path | None, command: str,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the configured sections; write the JSON (and the doc table); return the report."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    report: dict[str, Any] = {"command": command, "config": asdict(config),
+                              "started": int(started), "machine": machine()}
+    lab = Lab(config, out_dir, echo)
+    try:
+        lab.prepare()
+        sections = config.sections
+        if "throughput" in sections:
+            report["throughput"] = bench_throughput(lab)
+        if "latency" in sections:
+            base = report.get("throughput", {}).get("precog", {}).get("median")
+            if base is None:
+                base = statistics.median(lab.throughput_run("precog", config.events)
+                                         ["events_per_s"] for _ in range(config.reps))
+            report["latency"] = bench_latency(lab, float(base))
+        if "memory" in sections:
+            report["memory"] = bench_memory(lab)
+        if "scaling" in sections:
+            report["scaling"] = bench_scaling(lab)
+        if "outcome" in sections:
+            report["outcome"] = bench_outcome(lab)
+        if "profile" in sections:
+            report["profile"] = bench_profile(lab)
+    finally:
+        lab.close()
+    report["duration_s"] = round(time.time() - started, 1)
+    report["targets"] = targets(report)
+    report["missing"] = check_complete(report, config.sections)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    path = out_dir / f"bench-{stamp}{'-quick' if config.quick else ''}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report["json_path"] = str(path)
+    if doc is not None:
+        update_doc(doc, render_markdown(report))
+        report["doc_path"] = str(doc)
+    echo(f"wrote {path}" + (f" and {doc}" if doc else "") + f" in {report['duration_s']:.0f}s")
+    return report
+
+
+if __name__ == "__main__":
+    from precog.cli.bench import main
+
+    main()

@@ -1,0 +1,206 @@
+"""Benchmark baselines as Faust apps, run as their own process like a worker.
+
+``python -m scripts.bench_apps passthrough``: the Faust ceiling: consume the events topic
+and produce every record unchanged to ``{ns}.predictions`` (same Faust settings as the
+worker, :func:`services.runtime.create_app`; micro-batches like the score agent).
+
+``python -m scripts.bench_apps naive [--index]``: the pipeline a first implementation
+would write: per event decode, validate, one Redis GET, featurize, a single-row
+``predict_proba`` per model, encode, send, one Redis SET; with ``--index`` a second
+agent indexes each prediction document with its own Elasticsearch request. The work per
+event is the same as precog's (same featurizer, models and records); only the I/O and
+call pattern differ.
+
+``python -m scripts.bench_apps profile OUT.html [agents]``: a precog worker under
+pyinstrument; the profile is written when the worker stops (SIGINT/SIGTERM).
+
+Everything is configured by ``PRECOG_*`` like the worker (:class:`Settings`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import faust
+import numpy as np
+
+from precog.settings import Settings
+
+
+def _run(app: faust.App) -> None:
+    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker.execute_from_commandline()
+
+
+def passthrough(settings: Settings) -> faust.App:
+    """Consume -> produce, no work: the ceiling of a Faust worker on this machine."""
+    from precog.spec import load_spec
+    from services.runtime import create_app
+
+    spec = load_spec(settings.spec)
+    app = create_app(settings, app_id=settings.group("bench-passthrough"))
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}
+    source = app.topic(settings.topic(spec.event.topic), **raw)
+    sink = app.topic(settings.topic("predictions"), **raw)
+    size, within = settings.score.batch_size, settings.score.batch_timeout
+
+    @app.agent(source, name=f"{settings.namespace}-passthrough")
+    async def forward(stream: Any) -> None:
+        async for events in stream.take_events(size, within=within):
+            futures = [await sink.send(key=e.message.key, value=e.message.value)
+                       for e in events]
+            await asyncio.gather(*futures)
+
+    return app
+
+
+def naive(settings: Settings, index: bool) -> faust.App:
+    """Per-event Redis calls, single-row predictions, one Elasticsearch request per document."""
+    import redis.asyncio as aioredis
+
+    from precog.avro import Codec, latest
+    from precog.features import EntityState, Featurizer
+    from precog.registry import ModelRegistry, code_version
+    from precog.scoring import EventContext, make_model_set, prediction_documents, prediction_record
+    from precog.spec import load_spec
+    from precog.validation import check_event
+    from services.control import read_roles
+    from services.runtime import create_app, now_ms
+
+    spec = load_spec(settings.spec)
+    featurizer = Featurizer(spec)
+    roles = read_roles(settings, spec.name)
+    if roles is None:
+        raise SystemExit("no model roles in the namespace")
+    registry = ModelRegistry(settings.registry_dir)
+    models = make_model_set(
+        roles.revision,
+        registry.load(roles.leader.model_id, roles.leader.version),
+        [registry.load(c.model_id, c.version) for c in roles.challengers],
+        featurizer.names,
+    )
+    app = create_app(settings, app_id=settings.group("bench-naive"))
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}
+    source = app.topic(settings.topic(spec.event.topic), **raw)
+    sink = app.topic(settings.topic("predictions"), **raw)
+    codec, out_codec = Codec.for_schema(spec.event.schema_name), Codec.for_schema("prediction")
+    schema_label, version = latest(spec.event.schema_name).label, code_version(settings)
+    redis = aioredis.Redis.from_url(settings.redis.url)
+    ttl = settings.redis.state_ttl_seconds
+    ev = spec.event
+
+    @app.agent(source, name=f"{settings.namespace}-naive")
+    async def score(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            record = codec.decode(msg.value)
+            if check_event(spec, record, now_ms()):
+                continue
+            entity = str(record[ev.entity_field])
+            key = settings.redis_key("state", spec.name, entity)
+            raw_state = await redis.get(key)
+            state = EntityState.from_bytes(raw_state) if raw_state else None
+            vector, new_state = featurizer.featurize(state, record)
+            x = np.array([vector.values], dtype=np.float64)
+            scores = [float(m.model.predict_proba(x[:, m.columns])[0]) for m in models.all]
+            prediction = prediction_record(
+                spec_name=spec.name, event_id=str(record[ev.id_field]), entity_id=entity,
+                event_time=int(record[ev.time_field]), scored_time=now_ms(), models=models,
+                scores=scores, feature_names=featurizer.names, values=vector.values,
+                ages_ms=vector.ages_ms, origin=EventContext(msg.topic, msg.partition, msg.offset),
+                namespace=settings.namespace, event_schema=schema_label, code_version=version,
+                worker="bench-naive",
+            )
+            await sink.send(key=prediction["event_id"].encode(), value=out_codec.encode(prediction))
+            new_state.applied[str(msg.partition)] = msg.offset
+            await redis.set(key, new_state.to_bytes(), ex=ttl)
+
+    if index:
+        from elasticsearch import AsyncElasticsearch
+
+        es = AsyncElasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        target = settings.index("predictions")
+
+        @app.agent(sink, name=f"{settings.namespace}-naive-index")
+        async def index_docs(stream: Any) -> None:
+            async for value in stream:
+                for doc_id, doc in prediction_documents(out_codec.decode(value), now_ms()):
+                    await es.index(index=target, id=doc_id, document=doc)
+
+    return app
+
+
+def profiled_worker(settings: Settings, out: Path, agents: tuple[str, ...]) -> None:
+    """Run a precog worker under pyinstrument; write text and HTML profiles when it stops."""
+    from pyinstrument import Profiler
+
+    from precog.namespace import ensure_topics
+    from services.worker import build_runtime
+
+    rt = build_runtime(settings, agents)
+    ensure_topics(settings, rt.spec)
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    try:
+        faust.Worker(rt.app, loglevel="warning", quiet=True).execute_from_commandline()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        profiler.stop()
+        out.write_text(profiler.output_html())
+        out.with_suffix(".txt").write_text(
+            profiler.output_text(unicode=False, color=False, show_all=False)
+        )
+        root = profiler.last_session.root_frame() if profiler.last_session else None
+        out.with_suffix(".json").write_text(json.dumps(profile_summary(root), indent=2))
+
+
+def profile_summary(root: Any, top: int = 40) -> dict[str, Any]:
+    """Self and inclusive time per function (seconds) of a pyinstrument frame tree."""
+    own: dict[str, float] = {}
+    inclusive: dict[str, float] = {}
+
+    def walk(frame: Any, on_stack: frozenset[str]) -> None:
+        name = f"{frame.function} ({frame.file_path_short}:{frame.line_no})"
+        children = [c for c in frame.children if not c.is_synthetic]  # "[self]" leaves
+        own[name] = own.get(name, 0.0) + frame.time - sum(c.time for c in children)
+        if name not in on_stack:  # recursion counted once
+            inclusive[name] = inclusive.get(name, 0.0) + frame.time
+        for child in children:
+            walk(child, on_stack | {name})
+
+    if root is None:
+        return {"total_s": 0.0, "self": [], "inclusive": []}
+    walk(root, frozenset())
+
+    def ranked(d: dict[str, float]) -> list[dict[str, Any]]:
+        best = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [{"function": k, "seconds": round(v, 4), "share": round(v / root.time, 4)}
+                for k, v in best]
+
+    return {"total_s": round(root.time, 3), "self": ranked(own), "inclusive": ranked(inclusive)}
+
+
+def main(argv: list[str]) -> None:
+    settings = Settings()
+    kind = argv[0] if argv else ""
+    if kind == "passthrough":
+        _run(passthrough(settings))
+    elif kind == "naive":
+        _run(naive(settings, index="--index" in argv[1:]))
+    elif kind == "profile" and len(argv) >= 2:
+        agents = tuple((argv[2] if len(argv) > 2 else "control,score").split(","))
+        profiled_worker(settings, Path(argv[1]), agents)
+    else:
+        raise SystemExit("usage: python -m scripts.bench_apps passthrough | naive [--index]"
+                         " | profile OUT.html [agents]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

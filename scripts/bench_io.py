@@ -1,0 +1,317 @@
+"""Benchmark I/O: worker processes, pre-produced events, topic timestamps, RSS, paced load.
+
+Everything here talks to the local stack only (the addresses in :class:`Settings`), and
+every loop is bounded by a count and a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+
+from precog.errors import PrecogError
+from precog.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: (key, value) of one pre-encoded event
+Encoded = tuple[bytes, bytes]
+
+
+class BenchError(PrecogError):
+    """A benchmark step did not complete (a process died, a deadline passed)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- processes --------------------------------------------------------------------------
+def process_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:
+    """``PRECOG_*`` environment of a worker-like subprocess for ``settings``."""
+    env = dict(os.environ)
+    env.update({
+        "PRECOG_NAMESPACE": settings.namespace,
+        "PRECOG_REGISTRY_DIR": str(settings.registry_dir),
+        "PRECOG_SPEC": str(settings.spec),
+        "PRECOG_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+        "PRECOG_REDIS_URL": settings.redis.url,
+        "PRECOG_ELASTICSEARCH_URL": settings.elasticsearch.url,
+        "PRECOG_WORKER_WEB_PORT": str(port),
+        "PRECOG_WORKER_DATA_DIR": str(data_dir),
+        "PRECOG_SCORE_BATCH_SIZE": str(settings.score.batch_size),
+        "PRECOG_SCORE_BATCH_TIMEOUT": str(settings.score.batch_timeout),
+    })
+    if settings.code_version:
+        env["PRECOG_CODE_VERSION"] = settings.code_version
+    return env
+
+
+class Proc:
+    """A worker-like subprocess (``args`` after ``python -m``) with its log in ``log_dir``."""
+
+    def __init__(self, settings: Settings, args: Sequence[str], log_dir: Path, name: str) -> None:
+        self.port = free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{name}-{settings.namespace}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            env=process_env(settings, self.port, log_dir / "worker-data"),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.log_path.name} exited {self.proc.returncode}:\n"
+                             f"{self.log_tail()}")
+
+    def health(self) -> dict[str, Any] | None:
+        """The worker's /health body when it answers 200, else None."""
+        try:
+            url = f"http://127.0.0.1:{self.port}/health"
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+        except (OSError, urllib.error.HTTPError, ValueError):
+            return None
+
+    def wait_healthy(self, timeout: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            body = self.health()
+            if body is not None:
+                return body
+            time.sleep(0.3)
+        raise BenchError(f"{self.log_path.name} not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def rss_bytes(self) -> int:
+        """Resident set size from /proc/<pid>/status (0 when the process is gone)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+
+# -- Kafka ------------------------------------------------------------------------------
+def producer(settings: Settings, **extra: Any) -> Producer:
+    return Producer({**settings.kafka.confluent_config(), "acks": "all",
+                     "linger.ms": 5, "queue.buffering.max.messages": 1_000_000, **extra})
+
+
+def produce_all(settings: Settings, topic: str, events: Sequence[Encoded],
+                timeout: float = 300.0) -> None:
+    """Produce ``events`` as fast as Kafka takes them; every one acknowledged or raise."""
+    p = producer(settings, **{"linger.ms": 20, "batch.size": 1_000_000})
+    failed: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    for key, value in events:
+        while True:
+            try:
+                p.produce(topic, value, key, on_delivery=delivered)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    if p.flush(timeout) or failed:
+        raise BenchError(f"pre-producing to {topic}: {len(failed)} failed {failed[:1]}")
+
+
+def _consumer(settings: Settings, **extra: Any) -> Consumer:
+    return Consumer({**settings.kafka.confluent_config(), "group.id": f"bench-{now_ms()}",
+                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                     "enable.partition.eof": False, **extra})
+
+
+def partitions(consumer: Consumer, topic: str) -> list[int]:
+    md = consumer.list_topics(topic, timeout=10)
+    if topic not in md.topics or md.topics[topic].error is not None:
+        raise BenchError(f"topic {topic} does not exist")
+    return sorted(md.topics[topic].partitions)
+
+
+def end_offsets(settings: Settings, topic: str, consumer: Consumer | None = None) -> int:
+    """Records in ``topic`` (sum of high watermarks; our topics are never truncated)."""
+    c = consumer or _consumer(settings)
+    try:
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in partitions(c, topic))
+    finally:
+        if consumer is None:
+            c.close()
+
+
+def wait_records(settings: Settings, topic: str, expected: int, timeout: float,
+                 procs: Sequence[Proc] = ()) -> None:
+    """Block until ``topic`` holds ``expected`` records (or raise on deadline / dead process)."""
+    c = _consumer(settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while end_offsets(settings, topic, c) < expected:
+            for p in procs:
+                p.check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"{topic}: fewer than {expected} records after {timeout:.0f}s")
+            time.sleep(0.2)
+    finally:
+        c.close()
+
+
+def record_timestamps(settings: Settings, topic: str, expected: int,
+                      timeout: float = 120.0) -> list[int]:
+    """Record timestamps (ms) of the first ``expected`` records of ``topic``, all partitions."""
+    c = _consumer(settings)
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in partitions(c, topic)])
+        out: list[int] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < expected and time.monotonic() < deadline:
+            for msg in c.consume(5000, 0.5):
+                if msg.error() is None:
+                    out.append(msg.timestamp()[1])
+        if len(out) < expected:
+            raise BenchError(f"{topic}: read {len(out)} of {expected} records")
+        return out
+    finally:
+        c.close()
+
+
+def raw_passthrough(settings: Settings, source: str, sink: str, n: int,
+                    timeout: float = 300.0) -> None:
+    """The raw ceiling: a confluent-kafka consume -> produce loop of ``n`` records."""
+    c = _consumer(settings, **{"group.id": settings.group("bench-raw")})
+    p = producer(settings)
+    c.subscribe([source])
+    done = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while done < n:
+            if time.monotonic() > deadline:
+                raise BenchError(f"raw passthrough moved {done} of {n} in {timeout:.0f}s")
+            for msg in c.consume(500, 0.1):
+                if msg.error() is not None:
+                    continue
+                while True:
+                    try:
+                        p.produce(sink, msg.value(), msg.key())
+                        break
+                    except BufferError:
+                        p.poll(0.01)
+                done += 1
+            p.poll(0)
+        if p.flush(60):
+            raise BenchError("raw passthrough: records not acknowledged")
+    finally:
+        c.close()
+
+
+# -- latency probe ----------------------------------------------------------------------
+@dataclass
+class LatencyProbe:
+    """Offer events at a fixed rate and time each until its prediction is received.
+
+    Each event is produced with an explicit record timestamp (the produce time); the
+    prediction's key is the event id, so a receiving thread matches them.
+    """
+
+    settings: Settings
+    source: str
+    sink: str
+    id_of: dict[bytes, bytes] = field(default_factory=dict)  # event value -> event id
+    latencies_ms: list[float] = field(default_factory=list)
+    _sent: dict[bytes, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, events: Sequence[tuple[bytes, bytes, bytes]], rate: float,
+            warmup_s: float, drain_s: float = 5.0) -> dict[str, float]:
+        """Offer ``events`` (key, value, event id) at ``rate``/s; latencies after warm-up."""
+        self.latencies_ms, self._sent = [], {}
+        self._stop.clear()
+        c = _consumer(self.settings, **{"fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+        c.assign([TopicPartition(self.sink, p, OFFSET_END) for p in partitions(c, self.sink)])
+        receiver = threading.Thread(target=self._receive, args=(c,), daemon=True)
+        receiver.start()
+        time.sleep(1.0)  # assignment at the end of the topic settles
+        p = producer(self.settings, **{"linger.ms": 1})
+        warm_until = time.time() + warmup_s
+        started = time.perf_counter()
+        for i, (key, value, eid) in enumerate(events):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            t = now_ms()
+            if t / 1000 >= warm_until:
+                self._sent[eid] = t
+            p.produce(self.source, value, key, timestamp=t)
+            p.poll(0)
+        offered = len(events) / (time.perf_counter() - started)
+        p.flush(30)
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline and len(self.latencies_ms) < len(self._sent):
+            time.sleep(0.05)
+        self._stop.set()
+        receiver.join(10)
+        c.close()
+        return {"offered_rate": offered, "measured": len(self._sent),
+                "received": len(self.latencies_ms)}
+
+    def _receive(self, c: Consumer) -> None:
+        while not self._stop.is_set():
+            msgs = c.consume(1000, 0.02)
+            t = time.time() * 1000
+            for msg in msgs:
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        continue
+                    continue
+                sent = self._sent.get(msg.key())
+                if sent is not None:
+                    self.latencies_ms.append(t - sent)

@@ -1,0 +1,41 @@
+"""Smoke run of the benchmarks: the report is produced and complete (speeds are never asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from scripts.bench import BenchConfig, run_bench
+from scripts.bench_report import BEGIN, END, REQUIRED, check_complete
+
+pytestmark = pytest.mark.bench
+
+SECTIONS = ("throughput", "outcome")
+
+
+def test_quick_bench_writes_a_complete_report(stack, tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nhand-written intro\n\n{BEGIN}\nold\n{END}\n\nnotes\n")
+    config = BenchConfig.quick_config(sections=SECTIONS, events=1500, naive_events=300,
+                                      naive_index_events=100, outcome_labels=1000,
+                                      history_events=3000)
+    report = run_bench(config, tmp_path / "out", doc, "./scripts/bench --quick", echo=print)
+
+    assert report["missing"] == [] and check_complete(report, SECTIONS) == []
+    saved = json.loads((tmp_path / "out").glob("bench-*-quick.json").__next__().read_text())
+    assert set(SECTIONS) <= set(saved) and saved["config"]["quick"] is True
+    t = saved["throughput"]
+    for kind in REQUIRED["throughput"][:-1]:
+        assert t[kind]["median"] > 0 and math.isfinite(t[kind]["median"]), kind
+    assert t["ratios"]["precog_vs_naive"]["median"] > 0
+    assert saved["outcome"]["labels_per_s"]["median"] > 0
+    assert saved["outcome"]["join_state"]["json_bytes_per_entry"] > 0
+    assert saved["machine"]["cores"] >= 1 and saved["machine"]["services"]["redis"]
+    names = {x["name"] for x in saved["targets"]}
+    assert "precog / Faust passthrough" in names and "precog / naive" in names
+    # the generated block was replaced, the hand-written parts kept
+    page = doc.read_text()
+    assert page.startswith("# Benchmarks\n\nhand-written intro") and page.rstrip().endswith("notes")
+    assert "old" not in page and "| **precog** worker" in page and "Outcome path" in page
