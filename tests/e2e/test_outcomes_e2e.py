@@ -4,6 +4,7 @@ pending prediction lost across a worker restart."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -193,19 +194,24 @@ def test_metrics_equal_sklearn_and_documents_get_outcomes(settings: Settings, tm
         es.close()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
 def test_worker_restart_in_the_label_window_loses_no_pending_prediction(
-        settings: Settings, tmp_path: Path):
+        settings: Settings, tmp_path: Path, sig: int):
     preds, outs = make_stream(300, seed=8)
     expected = joined_expected(preds, outs)
     first = [o for o in outs if int(o["event_id"][1:]) < 100]
     rest = [o for o in outs if int(o["event_id"][1:]) >= 100]
-    with worker(settings, tmp_path, agents="join") as w:
+    w = WorkerProcess(settings, tmp_path, "join")
+    try:
+        wait_ready(w)
         produce(settings, "predictions", "prediction", preds)
         produce(settings, "outcomes", "outcome", first)
         n_first = len(joined_expected(preds, first))
         got = read_topic(settings, settings.topic("labeled"), 2 * n_first, timeout=90)
         assert len(got) == 2 * n_first, w.log_tail()
         time.sleep(3)  # let the changelog writes and the offset commit happen
+    finally:
+        w.stop(sig)
     # the remaining 200 predictions are pending in the changelog only now
     with worker(settings, tmp_path, agents="join") as w2:
         produce(settings, "outcomes", "outcome", rest)
