@@ -132,6 +132,7 @@ class Runtime:
     worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     last_batch_time: float | None = None
     code_version: str = "unknown"
+    agents: list[str] = field(default_factory=list)
     on_stop: list[Any] = field(default_factory=list)
     _es: Any = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)

@@ -36,7 +36,8 @@ def health(rt: Runtime) -> tuple[int, dict[str, Any]]:
         }
     if rt.last_batch_time is not None:
         body["last_batch_age_s"] = round(time.time() - rt.last_batch_time, 3)
-    ok = models is not None
+    body["agents"] = list(rt.agents)
+    ok = models is not None or "score" not in rt.agents
     body["status"] = "ok" if ok else "waiting-for-models"
     return (200 if ok else 503), body
 

@@ -34,6 +34,7 @@ def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) 
             log.warning("agent %s is not available; skipping", name)
             continue
         module.register(rt)
+        rt.agents.append(name)
     web.register(rt)
 
     @rt.app.on_before_shutdown.connect

@@ -48,7 +48,12 @@ def build_actions(
             bad.append((event, exc))
             continue
         for doc_id, doc in prediction_documents(prediction, indexed_time):
-            actions.append({"_op_type": "index", "_index": index, "_id": doc_id, "_source": doc})
+            # an upsert, so a redelivered prediction keeps what the join and the monitor
+            # added to its document (outcome_label, outlier, ...)
+            actions.append({
+                "_op_type": "update", "_index": index, "_id": doc_id,
+                "doc": doc, "doc_as_upsert": True,
+            })
             owners[doc_id] = (event, n)
     return actions, owners, bad
 
@@ -77,7 +82,7 @@ async def bulk_until_acknowledged(rt: Runtime, actions: list[dict[str, Any]]) ->
             ):
                 if ok:
                     continue
-                info = item.get("index", item)
+                info = item.get("update", item)
                 status = int(info.get("status", 0))
                 if status in RETRYABLE_STATUS:
                     retry.append(by_id[info["_id"]])
