@@ -85,7 +85,11 @@ async def score_events(
     scores = score_batch(models, X)
     scored_time = now_ms()
     codec = rt.codec("prediction")
-    topic = rt.topic("predictions")
+    # The app's producer directly: Faust's Topic.send wraps every record in futures,
+    # sensors and callbacks (~140 us each in the profile); the bytes, key, partitioner
+    # and acknowledgement are the same.
+    producer = rt.app.producer
+    topic = rt.settings.topic("predictions")
     event_schema = rt.event_schema_label()
     code_version = rt.code_version
     futures = []
@@ -107,9 +111,9 @@ async def score_events(
             code_version=code_version,
             worker=rt.worker_name,
         )
-        futures.append(
-            await topic.send(key=record["event_id"].encode(), value=codec.encode(record))
-        )
+        futures.append(await producer.send(
+            topic, record["event_id"].encode(), codec.encode(record), None, None, None
+        ))
     await asyncio.gather(*futures)  # every prediction acknowledged before the state moves on
     await store.write(new_states)
     rt.metrics.predictions_out.labels(spec.name).inc(len(valid))
