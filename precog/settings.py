@@ -135,6 +135,19 @@ class WorkerSettings(BaseModel):
     data_dir: Path = Path(".precog/worker")
 
 
+class MonitorSettings(BaseModel):
+    """Windows and thresholds of the online monitor (docs/monitoring.md)."""
+
+    tick_seconds: float = Field(5.0, gt=0, description="how often metrics/alerts are published")
+    metrics_last_n: int = Field(1000, ge=1, description="labels in the rolling-count window")
+    metrics_last_window: str = Field("1h", description="event-time rolling window")
+    psi_window: int = Field(1000, ge=10, description="events per PSI window")
+    psi_threshold: float = Field(0.2, gt=0)
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    lag_threshold: int | None = Field(None, ge=0, description="consumer lag that alerts")
+    join_max_entries: int = Field(2_000_000, ge=1000, description="join state cap per partition")
+
+
 class KibanaSettings(BaseModel):
     """Kibana, for importing the saved objects (Kibana does not run on the local stack)."""
 
@@ -171,6 +184,7 @@ class Settings(BaseSettings):
     indexer: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     kibana: KibanaSettings = KibanaSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @field_validator("namespace")
     @classmethod

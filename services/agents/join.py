@@ -37,8 +37,6 @@ log = logging.getLogger("precog.join")
 FLUSH_SECONDS = 1.0
 #: flushes a partial update is retried while its prediction document does not exist yet
 MAX_UPDATE_ATTEMPTS = 120
-#: at most this many entries per partition (pending + early + joined markers)
-MAX_ENTRIES_PER_PARTITION = 2_000_000
 
 
 class PartitionStore(MutableMapping[str, dict[str, Any]]):
@@ -106,7 +104,7 @@ class OutcomeJoin:
 
     def state(self, partition: int) -> JoinState:
         if partition not in self.states:
-            st = JoinState(self.window_ms, max_entries=MAX_ENTRIES_PER_PARTITION,
+            st = JoinState(self.window_ms, max_entries=self.rt.settings.monitor.join_max_entries,
                            store=PartitionStore(self.table, partition))
             log.info("join partition %d: recovered %d entries", partition, len(st))
             self.states[partition] = st

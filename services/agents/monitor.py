@@ -3,7 +3,7 @@
 Consumes ``{ns}.labeled`` (metrics, concept drift), ``{ns}.predictions`` (coverage,
 prediction and data drift, outliers), the events topic (volume, quality checks),
 ``{ns}.manifests`` and ``{ns}.dlq``; all the logic is :class:`precog.monitor.Monitor`.
-A timer publishes every ``TICK_SECONDS``: metrics to ``{ns}.metrics`` and ES
+A timer publishes every ``PRECOG_MONITOR_TICK_SECONDS`` (5 s): metrics to ``{ns}.metrics`` and ES
 ``{ns}-metrics``, alerts to ``{ns}.alerts`` and ES ``{ns}-alerts``, pipeline-health
 documents to ES ``{ns}-pipeline-health``, and the outlier flags of the prediction
 documents (partial updates; a document not indexed yet is retried).
@@ -29,8 +29,6 @@ from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.monitor")
 
-#: seconds between publications of metrics, alerts and health documents
-TICK_SECONDS = 5.0
 #: flushes an outlier update is retried while its prediction document does not exist yet
 MAX_UPDATE_ATTEMPTS = 60
 
@@ -38,11 +36,18 @@ MAX_UPDATE_ATTEMPTS = 60
 def monitor_config(rt: Runtime) -> MonitorConfig:
     """Windows and thresholds of the namespace, from the pipeline spec."""
     window = parse_duration(rt.spec.volume.window)
+    m = rt.settings.monitor
     return MonitorConfig(
         namespace=rt.settings.namespace,
         volume_window_ms=window,
         min_ratio=rt.spec.volume.min_ratio,
         volume_grace_ms=window,
+        metrics_last_n=m.metrics_last_n,
+        metrics_last_ms=parse_duration(m.metrics_last_window),
+        adwin_delta=m.adwin_delta,
+        psi_window=m.psi_window,
+        psi_threshold=m.psi_threshold,
+        lag_threshold=m.lag_threshold,
     )
 
 
@@ -226,7 +231,7 @@ def register(rt: Runtime) -> None:
         async for value in stream:
             _guard(agent.on_dead_letter, value)
 
-    @rt.app.timer(TICK_SECONDS, name=f"{ns}-monitor-tick")
+    @rt.app.timer(rt.settings.monitor.tick_seconds, name=f"{ns}-monitor-tick")
     async def tick() -> None:
         await agent.tick()
 
