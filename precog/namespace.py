@@ -98,7 +98,8 @@ def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None =
 
     say = echo or (lambda _msg: None)
     wanted = topics_for(settings, spec)
-    admin = AdminClient(settings.kafka.confluent_config())
+    cfg: dict[str, Any] = {**settings.kafka.confluent_config()}
+    admin = AdminClient(cfg)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -181,7 +182,9 @@ def _drop_kafka(settings: Settings, timeout: float) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(settings.kafka.confluent_config())
+    # log_level 3: errors only (no "purging unserved events" notice when the handle closes)
+    cfg: dict[str, Any] = {**settings.kafka.confluent_config(), "log_level": 3}
+    admin = AdminClient(cfg)
     topics = [t for t in admin.list_topics(timeout=timeout).topics if _ours(t, settings)]
     if topics:
         for fut in admin.delete_topics(topics, operation_timeout=timeout).values():

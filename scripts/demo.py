@@ -56,7 +56,7 @@ def step_kafka(scratch: Settings) -> str:
 
     codec = Codec.for_schema("transaction")
     topic = scratch.topic("demo-check")
-    cfg = scratch.kafka.confluent_config()
+    cfg: dict[str, Any] = {**scratch.kafka.confluent_config()}
     admin = AdminClient(cfg)  # keep the handle alive until the future resolves
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
     records = [_sample_transaction(i) for i in range(10)]
@@ -67,7 +67,7 @@ def step_kafka(scratch: Settings) -> str:
     producer.flush(15)
     consumer = Consumer({**cfg, "group.id": scratch.group("demo"), "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
-    got = []
+    got: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
     while len(got) < len(records) and time.monotonic() < deadline:
         msg = consumer.poll(0.5)

@@ -36,6 +36,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from precog.errors import ServiceUnavailable, StackError
@@ -676,7 +677,7 @@ def _check_traversable(path: Path, user: str) -> None:
 # --------------------------------------------------------------------------- health
 
 
-def _silent_kafka_config(settings: Settings) -> dict[str, object]:
+def _silent_kafka_config(settings: Settings) -> dict[str, Any]:
     return {**settings.kafka.confluent_config(), "log_level": 0, "socket.timeout.ms": 5000}
 
 
