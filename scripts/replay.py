@@ -98,10 +98,12 @@ def _write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     os.replace(tmp, path)
 
 
-def _consumer(settings: Settings, **extra: Any) -> Consumer:
+def _consumer(settings: Settings, owner: Settings | None = None, **extra: Any) -> Consumer:
+    """An assign-only consumer; its group id (never joined, never committed) is named for
+    ``owner`` (the namespace doing the work), so reading production leaves no trace there."""
     return Consumer({
         **settings.kafka.confluent_config(),
-        "group.id": settings.group("replay"),  # never committed: assign() only
+        "group.id": (owner or settings).group("replay"),
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
@@ -135,12 +137,12 @@ def _offsets_for_time(consumer: Consumer, topic: str, parts: list[int], ms: int
 
 
 def read_range(settings: Settings, ranges: Mapping[tuple[str, int], tuple[int, int]],
-               ) -> Iterator[Message]:
+               owner: Settings | None = None) -> Iterator[Message]:
     """Every record of ``(topic, partition) -> [start, end)``, each partition in offset order."""
     todo = {k: v for k, v in ranges.items() if v[1] > v[0]}
     if not todo:
         return
-    consumer = _consumer(settings)
+    consumer = _consumer(settings, owner)
     try:
         consumer.assign([TopicPartition(t, p, s) for (t, p), (s, _) in todo.items()])
         idle = 0
@@ -174,15 +176,15 @@ def _timestamp(msg: Message) -> int:
     return int(ts) if ts is not None and ts >= 0 else 0
 
 
-def _edge_time(settings: Settings, topic: str, ranges: list[PartitionRange], last: bool
-               ) -> int | None:
+def _edge_time(settings: Settings, owner: Settings, topic: str, ranges: list[PartitionRange],
+               last: bool) -> int | None:
     """Oldest first / newest last record timestamp of the ranges (for the outcomes window)."""
     found = []
     for r in ranges:
         if r.size:
             at = r.end - 1 if last else r.start
-            found += [_timestamp(m) for m in read_range(settings, {(topic, r.partition):
-                                                                   (at, at + 1)})]
+            found += [_timestamp(m) for m in read_range(
+                settings, {(topic, r.partition): (at, at + 1)}, owner)]
     if not found:
         return None
     return max(found) + 1 if last else min(found)
@@ -237,7 +239,7 @@ def _plan(source: Settings, target: Settings, spec: PipelineSpec, topic: str, *,
           start_ms: int | None, end_ms: int | None, start_offsets: str | None,
           end_offsets: str | None, with_outcomes: bool) -> _Job:
     src, dst = source.topic(topic), target.topic(topic)
-    consumer = _consumer(source)
+    consumer = _consumer(source, target)
     try:
         parts = _partitions(consumer, src)
         _check_target(consumer, dst, parts)
@@ -260,9 +262,10 @@ def _plan(source: Settings, target: Settings, spec: PipelineSpec, topic: str, *,
             out_dst = target.topic(spec.outcome.topic)
             out_parts = _partitions(consumer, out_src)
             _check_target(consumer, out_dst, out_parts)
-            t0 = start_ms if start_ms is not None else _edge_time(source, src, ranges, False)
+            t0 = (start_ms if start_ms is not None
+                  else _edge_time(source, target, src, ranges, False))
             t1 = end_ms if end_ms is not None else (
-                _edge_time(source, src, ranges, True) if end_offsets is not None else None)
+                _edge_time(source, target, src, ranges, True) if end_offsets is not None else None)
             o_starts = (_offsets_for_time(consumer, out_src, out_parts, t0)
                         if t0 is not None else {})
             o_ends = (_offsets_for_time(consumer, out_src, out_parts, t1)
@@ -321,7 +324,7 @@ def _warm_up(source: Settings, target: Settings, spec: PipelineSpec, job: _Job,
     from services.feature_store import RedisOnlineStore
 
     src = job.event_topic
-    consumer = _consumer(source)
+    consumer = _consumer(source, target)
     try:
         parts = sorted(p for (t, p) in job.streams if t == src)
         begin = _offsets_for_time(consumer, src, parts, warmup_start_ms)
@@ -338,7 +341,7 @@ def _warm_up(source: Settings, target: Settings, spec: PipelineSpec, job: _Job,
         f"-> {target.redis_key('state', spec.name, '*')}")
     result = WarmupResult()
     chunk: list[tuple[bytes | None, int]] = []
-    for msg in read_range(source, ranges):
+    for msg in read_range(source, ranges, target):
         chunk.append((msg.value(), _timestamp(msg)))
         if len(chunk) >= 5000:
             rebuild_states(spec, chunk, into=result)
@@ -505,7 +508,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
     tracker = AckTracker()
     producer = Producer({**target.kafka.confluent_config(), "enable.idempotence": True,
                          "acks": "all", "linger.ms": 5, "client.id": "precog-replay"})
-    consumer = _consumer(source)
+    consumer = _consumer(source, target)
     pacer = Pacer(pace)
     bar = _Progress(f"replay {job.event_topic} -> {summary.target_topic}",
                     sum(max(0, r.end - resume_at[s]) for s, r in live.items()), pace, progress)
@@ -636,23 +639,23 @@ def _produce(producer: Producer, msg: Message, job: _Job,
 # --------------------------------------------------------------------------- compare
 
 
-def read_topic(settings: Settings, name: str) -> list[Message]:
+def read_topic(settings: Settings, name: str, owner: Settings | None = None) -> list[Message]:
     """Every record of ``{ns}.<name>`` up to the high watermarks at the time of the call."""
     topic = settings.topic(name)
-    consumer = _consumer(settings)
+    consumer = _consumer(settings, owner)
     try:
         marks = _watermarks(consumer, topic, _partitions(consumer, topic))
     except KafkaException as exc:
         raise _kafka_error(settings, exc) from None
     finally:
         consumer.close()
-    return list(read_range(settings, {(topic, p): lh for p, lh in marks.items()}))
+    return list(read_range(settings, {(topic, p): lh for p, lh in marks.items()}, owner))
 
 
-def count_topic(settings: Settings, name: str) -> int:
+def count_topic(settings: Settings, name: str, owner: Settings | None = None) -> int:
     """Records in ``{ns}.<name>`` (high minus low watermark over partitions)."""
     topic = settings.topic(name)
-    consumer = _consumer(settings)
+    consumer = _consumer(settings, owner)
     try:
         marks = _watermarks(consumer, topic, _partitions(consumer, topic))
     except KafkaException as exc:
@@ -671,10 +674,10 @@ def compare_namespaces(left: Settings, right: Settings, spec: PipelineSpec, *, t
     out_codec = Codec.for_schema(spec.outcome.schema_name)
 
     def side(s: Settings) -> tuple[list[dict[str, Any]], dict[str, int], int]:
-        preds = [pred_codec.decode(m.value()) for m in read_topic(s, "predictions")]
-        outs = [out_codec.decode(m.value()) for m in read_topic(s, spec.outcome.topic)]
+        preds = [pred_codec.decode(m.value()) for m in read_topic(s, "predictions", right)]
+        outs = [out_codec.decode(m.value()) for m in read_topic(s, spec.outcome.topic, right)]
         labels = latest_outcomes(outs, spec.outcome.join_key, spec.outcome.label_field)
-        return preds, labels, count_topic(s, "dlq")
+        return preds, labels, count_topic(s, "dlq", right)
 
     lp, lo, ld = side(left)
     rp, ro, rd = side(right)

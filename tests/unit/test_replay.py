@@ -300,3 +300,22 @@ def test_every_document_field_is_mapped_with_a_fitting_type():
             assert isinstance(value, py_types[mapped[name]]), (name, value)
             if mapped[name] == "object":
                 assert all(isinstance(v, float) for v in value.values())
+
+
+def test_a_linear_challenger_scores_a_row_the_same_in_any_batch():
+    """The determinism check needs it: BLAS rounds a row by the batch it is in."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from precog.models import SkopsRuntime
+
+    rng = np.random.default_rng(7)
+    X = rng.lognormal(2.0, 1.5, size=(3000, 9))
+    y = (X[:, 0] + rng.normal(0, 5, 3000) > 12).astype(int)
+    runtime = SkopsRuntime(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y))
+    full = runtime.predict_proba(X)
+    for n in (1, 2, 3, 17, 499):
+        parts = np.concatenate([runtime.predict_proba(np.array(X[i:i + n]))
+                                for i in range(0, len(X), n)])
+        assert (parts == full).all(), n
