@@ -160,8 +160,9 @@ def read_range(settings: Settings, ranges: Mapping[tuple[str, int], tuple[int, i
                         todo.pop(key, None)
                         continue
                     raise KafkaException(err)
-                if key not in todo or msg.offset() >= todo[key][1]:
-                    continue
+                if key not in todo or not todo[key][0] <= msg.offset() < todo[key][1]:
+                    continue  # below: re-read after an offset reset; above: past the end
+                todo[key] = (msg.offset() + 1, todo[key][1])
                 yield msg
                 if msg.offset() + 1 >= todo[key][1]:
                     todo.pop(key, None)
@@ -500,6 +501,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
           stop_after: int | None, checkpoint_every_s: float) -> None:
     """The copy loop: read, merge by time, pace, produce, checkpoint from delivery reports."""
     resume_at, skip = _skips(target, job, ckpt)
+    position = dict(resume_at)  # next source offset expected per stream
     live = {s: r for s, r in job.streams.items() if resume_at[s] < r.end}
     merge = TimeMerge(sorted(job.streams))
     for s in job.streams:
@@ -539,7 +541,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
         while not merge.done:
             if merge.waiting_for() or not any(merge.buffered(s) for s in job.streams):
                 for msg in consumer.consume(500, timeout=0.2):
-                    _take(msg, job, merge, skip, summary)
+                    _take(msg, job, merge, skip, position, summary)
                 _flow(consumer, merge, paused)
             for msg in merge.ready():
                 record_ms = _timestamp(msg)
@@ -583,7 +585,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
 
 
 def _take(msg: Message, job: _Job, merge: TimeMerge, skip: dict[tuple[str, int], int],
-          summary: ReplaySummary) -> None:
+          position: dict[tuple[str, int], int], summary: ReplaySummary) -> None:
     """Route one consumed record (or EOF) into the merge, skipping already-delivered ones."""
     stream = (msg.topic(), msg.partition())
     err = msg.error()
@@ -596,6 +598,9 @@ def _take(msg: Message, job: _Job, merge: TimeMerge, skip: dict[tuple[str, int],
     if r is None or msg.offset() >= r.end:
         merge.finish(stream)
         return
+    if msg.offset() < position[stream]:
+        return  # re-read after an offset reset: already taken
+    position[stream] = msg.offset() + 1
     if skip.get(stream, 0) > 0:
         skip[stream] -= 1
         summary.skipped_delivered += 1
