@@ -37,6 +37,7 @@ TIME_FIELDS: dict[str, str] = {
     "metrics": "event_time",
     "alerts": "event_time",
     "pipeline-health": "window_start",
+    "replay-compare": "computed_time",
 }
 
 #: Kibana the export targets (matches the pinned Elasticsearch 8.15.5).

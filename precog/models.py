@@ -183,9 +183,43 @@ class SkopsRuntime:
         return cls.loads(p.read_bytes(), str(p))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        proba = self.estimator.predict_proba(_as_matrix(X))
+        X = _as_matrix(X)
+        final = _binary_linear(self.estimator)
+        if final is not None:
+            return _linear_proba(self.estimator, final, X)
+        proba = self.estimator.predict_proba(X)
         positive = list(self.estimator.classes_).index(1)
         return np.ascontiguousarray(proba[:, positive], dtype=np.float64)
+
+
+def _binary_linear(estimator: Any) -> Any:
+    """The final step of ``estimator`` when it is a binary linear classifier (classes 0, 1)."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    if getattr(final, "coef_", None) is None or [int(c) for c in final.classes_] != [0, 1]:
+        return None
+    return final
+
+
+def _linear_proba(estimator: Any, final: Any, X: np.ndarray) -> np.ndarray:
+    """P(class 1) of a binary linear model, the same for a row whatever batch it is in.
+
+    ``X @ coef`` goes through BLAS, whose kernels round a row differently depending on how
+    many rows share the call (OpenBLAS works in blocks of rows): the same event scored in
+    another micro-batch differed in the last bits (found by ``precog replay compare``).
+    Accumulating column by column uses elementwise operations only, each exactly rounded
+    per row, so the score depends on the row alone. Equal to scikit-learn's predict_proba
+    up to rounding (``expit(X @ coef + intercept)``).
+    """
+    from scipy.special import expit
+
+    Z = X
+    for _, step in getattr(estimator, "steps", [])[:-1]:
+        Z = step.transform(Z)
+    w = np.asarray(final.coef_, dtype=np.float64).ravel()
+    z = np.full(Z.shape[0], float(np.ravel(final.intercept_)[0]))
+    for j in range(w.size):
+        z += Z[:, j] * w[j]
+    return np.ascontiguousarray(expit(z), dtype=np.float64)
 
 
 _RUNTIMES: dict[str, type[LightGBMRuntime] | type[SkopsRuntime]] = {

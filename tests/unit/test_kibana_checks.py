@@ -67,7 +67,8 @@ def test_shipped_export_has_every_dashboard_and_data_view(shipped: list[dict]) -
              for o in shipped if o["type"] == "index-pattern"}
     assert views == {"*-predictions": "event_time", "*-models": "created_time",
                      "*-metrics": "event_time", "*-alerts": "event_time",
-                     "*-pipeline-health": "window_start"}
+                     "*-pipeline-health": "window_start",
+                     "*-replay-compare": "computed_time"}
     for board in (o for o in shipped if o["type"] == "dashboard"):
         controls = json.loads(board["attributes"]["controlGroupInput"]["panelsJSON"])
         fields = {c["explicitInput"]["fieldName"] for c in controls.values()}

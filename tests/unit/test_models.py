@@ -71,7 +71,10 @@ def test_skops_round_trip_predicts_exactly(make):
     X, y = _data()
     est = make(X, y)
     runtime = SkopsRuntime.loads(dump_skops(est))
-    np.testing.assert_array_equal(runtime.predict_proba(X), est.predict_proba(X)[:, 1])
+    np.testing.assert_array_equal(runtime.predict_proba(X), SkopsRuntime(est).predict_proba(X))
+    # linear models are scored batch-invariantly (see _linear_proba): sklearn up to rounding
+    np.testing.assert_allclose(runtime.predict_proba(X), est.predict_proba(X)[:, 1],
+                               rtol=1e-12, atol=1e-15)
 
 
 def test_canonical_skops_bytes_depend_only_on_the_model():
@@ -116,3 +119,15 @@ def test_unknown_format_and_garbage_are_refused():
 
 def test_decide_flags_at_and_above_threshold():
     assert decide(np.array([0.29, 0.3, 0.31]), 0.3).tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("make", [_logistic])
+def test_a_rows_score_does_not_depend_on_its_batch(make):
+    """Replays and redeliveries batch differently: the same row must get the same score."""
+    X, y = _data()
+    runtime = SkopsRuntime.loads(dump_skops(make(X, y)))
+    whole = runtime.predict_proba(X)
+    singles = np.concatenate([runtime.predict_proba(X[i : i + 1]) for i in range(len(X))])
+    pieces = np.concatenate([runtime.predict_proba(X[i : i + 37]) for i in range(0, len(X), 37)])
+    np.testing.assert_array_equal(singles, whole)
+    np.testing.assert_array_equal(pieces, whole)

@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from precog.errors import ArtifactIntegrityError, ModelError, UnsafeArtifactError
-from precog.models import dump_lightgbm, dump_skops
+from precog.models import SkopsRuntime, dump_lightgbm, dump_skops
 from precog.registry import (
     HoldoutMetrics,
     ModelRegistry,
@@ -94,7 +94,9 @@ def test_skops_model_round_trip_is_exact(registry):
     meta = registry.register("fraud-logreg", "sklearn-logistic", dump_skops(est), **_fields())
     assert meta.artifact_path == "fraud-logreg/1/model.skops" and meta.artifact_format == "skops"
     loaded = registry.load("fraud-logreg", 1)
-    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X)[:, 1])
+    np.testing.assert_array_equal(loaded.predict_proba(X), SkopsRuntime(est).predict_proba(X))
+    np.testing.assert_allclose(loaded.predict_proba(X), est.predict_proba(X)[:, 1],
+                               rtol=1e-12, atol=1e-15)
 
 
 def test_versions_number_one_two_three_per_model(registry):
