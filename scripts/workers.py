@@ -1,0 +1,134 @@
+"""Run `precog worker` processes from Python: the demo, the benchmarks and the e2e tests use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from precog.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:
+    """Environment of a worker subprocess for ``settings`` (its namespace, registry, spec)."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "PRECOG_NAMESPACE": settings.namespace,
+            "PRECOG_REGISTRY_DIR": str(settings.registry_dir),
+            "PRECOG_SPEC": str(settings.spec),
+            "PRECOG_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+            "PRECOG_REDIS_URL": settings.redis.url,
+            "PRECOG_ELASTICSEARCH_URL": settings.elasticsearch.url,
+            "PRECOG_WORKER_WEB_PORT": str(port),
+            "PRECOG_WORKER_DATA_DIR": str(data_dir),
+            "PRECOG_SCORE_BATCH_TIMEOUT": "0.05",
+            "PRECOG_INDEXER_BATCH_TIMEOUT": "0.2",
+            "PRECOG_MONITOR_TICK_SECONDS": str(settings.monitor.tick_seconds),
+        }
+    )
+    if settings.code_version:
+        env["PRECOG_CODE_VERSION"] = settings.code_version
+    return env
+
+
+class WorkerProcess:
+    """A `precog worker` subprocess; its log is kept for failure messages."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tmp: Path,
+        agents: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.log_path = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
+        cmd = [sys.executable, "-m", "precog", "worker", "--loglevel", "info"]
+        if agents:
+            cmd += ["--agents", agents]
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env={**worker_env(settings, self.port, tmp / "worker-data"), **(extra_env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, n: int = 60) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        url = f"http://127.0.0.1:{self.port}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode()
+
+    def wait_healthy(self, timeout: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, body = self.health()
+                if status == 200:
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+
+@contextmanager
+def running_worker(
+    settings: Settings,
+    tmp: Path,
+    agents: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(settings, tmp, agents, extra_env)
+    try:
+        w.wait_healthy()
+        yield w
+    finally:
+        w.stop()
