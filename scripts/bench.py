@@ -46,12 +46,12 @@ class BenchConfig:
     naive_events: int = 5_000
     naive_index_events: int = 1_500
     memory_events: int = 1_000_000
-    scaling_events: int = 40_000
-    challenger_events: int = 30_000
+    scaling_events: int = 30_000
+    challenger_events: int = 20_000
     outcome_labels: int = 20_000
     profile_events: int = 30_000
     reps: int = 3
-    latency_seconds: float = 20.0
+    latency_seconds: float = 15.0
     latency_warmup: float = 3.0
     history_events: int = 12_000
     quick: bool = False
@@ -577,6 +577,25 @@ def bench_profile(lab: Lab) -> dict[str, Any]:
 
 
 # -- the run ---------------------------------------------------------------------------
+def _section(lab: Lab, section: str, report: dict[str, Any]) -> dict[str, Any]:
+    cfg = lab.config
+    if section == "throughput":
+        return bench_throughput(lab)
+    if section == "latency":
+        base = report.get("throughput", {}).get("precog", {}).get("median")
+        if base is None:
+            base = statistics.median(lab.throughput_run("precog", cfg.events)["events_per_s"]
+                                     for _ in range(cfg.reps))
+        return bench_latency(lab, float(base))
+    if section == "memory":
+        return bench_memory(lab)
+    if section == "scaling":
+        return bench_scaling(lab)
+    if section == "outcome":
+        return bench_outcome(lab)
+    return bench_profile(lab)
+
+
 def machine() -> dict[str, Any]:
     """Cores, RAM, CPU model and versions of everything measured."""
     import os
@@ -628,27 +647,18 @@ def run_bench(config: BenchConfig, out_dir: Path, doc: Path | None, command: str
     report: dict[str, Any] = {"command": command, "config": asdict(config),
                               "started": int(started), "machine": machine()}
     lab = Lab(config, out_dir, echo)
+    errors: dict[str, str] = {}
     try:
         lab.prepare()
-        sections = config.sections
-        if "throughput" in sections:
-            report["throughput"] = bench_throughput(lab)
-        if "latency" in sections:
-            base = report.get("throughput", {}).get("precog", {}).get("median")
-            if base is None:
-                base = statistics.median(lab.throughput_run("precog", config.events)
-                                         ["events_per_s"] for _ in range(config.reps))
-            report["latency"] = bench_latency(lab, float(base))
-        if "memory" in sections:
-            report["memory"] = bench_memory(lab)
-        if "scaling" in sections:
-            report["scaling"] = bench_scaling(lab)
-        if "outcome" in sections:
-            report["outcome"] = bench_outcome(lab)
-        if "profile" in sections:
-            report["profile"] = bench_profile(lab)
+        for section in config.sections:
+            try:  # one failing section (e.g. the stack restarted) must not lose the others
+                report[section] = _section(lab, section, report)
+            except Exception as exc:
+                errors[section] = f"{type(exc).__name__}: {exc}"
+                echo(f"section {section} failed: {errors[section]}")
     finally:
         lab.close()
+    report["errors"] = errors
     report["duration_s"] = round(time.time() - started, 1)
     report["targets"] = targets(report)
     report["missing"] = check_complete(report, config.sections)

@@ -143,6 +143,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     lines += _throughput(report) + _latency(report) + _memory(report) + _scaling(report)
     lines += _outcome(report) + _profile(report)
+    for section, error in (report.get("errors") or {}).items():
+        lines += [f"**Section {section} failed:** `{_short(error)[:300]}`", ""]
     lines += [END]
     return "\n".join(lines) + "\n"
 

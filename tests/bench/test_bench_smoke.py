@@ -23,6 +23,7 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
                                       history_events=3000)
     report = run_bench(config, tmp_path / "out", doc, "./scripts/bench --quick", echo=print)
 
+    assert report["errors"] == {}
     assert report["missing"] == [] and check_complete(report, SECTIONS) == []
     saved = json.loads((tmp_path / "out").glob("bench-*-quick.json").__next__().read_text())
     assert set(SECTIONS) <= set(saved) and saved["config"]["quick"] is True
