@@ -81,6 +81,9 @@ class SimConfig:
     volume_drop: float = 0.3
     outcome_delay_median_ms: float | None = None  # None: the domain's (3 d / 8 h)
     outcome_delay_sigma: float = 0.5
+    #: >1 compresses a fraud burst's timing (15 min to start, ~5 min apart) by this factor,
+    #: for worlds that run faster than real time (the demo's)
+    burst_time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.garbage_fraction < 1:
@@ -91,6 +94,8 @@ class SimConfig:
             raise ConfigError("volume drop must be a fraction in [0, 1]")
         if self.mean_interarrival_ms <= 0:
             raise ConfigError("mean interarrival must be > 0")
+        if self.burst_time_scale <= 0:
+            raise ConfigError("burst time scale must be > 0")
         unknown = set(self.garbage_kinds) - set(GARBAGE_KINDS)
         if unknown or not self.garbage_kinds:
             raise ConfigError(f"garbage kinds must be among {', '.join(GARBAGE_KINDS)}")
@@ -373,11 +378,12 @@ class TransactionSimulator(_Simulator):
         if self.rng.random() >= p:
             return
         victim = _weighted(self.rng, self._activity)
-        when = t + int(self.rng.expovariate(1 / (15 * MINUTE)))
+        scale = self.config.burst_time_scale
+        when = t + int(self.rng.expovariate(scale / (15 * MINUTE)))
         for nth in range(self.rng.randint(1, self._BURST_MAX)):
             self._seq += 1
             heapq.heappush(self._fraud, (when, self._seq, victim, nth))
-            when += 1 + int(self.rng.expovariate(1 / (5 * MINUTE)))
+            when += 1 + int(self.rng.expovariate(scale / (5 * MINUTE)))
 
     def _tx(self, c: int, m: int, channel: str, amount: float, category: str) -> dict[str, Any]:
         mid, _, country = self.merchants[m]
@@ -599,7 +605,8 @@ def _history_config(config: SimConfig, n_events: int, end_ms: int, days: float) 
 
     Arrivals follow the UTC-hour diurnal profile, so time is shifted only by whole days:
     one dry run finds where the events end, the second (written) run starts whole days
-    later and its last event is at most one day before ``end_ms``.
+    later and its last event is at most one day before ``end_ms``. Without the diurnal
+    profile (``config.diurnal`` false) the last event lands one second before ``end_ms``.
     """
     mean = days * DAY / max(n_events, 1)
     start = (end_ms - int(days * DAY)) // DAY * DAY
@@ -610,6 +617,8 @@ def _history_config(config: SimConfig, n_events: int, end_ms: int, days: float) 
     last = start
     for ev in sim.events(n_events):
         last = ev.record[time_field]
+    if not config.diurnal:  # no hour-of-day profile to keep: end right before end_ms
+        return replace(probe, start_ms=start + (end_ms - 1000 - last))
     shift = (end_ms - last) // DAY * DAY
     return replace(probe, start_ms=start + shift)
 
@@ -798,6 +807,7 @@ def produce_live(
     outcome_delay_scale: float = 1 / 8640,
     outcome_wait_s: float | None = None,
     clock: Callable[[], float] = time.time,
+    time_scale: float = 1.0,
 ) -> LiveSummary:
     """Produce ``n_events`` at ``rate``/s to ``{ns}.<spec.event.topic>`` with event time ≈ now.
 
@@ -809,14 +819,29 @@ def produce_live(
     volume drop included (that is how the volume monitor sees the gap), ``valid_count``
     the valid ones among them. After the last event it waits for pending outcomes, at
     most ``outcome_wait_s`` seconds (None: all of them).
+
+    ``time_scale`` > 1 runs the simulated world faster than the wall clock: ``rate`` events
+    per wall second still, but event time advances ``time_scale`` times faster and ends at
+    about now (every event time lies in the past, so the skew check holds). Cards then keep
+    their realistic activity (events hours apart in event time), the diurnal profile and
+    fraud bursts are kept, and outcomes arrive after their simulated delay times
+    ``outcome_delay_scale`` in event time (pass 1.0 for realistic delays), i.e. divided by
+    ``time_scale`` on the wall clock.
     """
     from confluent_kafka import KafkaException, Producer  # I/O edge: only here
 
-    if n_events <= 0 or rate <= 0:
-        raise ConfigError("live needs events > 0 and rate > 0")
-    start_ms = int(clock() * 1000)
-    cfg = replace(config or SimConfig(), spec_name=spec.name, start_ms=start_ms,
-                  mean_interarrival_ms=1000.0 / rate, diurnal=False)
+    if n_events <= 0 or rate <= 0 or time_scale <= 0:
+        raise ConfigError("live needs events > 0, rate > 0 and time scale > 0")
+    wall_start = int(clock() * 1000)
+    interarrival = 1000.0 / rate * time_scale
+    start_ms = wall_start - int(n_events * interarrival) if time_scale > 1 else wall_start
+    base = config or SimConfig()
+    cfg = replace(base, spec_name=spec.name, start_ms=start_ms,
+                  mean_interarrival_ms=interarrival, diurnal=base.diurnal and time_scale > 1)
+
+    def event_now() -> int:  # the simulated clock
+        return start_ms + int((clock() * 1000 - wall_start) * time_scale)
+
     sim = simulator_for(cfg)
     producer = Producer({**settings.kafka.confluent_config(), "linger.ms": "10",
                          "enable.idempotence": "true", "client.id": "precog-simulate"})
@@ -829,9 +854,9 @@ def produce_live(
     started = time.monotonic()
     for ev in sim.events(n_events):
         due = int(ev.record[spec.event.time_field])
-        while (now := int(clock() * 1000)) < due:
+        while (now := event_now()) < due:
             live.send_due_outcomes(now)
-            time.sleep(min(0.05, (due - now) / 1000))
+            time.sleep(min(0.05, (due - now) / 1000 / time_scale))
         live.send_due_outcomes(now)
         live.event(ev)
         bar.update(ev.index + 1, f"garbage {sum(live.garbage.values())} "
@@ -839,7 +864,7 @@ def produce_live(
     live.close_windows()
     deadline = None if outcome_wait_s is None else clock() + outcome_wait_s
     while live.outcomes and (deadline is None or clock() < deadline):
-        live.send_due_outcomes(int(clock() * 1000))
+        live.send_due_outcomes(event_now())
         producer.poll(0.05)
     bar.close(n_events, f"garbage {sum(live.garbage.values())} outcomes {live.outcomes_sent}")
     remaining = producer.flush(30)

@@ -24,6 +24,7 @@ _GROUPS = [
     ("setup", "setup"),
     ("simulate", "simulate"),
     ("train", "train"),
+    ("backfill", "backfill"),
     ("models", "models"),
     ("worker", "worker"),
     ("kibana", "kibana"),
