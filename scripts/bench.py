@@ -228,9 +228,10 @@ def wait_indexed(s: Settings, docs: int, timeout: float, proc: bio.Proc) -> floa
     try:
         while True:
             proc.check_alive()
-            es.indices.refresh(index=index)
-            if int(es.count(index=index)["count"]) >= docs:
-                break
+            if es.indices.exists(index=index):  # created by the first bulk request
+                es.indices.refresh(index=index)
+                if int(es.count(index=index)["count"]) >= docs:
+                    break
             if time.monotonic() > deadline:
                 raise bio.BenchError(f"{index}: fewer than {docs} documents after {timeout:.0f}s")
             time.sleep(0.3)
