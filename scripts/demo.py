@@ -1,9 +1,10 @@
-"""The demo behind ``./scripts/demo``: bring the stack up, set up the namespace, prove each service.
+"""The demo behind ``./scripts/demo``: the stack, proof of each service, then the pipeline.
 
-Steps (each prints what it does): 1. local stack up, 2. namespace topics and index templates,
-3. Kafka Avro round trip, 4. Redis pipeline round trip, 5. Elasticsearch bulk + search,
-6. summary. Steps 3-5 work in a throw-away namespace that is dropped afterwards, so the demo
-never writes into the real one.
+Steps (each prints what it does): 1. local stack up, 2. Kafka Avro round trip, 3. Redis
+pipeline round trip, 4. Elasticsearch bulk + search (2-4 in a throw-away namespace that is
+dropped afterwards), then the pipeline demo of ``scripts/pipeline_demo.py`` in its own
+namespace (``demo``): history, training, a live worker, drift and garbage, reconciliation,
+provenance, leader vs challenger metrics, alerts, and the dashboards' report.
 """
 
 from __future__ import annotations
@@ -30,17 +31,6 @@ def step_stack(settings: Settings) -> str:
 
     rows = stack.up(settings, echo=lambda m: say(f"  {m}"))
     return ", ".join(f"{r.name} {r.mode}" for r in rows)
-
-
-def step_namespace(settings: Settings) -> str:
-    from precog.namespace import apply_index_templates, ensure_topics
-    from precog.spec import load_spec
-
-    spec = load_spec(_spec_path(settings))
-    created = ensure_topics(settings, spec, echo=lambda m: say(f"  {m}"))
-    templates = apply_index_templates(settings, echo=lambda m: say(f"  {m}"))
-    return f"namespace {settings.namespace}: {len(created)} topics created, " \
-           f"{len(templates)} index templates applied"
 
 
 def _sample_transaction(i: int) -> dict[str, Any]:
@@ -118,21 +108,22 @@ def step_elasticsearch(scratch: Settings) -> str:
     return f"Elasticsearch {version}: 50 documents bulk-indexed and searched in {ms:.0f} ms"
 
 
-def _spec_path(settings: Settings) -> Any:
-    from scripts.stack import PROJECT_ROOT
-
-    return settings.spec if settings.spec.is_absolute() else PROJECT_ROOT / settings.spec
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
-    parser.add_argument("--namespace", help="namespace to set up (default: PRECOG_NAMESPACE)")
+    parser.add_argument("--namespace", default="demo",
+                        help="namespace of the pipeline demo, reset first (default: demo)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a shorter live stream (about a minute instead of three)")
+    parser.add_argument("--services-only", action="store_true",
+                        help="only bring the stack up and prove each service")
     args = parser.parse_args(argv)
-    settings = Settings(namespace=args.namespace) if args.namespace else Settings()
+    try:
+        settings = Settings(namespace=args.namespace)
+    except ValueError:
+        parser.error(f"bad --namespace {args.namespace!r}: lowercase letters, digits, '-', '_'")
     scratch = Settings(namespace="demo" + uuid.uuid4().hex[:8])
     steps: list[tuple[str, Step, Settings]] = [
         ("local stack", step_stack, settings),
-        ("namespace setup", step_namespace, settings),
         ("kafka", step_kafka, scratch),
         ("redis", step_redis, scratch),
         ("elasticsearch", step_elasticsearch, scratch),
@@ -149,12 +140,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         _drop(scratch)
-    say(f"summary ({time.monotonic() - t0:.1f}s):")
+    say(f"services ({time.monotonic() - t0:.1f}s):")
     for name, outcome in results:
         say(f"  {name:<16} OK  {outcome}")
+    ok = True
+    if not args.services_only:
+        from scripts.pipeline_demo import run
+
+        say(f"the pipeline, in namespace {settings.namespace!r}")
+        try:
+            ok = run(settings, namespace=settings.namespace, quick=args.quick)
+        except PrecogError as exc:
+            say(f"FAILED: {exc}")
+            return 2
     say("logs: .venv/bin/precog stack logs [kafka|elasticsearch|redis];"
         " stop: .venv/bin/precog stack down")
-    return 0
+    say(f"finished in {time.monotonic() - t0:.0f}s: {'OK' if ok else 'counts do not reconcile'}")
+    return 0 if ok else 1
 
 
 def _drop(scratch: Settings) -> None:

@@ -740,10 +740,12 @@ class _Live:
         if err is not None:
             self.errors.append(f"{msg.topic()}: {err}")
 
-    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
+    def _produce(self, topic: str, key: bytes, value: bytes, timestamp: int) -> None:
+        """Produce with the record timestamp = the simulated (event) time it belongs to."""
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                self.producer.produce(topic, value=value, key=key, timestamp=timestamp,
+                                      on_delivery=self._delivered)
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 self.producer.poll(0.1)
@@ -761,11 +763,11 @@ class _Live:
             return
         key = str(ev.record.get(ev_spec.entity_field, "")).encode()
         if ev.garbage is not None:
-            self._produce(self.topic, key, ev.garbage)
+            self._produce(self.topic, key, ev.garbage, t)
             kind = ev.garbage_kind or "unknown"
             self.garbage[kind] = self.garbage.get(kind, 0) + 1
         else:
-            self._produce(self.topic, key, self.sim.codec.encode(ev.record))
+            self._produce(self.topic, key, self.sim.codec.encode(ev.record), t)
             self.valid += 1
             assert ev.outcome_time is not None and ev.label is not None
             due = t + round((ev.outcome_time - t) * self.scale)
@@ -777,8 +779,8 @@ class _Live:
     def send_due_outcomes(self, now_ms: int) -> None:
         topic = self.settings.topic(self.spec.outcome.topic)
         while self.outcomes and self.outcomes[0][0] <= now_ms:
-            _, _, key, value = heapq.heappop(self.outcomes)
-            self._produce(topic, key, value)
+            due, _, key, value = heapq.heappop(self.outcomes)
+            self._produce(topic, key, value, due)
             self.outcomes_sent += 1
 
     def close_windows(self, before: int | None = None) -> None:
@@ -791,7 +793,8 @@ class _Live:
                    "window_start": start, "window_end": start + self.window_ms,
                    "record_count": w.records, "valid_count": w.valid,
                    "sent_time": int(time.time() * 1000)}
-            self._produce(topic, self.spec.name.encode(), self.codec_manifest.encode(rec))
+            self._produce(topic, self.spec.name.encode(), self.codec_manifest.encode(rec),
+                          rec["window_end"])
             self.manifests_sent += 1
             self.manifest_records += w.records
 
@@ -808,6 +811,7 @@ def produce_live(
     outcome_wait_s: float | None = None,
     clock: Callable[[], float] = time.time,
     time_scale: float = 1.0,
+    start_ms: int | None = None,
 ) -> LiveSummary:
     """Produce ``n_events`` at ``rate``/s to ``{ns}.<spec.event.topic>`` with event time ≈ now.
 
@@ -826,7 +830,8 @@ def produce_live(
     their realistic activity (events hours apart in event time), the diurnal profile and
     fraud bursts are kept, and outcomes arrive after their simulated delay times
     ``outcome_delay_scale`` in event time (pass 1.0 for realistic delays), i.e. divided by
-    ``time_scale`` on the wall clock.
+    ``time_scale`` on the wall clock. ``start_ms`` (accelerated runs only) starts the event
+    time there instead, e.g. right after a history; it must leave the run in the past.
     """
     from confluent_kafka import KafkaException, Producer  # I/O edge: only here
 
@@ -834,7 +839,10 @@ def produce_live(
         raise ConfigError("live needs events > 0, rate > 0 and time scale > 0")
     wall_start = int(clock() * 1000)
     interarrival = 1000.0 / rate * time_scale
-    start_ms = wall_start - int(n_events * interarrival) if time_scale > 1 else wall_start
+    if start_ms is None or time_scale <= 1:
+        start_ms = wall_start - int(n_events * interarrival) if time_scale > 1 else wall_start
+    elif start_ms + n_events * interarrival > wall_start:
+        raise ConfigError("start_ms leaves the accelerated run's event times in the future")
     base = config or SimConfig()
     cfg = replace(base, spec_name=spec.name, start_ms=start_ms,
                   mean_interarrival_ms=interarrival, diurnal=base.diurnal and time_scale > 1)

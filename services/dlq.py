@@ -18,8 +18,13 @@ async def send_dead_letter(
     error: BaseException,
     key: bytes | None,
     payload: bytes | None,
+    timestamp: float | None = None,
 ) -> Any:
-    """Send one record to ``{ns}.dlq`` with its reason; returns the delivery future."""
+    """Send one record to ``{ns}.dlq`` with its reason; returns the delivery future.
+
+    ``timestamp`` (seconds) is the failed record's own timestamp, so the dead letter counts
+    in the same event-time window as the record it replaces.
+    """
     record, headers = dead_letter(
         origin=origin, stage=stage, error=error, key=key, payload=payload, failed_time=now_ms()
     )
@@ -29,5 +34,6 @@ async def send_dead_letter(
         origin.topic, origin.partition, origin.offset, record["error_class"], error,
     )
     return await rt.topic("dlq").send(
-        key=key, value=rt.codec("dead_letter").encode(record), headers=headers
+        key=key, value=rt.codec("dead_letter").encode(record), headers=headers,
+        timestamp=timestamp,
     )

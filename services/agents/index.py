@@ -112,14 +112,18 @@ async def index_events(rt: Runtime, events: Sequence[Any]) -> int:
     for event, exc in bad:
         msg = event.message
         origin = EventContext(msg.topic, msg.partition, msg.offset)
-        futures.append(await send_dead_letter(rt, origin, "index", exc, msg.key, msg.value))
+        futures.append(await send_dead_letter(
+            rt, origin, "index", exc, msg.key, msg.value, msg.timestamp
+        ))
     rejected = await bulk_until_acknowledged(rt, actions) if actions else []
     for info in rejected:
         event, _ = owners[info["_id"]]
         msg = event.message
         origin = EventContext(msg.topic, msg.partition, msg.offset)
         reason = IndexRejected(f"{info.get('_id')}: {info.get('error')}")
-        futures.append(await send_dead_letter(rt, origin, "index", reason, msg.key, msg.value))
+        futures.append(await send_dead_letter(
+            rt, origin, "index", reason, msg.key, msg.value, msg.timestamp
+        ))
     if futures:
         await asyncio.gather(*futures)
     done = len(actions) - len(rejected)

@@ -126,7 +126,8 @@ class OutcomeJoin:
                 out = st.on_outcome(self.outcome_codec.decode(msg.value))
         except EventError as exc:
             origin = EventContext(msg.topic, msg.partition, msg.offset)
-            await send_dead_letter(self.rt, origin, "join", exc, msg.key, msg.value)
+            await send_dead_letter(self.rt, origin, "join", exc, msg.key, msg.value,
+                                   msg.timestamp)
             return
         out.extend(st.expire())
         self.metrics.add(before, st.counters)

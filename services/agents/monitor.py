@@ -106,12 +106,14 @@ class MonitorAgent:
         t = int(t) if isinstance(t, int) else timestamp_ms
         self.monitor.on_event(self.source, t, check_event(self.rt.spec, record, now_ms()))
 
-    def on_dead_letter(self, value: bytes) -> None:
+    def on_dead_letter(self, value: bytes, timestamp_ms: int | None = None) -> None:
+        """One dead letter, counted at its record timestamp (= the failed record's)."""
         rec = self.rt.codec("dead_letter").decode(value)
         source = source_of_topic(rec["source_topic"], self.rt.settings.namespace)
         if source == self.rt.spec.event.topic.removeprefix("events."):
             source = self.source
-        self.monitor.on_dead_letter(source, int(rec["failed_time"]), rec["error_class"])
+        t = timestamp_ms if timestamp_ms is not None else int(rec["failed_time"])
+        self.monitor.on_dead_letter(source, t, rec["error_class"])
 
     def on_manifest(self, value: bytes) -> None:
         rec = self.rt.codec("manifest").decode(value)
@@ -228,8 +230,10 @@ def register(rt: Runtime) -> None:
 
     @rt.app.agent(rt.topic("dlq"), name=f"{ns}-monitor-dlq")
     async def dlq(stream: Any) -> None:
-        async for value in stream:
-            _guard(agent.on_dead_letter, value)
+        async for event in stream.events():
+            msg = event.message
+            ts = int(msg.timestamp * 1000) if msg.timestamp else None
+            _guard(agent.on_dead_letter, msg.value, ts)
 
     @rt.app.timer(rt.settings.monitor.tick_seconds, name=f"{ns}-monitor-tick")
     async def tick() -> None:

@@ -53,7 +53,9 @@ async def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> list[_Valid]:
                 raise ValidationError("; ".join(f"{f.check}: {f.message}" for f in failures))
         except EventError as exc:
             stage = "validate" if isinstance(exc, ValidationError) else "decode"
-            dlq_futures.append(await send_dead_letter(rt, origin, stage, exc, msg.key, msg.value))
+            dlq_futures.append(await send_dead_letter(
+                rt, origin, stage, exc, msg.key, msg.value, msg.timestamp
+            ))
             continue
         valid.append(_Valid(record, origin, msg.key))
     if dlq_futures:
