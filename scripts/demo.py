@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         say(f"the pipeline, in namespace {settings.namespace!r}")
         try:
-            ok = run(settings, namespace=settings.namespace, quick=args.quick)
+            ok = run(settings, namespace=settings.namespace, quick=args.quick).ok
         except PrecogError as exc:
             say(f"FAILED: {exc}")
             return 2

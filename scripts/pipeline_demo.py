@@ -296,12 +296,30 @@ def write_report(settings: Settings, out: Path) -> None:
     say(f"report: {out / 'report.html'}")
 
 
-def run(base: Settings, namespace: str = "demo", quick: bool = False) -> bool:
-    """The whole demo; returns True when the counts reconcile."""
+@dataclass
+class DemoResult:
+    """What the demo did, for the summary line and for the end-to-end test."""
+
+    ok: bool
+    plan: DemoPlan
+    live_start_ms: int
+    summary: Any
+    report: Path
+
+
+def run(
+    base: Settings,
+    namespace: str = "demo",
+    quick: bool = False,
+    home: Path | None = None,
+    report_dir: Path | None = None,
+) -> DemoResult:
+    """The whole demo; ``result.ok`` is True when the counts reconcile."""
     from scripts.workers import WorkerProcess
 
     plan = DemoPlan.quick() if quick else DemoPlan()
-    home = Path(".precog/demo") / namespace
+    home = home or Path(".precog/demo") / namespace
+    report_dir = report_dir or Path("reports") / f"{namespace}-demo"
     settings = base.model_copy(update={
         "namespace": namespace,
         "registry_dir": home / "registry",
@@ -322,8 +340,8 @@ def run(base: Settings, namespace: str = "demo", quick: bool = False) -> bool:
                             for m in body["models"]["scoring"])
         say(f"  worker healthy on :{worker.port} (/health, /metrics), scoring with {scoring};"
             f" log {worker.log_path}")
-        summary = stream_live(settings, spec, worker, plan,
-                              start_ms=history.last_event_time + int(plan.event_ms_per_event))
+        live_start = history.last_event_time + int(plan.event_ms_per_event)
+        summary = stream_live(settings, spec, worker, plan, start_ms=live_start)
         say(f"  producer: sent {summary.sent}, garbage {summary.garbage}, dropped by the"
             f" volume drop {summary.dropped}, outcomes {summary.outcomes_sent},"
             f" manifests {summary.manifests_sent}")
@@ -334,5 +352,5 @@ def run(base: Settings, namespace: str = "demo", quick: bool = False) -> bool:
         show_metrics_and_alerts(settings)
     finally:
         worker.stop()
-    write_report(settings, Path("reports") / f"{namespace}-demo")
-    return ok
+    write_report(settings, report_dir)
+    return DemoResult(ok, plan, live_start, summary, report_dir / "report.html")

@@ -106,5 +106,25 @@ class WindowedCounts:
             del self._closed_total[key]
         return out
 
+    def provisional(self) -> list[WindowCount]:
+        """The counts of windows still open, as they stand (nothing is closed or reset).
+
+        Published on every tick so a dashboard shows the current window; the document of
+        the closed window overwrites them later (same ``_id``).
+
+        >>> wc = WindowedCounts(1000)
+        >>> wc.add("tx", "quality", "decode", 5)
+        >>> [(c.name, c.window_start, c.count) for c in wc.provisional()]
+        [('decode', 0, 1)]
+        >>> wc.provisional() == wc.provisional(), len(wc.close(10_000)), wc.provisional()
+        (True, 1, [])
+        """
+        out = []
+        for (source, start) in sorted(self._open, key=lambda k: (k[1], k[0])):
+            for (kind, name), n in sorted(self._open[(source, start)].items()):
+                total = self._closed_total.get((source, kind, name, start), 0) + n
+                out.append(WindowCount(source, kind, name, start, start + self.window_ms, total))
+        return out
+
     def open_windows(self) -> list[tuple[str, int]]:
         return sorted(self._open)

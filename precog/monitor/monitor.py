@@ -185,7 +185,9 @@ class Monitor:
             out.health.append(vw.doc(ns, now))
             if vw.alert:
                 self.pending_alerts.append(vw.alert_record(ns, self.config.min_ratio, now))
-        for wc in [*self.quality.close(wm), *self.outlier_counts.close(wm)]:
+        closed = [*self.quality.close(wm), *self.outlier_counts.close(wm)]
+        still_open = [*self.quality.counts.provisional(), *self.outlier_counts.provisional()]
+        for wc in [*closed, *still_open]:
             out.health.append(health_doc(ns, wc.source, wc.window_start, wc.window_end, wc.kind,
                                          wc.name, now, count=wc.count))
         out.alerts, self.pending_alerts = self.pending_alerts, []
