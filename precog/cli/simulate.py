@@ -88,6 +88,10 @@ def live(
         help="wall time per simulated outcome delay (1/8640: a day becomes 10 s)")] = 1 / 8640,
     outcome_wait: Annotated[float | None, typer.Option(
         "--outcome-wait", min=0.0, help="max seconds to wait for outcomes at the end")] = None,
+    time_scale: Annotated[float, typer.Option(
+        "--time-scale", min=1.0,
+        help="event time runs this many times faster than the wall clock, ending now"
+             " (e.g. 1800: a second is half an hour; use --outcome-delay-scale 1)")] = 1.0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Produce a live stream (event time = now) with outcomes and manifests to Kafka."""
@@ -104,7 +108,8 @@ def live(
         volume_drop_at=volume_drop_at, volume_drop_len=volume_drop_len, volume_drop=volume_drop,
     )
     s = produce_live(settings, pipeline, events, rate, cfg, progress,
-                     outcome_delay_scale=outcome_delay_scale, outcome_wait_s=outcome_wait)
+                     outcome_delay_scale=outcome_delay_scale, outcome_wait_s=outcome_wait,
+                     time_scale=time_scale)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.garbage.items())) or "none"
     typer.echo(
         f"sent {s.sent:,} records to {s.topic} in {s.seconds:.1f}s: {s.valid:,} valid,"
