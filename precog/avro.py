@@ -22,7 +22,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +150,49 @@ class Codec:
             raise DecodeError(f"corrupt {self.writer.label} record: {exc}") from exc
 
 
-@lru_cache(maxsize=None)
+@cache
 def _codec(name: str, schema_dir: Path) -> Codec:
     versions = schema_versions(schema_dir).get(name)
     if not versions:
         raise SchemaError(f"no schema named {name!r} in {schema_dir}")
     return Codec(versions)
+
+
+def evolution_problems(schema_dir: Path = SCHEMA_DIR) -> list[str]:
+    """Every break of the evolution rules between consecutive versions of each schema.
+
+    A new version must read data written with the previous one (backward compatible:
+    new fields need defaults, types only widen as Avro's promotion rules allow) and the
+    previous one must read the new one's data (forward: removed fields had defaults), so
+    producers and consumers can upgrade in any order. Versions must be numbered 1, 2, ...
+    and keep the record's full name. Checked with Apache Avro's own compatibility checker
+    (the ``avro`` package of the ``dev`` extra).
+    """
+    try:
+        import avro.schema
+        from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+    except ImportError:  # pragma: no cover - the dev extra is missing
+        raise SchemaError("checking schema evolution needs the `avro` package:"
+                          " pip install 'precog[dev]'") from None
+    problems: list[str] = []
+    checker = ReaderWriterCompatibilityChecker()
+    for name, versions in sorted(schema_versions(schema_dir).items()):
+        numbers = [v.version for v in versions]
+        if numbers != list(range(1, len(versions) + 1)):
+            problems.append(f"{name}: versions {numbers} are not numbered 1, 2, ...")
+        parsed = [avro.schema.parse(json.dumps(v.raw)) for v in versions]
+        for (old, new), (p_old, p_new) in zip(
+            zip(versions, versions[1:], strict=False), zip(parsed, parsed[1:], strict=False),
+            strict=True,
+        ):
+            if old.full_name != new.full_name:
+                problems.append(f"{name}: v{new.version} renames {old.full_name}"
+                                f" to {new.full_name}")
+            for reader, writer, how in ((p_new, p_old, "backward"), (p_old, p_new, "forward")):
+                res = checker.get_compatibility(reader, writer)
+                if res.compatibility is not SchemaCompatibilityType.compatible:
+                    detail = "; ".join(sorted(str(m) for m in res.messages))
+                    where = ", ".join(sorted(str(loc) for loc in res.locations))
+                    problems.append(f"{name}: v{new.version} is not {how} compatible with"
+                                    f" v{old.version} at {where}: {detail}")
+    return problems
