@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPar
 
 from precog.errors import PrecogError
 from precog.settings import Settings
+from scripts.workers import free_port, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,31 +40,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- processes --------------------------------------------------------------------------
-def process_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:
-    """``PRECOG_*`` environment of a worker-like subprocess for ``settings``."""
-    env = dict(os.environ)
-    env.update({
-        "PRECOG_NAMESPACE": settings.namespace,
-        "PRECOG_REGISTRY_DIR": str(settings.registry_dir),
-        "PRECOG_SPEC": str(settings.spec),
-        "PRECOG_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
-        "PRECOG_REDIS_URL": settings.redis.url,
-        "PRECOG_ELASTICSEARCH_URL": settings.elasticsearch.url,
-        "PRECOG_WORKER_WEB_PORT": str(port),
-        "PRECOG_WORKER_DATA_DIR": str(data_dir),
-        "PRECOG_SCORE_BATCH_SIZE": str(settings.score.batch_size),
-        "PRECOG_SCORE_BATCH_TIMEOUT": str(settings.score.batch_timeout),
-    })
-    if settings.code_version:
-        env["PRECOG_CODE_VERSION"] = settings.code_version
-    return env
+#: the worker's environment for a Settings (shared with the demo and the e2e tests)
+process_env = worker_env
 
 
 class Proc:

@@ -106,19 +106,12 @@ def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan:
     return hist
 
 
-def _metric(text: str, name: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
-
-
 def stream_live(
     settings: Settings, spec: PipelineSpec, worker: Any, plan: DemoPlan, start_ms: int
 ) -> Any:
     """Produce the live stream in a thread and show the worker's progress every 2 s."""
     from scripts.simulate import produce_live
+    from scripts.workers import metric_total
 
     cfg = plan.sim_config(spec.name, seed=plan.seed + 1, garbage_fraction=plan.garbage,
                     concept_drift_at=plan.concept_drift_at, data_drift_at=plan.data_drift_at,
@@ -151,14 +144,14 @@ def stream_live(
             text = worker.metrics()
         except OSError:
             continue
-        events = _metric(text, "precog_events_in_total")
+        events = metric_total(text, "precog_events_in_total")
         now = time.monotonic()
         rate = (events - last) / (now - last_t)
         last, last_t = events, now
         say(f"  events {events:7.0f} ({rate:6.1f}/s)  predictions"
-            f" {_metric(text, 'precog_predictions_out_total'):7.0f}  dead letters"
-            f" {_metric(text, 'precog_dead_letters_total'):4.0f}  indexed"
-            f" {_metric(text, 'precog_documents_indexed_total'):7.0f}")
+            f" {metric_total(text, 'precog_predictions_out_total'):7.0f}  dead letters"
+            f" {metric_total(text, 'precog_dead_letters_total'):4.0f}  indexed"
+            f" {metric_total(text, 'precog_documents_indexed_total'):7.0f}")
     if "error" in result:
         raise result["error"]
     return result["summary"]

@@ -22,6 +22,19 @@ from precog.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 
 
+def metric_total(text: str, name: str) -> float:
+    r"""Sum of a Prometheus metric over its label sets in ``/metrics`` text.
+
+    >>> metric_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0\nb 1.0', "a_total")
+    5.0
+    """
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -41,8 +54,9 @@ def worker_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:
             "PRECOG_ELASTICSEARCH_URL": settings.elasticsearch.url,
             "PRECOG_WORKER_WEB_PORT": str(port),
             "PRECOG_WORKER_DATA_DIR": str(data_dir),
-            "PRECOG_SCORE_BATCH_TIMEOUT": "0.05",
-            "PRECOG_INDEXER_BATCH_TIMEOUT": "0.2",
+            "PRECOG_SCORE_BATCH_SIZE": str(settings.score.batch_size),
+            "PRECOG_SCORE_BATCH_TIMEOUT": str(settings.score.batch_timeout),
+            "PRECOG_INDEXER_BATCH_TIMEOUT": str(settings.indexer.batch_timeout),
             "PRECOG_MONITOR_TICK_SECONDS": str(settings.monitor.tick_seconds),
         }
     )

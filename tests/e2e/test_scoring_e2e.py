@@ -17,6 +17,7 @@ from precog.roles import ModelRef, set_leader
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, load_spec
 from scripts.simulate import SimConfig, produce_live, write_history
+from scripts.workers import metric_total
 from services.control import publish_roles, read_roles
 from tests.e2e.helpers import decode_all, read_topic, running_worker
 
@@ -47,14 +48,6 @@ def _wait_for_documents(es: Elasticsearch, index: str, expected: int, timeout: f
             return int(es.count(index=index)["count"])
         time.sleep(0.5)
     return count
-
-
-def _metric(text: str, name: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
 
 
 def test_every_event_ends_as_one_prediction_or_one_dead_letter(settings, tmp_path):
@@ -108,9 +101,9 @@ def test_every_event_ends_as_one_prediction_or_one_dead_letter(settings, tmp_pat
     assert [f["name"] for f in p["features"]] == spec.feature_names
     assert p["provenance"]["event_schema"] == "precog.events.Transaction/v1"
     # the worker's own counters agree
-    assert _metric(metrics, "precog_predictions_out_total") == summary.valid
-    assert _metric(metrics, "precog_dead_letters_total") == bad
-    assert _metric(metrics, "precog_events_in_total") == 400
+    assert metric_total(metrics, "precog_predictions_out_total") == summary.valid
+    assert metric_total(metrics, "precog_dead_letters_total") == bad
+    assert metric_total(metrics, "precog_events_in_total") == 400
 
 
 def test_switching_the_leader_mid_stream_loses_nothing_and_never_mixes(settings, tmp_path):
