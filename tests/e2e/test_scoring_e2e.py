@@ -176,6 +176,7 @@ def test_a_tampered_artifact_is_refused_and_the_worker_keeps_scoring(settings, t
 
 
 def test_provenance_leads_from_a_prediction_to_its_training_window(settings, tmp_path):
+    settings = settings.model_copy(update={"code_version": "e2e-provenance-1"})
     spec, metas = _trained(settings, tmp_path)
     with running_worker(settings, tmp_path):
         summary = produce_live(settings, spec, 30, 100.0, SimConfig(seed=11), progress=False,
@@ -190,7 +191,7 @@ def test_provenance_leads_from_a_prediction_to_its_training_window(settings, tmp
     doc = es.get(index=settings.index("models"), id=f"{leader['model_id']}:{leader['version']}")
     assert doc["_source"]["artifact_sha256"] == leader["artifact_sha256"]
     assert doc["_source"]["training_window_end"] == meta.training_window_end
-    assert record["provenance"]["code_version"] == meta.code_version
+    assert record["provenance"]["code_version"] == meta.code_version == "e2e-provenance-1"
 
 
 def test_a_second_domain_needs_only_a_spec_and_a_schema(stack, tmp_path):
