@@ -142,12 +142,17 @@ class PSIDrift:
                 st.counts = [0] * st.ref.n_bins
         self.n = 0
         self.window_index = 0
+        # earliest and latest event time of the window (partitions interleave, so the
+        # first and last events to arrive are not the window's bounds)
         self._first_time = 0
+        self._last_time = 0
 
     def update(self, values: Mapping[str, float], event_time: int) -> list[PSIResult]:
         """Add one event; returns the per-feature PSI when this event closes a window."""
         if self.n == 0:
-            self._first_time = event_time
+            self._first_time = self._last_time = event_time
+        self._first_time = min(self._first_time, event_time)
+        self._last_time = max(self._last_time, event_time)
         for name, st in self._state.items():
             v = values.get(name)
             if v is None:
@@ -159,9 +164,9 @@ class PSIDrift:
         self.n += 1
         if self.n < self.window:
             return []
-        return self._close(event_time)
+        return self._close()
 
-    def _close(self, event_time: int) -> list[PSIResult]:
+    def _close(self) -> list[PSIResult]:
         results = []
         for name, st in self._state.items():
             if st.ref is None:
@@ -172,7 +177,7 @@ class PSIDrift:
                 continue
             value = psi(st.ref.shares, st.counts)
             results.append(PSIResult(name, value, self.window_index, self._first_time,
-                                     event_time, value > self.threshold))
+                                     self._last_time, value > self.threshold))
             st.counts = [0] * st.ref.n_bins
         self.n = 0
         self.window_index += 1

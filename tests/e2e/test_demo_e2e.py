@@ -64,6 +64,19 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         roles = {(m["model_id"], m["role"]) for m in docs("metrics") if m["window"] == "cumulative"}
         assert roles == {("fraud-lgbm", "leader"), ("fraud-logreg", "challenger")}
         assert result.report.exists()
+
+        # after this end-to-end run every dashboard panel has data, and every chart is drawn
+        from precog.dashboards import dashboards, load_templates
+        from precog.report import write_report
+        from precog.spec import load_spec
+
+        features = load_spec(settings.spec).feature_names
+        report = write_report(es, ns, dashboards(features), load_templates(),
+                              tmp_path / "panels")
+        empty = [r.panel.id for r in report.results if not r.has_data]
+        assert empty == [], f"panels without data: {empty}"
+        for r in report.results:
+            assert r.image is not None and r.image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         es.close()
     finally:
         drop_namespace(Settings(namespace=ns))

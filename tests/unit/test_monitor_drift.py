@@ -184,3 +184,12 @@ def test_reference_from_the_registry_bins_like_the_registry():
     alerts = mon.tick(now=1).alerts
     assert {a["feature"] for a in alerts if a["kind"] == "data_drift"} == {"count_1h"}
     assert outliers < 6000 * 0.05
+
+
+def test_a_psi_window_spans_its_earliest_to_latest_event_time_whatever_the_arrival_order():
+    rng = np.random.default_rng(5)
+    ref = Reference({SCORE: FeatureReference.from_values(SCORE, rng.beta(1, 8, 5000))})
+    d = PSIDrift({SCORE: ref[SCORE]}, window=4, names=[SCORE])
+    times = [300, 100, 400, 200]  # partitions interleave: not in event-time order
+    res = [r for t in times for r in d.update({SCORE: 0.1}, t)]
+    assert [(r.first_time, r.last_time) for r in res] == [(100, 400)]
