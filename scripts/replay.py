@@ -157,7 +157,11 @@ def read_range(settings: Settings, ranges: Mapping[tuple[str, int], tuple[int, i
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        todo.pop(key, None)
+                        # only an end at (or past) the range's end finishes it: an EOF seen
+                        # before the range is fully readable (a fetch racing the watermark)
+                        # must not cut the range short
+                        if key in todo and msg.offset() >= todo[key][1]:
+                            todo.pop(key, None)
                         continue
                     raise KafkaException(err)
                 if key not in todo or not todo[key][0] <= msg.offset() < todo[key][1]:
