@@ -50,8 +50,11 @@ class TopicSpec:
 def topics_for(settings: Settings, spec: PipelineSpec) -> dict[str, TopicSpec]:
     """The namespace's topics by short name (``"predictions"``, ``"events.transactions"``...)."""
     parts = settings.kafka.partitions
+    # explicit retention: the broker's default (7 days, by record timestamp) would delete
+    # the history a replay reads, records with old event times first
+    retention = {"retention.ms": str(settings.kafka.retention_ms)}
     topics = {
-        name: TopicSpec(settings.topic(name), parts)
+        name: TopicSpec(settings.topic(name), parts, dict(retention))
         for name in (spec.event.topic, *DATA_TOPICS)
     }
     topics[CONTROL_TOPIC] = TopicSpec(

@@ -42,6 +42,10 @@ class KafkaSettings(BaseModel):
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
     ssl_keyfile: Path | None = Field(None, description="client key (mutual TLS)")
     partitions: int = Field(4, ge=1, description="partitions of the namespace's data topics")
+    retention_ms: int = Field(
+        -1, ge=-1,
+        description="retention.ms of the data topics; -1 keeps everything (replay reads history)",
+    )
     replication_factor: int = Field(1, ge=1)
 
     def confluent_config(self) -> dict[str, str]:

@@ -106,6 +106,59 @@ def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan:
     return hist
 
 
+class LiveWatch:
+    """Leader vs challenger accuracy and new alerts from Elasticsearch, while the stream runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        from elasticsearch import Elasticsearch
+
+        self.settings = settings
+        self.es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        self.seen: set[str] = set()
+        self.shown_kinds: dict[str, int] = {}
+
+    def line(self) -> str:
+        """`` F1 leader 0.41 / challenger 0.30`` once cumulative metrics exist."""
+        try:
+            hits = self.es.search(index=self.settings.index("metrics"), size=20,
+                                  query={"term": {"window": "cumulative"}},
+                                  sort=[{"computed_time": "desc"}],
+                                  ignore_unavailable=True)["hits"]["hits"]
+        except Exception:  # the progress line must never stop the demo
+            return ""
+        latest: dict[str, float] = {}
+        for h in hits:
+            m = h["_source"]
+            if m["role"] not in latest and m.get("f1") is not None:
+                latest[m["role"]] = m["f1"]
+        if not latest:
+            return ""
+        return "  F1 " + " / ".join(f"{role} {v:.2f}" for role, v in sorted(
+            latest.items(), key=lambda kv: kv[0] != "leader"))
+
+    def new_alerts(self, per_kind: int = 2) -> list[str]:
+        """Messages of alerts not shown yet (at most ``per_kind`` of each kind in all)."""
+        try:
+            hits = self.es.search(index=self.settings.index("alerts"), size=200,
+                                  sort=[{"detected_time": "asc"}],
+                                  ignore_unavailable=True)["hits"]["hits"]
+        except Exception:
+            return []
+        out = []
+        for h in hits:
+            a = h["_source"]
+            if a["alert_id"] in self.seen:
+                continue
+            self.seen.add(a["alert_id"])
+            shown = self.shown_kinds.get(a["kind"], 0)
+            if shown < per_kind:
+                out.append(f"{a['kind']}: {a['message']}")
+            elif shown == per_kind:
+                out.append(f"{a['kind']}: more of these (see the summary below)")
+            self.shown_kinds[a["kind"]] = shown + 1
+        return out
+
+
 def stream_live(
     settings: Settings, spec: PipelineSpec, worker: Any, plan: DemoPlan, start_ms: int
 ) -> Any:
@@ -139,6 +192,7 @@ def stream_live(
 
     thread = threading.Thread(target=produce, name="demo-producer", daemon=True)
     thread.start()
+    watch = LiveWatch(settings)
     last, last_t = 0.0, time.monotonic()
     while thread.is_alive():
         thread.join(2.0)
@@ -153,7 +207,9 @@ def stream_live(
         say(f"  events {events:7.0f} ({rate:6.1f}/s)  predictions"
             f" {metric_total(text, 'precog_predictions_out_total'):7.0f}  dead letters"
             f" {metric_total(text, 'precog_dead_letters_total'):4.0f}  indexed"
-            f" {metric_total(text, 'precog_documents_indexed_total'):7.0f}")
+            f" {metric_total(text, 'precog_documents_indexed_total'):7.0f}{watch.line()}")
+        for message in watch.new_alerts():
+            say(f"    ALERT {message}")
     if "error" in result:
         raise result["error"]
     return result["summary"]

@@ -193,15 +193,16 @@ def test_extract_zip_keeps_the_executable_bit(tmp_path: Path) -> None:
 def test_topics_for_names_partitions_and_compaction() -> None:
     spec = load_spec(SPEC_DIR / "transactions.yaml")
     topics = topics_for(Settings(namespace="unit", kafka={"partitions": 6}), spec)
+    keep = {"retention.ms": "-1"}  # history is kept for replay
     assert {k: (t.name, t.partitions, t.config) for k, t in topics.items()} == {
-        "events.transactions": ("unit.events.transactions", 6, {}),
-        "predictions": ("unit.predictions", 6, {}),
-        "dlq": ("unit.dlq", 6, {}),
-        "outcomes": ("unit.outcomes", 6, {}),
-        "labeled": ("unit.labeled", 6, {}),
-        "metrics": ("unit.metrics", 6, {}),
-        "alerts": ("unit.alerts", 6, {}),
-        "manifests": ("unit.manifests", 6, {}),
+        "events.transactions": ("unit.events.transactions", 6, keep),
+        "predictions": ("unit.predictions", 6, keep),
+        "dlq": ("unit.dlq", 6, keep),
+        "outcomes": ("unit.outcomes", 6, keep),
+        "labeled": ("unit.labeled", 6, keep),
+        "metrics": ("unit.metrics", 6, keep),
+        "alerts": ("unit.alerts", 6, keep),
+        "manifests": ("unit.manifests", 6, keep),
         "model-control": ("unit.model-control", 1, {"cleanup.policy": "compact"}),
     }
 
