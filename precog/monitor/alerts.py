@@ -41,12 +41,18 @@ def make_alert(
     feature: str | None = None,
     source: str | None = None,
     severity: str = "warning",
+    identity: str | None = None,
 ) -> dict[str, Any]:
-    """One ``alert.v1`` record."""
+    """One ``alert.v1`` record.
+
+    The id comes from detector, subject and ``window``, or from ``identity`` when the window
+    is not stable across restarts and replays (a count kept in memory, for example).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown alert kind {kind!r}")
     return {
-        "alert_id": alert_id(namespace, kind, detector, window, model_id, version, feature, source),
+        "alert_id": alert_id(namespace, kind, detector, identity or window, model_id, version,
+                             feature, source),
         "namespace": namespace,
         "kind": kind,
         "detector": detector,

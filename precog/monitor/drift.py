@@ -185,8 +185,13 @@ class PSIDrift:
 
 
 def concept_drift_alert(namespace: str, model_id: str, version: int, det: ConceptDriftDetection,
-                        delta: float, event_time: int, now: int) -> dict[str, Any]:
-    """The ``concept_drift`` alert of one ADWIN detection."""
+                        delta: float, event_time: int, now: int,
+                        event_id: str | None = None) -> dict[str, Any]:
+    """The ``concept_drift`` alert of one ADWIN detection.
+
+    Its id comes from the event id of the label that fired it (when given): the label
+    count in ``window`` restarts with the worker, the event id does not.
+    """
     return make_alert(
         namespace, "concept_drift", "ADWIN", model_id=model_id, version=version,
         window=f"labels#{det.index}", statistic=det.error_after, threshold=delta,
@@ -194,6 +199,7 @@ def concept_drift_alert(namespace: str, model_id: str, version: int, det: Concep
                  f" {det.error_after:.4f} (last labels) at label {det.index}"
                  f" (ADWIN delta={delta}, window now {det.width} labels)"),
         event_time=event_time, detected_time=now, severity="critical",
+        identity=f"label:{event_id}" if event_id is not None else None,
     )
 
 

@@ -93,7 +93,7 @@ class Monitor:
         if det is not None:
             self.pending_alerts.append(concept_drift_alert(
                 self.config.namespace, key[0], key[1], det, self.config.adwin_delta,
-                int(rec["outcome_time"]), self.now))
+                int(rec["outcome_time"]), self.now, event_id=rec.get("event_id")))
 
     def _reference(self, key: tuple[str, int]) -> Reference | None:
         return self.references(*key)

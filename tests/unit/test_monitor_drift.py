@@ -193,3 +193,17 @@ def test_a_psi_window_spans_its_earliest_to_latest_event_time_whatever_the_arriv
     times = [300, 100, 400, 200]  # partitions interleave: not in event-time order
     res = [r for t in times for r in d.update({SCORE: 0.1}, t)]
     assert [(r.first_time, r.last_time) for r in res] == [(100, 400)]
+
+
+def test_a_concept_drift_alert_id_comes_from_the_label_not_from_the_label_count():
+    """After a restart the label count starts again: the same label firing keeps its id,
+    another label at the same count gets another id."""
+    from precog.monitor.drift import ConceptDriftDetection, concept_drift_alert
+
+    def alert(index: int, event_id: str) -> dict:
+        det = ConceptDriftDetection(index, 0.1, 0.3, 500)
+        return concept_drift_alert("t", "m", 1, det, 0.002, 5, 6, event_id=event_id)
+
+    assert alert(3167, "e-9")["alert_id"] == alert(12, "e-9")["alert_id"]
+    assert alert(3167, "e-9")["alert_id"] != alert(3167, "e-10")["alert_id"]
+    assert alert(3167, "e-9")["window"] == "labels#3167"
