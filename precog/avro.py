@@ -107,10 +107,14 @@ class Codec:
             raise SchemaError("a codec needs at least one schema version")
         self.versions = versions
         self.writer = versions[-1]
-        self._parsed = parse_schema(_plain(self.writer.raw), _write_hint=False)
+        self._parsed: dict[str, Any] = parse_schema(  # type: ignore[assignment]
+            _plain(self.writer.raw), _write_hint=False
+        )
         self._readers: dict[bytes, tuple[dict[str, Any], SchemaVersion]] = {}
         for v in versions:
-            parsed = parse_schema(_plain(v.raw), _write_hint=False)
+            parsed: dict[str, Any] = parse_schema(  # type: ignore[assignment]
+                _plain(v.raw), _write_hint=False
+            )
             self._readers[_fingerprint(parsed)] = (parsed, v)
         self._header = _MARKER + _fingerprint(self._parsed)
 

@@ -244,7 +244,7 @@ def dead_letter(
     failed_time: int,
 ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
     """The dead-letter record (schemas/dead_letter.v1.avsc) and its Kafka headers."""
-    record = {
+    record: dict[str, Any] = {
         "source_topic": origin.topic,
         "partition": int(origin.partition),
         "offset": int(origin.offset),
@@ -255,12 +255,13 @@ def dead_letter(
         "key": key,
         "payload": payload,
     }
+    error_class, error_message = record["error_class"], record["error_message"]
     headers = [
         ("precog.source_topic", origin.topic.encode()),
         ("precog.partition", str(origin.partition).encode()),
         ("precog.offset", str(origin.offset).encode()),
         ("precog.stage", stage.encode()),
-        ("precog.error_class", record["error_class"].encode()),
-        ("precog.error_message", record["error_message"].encode()),
+        ("precog.error_class", error_class.encode()),
+        ("precog.error_message", error_message.encode()),
     ]
     return record, headers

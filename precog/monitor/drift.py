@@ -81,8 +81,9 @@ class ConceptDrift:
         self.n += 1
         if not self.adwin.drift_detected:
             return None
-        return ConceptDriftDetection(self.n - 1, before, self.recent.get(),
-                                     int(self.adwin.width))
+        # river's Rolling proxies ``get`` dynamically, which mypy cannot see
+        recent: float = self.recent.get()  # type: ignore[operator]
+        return ConceptDriftDetection(self.n - 1, before, recent, int(self.adwin.width))
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,9 @@ class Monitor:
         if key not in self.outlier_detectors:
             ref = self._reference(key)
             names = [n for n in ref.names if n != SCORE] if ref is not None else []
-            self.outlier_detectors[key] = OutlierDetector(ref, names) if names else None
+            self.outlier_detectors[key] = (
+                OutlierDetector(ref, names) if ref is not None and names else None
+            )
         detector = self.outlier_detectors[key]
         if detector is None:
             return None

@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 from river import anomaly
@@ -59,7 +59,7 @@ class OutlierDetector:
                  quantile: float = 0.999, seed: int = 42) -> None:
         self.reference = reference
         self.names = names if names is not None else reference.names
-        limits = {}
+        limits: dict[Hashable, tuple[float, float]] = {}
         for n in self.names:
             f = reference[n]
             span = f.max - f.min
