@@ -7,7 +7,6 @@ every loop is bounded by a count and a deadline.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPar
 
 from precog.errors import PrecogError
 from precog.settings import Settings
-from scripts.workers import free_port, worker_env
+from scripts.workers import free_port, stop_group, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,13 +103,7 @@ class Proc:
         return 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, sig, timeout)
         self._log.close()
 
 

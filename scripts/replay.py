@@ -648,29 +648,28 @@ def _produce(producer: Producer, msg: Message, job: _Job,
 # --------------------------------------------------------------------------- compare
 
 
-def read_topic(settings: Settings, name: str, owner: Settings | None = None) -> list[Message]:
-    """Every record of ``{ns}.<name>`` up to the high watermarks at the time of the call."""
-    topic = settings.topic(name)
+def _topic_marks(settings: Settings, topic: str,
+                 owner: Settings | None) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark of every partition of ``topic`` now."""
     consumer = _consumer(settings, owner)
     try:
-        marks = _watermarks(consumer, topic, _partitions(consumer, topic))
+        return _watermarks(consumer, topic, _partitions(consumer, topic))
     except KafkaException as exc:
         raise _kafka_error(settings, exc) from None
     finally:
         consumer.close()
+
+
+def read_topic(settings: Settings, name: str, owner: Settings | None = None) -> list[Message]:
+    """Every record of ``{ns}.<name>`` up to the high watermarks at the time of the call."""
+    topic = settings.topic(name)
+    marks = _topic_marks(settings, topic, owner)
     return list(read_range(settings, {(topic, p): lh for p, lh in marks.items()}, owner))
 
 
 def count_topic(settings: Settings, name: str, owner: Settings | None = None) -> int:
     """Records in ``{ns}.<name>`` (high minus low watermark over partitions)."""
-    topic = settings.topic(name)
-    consumer = _consumer(settings, owner)
-    try:
-        marks = _watermarks(consumer, topic, _partitions(consumer, topic))
-    except KafkaException as exc:
-        raise _kafka_error(settings, exc) from None
-    finally:
-        consumer.close()
+    marks = _topic_marks(settings, settings.topic(name), owner)
     return sum(h - lo for lo, h in marks.values())
 
 

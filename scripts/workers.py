@@ -35,6 +35,18 @@ def metric_total(text: str, name: str) -> float:
     )
 
 
+def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+               timeout: float = 30.0) -> None:
+    """Signal a process started with ``start_new_session`` and its children; KILL if slow."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,13 +135,7 @@ class WorkerProcess:
         raise AssertionError(f"worker not healthy after {timeout}s:\n{self.log_tail()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, sig, timeout)
         self._log.close()
 
 
