@@ -16,7 +16,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from precog.avro import Codec, latest
+from precog.avro import Codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
@@ -141,7 +141,8 @@ class Runtime:
         return Codec.for_schema(schema_name)
 
     def event_schema_label(self) -> str:
-        return latest(self.spec.event.schema_name).label
+        # from the cached codec: reading the schema files again every batch is hot-path work
+        return self.codec(self.spec.event.schema_name).writer.label
 
     def topic(self, name: str, **kwargs: Any) -> faust.TopicT:
         """The raw-bytes Faust topic ``{ns}.<name>`` (one object per name)."""
