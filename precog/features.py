@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from precog.spec import (
     DecayedCountFeature,
@@ -90,12 +91,16 @@ class EntityState:
             "r": self.recent,
             "a": self.applied,
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        # orjson: same compact, sorted JSON; the states are read and written once per event
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityState:
         """Inverse of :meth:`to_bytes`."""
-        doc = json.loads(data)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:  # NaN/Infinity literals of the stdlib's json
+            doc = json.loads(data)
         return cls(
             last_time=doc["t"],
             counts={k: float(v) for k, v in doc["c"].items()},

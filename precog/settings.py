@@ -119,7 +119,9 @@ class ScoreSettings(BaseModel):
     """The score agent's micro-batching."""
 
     batch_size: int = Field(500, ge=1)
-    batch_timeout: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
+    batch_timeout: float = Field(
+        0.005, gt=0, description="seconds to wait to fill a batch (bounds added latency)"
+    )
 
 
 class IndexSettings(BaseModel):
@@ -137,6 +139,12 @@ class WorkerSettings(BaseModel):
     web_port: int = Field(6066, ge=1, le=65535)
     web_host: str = "127.0.0.1"
     data_dir: Path = Path(".precog/worker")
+    loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="event loop of the worker (uvloop: less per-event overhead)"
+    )
+    gc_gen0_threshold: int = Field(
+        50_000, ge=700, description="allocations between young-generation GC passes"
+    )
 
 
 class MonitorSettings(BaseModel):

@@ -32,6 +32,7 @@ from precog.settings import Settings
 
 
 def _run(app: faust.App) -> None:
+    """Run ``app`` like the worker does (the loop is installed before the app is built)."""
     worker = faust.Worker(app, loglevel="warning", quiet=True)
     worker.execute_from_commandline()
 
@@ -188,7 +189,11 @@ def profile_summary(root: Any, top: int = 40) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
+    from services.runtime import install_event_loop, tune_gc
+
     settings = Settings()
+    install_event_loop(settings)  # the same loop and GC tuning as `precog worker`,
+    tune_gc(settings)  # for every baseline
     kind = argv[0] if argv else ""
     if kind == "passthrough":
         _run(passthrough(settings))

@@ -276,8 +276,11 @@ class LatencyProbe:
 
     def _receive(self, c: Consumer) -> None:
         while not self._stop.is_set():
-            msgs = c.consume(1000, 0.02)
+            # poll() returns as soon as one record is there; consume(n, timeout) would wait
+            # for n records or the timeout and add its wait to every latency
+            first = c.poll(0.05)
             t = time.time() * 1000
+            msgs = ([first, *c.consume(1000, 0)] if first is not None else [])
             for msg in msgs:
                 if msg.error() is not None:
                     if msg.error().code() != KafkaError._PARTITION_EOF:

@@ -10,7 +10,7 @@ import faust
 from precog.settings import Settings
 from precog.spec import load_spec
 from services import web
-from services.runtime import Runtime, create_app
+from services.runtime import Runtime, create_app, install_event_loop, tune_gc
 
 log = logging.getLogger("precog.worker")
 
@@ -53,7 +53,9 @@ def run(
     from services.preflight import check_all
 
     check_all(settings, elasticsearch="index" in agents or "monitor" in agents)
+    install_event_loop(settings)
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist
+    tune_gc(settings)
     worker = faust.Worker(rt.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

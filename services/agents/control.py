@@ -23,7 +23,7 @@ from precog.errors import PrecogError
 from precog.features import Featurizer
 from precog.registry import ModelRegistry
 from precog.scoring import ModelSet, make_model_set
-from services.runtime import Runtime
+from services.runtime import Runtime, tune_gc
 
 log = logging.getLogger("precog.control")
 
@@ -117,6 +117,7 @@ class RoleWatcher:
             ).set(1)
         metrics.roles_revision.set(models.revision)
         self.rt.models = models
+        tune_gc(self.rt.settings)  # the new models join the generation GC no longer walks
         log.info("scoring with %s", models.describe())
 
 
