@@ -1,9 +1,12 @@
 """The index agent: ``{ns}.predictions`` -> Elasticsearch ``{ns}-predictions``, one doc per model.
 
-Bulk writes with deterministic ``_id`` (redelivery overwrites). The batch's offsets are
-acknowledged only after Elasticsearch acknowledged every document: 429 and unavailable
-are retried with exponential backoff for as long as it takes; a document Elasticsearch
-rejects for good (e.g. a mapping error) goes to the DLQ with the reason.
+Bulk ``create`` with deterministic ``_id``: a redelivered prediction gets 409 (it is
+already there, with whatever the join and the monitor added) and counts as acknowledged.
+The batch's offsets are acknowledged only after Elasticsearch acknowledged every document:
+429 and unavailable are retried with exponential backoff for as long as it takes; a
+document Elasticsearch rejects for good (e.g. a mapping error) goes to the DLQ with the
+reason. The bulk body is written with orjson and the response filtered to the statuses:
+JSON on both sides was most of this agent's time in the profile (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
-from elasticsearch.helpers import async_streaming_bulk
 
 from precog.errors import EventError
 from precog.scoring import EventContext, prediction_documents
@@ -25,69 +29,116 @@ from services.runtime import Runtime, now_ms
 log = logging.getLogger("precog.index")
 
 RETRYABLE_STATUS = {429, 502, 503, 504}
+#: the bulk response keeps only what the agent reads (items stay in request order)
+FILTER_PATH = "errors,items.*.status,items.*.error.type,items.*.error.reason"
 
 
 class IndexRejected(EventError):
     """Elasticsearch refused a document for a reason retrying cannot fix."""
 
 
-def build_actions(
+@dataclass
+class BulkDoc:
+    """One document of a bulk request: its two NDJSON lines and the event it came from."""
+
+    doc_id: str
+    action: bytes
+    source: bytes
+    owner: Any = None
+
+
+@dataclass
+class BulkOutcome:
+    """What Elasticsearch said about each document of one request."""
+
+    acknowledged: int = 0
+    retry: list[BulkDoc] = field(default_factory=list)
+    rejected: list[tuple[BulkDoc, str]] = field(default_factory=list)
+
+
+def build_docs(
     rt: Runtime, events: Sequence[Any]
-) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, int]], list[tuple[Any, Exception]]]:
-    """Bulk actions of a batch, the event behind each ``_id``, and undecodable events."""
+) -> tuple[list[BulkDoc], list[tuple[Any, Exception]]]:
+    """The bulk documents of a batch of prediction events, and the undecodable events."""
     codec = rt.codec("prediction")
     index = rt.settings.index("predictions")
     indexed_time = now_ms()
-    actions: list[dict[str, Any]] = []
-    owners: dict[str, tuple[Any, int]] = {}
+    docs: list[BulkDoc] = []
     bad: list[tuple[Any, Exception]] = []
-    for n, event in enumerate(events):
+    for event in events:
         try:
             prediction = codec.decode(event.message.value)
         except EventError as exc:
             bad.append((event, exc))
             continue
         for doc_id, doc in prediction_documents(prediction, indexed_time):
-            # an upsert, so a redelivered prediction keeps what the join and the monitor
-            # added to its document (outcome_label, outlier, ...)
-            actions.append({
-                "_op_type": "update", "_index": index, "_id": doc_id,
-                "doc": doc, "doc_as_upsert": True,
-            })
-            owners[doc_id] = (event, n)
-    return actions, owners, bad
+            docs.append(BulkDoc(
+                doc_id,
+                orjson.dumps({"create": {"_index": index, "_id": doc_id}}),
+                orjson.dumps(doc),
+                event,
+            ))
+    return docs, bad
 
 
-async def bulk_until_acknowledged(rt: Runtime, actions: list[dict[str, Any]]) -> list[dict]:
-    """Write ``actions``; retry retryable failures with backoff until all are acknowledged.
+def classify(docs: Sequence[BulkDoc], response: dict[str, Any]) -> BulkOutcome:
+    """Sort a bulk response's items (in request order) into acknowledged, retry, rejected.
 
-    Returns the items Elasticsearch rejected for good (status 4xx other than 429).
+    409 on ``create`` means the document already exists: a redelivery, acknowledged.
+
+    >>> docs = [BulkDoc(str(i), b"", b"") for i in range(4)]
+    >>> out = classify(docs, {"errors": True, "items": [
+    ...     {"create": {"status": 201}}, {"create": {"status": 409}},
+    ...     {"create": {"status": 429}},
+    ...     {"create": {"status": 400, "error": {"type": "document_parsing_exception",
+    ...                                          "reason": "bad"}}}]})
+    >>> out.acknowledged, [d.doc_id for d in out.retry], [(d.doc_id, r) for d, r in out.rejected]
+    (2, ['2'], [('3', 'document_parsing_exception: bad')])
+    >>> classify(docs, {"errors": False}).acknowledged
+    4
+    """
+    out = BulkOutcome()
+    if not response.get("errors"):
+        out.acknowledged = len(docs)
+        return out
+    items = response.get("items", [])
+    if len(items) != len(docs):
+        raise RuntimeError(f"bulk response has {len(items)} items for {len(docs)} documents")
+    for doc, item in zip(docs, items, strict=True):
+        info = next(iter(item.values()))
+        status = int(info.get("status", 0))
+        if status < 300 or status == 409:
+            out.acknowledged += 1
+        elif status in RETRYABLE_STATUS:
+            out.retry.append(doc)
+        else:
+            error = info.get("error") or {}
+            out.rejected.append((doc, f"{error.get('type')}: {error.get('reason')}"))
+    return out
+
+
+async def bulk_until_acknowledged(
+    rt: Runtime, docs: list[BulkDoc]
+) -> list[tuple[BulkDoc, str]]:
+    """Write ``docs``; retry retryable failures with backoff until all are acknowledged.
+
+    Returns the documents Elasticsearch rejected for good (4xx other than 409 and 429),
+    each with the reason.
     """
     cfg = rt.settings.indexer
-    pending = actions
-    rejected: list[dict] = []
+    rejected: list[tuple[BulkDoc, str]] = []
     backoff = cfg.initial_backoff
+    pending = docs
     while pending:
-        retry: list[dict[str, Any]] = []
+        retry: list[BulkDoc] = []
         try:
-            by_id = {a["_id"]: a for a in pending}
-            async for ok, item in async_streaming_bulk(
-                rt.es,
-                pending,
-                chunk_size=cfg.batch_size,
-                max_retries=cfg.max_retries,
-                initial_backoff=cfg.initial_backoff,
-                raise_on_error=False,
-                raise_on_exception=True,
-            ):
-                if ok:
-                    continue
-                info = item.get("update", item)
-                status = int(info.get("status", 0))
-                if status in RETRYABLE_STATUS:
-                    retry.append(by_id[info["_id"]])
-                else:
-                    rejected.append(info)
+            for at in range(0, len(pending), cfg.batch_size):
+                chunk = pending[at:at + cfg.batch_size]
+                lines = [line for d in chunk for line in (d.action, d.source)]
+                response = await rt.es.bulk(operations=lines, filter_path=FILTER_PATH)
+                outcome = classify(chunk, dict(response.body))
+                retry += outcome.retry
+                rejected += outcome.rejected
         except (ConnectionError, ConnectionTimeout, ApiError) as exc:
             status = getattr(getattr(exc, "meta", None), "status", None)
             if isinstance(exc, ApiError) and status not in RETRYABLE_STATUS:
@@ -96,7 +147,7 @@ async def bulk_until_acknowledged(rt: Runtime, actions: list[dict[str, Any]]) ->
             log.warning("Elasticsearch unavailable (%s); retrying in %.1fs", exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
-            continue  # resend the whole batch: ids are deterministic
+            continue  # resend all that is pending: ids are deterministic, 409 is success
         if retry:
             rt.metrics.index_retries.labels("429").inc()
             await asyncio.sleep(backoff)
@@ -107,26 +158,20 @@ async def bulk_until_acknowledged(rt: Runtime, actions: list[dict[str, Any]]) ->
 
 async def index_events(rt: Runtime, events: Sequence[Any]) -> int:
     """Index one batch of predictions; returns the number of documents acknowledged."""
-    actions, owners, bad = build_actions(rt, events)
+    docs, bad = build_docs(rt, events)
+    failed: list[tuple[Any, Exception]] = list(bad)
+    rejected = await bulk_until_acknowledged(rt, docs) if docs else []
+    failed += [(d.owner, IndexRejected(f"{d.doc_id}: {reason}")) for d, reason in rejected]
     futures = []
-    for event, exc in bad:
+    for event, exc in failed:
         msg = event.message
         origin = EventContext(msg.topic, msg.partition, msg.offset)
         futures.append(await send_dead_letter(
             rt, origin, "index", exc, msg.key, msg.value, msg.timestamp
         ))
-    rejected = await bulk_until_acknowledged(rt, actions) if actions else []
-    for info in rejected:
-        event, _ = owners[info["_id"]]
-        msg = event.message
-        origin = EventContext(msg.topic, msg.partition, msg.offset)
-        reason = IndexRejected(f"{info.get('_id')}: {info.get('error')}")
-        futures.append(await send_dead_letter(
-            rt, origin, "index", reason, msg.key, msg.value, msg.timestamp
-        ))
     if futures:
         await asyncio.gather(*futures)
-    done = len(actions) - len(rejected)
+    done = len(docs) - len(rejected)
     rt.metrics.documents_indexed.labels(rt.settings.index("predictions")).inc(done)
     return done
 
