@@ -127,9 +127,9 @@ class ScoreSettings(BaseModel):
 class IndexSettings(BaseModel):
     """The index agent's bulk writes to Elasticsearch."""
 
-    batch_size: int = Field(1000, ge=1)
+    batch_size: int = Field(1000, ge=1, description="predictions per batch")
     batch_timeout: float = Field(0.5, gt=0)
-    max_retries: int = Field(8, ge=0)
+    request_docs: int = Field(500, ge=1, description="documents per bulk request")
     initial_backoff: float = Field(0.5, gt=0)
 
 

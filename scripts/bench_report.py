@@ -80,7 +80,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("precog / Faust passthrough", ">= 0.50", _med(report, "throughput", "ratios",
                                                        "precog_vs_passthrough"),
          lambda v: v >= 0.5),
-        ("precog / naive", ">= 10x", _med(report, "throughput", "ratios", "precog_vs_naive"),
+        # the naive pipeline includes one Elasticsearch request per document, so the
+        # like-for-like pair is the whole job on both sides: precog with its index agent
+        ("precog / naive", ">= 10x (both with Elasticsearch)",
+         _med(report, "throughput", "ratios", "precog_index_vs_naive_index"),
          lambda v: v >= 10),
         ("p99 latency at 50% of max", "<= 50 ms", p50, lambda v: v <= 50),
         ("RSS growth after warm-up", "<= 10%",
@@ -176,8 +179,8 @@ def _throughput(report: dict[str, Any]) -> list[str]:
             f"| precog / Faust passthrough | {_fmt(r['precog_vs_passthrough'], 2)} |",
             f"| precog / raw confluent-kafka | {_fmt(r['precog_vs_raw'], 2)} |",
             f"| Faust passthrough / raw | {_fmt(r['passthrough_vs_raw'], 2)} |",
-            f"| precog / naive | {_fmt(r['precog_vs_naive'], 1)} |",
-            "| precog + indexing / naive + indexing | "
+            f"| precog / naive, both without Elasticsearch | {_fmt(r['precog_vs_naive'], 1)} |",
+            "| precog + indexing / naive + indexing (the target's pair) | "
             f"{_fmt(r['precog_index_vs_naive_index'], 1)} |",
             "| precog + indexing / Faust passthrough | "
             f"{_fmt(r['precog_index_vs_passthrough'], 2)} |",

@@ -117,6 +117,12 @@ def classify(docs: Sequence[BulkDoc], response: dict[str, Any]) -> BulkOutcome:
     return out
 
 
+async def _send(rt: Runtime, chunk: list[BulkDoc]) -> BulkOutcome:
+    lines = [line for d in chunk for line in (d.action, d.source)]
+    response = await rt.es.bulk(operations=lines, filter_path=FILTER_PATH)
+    return classify(chunk, dict(response.body))
+
+
 async def bulk_until_acknowledged(
     rt: Runtime, docs: list[BulkDoc]
 ) -> list[tuple[BulkDoc, str]]:
@@ -132,11 +138,11 @@ async def bulk_until_acknowledged(
     while pending:
         retry: list[BulkDoc] = []
         try:
-            for at in range(0, len(pending), cfg.batch_size):
-                chunk = pending[at:at + cfg.batch_size]
-                lines = [line for d in chunk for line in (d.action, d.source)]
-                response = await rt.es.bulk(operations=lines, filter_path=FILTER_PATH)
-                outcome = classify(chunk, dict(response.body))
+            # the chunks go out together: Elasticsearch indexes them on its write threads
+            # while this process is free to decode the next batch
+            chunks = [pending[at:at + cfg.request_docs]
+                      for at in range(0, len(pending), cfg.request_docs)]
+            for outcome in await asyncio.gather(*(_send(rt, chunk) for chunk in chunks)):
                 retry += outcome.retry
                 rejected += outcome.rejected
         except (ConnectionError, ConnectionTimeout, ApiError) as exc:
