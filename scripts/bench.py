@@ -228,13 +228,15 @@ def wait_indexed(s: Settings, docs: int, timeout: float, proc: bio.Proc) -> floa
     try:
         while True:
             proc.check_alive()
-            if es.indices.exists(index=index):  # created by the first bulk request
-                es.indices.refresh(index=index)
-                if int(es.count(index=index)["count"]) >= docs:
-                    break
+            # no forced refresh while polling: a refresh per poll would make Elasticsearch
+            # write tiny segments for the harness; counts see the 1 s periodic refreshes
+            # the index is created by the first bulk request
+            if es.indices.exists(index=index) and int(es.count(index=index)["count"]) >= docs:
+                break
             if time.monotonic() > deadline:
                 raise bio.BenchError(f"{index}: fewer than {docs} documents after {timeout:.0f}s")
-            time.sleep(0.3)
+            time.sleep(0.5)
+        es.indices.refresh(index=index)
         aggs = es.search(index=index, size=0, aggs={
             "first": {"min": {"field": "scored_time"}},
             "last": {"max": {"field": "indexed_time"}},

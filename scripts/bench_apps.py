@@ -33,8 +33,9 @@ from precog.settings import Settings
 
 def _run(app: faust.App) -> None:
     """Run ``app`` like the worker does (the loop is installed before the app is built)."""
-    worker = faust.Worker(app, loglevel="warning", quiet=True)
-    worker.execute_from_commandline()
+    from services.runtime import make_worker
+
+    make_worker(app, "warning").execute_from_commandline()
 
 
 def passthrough(settings: Settings) -> faust.App:
@@ -142,6 +143,7 @@ def profiled_worker(settings: Settings, out: Path, agents: tuple[str, ...]) -> N
     from pyinstrument import Profiler
 
     from precog.namespace import ensure_topics
+    from services.runtime import make_worker
     from services.worker import build_runtime
 
     rt = build_runtime(settings, agents)
@@ -149,7 +151,7 @@ def profiled_worker(settings: Settings, out: Path, agents: tuple[str, ...]) -> N
     profiler = Profiler(interval=0.001, async_mode="disabled")
     profiler.start()
     try:
-        faust.Worker(rt.app, loglevel="warning", quiet=True).execute_from_commandline()
+        make_worker(rt.app, "warning").execute_from_commandline()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:

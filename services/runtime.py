@@ -120,6 +120,19 @@ def tune_gc(settings: Settings) -> None:
     gc.set_threshold(settings.worker.gc_gen0_threshold, gen1, gen2)
 
 
+def make_worker(app: faust.App, loglevel: str) -> faust.Worker:
+    """The Faust worker that runs ``app``, logging at ``loglevel``, without the spinner.
+
+    At ``warning`` and above Faust draws a terminal spinner that turns on every log
+    message: it sets the root logger to DEBUG, so every debug call in Faust and aiokafka
+    (one per produced record) builds a log record that is then dropped. The profile showed
+    it as 25 us per prediction. A service has no terminal to spin in.
+    """
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.spinner = None
+    return worker
+
+
 def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app of a namespace: its own group id, topics and web port."""
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")]

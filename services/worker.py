@@ -10,7 +10,13 @@ import faust
 from precog.settings import Settings
 from precog.spec import load_spec
 from services import web
-from services.runtime import Runtime, create_app, install_event_loop, tune_gc
+from services.runtime import (
+    Runtime,
+    create_app,
+    install_event_loop,
+    make_worker,
+    tune_gc,
+)
 
 log = logging.getLogger("precog.worker")
 
@@ -57,5 +63,4 @@ def run(
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist
     tune_gc(settings)
-    worker = faust.Worker(rt.app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    make_worker(rt.app, loglevel).execute_from_commandline()
