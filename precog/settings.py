@@ -142,6 +142,9 @@ class WorkerSettings(BaseModel):
     loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="event loop of the worker (uvloop: less per-event overhead)"
     )
+    stream_buffer: int = Field(
+        16_384, ge=1, description="events an agent may have waiting in its stream buffer"
+    )
     gc_gen0_threshold: int = Field(
         50_000, ge=700, description="allocations between young-generation GC passes"
     )

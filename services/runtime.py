@@ -155,6 +155,11 @@ def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
         datadir=str(data_dir),
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # Faust's default of 4096 makes the consumer hand events to a busy agent one at a
+        # time, and a backlog of events holds back every other topic (the index agent's
+        # predictions) until it is scored; 16384: precog 5.3k -> 7.0k events/s, with
+        # indexing 2.5k -> 3.0k (docs/benchmarks.md)
+        stream_buffer_maxsize=settings.worker.stream_buffer,
         stream_wait_empty=False,
     )
 
