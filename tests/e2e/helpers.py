@@ -57,3 +57,13 @@ def read_topic(
 def decode_all(messages: list[Any], schema: str) -> list[dict[str, Any]]:
     codec = Codec.for_schema(schema)
     return [codec.decode(m.value()) for m in messages]
+
+
+def wait_for(fn: Any, timeout: float = 60.0, every: float = 0.5) -> Any:
+    """Call ``fn`` until it returns something truthy or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)

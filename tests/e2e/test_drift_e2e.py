@@ -21,7 +21,7 @@ from elasticsearch import Elasticsearch
 from precog.avro import Codec
 from precog.monitor.drift import ConceptDrift
 from precog.settings import Settings
-from tests.e2e.helpers import decode_all, read_topic, running_worker
+from tests.e2e.helpers import decode_all, read_topic, running_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -96,15 +96,6 @@ def produce(settings: Settings, topic: str, schema: str, records: list[dict]) ->
         p.produce(settings.topic(topic), key=r["event_id"].encode(), value=codec.encode(r))
         p.poll(0)
     assert p.flush(30) == 0
-
-
-def wait_for(fn: Any, timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
 
 
 def es_client(settings: Settings) -> Elasticsearch:

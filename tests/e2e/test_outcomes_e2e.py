@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from sklearn import metrics as skm
 from precog.avro import Codec
 from precog.settings import Settings
 from precog.spec import parse_duration
-from tests.e2e.helpers import WorkerProcess, decode_all, read_topic
+from tests.e2e.helpers import WorkerProcess, decode_all, read_topic, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -116,15 +115,6 @@ def sklearn_metrics(pairs: list[dict]) -> dict[str, float]:
     return {"accuracy": skm.accuracy_score(y, d), "precision": skm.precision_score(y, d),
             "recall": skm.recall_score(y, d), "f1": skm.f1_score(y, d),
             "roc_auc": skm.roc_auc_score(y, s), "log_loss": skm.log_loss(y, s, labels=[0, 1])}
-
-
-def wait_for(fn: Any, timeout: float = 60.0, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(every)
 
 
 def test_metrics_equal_sklearn_and_documents_get_outcomes(settings: Settings, tmp_path: Path):
