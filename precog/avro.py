@@ -107,16 +107,22 @@ class Codec:
             raise SchemaError("a codec needs at least one schema version")
         self.versions = versions
         self.writer = versions[-1]
+        # plain parse (no fastavro hint keys): the fingerprints and the public ``schema``
         self._parsed: dict[str, Any] = parse_schema(  # type: ignore[assignment]
             _plain(self.writer.raw), _write_hint=False
         )
-        self._readers: dict[bytes, tuple[dict[str, Any], SchemaVersion]] = {}
-        for v in versions:
-            parsed: dict[str, Any] = parse_schema(  # type: ignore[assignment]
-                _plain(v.raw), _write_hint=False
-            )
-            self._readers[_fingerprint(parsed)] = (parsed, v)
+        # hinted parse for encode/decode: fastavro re-parses an unhinted schema on every
+        # call (about 10 us per prediction record each way, docs/benchmarks.md)
+        self._fast: dict[str, Any] = parse_schema(_plain(self.writer.raw))  # type: ignore[assignment]
         self._header = _MARKER + _fingerprint(self._parsed)
+        # fingerprint -> (writer schema, reader schema or None when it is the writer)
+        self._readers: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        for v in versions:
+            fp = _fingerprint(parse_schema(_plain(v.raw), _write_hint=False))  # type: ignore[arg-type]
+            if v is self.writer:
+                self._readers[fp] = (self._fast, None)
+            else:
+                self._readers[fp] = (parse_schema(_plain(v.raw)), self._fast)  # type: ignore[assignment]
 
     @classmethod
     def for_schema(cls, name: str, schema_dir: Path = SCHEMA_DIR) -> Codec:
@@ -132,7 +138,7 @@ class Codec:
         """Single-object encoding of ``record``; raises ``ValueError`` if it breaks the schema."""
         buf = io.BytesIO()
         buf.write(self._header)
-        fastavro.schemaless_writer(buf, self._parsed, record)
+        fastavro.schemaless_writer(buf, self._fast, record)
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
@@ -145,10 +151,10 @@ class Codec:
                 f"record written with an unknown schema (fingerprint {data[2:10].hex()}),"
                 f" expected {self.writer.label}"
             )
-        writer, _ = entry
+        writer, reader = entry
         try:
             return fastavro.schemaless_reader(  # type: ignore[return-value]
-                io.BytesIO(data[10:]), writer, self._parsed
+                io.BytesIO(data[10:]), writer, reader
             )
         except Exception as exc:  # truncated or corrupt body
             raise DecodeError(f"corrupt {self.writer.label} record: {exc}") from exc

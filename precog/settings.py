@@ -130,6 +130,10 @@ class IndexSettings(BaseModel):
     batch_size: int = Field(1000, ge=1, description="predictions per batch")
     batch_timeout: float = Field(0.5, gt=0)
     request_docs: int = Field(500, ge=1, description="documents per bulk request")
+    inflight_batches: int = Field(
+        2, ge=1, description="batches being written at once; the next batch is decoded and "
+        "built while earlier ones are in Elasticsearch (1 = one batch at a time)"
+    )
     initial_backoff: float = Field(0.5, gt=0)
 
 
@@ -147,6 +151,10 @@ class WorkerSettings(BaseModel):
     )
     gc_gen0_threshold: int = Field(
         50_000, ge=700, description="allocations between young-generation GC passes"
+    )
+    fetch_max_wait_ms: int = Field(
+        50, ge=0, le=60_000, description="longest a Kafka fetch waits on the broker for "
+        "data (Faust's own is 1500: a drained topic then holds back the others)"
     )
 
 

@@ -21,6 +21,7 @@ from precog.avro import Codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
+from services import transport
 
 log = logging.getLogger("precog.worker")
 
@@ -135,10 +136,10 @@ def make_worker(app: faust.App, loglevel: str) -> faust.Worker:
 
 def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app of a namespace: its own group id, topics and web port."""
-    brokers = [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap.split(",")]
+    brokers = [f"{transport.SCHEME}://{h.strip()}" for h in settings.kafka.bootstrap.split(",")]
     data_dir = settings.worker.data_dir / settings.namespace
     data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = transport.App(
         app_id or settings.group("worker"),
         broker=brokers,
         broker_credentials=broker_credentials(settings),
@@ -162,6 +163,8 @@ def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
         stream_buffer_maxsize=settings.worker.stream_buffer,
         stream_wait_empty=False,
     )
+    app.fetch_max_wait_ms = settings.worker.fetch_max_wait_ms
+    return app
 
 
 @dataclass

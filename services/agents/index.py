@@ -7,6 +7,12 @@ The batch's offsets are acknowledged only after Elasticsearch acknowledged every
 document Elasticsearch rejects for good (e.g. a mapping error) goes to the DLQ with the
 reason. The bulk body is written with orjson and the response filtered to the statuses:
 JSON on both sides was most of this agent's time in the profile (docs/benchmarks.md).
+
+Up to ``inflight_batches`` batches are written at once: while Elasticsearch indexes one,
+the agent decodes and builds the next. Each event holds a reference on its Kafka message
+until its own batch is acknowledged, so Faust commits an offset only after Elasticsearch
+acknowledged it (or its dead letter was written), in any completion order: Faust commits
+up to the first offset not yet acknowledged.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,9 +169,15 @@ async def bulk_until_acknowledged(
     return rejected
 
 
-async def index_events(rt: Runtime, events: Sequence[Any]) -> int:
-    """Index one batch of predictions; returns the number of documents acknowledged."""
-    docs, bad = build_docs(rt, events)
+async def index_events(
+    rt: Runtime, events: Sequence[Any], built: tuple[list[BulkDoc], list[tuple[Any, Exception]]]
+    | None = None,
+) -> int:
+    """Index one batch of predictions; returns the number of documents acknowledged.
+
+    ``built`` is the batch's :func:`build_docs` result when the caller made it already.
+    """
+    docs, bad = built if built is not None else build_docs(rt, events)
     failed: list[tuple[Any, Exception]] = list(bad)
     rejected = await bulk_until_acknowledged(rt, docs) if docs else []
     failed += [(d.owner, IndexRejected(f"{d.doc_id}: {reason}")) for d, reason in rejected]
@@ -182,14 +195,70 @@ async def index_events(rt: Runtime, events: Sequence[Any]) -> int:
     return done
 
 
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("index batch failed (its events stay uncommitted and are redelivered): %r",
+                  task.exception())
+
+
+class BatchWindow:
+    """At most ``limit`` index batches in flight; each acks its events when written.
+
+    :meth:`hold` takes a reference on every event's message so that the stream's own ack
+    after the loop body does not commit it; the batch's task acks the events once
+    :func:`index_events` returned, i.e. Elasticsearch acknowledged every document or the
+    dead letter was written. A failed batch re-raises in the agent at the next
+    :meth:`submit` or :meth:`drain`; its events stay unacknowledged and are redelivered.
+    """
+
+    def __init__(self, rt: Runtime, stream: Any, limit: int) -> None:
+        self.rt, self.stream, self.limit = rt, stream, limit
+        self.tasks: deque[asyncio.Task[int]] = deque()
+
+    @staticmethod
+    def hold(events: Sequence[Any]) -> None:
+        for event in events:
+            event.message.incref()
+
+    async def _run(self, events: Sequence[Any], built: Any, started: float) -> int:
+        done = await index_events(self.rt, events, built)
+        for event in events:
+            await self.stream.ack(event)
+        self.rt.metrics.batch_latency.labels("index").observe(time.perf_counter() - started)
+        self.rt.metrics.batch_size.labels("index").observe(len(events))
+        return done
+
+    async def submit(self, events: Sequence[Any]) -> None:
+        """Build the batch's documents now and write them in the background."""
+        started = time.perf_counter()
+        built = build_docs(self.rt, events)
+        self.hold(events)
+        task = asyncio.ensure_future(self._run(events, built, started))
+        task.add_done_callback(_log_failure)
+        self.tasks.append(task)
+        while self.tasks and (len(self.tasks) >= self.limit or self.tasks[0].done()):
+            await self.tasks.popleft()  # raises what the batch raised
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await self.tasks.popleft()
+
+    def cancel(self) -> None:
+        """Stop the batches still in flight; their events were not acked (redelivered)."""
+        for task in self.tasks:
+            task.cancel()
+        self.tasks.clear()
+
+
 def register(rt: Runtime) -> None:
     """Declare the index agent on ``{ns}.predictions``."""
     cfg = rt.settings.indexer
 
     @rt.app.agent(rt.topic("predictions"), name=f"{rt.settings.namespace}-index")
     async def index(stream: Any) -> None:
-        async for events in stream.take_events(cfg.batch_size, within=cfg.batch_timeout):
-            started = time.perf_counter()
-            await index_events(rt, events)
-            rt.metrics.batch_latency.labels("index").observe(time.perf_counter() - started)
-            rt.metrics.batch_size.labels("index").observe(len(events))
+        window = BatchWindow(rt, stream, cfg.inflight_batches)
+        try:
+            async for events in stream.take_events(cfg.batch_size, within=cfg.batch_timeout):
+                await window.submit(events)
+        finally:
+            window.cancel()

@@ -105,3 +105,65 @@ def test_a_document_the_strict_mapping_refuses_comes_back_with_its_reason(
     assert "strict_dynamic_mapping_exception" in rejected[0][1]
     es_client.indices.refresh(index=index)
     assert es_client.count(index=index)["count"] == 5
+
+
+class _Stream:
+    """What Faust's stream does with acks: the final one marks the offset committable.
+
+    Records, for each final ack, whether every document of that event was in
+    Elasticsearch at that moment (a realtime GET, no refresh needed).
+    """
+
+    def __init__(self, es_client: Any, index: str, doc_ids: dict[int, list[str]]) -> None:
+        self.es, self.index, self.doc_ids = es_client, index, doc_ids
+        self.final: list[tuple[int, bool]] = []
+
+    async def ack(self, event: Any) -> bool:
+        if not event.message.ack(None):
+            return False
+        offset = event.message.offset
+        self.final.append((offset, all(self.es.exists(index=self.index, id=d)
+                                       for d in self.doc_ids[offset])))
+        return True
+
+
+def test_a_batch_is_committable_only_after_elasticsearch_has_it_while_the_next_is_built(
+    settings: Settings, es_client: Any
+) -> None:
+    from faust.types import TP, Message
+
+    from services.agents.index import BatchWindow
+
+    rt = _runtime(settings)
+    events = _events(settings.namespace, 30)
+    for e in events:  # real Faust messages: refcount 1 = one stream holds each
+        m = e.message
+        e.message = Message(m.topic, m.partition, m.offset, 0.0, 0, None, m.key, m.value,
+                            None, tp=TP(m.topic, m.partition))
+        e.message.incref()
+    docs, _ = build_docs(rt, events)
+    doc_ids: dict[int, list[str]] = {}
+    for d in docs:
+        doc_ids.setdefault(d.owner.message.offset, []).append(d.doc_id)
+    stream = _Stream(es_client, settings.index("predictions"), doc_ids)
+    batches = [events[0:10], events[10:20], events[20:30]]
+
+    async def run() -> list[int]:
+        window = BatchWindow(rt, stream, limit=2)
+        in_flight = []
+        try:
+            for batch in batches:
+                await window.submit(batch)
+                in_flight.append(len(window.tasks))
+                # the stream acks the batch after the loop body: never the final ack
+                assert [await stream.ack(e) for e in batch] == [False] * len(batch)
+            await window.drain()
+        finally:
+            await rt.es.close()
+            rt._es = None
+        return in_flight
+
+    in_flight = asyncio.run(run())
+    assert max(in_flight) <= 2 and in_flight[0] == 1  # the first batch was still in flight
+    assert sorted(o for o, _ in stream.final) == list(range(30))  # each acked once
+    assert all(present for _, present in stream.final)  # and only once indexed
