@@ -153,7 +153,7 @@ class WorkerSettings(BaseModel):
         50_000, ge=700, description="allocations between young-generation GC passes"
     )
     fetch_max_wait_ms: int = Field(
-        50, ge=0, le=60_000, description="longest a Kafka fetch waits on the broker for "
+        200, ge=0, le=60_000, description="longest a Kafka fetch waits on the broker for "
         "data (Faust's own is 1500: a drained topic then holds back the others)"
     )
 

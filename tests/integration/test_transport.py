@@ -35,4 +35,4 @@ def test_worker_consumer_uses_the_configured_fetch_wait(settings: Settings) -> N
 
 def test_default_fetch_wait_is_short() -> None:
     # the default keeps a drained topic from holding back the others for long
-    assert Settings().worker.fetch_max_wait_ms == 50
+    assert Settings().worker.fetch_max_wait_ms == 200
