@@ -130,6 +130,40 @@ async def _send(rt: Runtime, chunk: list[BulkDoc]) -> BulkOutcome:
     return classify(chunk, dict(response.body))
 
 
+async def update_documents(
+    rt: Runtime, index: str, batch: dict[str, tuple[dict[str, Any], int]], *,
+    max_attempts: int, what: str,
+) -> dict[str, tuple[dict[str, Any], int]]:
+    """Partial updates (``{"doc": ...}``) of existing documents; returns what to try again.
+
+    ``batch`` maps a document id to (fields, attempts so far). The join (outcomes) and the
+    monitor (outlier scores) update prediction documents that the index agent may not have
+    written yet: a missing document (404) or an overloaded Elasticsearch (429, 502-504)
+    comes back with one more attempt until ``max_attempts``; other refusals are logged and
+    dropped. When Elasticsearch cannot be reached the whole batch comes back unchanged.
+    """
+    docs = [BulkDoc(doc_id, orjson.dumps({"update": {"_index": index, "_id": doc_id}}),
+                    orjson.dumps({"doc": doc}), attempts)
+            for doc_id, (doc, attempts) in batch.items()]
+    size = rt.settings.indexer.request_docs
+    try:
+        outcomes = await asyncio.gather(*(_send(rt, docs[at:at + size])
+                                          for at in range(0, len(docs), size)))
+    except (ConnectionError, ConnectionTimeout, ApiError) as exc:
+        log.warning("%s deferred (Elasticsearch: %s)", what, exc)
+        return dict(batch)
+    again: dict[str, tuple[dict[str, Any], int]] = {}
+    for outcome in outcomes:
+        failed = [(d, "retryable") for d in outcome.retry] + outcome.rejected
+        for d, reason in failed:
+            missing = reason.startswith("document_missing_exception")
+            if (missing or reason == "retryable") and d.owner + 1 < max_attempts:
+                again[d.doc_id] = (batch[d.doc_id][0], d.owner + 1)
+            else:
+                log.warning("%s of %s failed: %s", what, d.doc_id, reason)
+    return again
+
+
 async def bulk_until_acknowledged(
     rt: Runtime, docs: list[BulkDoc]
 ) -> list[tuple[BulkDoc, str]]:

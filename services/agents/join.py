@@ -21,13 +21,13 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
-from elasticsearch.helpers import async_streaming_bulk
 from prometheus_client import Counter
 
 from precog.errors import EventError
 from precog.monitor.join import JoinCounters, JoinOutput, JoinState
 from precog.scoring import EventContext
 from precog.spec import parse_duration
+from services.agents.index import update_documents
 from services.dlq import send_dead_letter
 from services.runtime import Runtime
 
@@ -151,25 +151,11 @@ class OutcomeJoin:
         if not self.updates:
             return
         batch, self.updates = self.updates, {}
-        index = self.rt.settings.index("predictions")
-        actions = [{"_op_type": "update", "_index": index, "_id": doc_id, "doc": doc}
-                   for doc_id, (doc, _) in batch.items()]
-        try:
-            async for ok, item in async_streaming_bulk(self.rt.es, actions, raise_on_error=False,
-                                                       raise_on_exception=True, max_retries=3):
-                if ok:
-                    continue
-                info = item.get("update", item)
-                doc, attempts = batch[info["_id"]]
-                if int(info.get("status", 0)) in (404, 429, 503) and \
-                        attempts + 1 < MAX_UPDATE_ATTEMPTS:
-                    self.updates.setdefault(info["_id"], (doc, attempts + 1))
-                else:
-                    log.warning("outcome update of %s failed: %s", info["_id"], info.get("error"))
-        except Exception as exc:  # Elasticsearch unavailable: keep everything for later
-            log.warning("outcome updates deferred: %s", exc)
-            for doc_id, (doc, attempts) in batch.items():
-                self.updates.setdefault(doc_id, (doc, attempts))
+        again = await update_documents(self.rt, self.rt.settings.index("predictions"), batch,
+                                       max_attempts=MAX_UPDATE_ATTEMPTS,
+                                       what="outcome update")
+        for doc_id, entry in again.items():  # newer outcomes of the same id win
+            self.updates.setdefault(doc_id, entry)
 
 
 def register(rt: Runtime) -> None:

@@ -25,6 +25,7 @@ from precog.monitor import Monitor, MonitorConfig, Reference
 from precog.monitor.health import health_doc_id
 from precog.monitor.quality import source_of_topic
 from precog.spec import parse_duration
+from services.agents.index import update_documents
 from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.monitor")
@@ -175,22 +176,11 @@ class MonitorAgent:
         if not self.outlier_updates:
             return
         batch, self.outlier_updates = self.outlier_updates, {}
-        index = self.rt.settings.index("predictions")
-        actions = [{"_op_type": "update", "_index": index, "_id": i, "doc": doc}
-                   for i, (doc, _) in batch.items()]
-        try:
-            async for ok, item in async_streaming_bulk(self.rt.es, actions, raise_on_error=False,
-                                                       max_retries=3):
-                if ok:
-                    continue
-                info = item.get("update", item)
-                doc, attempts = batch[info["_id"]]
-                if int(info.get("status", 0)) == 404 and attempts + 1 < MAX_UPDATE_ATTEMPTS:
-                    self.outlier_updates.setdefault(info["_id"], (doc, attempts + 1))
-        except Exception as exc:
-            log.warning("outlier updates deferred: %s", exc)
-            for i, entry in batch.items():
-                self.outlier_updates.setdefault(i, entry)
+        again = await update_documents(self.rt, self.rt.settings.index("predictions"), batch,
+                                       max_attempts=MAX_UPDATE_ATTEMPTS,
+                                       what="outlier update")
+        for doc_id, entry in again.items():
+            self.outlier_updates.setdefault(doc_id, entry)
 
 
 def _guard(fn: Any, value: Any, *args: Any) -> None:
