@@ -31,11 +31,11 @@ import numpy as np
 from precog.settings import Settings
 
 
-def _run(app: faust.App) -> None:
+def _run(app: faust.App, settings: Settings) -> None:
     """Run ``app`` like the worker does (the loop is installed before the app is built)."""
-    from services.runtime import make_worker
+    from services.runtime import run_worker
 
-    make_worker(app, "warning").execute_from_commandline()
+    run_worker(app, settings, "warning")
 
 
 def passthrough(settings: Settings) -> faust.App:
@@ -143,7 +143,7 @@ def profiled_worker(settings: Settings, out: Path, agents: tuple[str, ...]) -> N
     from pyinstrument import Profiler
 
     from precog.namespace import ensure_topics
-    from services.runtime import make_worker
+    from services.runtime import run_worker
     from services.worker import build_runtime
 
     rt = build_runtime(settings, agents)
@@ -151,7 +151,7 @@ def profiled_worker(settings: Settings, out: Path, agents: tuple[str, ...]) -> N
     profiler = Profiler(interval=0.001, async_mode="disabled")
     profiler.start()
     try:
-        make_worker(rt.app, "warning").execute_from_commandline()
+        run_worker(rt.app, settings, "warning")
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -191,16 +191,15 @@ def profile_summary(root: Any, top: int = 40) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from services.runtime import install_event_loop, tune_gc
+    from services.runtime import install_event_loop
 
     settings = Settings()
-    install_event_loop(settings)  # the same loop and GC tuning as `precog worker`,
-    tune_gc(settings)  # for every baseline
+    install_event_loop(settings)  # the worker's loop; its GC tuning comes with run_worker
     kind = argv[0] if argv else ""
     if kind == "passthrough":
-        _run(passthrough(settings))
+        _run(passthrough(settings), settings)
     elif kind == "naive":
-        _run(naive(settings, index="--index" in argv[1:]))
+        _run(naive(settings, index="--index" in argv[1:]), settings)
     elif kind == "profile" and len(argv) >= 2:
         agents = tuple((argv[2] if len(argv) > 2 else "control,score").split(","))
         profiled_worker(settings, Path(argv[1]), agents)

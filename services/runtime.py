@@ -134,6 +134,17 @@ def make_worker(app: faust.App, loglevel: str) -> faust.Worker:
     return worker
 
 
+def run_worker(app: faust.App, settings: Settings, loglevel: str) -> None:
+    """Run ``app`` until stopped: the GC tuned for what is loaded now, then the Faust worker.
+
+    The one start-up path of ``precog worker``, the bench baselines and the profiled worker,
+    so they compare with the same process tuning. The event loop must be installed
+    (:func:`install_event_loop`) before the app is built.
+    """
+    tune_gc(settings)
+    make_worker(app, loglevel).execute_from_commandline()
+
+
 def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
     """The Faust app of a namespace: its own group id, topics and web port."""
     brokers = [f"{transport.SCHEME}://{h.strip()}" for h in settings.kafka.bootstrap.split(",")]

@@ -10,13 +10,7 @@ import faust
 from precog.settings import Settings
 from precog.spec import load_spec
 from services import web
-from services.runtime import (
-    Runtime,
-    create_app,
-    install_event_loop,
-    make_worker,
-    tune_gc,
-)
+from services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 log = logging.getLogger("precog.worker")
 
@@ -62,5 +56,4 @@ def run(
     install_event_loop(settings)
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist
-    tune_gc(settings)
-    make_worker(rt.app, loglevel).execute_from_commandline()
+    run_worker(rt.app, settings, loglevel)

@@ -154,13 +154,17 @@ async def update_documents(
         return dict(batch)
     again: dict[str, tuple[dict[str, Any], int]] = {}
     for outcome in outcomes:
-        failed = [(d, "retryable") for d in outcome.retry] + outcome.rejected
-        for d, reason in failed:
-            missing = reason.startswith("document_missing_exception")
-            if (missing or reason == "retryable") and d.owner + 1 < max_attempts:
+        later = list(outcome.retry)  # 429, 502-504
+        for d, reason in outcome.rejected:
+            if reason.startswith("document_missing_exception"):  # 404: not indexed yet
+                later.append(d)
+            else:
+                log.warning("%s of %s refused: %s", what, d.doc_id, reason)
+        for d in later:
+            if d.owner + 1 < max_attempts:
                 again[d.doc_id] = (batch[d.doc_id][0], d.owner + 1)
             else:
-                log.warning("%s of %s failed: %s", what, d.doc_id, reason)
+                log.warning("%s of %s given up after %d attempts", what, d.doc_id, max_attempts)
     return again
 
 
