@@ -54,6 +54,110 @@ def backfill(
     items = list(states.items())
     for i in range(0, len(items), chunk):
         store.write_sync(dict(items[i : i + chunk]))
+    store.write_marker_sync(f"precog backfill --history {history_dir}")
     say(f"{len(events)} events folded into {len(states)} entity states in"
         f" {settings.redis.url} under {settings.redis_key('state', spec.name, '*')}")
     return len(states)
+
+
+def rebuild_from_topic(
+    settings: Settings,
+    spec: PipelineSpec,
+    *,
+    group: str | None = None,
+    chunk: int = 5000,
+    settle_s: float = 3.0,
+    log: Callable[[str], None] | None = None,
+) -> int:
+    """Rebuild every entity's state from the retained events topic; returns entities.
+
+    Folds the events the worker group has committed (per partition, from the first
+    retained offset up to the committed one, in offset order) through the worker's own
+    validation and :meth:`~precog.features.Featurizer.featurize_batch`, so the states and
+    their offset watermarks equal what the worker had written; then writes them and the
+    state marker, and a worker waiting on lost state resumes. Idempotent: running it twice
+    writes the same states. The committed offsets are read until they stop moving
+    (``settle_s`` apart), so a batch the worker finished just before is included.
+    """
+    import time
+
+    from services.feature_store import RedisOnlineStore, committed_offsets
+
+    say = log or (lambda _m: None)
+    group = group or settings.group("worker")
+    committed = committed_offsets(settings, group, spec.event.topic)
+    for _ in range(10):
+        time.sleep(settle_s)
+        again = committed_offsets(settings, group, spec.event.topic)
+        if again == committed:
+            break
+        committed = again
+    topic = settings.topic(spec.event.topic)
+    say(f"rebuilding from {topic} up to the offsets committed by {group}: "
+        + (", ".join(f"p{p}<{o}" for p, o in sorted(committed.items())) or "none"))
+    featurizer = Featurizer(spec)
+    states: dict[str, EntityState | None] = {}
+    changed: dict[str, EntityState] = {}
+    folded = 0
+    for partition, end in sorted(committed.items()):
+        items = list(_valid_items(settings, spec, topic, partition, end))
+        _, new = featurizer.featurize_batch(states, items)
+        states.update(new)
+        changed.update(new)
+        folded += len(items)
+        say(f"  partition {partition}: {len(items)} valid events folded")
+    store = RedisOnlineStore(settings, spec)
+    entries = list(changed.items())
+    for i in range(0, len(entries), chunk):
+        store.write_sync(dict(entries[i : i + chunk]))
+    store.write_marker_sync(f"precog backfill --from-topic {topic}")
+    say(f"{folded} events folded into {len(changed)} entity states in {store.address}; "
+        f"state marker {store.marker_key} written")
+    return len(changed)
+
+
+def _valid_items(
+    settings: Settings, spec: PipelineSpec, topic: str, partition: int, end: int
+) -> Iterable[tuple[dict[str, Any], int, int]]:
+    """``(record, partition, offset)`` of the valid events of ``topic[partition]`` below ``end``.
+
+    The worker's own decode and checks; the skew check uses the record's Kafka timestamp
+    as "now" (about when the worker saw it).
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    from precog.avro import Codec
+    from precog.errors import EventError
+    from precog.validation import check_event
+
+    codec = Codec.for_schema(spec.event.schema_name)
+    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": "precog-rebuild",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    idle = 0
+    try:
+        while True:
+            batch = consumer.consume(1000, timeout=5.0)
+            idle = 0 if batch else idle + 1
+            if idle >= 6:
+                raise RuntimeError(f"{topic}[{partition}]: nothing read for 30 s before "
+                                   f"offset {end}")
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return
+                    raise RuntimeError(f"reading {topic}[{partition}]: {err}")
+                if msg.offset() >= end:
+                    return
+                try:
+                    record = codec.decode(msg.value())
+                except EventError:
+                    continue
+                _, ts = msg.timestamp()
+                if not check_event(spec, record, ts):
+                    yield record, partition, msg.offset()
+                if msg.offset() >= end - 1:
+                    return
+    finally:
+        consumer.close()

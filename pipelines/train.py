@@ -7,10 +7,18 @@ spec on its feature subset, picks each model's decision threshold on the holdout
 registers the models (files, then the ``{ns}-models`` index) and, when the spec has no
 roles yet, publishes the initial leader and challengers to ``{ns}.model-control``.
 
-Threshold policy (label = 1 when ``score >= threshold``): the holdout score that
-maximises F1; when the model spec sets ``target_precision``, the score with the highest
-recall among those whose holdout precision reaches the target (F1 again when none does).
-Ties go to the higher threshold (fewer flags).
+Holdout scores are the served scores (:func:`precog.models.served_scores` of the artifact
+as registered), so the metrics describe exactly what the worker computes.
+
+Threshold policy (label = 1 when ``score >= threshold``): the cut of the sorted distinct
+holdout scores that maximises F1; when the model spec sets ``target_precision``, the cut
+with the highest recall among those whose holdout precision reaches the target (F1 again
+when none does). Ties go to the higher cut (fewer flags). A cut is only eligible when the
+gap to the next lower score is at least :data:`SCORE_RESOLUTION`, and the threshold is the
+shortest decimal in the middle half of that gap, never a holdout score itself: a score
+would have to move by a quarter of the gap (at least 2.5e-10, millions of ulps) to change
+its label. Scores that differ only in their last bits (BLAS kernels, libm builds) give
+the same labels, threshold and metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +31,14 @@ from typing import Any
 import numpy as np
 
 from precog.errors import ConfigError, ModelError, ServiceUnavailable
-from precog.models import dump_lightgbm, dump_skops
+from precog.models import (
+    decide,
+    dump_lightgbm,
+    dump_skops,
+    format_for_algorithm,
+    load_runtime,
+    served_scores,
+)
 from precog.registry import (
     HoldoutMetrics,
     ModelMetadata,
@@ -38,6 +53,12 @@ from precog.roles import ModelRef, Roles, initial_roles
 from precog.settings import Settings
 from precog.spec import ModelSpec, PipelineSpec
 
+#: Score differences below this are noise to training: no cut between two scores closer than
+#: this is a threshold candidate (see the module docstring).
+SCORE_RESOLUTION = 1e-9
+#: ROC AUC ranks the holdout scores rounded to this many decimals (near-ties are ties) and,
+#: like log loss, is recorded rounded to it, so last-bit differences do not show.
+METRIC_DECIMALS = 9
 #: LightGBM threads while training: fixed, so the same seed gives the same model bytes.
 TRAIN_THREADS = 2
 _ROUNDS_ALIASES = ("n_estimators", "num_boost_round", "num_iterations", "num_trees", "num_round")
@@ -142,18 +163,21 @@ def time_split(event_times: np.ndarray, holdout_fraction: float) -> np.ndarray:
 
 def fit_model(
     model_spec: ModelSpec, X: np.ndarray, y: np.ndarray, features: list[str], seed: int
-) -> tuple[bytes, Callable[[np.ndarray], np.ndarray]]:
-    """Fit one model; returns its safe artifact bytes and its in-memory scoring function."""
+) -> bytes:
+    """Fit one model; returns its safe artifact bytes.
+
+    Deliberately no in-memory scoring function: the fitted estimator's own
+    ``predict_proba`` differs from the served score in the last bits (BLAS), so the
+    holdout is scored from the artifact, as the worker will score it.
+    """
     params = dict(model_spec.params)
     try:
         if model_spec.algorithm == "lightgbm":
-            booster = _fit_lightgbm(params, X, y, features, seed)
-            return dump_lightgbm(booster), lambda Z: np.asarray(booster.predict(Z), np.float64)
+            return dump_lightgbm(_fit_lightgbm(params, X, y, features, seed))
         est = _sklearn_estimator(model_spec.algorithm, params, seed).fit(X, y)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {model_spec.model_id}: cannot fit with {params}: {exc}") from None
-    positive = list(est.classes_).index(1)
-    return dump_skops(est), lambda Z: est.predict_proba(Z)[:, positive].astype(np.float64)
+    return dump_skops(est)
 
 
 def _fit_lightgbm(
@@ -201,32 +225,63 @@ def choose_threshold(
 ) -> tuple[float, str]:
     """The decision threshold and the policy that chose it (see the module docstring).
 
+    The best cut flags the scores from 0.3 up; the threshold sits between 0.2 and 0.3:
+
     >>> y = np.array([0, 0, 1, 0, 1, 1]); s = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.8])
     >>> choose_threshold(y, s)
-    (0.3, 'max-f1')
+    (0.25, 'max-f1')
     >>> choose_threshold(y, s, target_precision=0.9)
-    (0.6, 'max-recall@precision>=0.9')
+    (0.5, 'max-recall@precision>=0.9')
     """
     from sklearn.metrics import precision_recall_curve
 
-    precision, recall, thresholds = precision_recall_curve(y, scores)
-    p, r = precision[:-1], recall[:-1]  # the last point (p=1, r=0) has no threshold
+    scores = np.asarray(scores, dtype=np.float64)
+    precision, recall, cuts = precision_recall_curve(y, scores)
+    p, r = precision[:-1], recall[:-1]  # the last point (p=1, r=0) has no cut
+    distinct = np.unique(scores)
+    at = np.searchsorted(distinct, cuts)
+    below = np.concatenate([[0.0], distinct])[at]  # next lower score; 0 below the lowest
+    eligible = (at == 0) | (cuts - below >= SCORE_RESOLUTION)
     if target_precision is not None:
-        ok = np.flatnonzero(p >= target_precision)
+        ok = np.flatnonzero(eligible & (p >= target_precision))
         if ok.size:
             best = ok[r[ok] == r[ok].max()][-1]
-            return float(thresholds[best]), f"max-recall@precision>={target_precision}"
+            policy = f"max-recall@precision>={target_precision}"
+            return threshold_between(float(below[best]), float(cuts[best])), policy
     with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+        f1 = np.where(eligible, np.where(p + r > 0, 2 * p * r / (p + r), 0.0), -1.0)
     best = np.flatnonzero(f1 == f1.max())[-1]
     policy = "max-f1"
     if target_precision is not None:
         policy = f"max-f1 (precision {target_precision} not reached)"
-    return float(thresholds[best]), policy
+    return threshold_between(float(below[best]), float(cuts[best])), policy
+
+
+def threshold_between(lower: float, upper: float) -> float:
+    """The shortest decimal in the middle half of ``(lower, upper)``: flags ``upper``, not
+    ``lower``, and is a quarter of the gap away from both (0.0 when both are 0).
+
+    Short, so the stored threshold reads well and is the same when either score moves
+    by a few ulps.
+
+    >>> threshold_between(0.2, 0.3), threshold_between(0.1234, 0.1299), threshold_between(0, 0.3)
+    (0.25, 0.127, 0.1)
+    """
+    mid = lower + (upper - lower) / 2
+    quarter = (upper - lower) / 4
+    for digits in range(1, 18):
+        short = float(f"{mid:.{digits}g}")
+        if mid - quarter <= short <= mid + quarter:
+            return short
+    return mid
 
 
 def holdout_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> HoldoutMetrics:
     """Precision, recall, F1 at the threshold; ROC AUC and log loss of the scores.
+
+    Counts at the threshold are exact; ROC AUC ranks the scores rounded to
+    :data:`METRIC_DECIMALS` decimals and it and log loss are rounded to as many, so
+    scores that differ in their last bits give equal metrics.
 
     >>> m = holdout_metrics(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.4, 0.6]), 0.5)
     >>> m.precision, m.recall, m.roc_auc, m.positive_rate, m.label_rate
@@ -240,13 +295,16 @@ def holdout_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> Hold
         roc_auc_score,
     )
 
-    labels = (scores >= threshold).astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = decide(scores, threshold)
+    auc = roc_auc_score(y, np.round(scores, METRIC_DECIMALS))
+    loss = log_loss(y, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])
     return HoldoutMetrics(
         precision=float(precision_score(y, labels, zero_division=0)),
         recall=float(recall_score(y, labels, zero_division=0)),
         f1=float(f1_score(y, labels, zero_division=0)),
-        roc_auc=float(roc_auc_score(y, scores)),
-        log_loss=float(log_loss(y, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        roc_auc=round(float(auc), METRIC_DECIMALS),
+        log_loss=round(float(loss), METRIC_DECIMALS),
         positive_rate=float(labels.mean()),
         label_rate=float(np.mean(y)),
     )
@@ -265,8 +323,9 @@ def train_model(
     cols = [frame.names.index(f) for f in features]
     X = np.ascontiguousarray(frame.X[:, cols])
     train, test = ~holdout, holdout
-    artifact, score = fit_model(model_spec, X[train], frame.y[train], features, seed)
-    scores = score(X[test])
+    artifact = fit_model(model_spec, X[train], frame.y[train], features, seed)
+    fmt = format_for_algorithm(model_spec.algorithm)
+    scores = served_scores(load_runtime(fmt, artifact, model_spec.model_id), X[test])
     threshold, policy = choose_threshold(frame.y[test], scores, model_spec.target_precision)
     t_train, t_test = frame.event_times[train], frame.event_times[test]
     fields = dict(

@@ -13,7 +13,7 @@ True
 >>> codec.decode(b"not avro")
 Traceback (most recent call last):
 ...
-precog.errors.DecodeError: not an Avro single-object record (bad marker)
+precog.errors.DecodeError: bad marker 6e6f (expected c301): not an Avro single-object record
 """
 
 from __future__ import annotations
@@ -142,22 +142,72 @@ class Codec:
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
-        """Decode single-object bytes of any known version into the newest version's shape."""
-        if not data or len(data) < 10 or data[:2] != _MARKER:
-            raise DecodeError("not an Avro single-object record (bad marker)")
+        """Decode single-object bytes of any known version into the newest version's shape.
+
+        Every refusal is a :class:`~precog.errors.DecodeError` with its own reason:
+
+        >>> codec = Codec.for_schema("outcome")
+        >>> data = codec.encode({"event_id": "e1", "label": 1, "event_time": 0,
+        ...                      "outcome_time": 5, "source": "x"})
+        >>> for bad in (None, data[:5], data + bytes(2), data[:10] + b"\\x08ab"):
+        ...     try:
+        ...         codec.decode(bad)
+        ...     except DecodeError as exc:
+        ...         print(exc)  # doctest: +NORMALIZE_WHITESPACE
+        empty value (tombstone): null
+        truncated header: 5 bytes, a single-object record starts with 10
+        trailing bytes: 2 after a valid record (precog.outcomes.Outcome/v1)
+        corrupt precog.outcomes.Outcome/v1 record at byte 13 of 13 (the body ends early):
+            EOFError: Expected 4 bytes, read 2
+        """
+        if data is None:
+            raise DecodeError("empty value (tombstone): null")
+        if not data:
+            raise DecodeError("empty value (tombstone): 0 bytes")
+        if data[:2] != _MARKER[: len(data[:2])]:
+            raise DecodeError(f"bad marker {data[:2].hex()} (expected {_MARKER.hex()}):"
+                              " not an Avro single-object record")
+        if len(data) < 10:
+            n = len(data)
+            raise DecodeError(f"truncated header: {n} byte{'' if n == 1 else 's'},"
+                              " a single-object record starts with 10")
         entry = self._readers.get(data[2:10])
         if entry is None:
+            known = ", ".join(fp.hex() for fp in self._readers)
             raise DecodeError(
                 f"record written with an unknown schema (fingerprint {data[2:10].hex()}),"
-                f" expected {self.writer.label}"
+                f" expected {self.writer.label} (fingerprints {known})"
             )
         writer, reader = entry
+        body = io.BytesIO(data)
+        body.seek(10)
         try:
-            return fastavro.schemaless_reader(  # type: ignore[return-value]
-                io.BytesIO(data[10:]), writer, reader
+            record: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+                body, writer, reader
             )
         except Exception as exc:  # truncated or corrupt body
-            raise DecodeError(f"corrupt {self.writer.label} record: {exc}") from exc
+            at = body.tell()
+            early = " (the body ends early)" if at >= len(data) else ""
+            raise DecodeError(
+                f"corrupt {self.writer.label} record at byte {at} of {len(data)}{early}:"
+                f" {_describe(exc)}"
+            ) from exc
+        extra = len(data) - body.tell()
+        if extra:
+            raise DecodeError(
+                f"trailing bytes: {extra} after a valid record ({self.writer.label})"
+            )
+        return record
+
+
+def _describe(exc: BaseException) -> str:
+    """``Class: message``, never an empty detail (``Class`` and its repr when str is empty).
+
+    >>> _describe(EOFError("Expected 3 bytes")), _describe(EOFError()), _describe(KeyError(7))
+    ('EOFError: Expected 3 bytes', 'EOFError: EOFError()', 'KeyError: 7')
+    """
+    detail = str(exc).strip() or repr(exc)
+    return f"{type(exc).__name__}: {detail}"
 
 
 @cache

@@ -9,7 +9,8 @@ Two formats only, never pickle or joblib:
 
 Every runtime answers one call per batch: ``predict_proba(X)`` with ``X`` a float64
 matrix whose columns are the model's features in the model's own order, returning the
-1-D float64 probability of the positive class.
+1-D float64 probability of the positive class. :func:`served_scores` is the one function
+that reproduces the worker's scores bit for bit (training scores its holdout with it).
 
 >>> lightgbm_bytes = b"tree\\nversion=v4\\n"
 >>> sniff_format(lightgbm_bytes), sniff_format(b"PK\\x03\\x04..."), sniff_format(b"\\x80\\x05.")
@@ -22,6 +23,7 @@ import io
 import json
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -346,6 +348,42 @@ class LoadedModel:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Decisions at the threshold: 1 where ``score >= threshold`` (int64)."""
         return decide(self.predict_proba(X), self.threshold)
+
+
+def served_scores(
+    model: LoadedModel | ModelRuntime,
+    X: np.ndarray,
+    feature_names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """The scores the worker serves for the rows of ``X``, bit for bit (on this machine).
+
+    The worker (``precog.scoring.score_batch``) takes the model's columns out of the
+    spec's float64 feature matrix and calls ``LoadedModel.predict_proba``; this is that
+    path. ``X`` holds the model's features in the model's order, or, with
+    ``feature_names``, the columns ``feature_names`` (e.g. the spec's feature vector),
+    from which the model's are picked by name as the worker does. ``model`` may also be
+    a bare runtime (training scores its holdout before the version is registered).
+
+    A row's score does not depend on the other rows of the call or on the memory
+    layout of ``X``. The scikit-learn estimator's own ``predict_proba`` is not this
+    function: for linear models it computes ``X @ coef`` with BLAS, whose last bits
+    change with the CPU kernel and the batch size (see :func:`_linear_proba` and
+    docs/models.md).
+
+    >>> class Half:
+    ...     def predict_proba(self, X): return X[:, 0] / 2
+    >>> served_scores(Half(), np.array([[1, 9], [3, 9]])).tolist()
+    [0.5, 1.5]
+    """
+    if feature_names is not None:
+        if not isinstance(model, LoadedModel):
+            raise ModelError("feature_names needs a LoadedModel (a runtime has no features)")
+        position = {name: i for i, name in enumerate(feature_names)}
+        missing = [f for f in model.features if f not in position]
+        if missing:
+            raise ModelError(f"{model.model_id} needs features X does not have: {missing}")
+        X = _as_matrix(X)[:, [position[f] for f in model.features]]
+    return np.asarray(model.predict_proba(_as_matrix(X)), dtype=np.float64)
 
 
 def decide(scores: np.ndarray, threshold: float) -> np.ndarray:

@@ -132,6 +132,19 @@ class EventContext:
     offset: int
 
 
+#: The Avro ``long`` range: a feature age outside it is clamped, so encode never overflows.
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+
+
+def clamp_long(value: int) -> int:
+    """``value`` clamped to the Avro ``long`` range.
+
+    >>> clamp_long(2**70) == LONG_MAX, clamp_long(-(2**64)) == LONG_MIN, clamp_long(5)
+    (True, True, 5)
+    """
+    return max(LONG_MIN, min(LONG_MAX, value))
+
+
 def prediction_record(
     *,
     spec_name: str,
@@ -152,7 +165,8 @@ def prediction_record(
 ) -> dict[str, Any]:
     """The prediction record (schemas/prediction.v1.avsc) of one scored event.
 
-    ``scores`` are in ``models.all`` order (leader first).
+    ``scores`` are in ``models.all`` order (leader first). Feature ages are clamped to the
+    Avro ``long`` range (validation bounds event times, so this is only a guard).
     """
     leader, *challengers = models.all
     return {
@@ -165,7 +179,7 @@ def prediction_record(
         "leader": _model_score(leader, scores[0]),
         "challengers": [_model_score(m, s) for m, s in zip(challengers, scores[1:], strict=True)],
         "features": [
-            {"name": n, "value": float(v), "age_ms": int(a)}
+            {"name": n, "value": float(v), "age_ms": clamp_long(int(a))}
             for n, v, a in zip(feature_names, values, ages_ms, strict=True)
         ],
         "provenance": {
@@ -234,6 +248,47 @@ def prediction_documents(
     return docs
 
 
+#: Kafka's default ``message.max.bytes`` (broker and librdkafka): every dead letter fits.
+DLQ_MESSAGE_LIMIT = 1_000_000
+#: Room kept below the limit for the Kafka key, headers, framing and the small fields.
+DLQ_RESERVED_BYTES = 32 * 1024
+#: A payload that does not fit keeps this many leading bytes (plus its size and sha256).
+DLQ_PAYLOAD_KEEP = 64 * 1024
+#: The longest key and error message a dead letter carries (UTF-8 bytes).
+DLQ_KEY_KEEP = 1024
+DLQ_ERROR_KEEP = 4 * 1024
+
+
+def encoded_fits(n_bytes: int, limit: int = DLQ_MESSAGE_LIMIT,
+                 reserved: int = DLQ_RESERVED_BYTES) -> bool:
+    """Whether ``n_bytes`` of payload still leave ``reserved`` bytes under ``limit``.
+
+    >>> encoded_fits(900_000), encoded_fits(1_000_000), encoded_fits(0, limit=100, reserved=100)
+    (True, False, True)
+    """
+    return n_bytes + reserved <= limit
+
+
+def _cut_text(text: str, limit: int) -> tuple[str, bool]:
+    """``text`` as valid UTF-8 of at most ``limit`` bytes, and whether it had to be cut.
+
+    >>> _cut_text("short", 10), _cut_text("a" * 40, 30)
+    (('short', False), ('aaaaa... [truncated, 40 bytes]', True))
+    """
+    raw = text.encode("utf-8", "backslashreplace")  # lone surrogates would not encode
+    if len(raw) <= limit:
+        return raw.decode("utf-8"), False
+    mark = f"... [truncated, {len(raw)} bytes]"
+    return raw[: max(limit - len(mark), 0)].decode("utf-8", "ignore") + mark, True
+
+
+def _digest_headers(name: str, data: bytes) -> list[tuple[str, bytes]]:
+    return [
+        (f"precog.{name}_size", str(len(data)).encode()),
+        (f"precog.{name}_sha256", hashlib.sha256(data).hexdigest().encode()),
+    ]
+
+
 def dead_letter(
     *,
     origin: EventContext,
@@ -243,25 +298,57 @@ def dead_letter(
     payload: bytes | None,
     failed_time: int,
 ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
-    """The dead-letter record (schemas/dead_letter.v1.avsc) and its Kafka headers."""
+    """The dead-letter record (schemas/dead_letter.v1.avsc) and its Kafka headers.
+
+    Always sendable under :data:`DLQ_MESSAGE_LIMIT`: the error message is cut to
+    :data:`DLQ_ERROR_KEEP` bytes and the key to :data:`DLQ_KEY_KEEP`; a payload that would
+    not fit keeps its first :data:`DLQ_PAYLOAD_KEEP` bytes. The headers always carry the
+    original size and sha256 of the payload and the key (``precog.payload_size``,
+    ``precog.payload_sha256``, ``precog.key_size``, ``precog.key_sha256``) and, when
+    something was cut, ``precog.truncated`` names it (e.g. ``payload,key``). Send the
+    record's ``key`` as the Kafka key, not the original one.
+
+    >>> origin = EventContext("prod.events.transactions", 0, 5)
+    >>> rec, headers = dead_letter(origin=origin, stage="decode", error=ValueError("x"),
+    ...                            key=b"k", payload=bytes(2_000_000), failed_time=1)
+    >>> len(rec["payload"]), dict(headers)["precog.payload_size"], dict(headers)["precog.truncated"]
+    (65536, b'2000000', b'payload')
+    """
+    message, message_cut = _cut_text(str(error) or repr(error), DLQ_ERROR_KEEP)
+    truncated: list[str] = []
+    headers = [
+        ("precog.source_topic", origin.topic.encode()),
+        ("precog.partition", str(origin.partition).encode()),
+        ("precog.offset", str(origin.offset).encode()),
+        ("precog.stage", stage.encode()),
+        ("precog.error_class", type(error).__name__.encode()),
+        ("precog.error_message", message.encode()),
+    ]
+    kept_payload = payload
+    if payload is not None:
+        headers += _digest_headers("payload", payload)
+        if not encoded_fits(len(payload)):
+            kept_payload = payload[:DLQ_PAYLOAD_KEEP]
+            truncated.append("payload")
+    kept_key = key
+    if key is not None:
+        headers += _digest_headers("key", key)
+        if len(key) > DLQ_KEY_KEEP:
+            kept_key = key[:DLQ_KEY_KEEP]
+            truncated.append("key")
+    if message_cut:
+        truncated.append("error_message")
+    if truncated:
+        headers.append(("precog.truncated", ",".join(truncated).encode()))
     record: dict[str, Any] = {
         "source_topic": origin.topic,
         "partition": int(origin.partition),
         "offset": int(origin.offset),
         "stage": stage,
         "error_class": type(error).__name__,
-        "error_message": str(error)[:2000],
+        "error_message": message,
         "failed_time": int(failed_time),
-        "key": key,
-        "payload": payload,
+        "key": kept_key,
+        "payload": kept_payload,
     }
-    error_class, error_message = record["error_class"], record["error_message"]
-    headers = [
-        ("precog.source_topic", origin.topic.encode()),
-        ("precog.partition", str(origin.partition).encode()),
-        ("precog.offset", str(origin.offset).encode()),
-        ("precog.stage", stage.encode()),
-        ("precog.error_class", error_class.encode()),
-        ("precog.error_message", error_message.encode()),
-    ]
     return record, headers

@@ -18,11 +18,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Ports of the local stack; deliberately not the services' defaults, so a system-wide
-#: Kafka, Redis or Elasticsearch on the machine is never touched by accident.
+#: Default ports of the local stack (:class:`StackSettings`, ``PRECOG_STACK_*_PORT``);
+#: deliberately not the services' defaults, so a system-wide Kafka, Redis or Elasticsearch on
+#: the machine is never touched by accident.
 LOCAL_KAFKA_PORT = 19092
 LOCAL_KAFKA_CONTROLLER_PORT = 19093
 LOCAL_REDIS_PORT = 16379
@@ -68,6 +69,19 @@ class KafkaSettings(BaseModel):
             cfg["ssl.key.location"] = str(self.ssl_keyfile)
         return cfg
 
+    def producer_config(self, **extra: str | int | bool) -> dict[str, str | int | bool]:
+        """confluent-kafka producer configuration: :meth:`confluent_config` + murmur2.
+
+        librdkafka partitions by CRC32 unless told otherwise; the Java client, Kafka
+        Streams and the worker's own (Faust/aiokafka) producer use murmur2. Every producer
+        of the project uses murmur2, so a record keyed by event id lands on the same
+        partition whoever produced it (the outcome join relies on it).
+
+        >>> KafkaSettings().producer_config(acks="all")["partitioner"]
+        'murmur2_random'
+        """
+        return {**self.confluent_config(), "partitioner": "murmur2_random", **extra}
+
 
 class RedisSettings(BaseModel):
     """Redis online feature store. Use ``rediss://`` for TLS."""
@@ -105,7 +119,16 @@ class ElasticsearchSettings(BaseModel):
 
 
 class StackSettings(BaseModel):
-    """Where the local stack keeps downloads, data and logs."""
+    """The local stack: where it keeps downloads, data and logs, and the ports it listens on.
+
+    A second, disposable stack runs beside the first with its own ``home`` and ports
+    (docs/stack.md). Client addresses that are not given explicitly follow these ports.
+
+    >>> StackSettings(kafka_port=29092).kafka_bootstrap
+    '127.0.0.1:29092'
+    >>> StackSettings().ports("elasticsearch")
+    (19200, 19300)
+    """
 
     home: Path = Field(Path(".precog/stack"), description="data, logs and pid files")
     cache: Path = Field(Path.home() / ".cache" / "precog", description="downloaded jars and zips")
@@ -113,6 +136,42 @@ class StackSettings(BaseModel):
     elasticsearch_version: str = "8.15.5"
     elasticsearch_heap: str = "1g"
     kafka_heap: str = "768m"
+    kafka_port: int = Field(LOCAL_KAFKA_PORT, ge=1, le=65535, description="Kafka PLAINTEXT")
+    kafka_controller_port: int = Field(
+        LOCAL_KAFKA_CONTROLLER_PORT, ge=1, le=65535, description="Kafka KRaft controller"
+    )
+    redis_port: int = Field(LOCAL_REDIS_PORT, ge=1, le=65535)
+    elasticsearch_port: int = Field(LOCAL_ELASTICSEARCH_PORT, ge=1, le=65535, description="HTTP")
+    elasticsearch_transport_port: int = Field(
+        LOCAL_ELASTICSEARCH_TRANSPORT_PORT, ge=1, le=65535, description="node-to-node transport"
+    )
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> StackSettings:
+        ports = [p for s in ("kafka", "elasticsearch", "redis") for p in self.ports(s)]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"the stack's ports must all differ, got {ports}")
+        return self
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def elasticsearch_url(self) -> str:
+        return f"http://127.0.0.1:{self.elasticsearch_port}"
+
+    def ports(self, service: str) -> tuple[int, ...]:
+        """The ports ``service`` (kafka, elasticsearch, redis) listens on, main one first."""
+        return {
+            "kafka": (self.kafka_port, self.kafka_controller_port),
+            "elasticsearch": (self.elasticsearch_port, self.elasticsearch_transport_port),
+            "redis": (self.redis_port,),
+        }[service]
 
 
 class ScoreSettings(BaseModel):
@@ -155,6 +214,10 @@ class WorkerSettings(BaseModel):
     fetch_max_wait_ms: int = Field(
         200, ge=0, le=60_000, description="longest a Kafka fetch waits on the broker for "
         "data (Faust's own is 1500: a drained topic then holds back the others)"
+    )
+    session_timeout: float = Field(
+        10.0, ge=6, le=300, description="seconds without a heartbeat after which Kafka "
+        "gives a dead worker's partitions to the others (Faust's own is 60)"
     )
 
 
@@ -215,6 +278,29 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
             raise ValueError("namespace must be lowercase letters, digits, '-' or '_'")
         return v
+
+    @model_validator(mode="after")
+    def _clients_follow_the_stack_ports(self) -> Settings:
+        """Kafka, Redis and Elasticsearch addresses not given explicitly are the local stack's.
+
+        They are filled in as defaults, not marked as set, so :meth:`stack_overridden` still
+        tells ``PRECOG_KAFKA_BOOTSTRAP`` (external Kafka) from a default that follows
+        ``PRECOG_STACK_KAFKA_PORT``. With the default ports nothing changes.
+        """
+        given = self.stack_overridden()
+        local = {"kafka": ("bootstrap", self.stack.kafka_bootstrap),
+                 "redis": ("url", self.stack.redis_url),
+                 "elasticsearch": ("url", self.stack.elasticsearch_url)}
+        for section, (name, value) in local.items():
+            client = getattr(self, section)
+            if given[section] or getattr(client, name) == value:
+                continue
+            followed = type(client).model_construct(
+                _fields_set=set(client.model_fields_set), **{**dict(client), name: value}
+            )
+            # still inside validation, nobody holds this object yet: frozen does not apply
+            self.__dict__[section] = followed
+        return self
 
     def topic(self, name: str) -> str:
         """Namespaced topic name, e.g. ``prod.predictions``."""

@@ -7,13 +7,16 @@ A second domain is a new YAML spec plus its Avro schema, with no code change.
 ('transactions', 'card_id', 'events.transactions')
 >>> parse_duration("36h"), parse_duration("15m"), parse_duration("7d")
 (129600000, 900000, 604800000)
+>>> spec.event.min_event_time, spec.event.max_time_age, spec.event.max_id_bytes
+(946684800000, '3650d', 256)
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -39,6 +42,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: 2000-01-01T00:00:00Z in epoch ms: the default lower bound of event times.
+MIN_EVENT_TIME_MS = 946_684_800_000
+
+
+def epoch_ms(value: Any) -> int:
+    """Epoch milliseconds of an int (ms), a date or datetime, or an ISO-8601 string (UTC).
+
+    >>> epoch_ms("2000-01-01"), epoch_ms(5), epoch_ms("1970-01-01T00:00:01Z")
+    (946684800000, 5, 1000)
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"bad time {value!r}: use epoch ms or an ISO date")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ConfigError(f"bad time {value!r}: use epoch ms or an ISO date") from None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    if isinstance(value, date):
+        return epoch_ms(datetime(value.year, value.month, value.day, tzinfo=UTC))
+    raise ConfigError(f"bad time {value!r}: use epoch ms or an ISO date")
+
+
 class FieldCheck(_Strict):
     """Quality rule for one event field; a failing event is invalid (dead letter)."""
 
@@ -47,6 +77,13 @@ class FieldCheck(_Strict):
     categories: list[str] | None = None
     pattern: str | None = None
     required: bool = True
+    max_abs: float | None = Field(
+        None, gt=0, description="a number's magnitude limit; default event.max_abs"
+    )
+    max_bytes: int | None = Field(
+        None, ge=1, description="a string's UTF-8 (or bytes) length limit;"
+        " default event.max_id_bytes or event.max_string_bytes"
+    )
 
 
 class EventSpec(_Strict):
@@ -58,7 +95,43 @@ class EventSpec(_Strict):
     entity_field: str
     time_field: str = Field(description="event time, epoch milliseconds")
     max_time_skew: str = Field("1d", description="events further in the future are invalid")
+    min_event_time: int = Field(
+        MIN_EVENT_TIME_MS,
+        description="earlier event times are invalid: epoch ms or an ISO date (2000-01-01)",
+    )
+    max_time_age: str | None = Field(
+        "3650d", description="events older than this before now are invalid (null: no limit)"
+    )
+    max_abs: float = Field(
+        1e15, gt=0, description="a number of larger magnitude is invalid (it would overflow"
+        " sums and products); per field: checks.<field>.max_abs",
+    )
+    max_id_bytes: int = Field(
+        256, ge=1, description="UTF-8 length limit of the id, the entity and every field kept"
+        " in entity state (novelty features)",
+    )
+    max_string_bytes: int = Field(
+        1024, ge=1, description="UTF-8 length limit of any other string or bytes field"
+    )
     checks: dict[str, FieldCheck] = {}
+
+    @field_validator("min_event_time", mode="before")
+    @classmethod
+    def _time_in_ms(cls, v: Any) -> int:
+        try:
+            return epoch_ms(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("max_time_skew", "max_time_age")
+    @classmethod
+    def _is_duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_duration(v)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 class _Feature(_Strict):

@@ -109,7 +109,7 @@ class Proc:
 
 # -- Kafka ------------------------------------------------------------------------------
 def producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer({**settings.kafka.confluent_config(), "acks": "all",
+    return Producer({**settings.kafka.producer_config(), "acks": "all",
                      "linger.ms": 5, "queue.buffering.max.messages": 1_000_000, **extra})
 
 

@@ -51,7 +51,7 @@ def step_kafka(scratch: Settings) -> str:
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
     records = [_sample_transaction(i) for i in range(10)]
     t0 = time.monotonic()
-    producer = Producer(cfg)
+    producer = Producer(scratch.kafka.producer_config())
     for rec in records:
         producer.produce(topic, key=rec["card_id"].encode(), value=codec.encode(rec))
     producer.flush(15)

@@ -512,7 +512,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
         if s not in live:
             merge.finish(s)
     tracker = AckTracker()
-    producer = Producer({**target.kafka.confluent_config(), "enable.idempotence": True,
+    producer = Producer({**target.kafka.producer_config(), "enable.idempotence": True,
                          "acks": "all", "linger.ms": 5, "client.id": "precog-replay"})
     consumer = _consumer(source, target)
     pacer = Pacer(pace)

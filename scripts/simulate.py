@@ -851,7 +851,7 @@ def produce_live(
         return start_ms + int((clock() * 1000 - wall_start) * time_scale)
 
     sim = simulator_for(cfg)
-    producer = Producer({**settings.kafka.confluent_config(), "linger.ms": "10",
+    producer = Producer({**settings.kafka.producer_config(), "linger.ms": "10",
                          "enable.idempotence": "true", "client.id": "precog-simulate"})
     try:
         producer.list_topics(timeout=10)

@@ -7,13 +7,18 @@ green, Redis PING. ``down`` stops only the processes this stack started (pid fil
 command line is verified first). A service given explicitly (``PRECOG_KAFKA_BOOTSTRAP``,
 ``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_URL``) is never started, only checked.
 
+Ports come from ``settings.stack`` (``PRECOG_STACK_*_PORT``), so a second stack with its own
+home and ports runs beside the first and shares nothing with it. Fault tests drive one service
+of such a stack with :func:`service_pid`, :func:`stop_service`, :func:`signal_service` and
+:func:`start_service`.
+
 Layout of the stack home (``settings.stack.home``, relative paths are taken from the
 repository root)::
 
     run/<service>.pid            pid file (JSON: pid, marker, command)
     kafka/{server.properties,log4j.properties,data/,logs/}
     elasticsearch/{dist/,config/,data/,logs/,tmp/}
-    redis/{redis.conf,data/,logs/}
+    redis/{redis.conf,data/{appendonlydir/,dump.rdb},logs/}
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from precog.errors import ServiceUnavailable, StackError
+from precog.errors import ConfigError, ServiceUnavailable, StackError
 from precog.settings import (
     LOCAL_ELASTICSEARCH_PORT,
     LOCAL_ELASTICSEARCH_TRANSPORT_PORT,
@@ -170,11 +175,16 @@ def kafka_pom(kafka_version: str, slf4j_version: str = SLF4J_VERSION) -> str:
     )
 
 
-def kafka_server_properties(data_dir: Path, host: str = "127.0.0.1") -> str:
+def kafka_server_properties(data_dir: Path, port: int = LOCAL_KAFKA_PORT,
+                            controller_port: int = LOCAL_KAFKA_CONTROLLER_PORT,
+                            host: str = "127.0.0.1") -> str:
     """KRaft combined broker+controller, node 1, replication 1 everywhere.
 
     >>> props = kafka_server_properties(Path("/d"))
     >>> "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in props
+    True
+    >>> "controller.quorum.voters=1@127.0.0.1:29093" in kafka_server_properties(
+    ...     Path("/d"), 29092, 29093)
     True
     >>> "group.initial.rebalance.delay.ms=0" in props
     True
@@ -182,9 +192,9 @@ def kafka_server_properties(data_dir: Path, host: str = "127.0.0.1") -> str:
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
-        "controller.quorum.voters": f"1@{host}:{LOCAL_KAFKA_CONTROLLER_PORT}",
-        "listeners": f"PLAINTEXT://{host}:{LOCAL_KAFKA_PORT},CONTROLLER://{host}:{LOCAL_KAFKA_CONTROLLER_PORT}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{LOCAL_KAFKA_PORT}",
+        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -220,15 +230,30 @@ def kafka_log4j_properties() -> str:
     )
 
 
-def redis_conf(layout: Layout) -> str:
-    """Redis on the local port; the config path shows in the process title (our marker)."""
+def redis_conf(layout: Layout, port: int = LOCAL_REDIS_PORT) -> str:
+    """Redis on the stack's port with AOF (fsync every second) on top of the RDB snapshots.
+
+    Feature state must survive a Redis restart or crash: with ``appendfsync everysec`` a
+    kill -9 loses nothing that was acknowledged (the AOF is written before the reply), a
+    power loss at most the last second. The config path shows in the process title (our
+    marker).
+    """
     return (
-        f"bind 127.0.0.1\nport {LOCAL_REDIS_PORT}\nprotected-mode yes\ndaemonize no\n"
+        f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize no\n"
         f"dir {layout.dir('redis') / 'data'}\n"
         f"logfile {layout.logs('redis') / 'redis.log'}\n"
-        "appendonly no\n"
+        "appendonly yes\nappendfsync everysec\n"
         'proc-title-template "{title} {listen-addr} {server-mode} {config-file}"\n'
     )
+
+
+def redis_needs_aof_migration(data_dir: Path) -> bool:
+    """Whether a stack home holds an RDB snapshot from before AOF was on, and no AOF yet.
+
+    Redis 7 started with ``appendonly yes`` and no AOF ignores ``dump.rdb`` and starts
+    empty, so such a home is started with AOF off (loading the RDB) and switched on live.
+    """
+    return (data_dir / "dump.rdb").exists() and not (data_dir / "appendonlydir").exists()
 
 
 def parse_java_major(version_output: str) -> int | None:
@@ -434,10 +459,10 @@ def spawn(command: list[str], *, log: Path, pid_file: Path, marker: str,
 _CHILDREN: list[subprocess.Popen[bytes]] = []  # keeps handles so exit codes can be read
 
 
-def stop_group(pgid: int, timeout: float) -> bool:
-    """TERM the process group, KILL it after ``timeout`` s; True if it had to be killed."""
+def stop_group(pgid: int, timeout: float, sig: int = signal.SIGTERM) -> bool:
+    """``sig`` to the process group, KILL after ``timeout`` s; True if it had to be killed."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(pgid, sig)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap()
@@ -471,9 +496,20 @@ def is_service_cmdline(cmd: str, marker: str) -> bool:
     True
     >>> is_service_cmdline("tail -F /h/kafka/server.properties", "/h/kafka/server.properties")
     False
+
+    The marker must be a whole path in the command line, so the stack home ``/a`` never
+    claims the processes of ``/b/a`` or ``/a2``:
+
+    >>> is_service_cmdline("redis-server :1 /b/a/redis/redis.conf", "/a/redis/redis.conf")
+    False
+    >>> is_service_cmdline("env ES_PATH_CONF=/a/elasticsearch/config x", "/a/elasticsearch")
+    True
+    >>> is_service_cmdline("env ES_PATH_CONF=/a/elasticsearch2/config x", "/a/elasticsearch")
+    False
     """
     first = cmd.split(" ", 1)[0].rsplit("/", 1)[-1]
-    return marker in cmd and first in _SERVICE_PROGRAMS
+    whole = re.search(rf"(?:^|[\s=:]){re.escape(marker)}(?:$|[\s/])", cmd)
+    return whole is not None and first in _SERVICE_PROGRAMS
 
 
 def stray_pids(marker: str) -> list[int]:
@@ -771,12 +807,27 @@ def address(settings: Settings, service: str) -> str:
     }[service]
 
 
-def local_ports(service: str) -> tuple[int, ...]:
-    return {
-        "kafka": (LOCAL_KAFKA_PORT, LOCAL_KAFKA_CONTROLLER_PORT),
-        "elasticsearch": (LOCAL_ELASTICSEARCH_PORT, LOCAL_ELASTICSEARCH_TRANSPORT_PORT),
-        "redis": (LOCAL_REDIS_PORT,),
-    }[service]
+def local_ports(settings: Settings, service: str) -> tuple[int, ...]:
+    """The ports the stack runs ``service`` on (``PRECOG_STACK_*_PORT``), main one first."""
+    return settings.stack.ports(service)
+
+
+def parse_services(text: str | None) -> tuple[str, ...]:
+    """The services named in a comma-separated list (all when empty), in start order.
+
+    >>> parse_services("redis,kafka")
+    ('kafka', 'redis')
+    >>> parse_services(None)
+    ('kafka', 'elasticsearch', 'redis')
+    >>> parse_services("kafka,zookeeper")
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: unknown service 'zookeeper': one of kafka, elasticsearch, redis
+    """
+    names = {n.strip() for n in (text or "").split(",") if n.strip()}
+    for name in sorted(names - set(SERVICES)):
+        raise ConfigError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
+    return tuple(s for s in SERVICES if s in names) or SERVICES
 
 
 def healthy(settings: Settings, service: str, timeout: float = 5.0) -> str | None:
@@ -803,8 +854,9 @@ def kafka_command(layout: Layout, java_home: Path, heap: str) -> list[str]:
     ]
 
 
-def elasticsearch_command(layout: Layout, java_home: Path, heap: str,
-                          user: str | None) -> list[str]:
+def elasticsearch_command(layout: Layout, java_home: Path, heap: str, user: str | None,
+                          http_port: int = LOCAL_ELASTICSEARCH_PORT,
+                          transport_port: int = LOCAL_ELASTICSEARCH_TRANSPORT_PORT) -> list[str]:
     es = layout.dir("elasticsearch")
     env = [
         "env", f"ES_JAVA_HOME={java_home}", f"ES_PATH_CONF={es / 'config'}",
@@ -816,8 +868,8 @@ def elasticsearch_command(layout: Layout, java_home: Path, heap: str,
         "discovery.type": "single-node",
         "xpack.security.enabled": "false",
         "network.host": "127.0.0.1",
-        "http.port": str(LOCAL_ELASTICSEARCH_PORT),
-        "transport.port": str(LOCAL_ELASTICSEARCH_TRANSPORT_PORT),
+        "http.port": str(http_port),
+        "transport.port": str(transport_port),
         "cluster.routing.allocation.disk.threshold_enabled": "false",
         "path.data": str(es / "data"),
         "path.logs": str(layout.logs("elasticsearch")),
@@ -827,8 +879,11 @@ def elasticsearch_command(layout: Layout, java_home: Path, heap: str,
     return [*run_as, *env, str(layout.elasticsearch_dist / "bin" / "elasticsearch"), *args]
 
 
-def redis_command(layout: Layout, server: str) -> list[str]:
-    return [server, str(layout.dir("redis") / "redis.conf")]
+def redis_command(layout: Layout, server: str, aof: bool = True) -> list[str]:
+    """``redis-server <conf>``; ``aof=False`` to load an old RDB (see
+    :func:`redis_needs_aof_migration`)."""
+    extra = [] if aof else ["--appendonly", "no"]
+    return [server, str(layout.dir("redis") / "redis.conf"), *extra]
 
 
 # --------------------------------------------------------------------------- status
@@ -872,18 +927,19 @@ def service_status(settings: Settings, service: str, layout: Layout | None = Non
     reason = healthy(settings, service, timeout)
     if mode == "stopped" and reason is None:
         mode = "shared"
-        holders = port_holders(local_ports(service)[0])
+        holders = port_holders(local_ports(settings, service)[0])
         pid = holders[0] if holders else None
     rss = group_rss_kib(pid) if pid and mode == "local" else (rss_kib(pid) if pid else None)
     return ServiceStatus(service, address(settings, service), mode, pid, reason,
                          layout.log_files(service), rss)
 
 
-def status(settings: Settings | None = None) -> list[ServiceStatus]:
-    """Every service: mode, pid, address, health, logs."""
+def status(settings: Settings | None = None,
+           only: tuple[str, ...] = SERVICES) -> list[ServiceStatus]:
+    """Every service (or those in ``only``): mode, pid, address, health, logs."""
     settings = settings or Settings()
     layout = Layout.from_settings(settings)
-    return [service_status(settings, s, layout) for s in SERVICES]
+    return [service_status(settings, s, layout) for s in only]
 
 
 # --------------------------------------------------------------------------- up / down
@@ -905,21 +961,23 @@ def _locked(layout: Layout, echo: Echo) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _ensure_ports_free(service: str, layout: Layout) -> None:
-    for port in local_ports(service):
+def _ensure_ports_free(service: str, ports: tuple[int, ...]) -> None:
+    for port in ports:
         holders = port_holders(port)
         if holders or port_in_use(port):
             who = describe_pid(holders[0]) if holders else "unknown process"
             raise StackError(f"port {port} ({service}) is in use by another process ({who})")
 
 
-def _prepare_kafka(layout: Layout, java_home: Path, echo: Echo) -> None:
+def _prepare_kafka(settings: Settings, layout: Layout, java_home: Path, echo: Echo) -> None:
     install_kafka(layout, echo)
     kdir = layout.dir("kafka")
     data = kdir / "data"
     for d in (data, layout.logs("kafka")):
         d.mkdir(parents=True, exist_ok=True)
-    (kdir / "server.properties").write_text(kafka_server_properties(data))
+    ports = settings.stack
+    (kdir / "server.properties").write_text(
+        kafka_server_properties(data, ports.kafka_port, ports.kafka_controller_port))
     (kdir / "log4j.properties").write_text(kafka_log4j_properties())
     if not (data / "meta.properties").exists():
         echo(f"kafka: formatting KRaft storage in {data}")
@@ -952,30 +1010,56 @@ def _prepare_elasticsearch(layout: Layout, echo: Echo) -> str | None:
     return user
 
 
-def _prepare_redis(layout: Layout, echo: Echo) -> str:
+def _prepare_redis(settings: Settings, layout: Layout, echo: Echo) -> list[str]:
     server = find_redis_server(echo)
     rdir = layout.dir("redis")
     for d in (rdir / "data", layout.logs("redis")):
         d.mkdir(parents=True, exist_ok=True)
-    (rdir / "redis.conf").write_text(redis_conf(layout))
-    return server
+    (rdir / "redis.conf").write_text(redis_conf(layout, settings.stack.redis_port))
+    migrate = redis_needs_aof_migration(rdir / "data")
+    if migrate:
+        echo("redis: dump.rdb from before AOF: loading it, then switching AOF on")
+    return redis_command(layout, server, aof=not migrate)
+
+
+def _ensure_redis_aof(settings: Settings, echo: Echo, timeout: float = 60.0) -> None:
+    """Switch AOF on in a running Redis started from an old RDB; wait until the AOF is written."""
+    from precog.namespace import redis_client
+
+    client = redis_client(settings, 5.0)
+    try:
+        if client.config_get("appendonly").get("appendonly") == "yes":
+            return
+        client.config_set("appendonly", "yes")  # rewrites the AOF from memory, in the background
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = client.info("persistence")
+            if info["aof_enabled"] and not info["aof_rewrite_in_progress"] \
+                    and not info["aof_rewrite_scheduled"]:
+                echo("redis: AOF on")
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
+    raise StackError(f"redis: AOF rewrite not finished after {timeout:.0f}s")
 
 
 def _start(service: str, settings: Settings, layout: Layout, echo: Echo,
            java: Callable[[], Path]) -> subprocess.Popen[bytes]:
     """Install what is missing and launch one service (no waiting)."""
-    _ensure_ports_free(service, layout)
+    _ensure_ports_free(service, local_ports(settings, service))
     if service == "kafka":
         java_home = java()
-        _prepare_kafka(layout, java_home, echo)
+        _prepare_kafka(settings, layout, java_home, echo)
         cmd, env, cwd = kafka_command(layout, java_home, settings.stack.kafka_heap), None, None
     elif service == "elasticsearch":
         java_home = java()
         user = _prepare_elasticsearch(layout, echo)
-        cmd = elasticsearch_command(layout, java_home, settings.stack.elasticsearch_heap, user)
+        cmd = elasticsearch_command(layout, java_home, settings.stack.elasticsearch_heap, user,
+                                    *settings.stack.ports("elasticsearch"))
         env, cwd = None, layout.dir("elasticsearch")
     else:
-        cmd, env, cwd = redis_command(layout, _prepare_redis(layout, echo)), None, None
+        cmd, env, cwd = _prepare_redis(settings, layout, echo), None, None
     proc = spawn(cmd, log=layout.stdout_log(service), pid_file=layout.pid_file(service),
                  marker=layout.marker(service), cwd=cwd, env=env)
     echo(f"{service}: started pid {proc.pid}; logs: {layout.log_files(service)[0]}")
@@ -992,7 +1076,7 @@ def _wait_healthy(service: str, settings: Settings, layout: Layout, timeout: flo
             raise StackError(f"{service} exited during start (code {proc.returncode}):"
                              f" {last[-1][:160]}; see {layout.stdout_log(service)}")
         ports_up = service not in ("kafka", "elasticsearch") or port_in_use(
-            local_ports(service)[0])
+            local_ports(settings, service)[0])
         if ports_up or proc is None:
             reason = healthy(settings, service, timeout=min(10.0, max(1.0, timeout / 4)))
             if reason is None:
@@ -1003,11 +1087,13 @@ def _wait_healthy(service: str, settings: Settings, layout: Layout, timeout: flo
 
 
 def up(settings: Settings | None = None, *, echo: Echo = _echo,
-       timeouts: dict[str, float] | None = None) -> list[ServiceStatus]:
+       timeouts: dict[str, float] | None = None,
+       only: tuple[str, ...] = SERVICES) -> list[ServiceStatus]:
     """Start what is not running, wait until every service is healthy, report them.
 
     Idempotent: a healthy service from our pid file is left alone; a healthy service on the
     address that another stack started is used as it is; a port held by anything else fails.
+    ``only`` limits all of it to some services (``precog stack up --only redis,kafka``).
     """
     settings = settings or Settings()
     layout = Layout.from_settings(settings)
@@ -1025,7 +1111,7 @@ def up(settings: Settings | None = None, *, echo: Echo = _echo,
     with _locked(layout, echo):
         echo(f"stack home: {layout.home}   cache: {layout.cache}")
         started: dict[str, subprocess.Popen[bytes] | None] = {}
-        for service in SERVICES:
+        for service in only:
             addr = address(settings, service)
             if overridden[service]:
                 echo(f"{service}: external at {addr} (given by PRECOG_*), not starting it")
@@ -1037,8 +1123,9 @@ def up(settings: Settings | None = None, *, echo: Echo = _echo,
                 started[service] = None
                 continue
             layout.pid_file(service).unlink(missing_ok=True)
-            if port_in_use(local_ports(service)[0]) and healthy(settings, service) is None:
-                holders = port_holders(local_ports(service)[0])
+            main_port = local_ports(settings, service)[0]
+            if port_in_use(main_port) and healthy(settings, service) is None:
+                holders = port_holders(main_port)
                 who = describe_pid(holders[0]) if holders else "unknown process"
                 echo(f"{service}: a healthy {service} already answers at {addr} ({who});"
                      " using it (not started here, 'down' leaves it alone)")
@@ -1052,9 +1139,11 @@ def up(settings: Settings | None = None, *, echo: Echo = _echo,
             # an external or shared service is not starting up: do not wait for it as long
             limit = timeouts[service] if proc is not None else min(timeouts[service], 30.0)
             _wait_healthy(service, settings, layout, limit, proc, echo)
+            if service == "redis" and proc is not None:
+                _ensure_redis_aof(settings, echo)
             echo(f"{service}: healthy ({time.monotonic() - t1:.1f}s)")
     echo(f"stack up in {time.monotonic() - t0:.1f}s")
-    return status(settings)
+    return status(settings, only)
 
 
 def ensure(settings: Settings | None = None, *, echo: Echo = _echo) -> list[ServiceStatus]:
@@ -1067,13 +1156,13 @@ def ensure(settings: Settings | None = None, *, echo: Echo = _echo) -> list[Serv
 
 
 def down(settings: Settings | None = None, *, echo: Echo = _echo,
-         timeout: float = 60.0) -> list[str]:
-    """Stop the services this stack started (and only those); returns their names."""
+         timeout: float = 60.0, only: tuple[str, ...] = SERVICES) -> list[str]:
+    """Stop the services this stack home started (and only those); returns their names."""
     settings = settings or Settings()
     layout = Layout.from_settings(settings)
     stopped = []
     with _locked(layout, echo):
-        for service in reversed(SERVICES):
+        for service in reversed(only):
             pid_file = layout.pid_file(service)
             pid = owned_pid(pid_file)
             marker = layout.marker(service)
@@ -1110,13 +1199,63 @@ def logs(settings: Settings | None = None, service: str | None = None,
     """The last ``lines`` lines of each log file of ``service`` (or of every service)."""
     settings = settings or Settings()
     layout = Layout.from_settings(settings)
-    names = [service] if service else list(SERVICES)
-    for name in names:
-        if name not in SERVICES:
-            from precog.errors import ConfigError
-
-            raise ConfigError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
+    names = parse_services(service)
     return {p: tail_lines(p, lines) for n in names for p in layout.log_files(n)}
+
+
+# --------------------------------------------------------------------------- one service
+
+
+def _one(name: str) -> str:
+    if name not in SERVICES:
+        raise ConfigError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
+    return name
+
+
+def service_pid(settings: Settings, name: str) -> int | None:
+    """The pid of ``name`` (kafka, elasticsearch, redis) started from this stack home, or None.
+
+    It leads the service's process group: for Elasticsearch as root that is ``runuser``,
+    with the JVMs in the same group. A service that is external, shared or down has none.
+    """
+    return owned_pid(Layout.from_settings(settings).pid_file(_one(name)))
+
+
+def start_service(settings: Settings, name: str, *, echo: Echo = _echo) -> int:
+    """Start ``name`` from this stack home unless it runs, wait until healthy; its pid."""
+    up(settings, echo=echo, only=(_one(name),))
+    pid = service_pid(settings, name)
+    if pid is None:
+        raise StackError(f"{name} answers at {address(settings, name)} but was not started from"
+                         f" {Layout.from_settings(settings).home} (external or shared)")
+    return pid
+
+
+def stop_service(settings: Settings, name: str, sig: int = signal.SIGTERM, *,
+                 timeout: float = 60.0, echo: Echo = _echo) -> int | None:
+    """Send ``sig`` to ``name``'s process group and wait until it is gone; the pid it had.
+
+    ``signal.SIGKILL`` is a crash (nothing flushed or saved on the way out); SIGTERM a clean
+    stop, turned into SIGKILL after ``timeout`` s. None when it was not running from this
+    stack home; nothing else is ever signalled.
+    """
+    layout = Layout.from_settings(settings)
+    with _locked(layout, echo):
+        pid = service_pid(settings, name)
+        if pid is None:
+            return None
+        stop_group(pid, timeout, sig)
+        layout.pid_file(name).unlink(missing_ok=True)
+    return pid
+
+
+def signal_service(settings: Settings, name: str, sig: int) -> int | None:
+    """Send ``sig`` to ``name``'s process group without waiting (SIGSTOP/SIGCONT: a hang)."""
+    pid = service_pid(settings, name)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+    return pid
 
 
 if __name__ == "__main__":  # python -m scripts.stack up|down|status|logs

@@ -40,7 +40,7 @@ def publish_roles(settings: Settings, roles: Roles) -> None:
     """Produce ``roles`` keyed by spec name and wait until the broker acknowledged it."""
     topic = settings.topic(CONTROL_TOPIC)
     producer = Producer(
-        {**settings.kafka.confluent_config(), "acks": "all", "enable.idempotence": True}
+        settings.kafka.producer_config(acks="all", **{"enable.idempotence": True})
     )
     errors: list[KafkaError] = []
 

@@ -1,14 +1,53 @@
-"""Sending dead letters: the one place where per-event errors are turned into DLQ records."""
+"""Sending dead letters: the one place where per-record errors are turned into DLQ records."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from precog.scoring import EventContext, dead_letter
+from services.reliability import OutRecord, produce_all
 from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.dlq")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One record that cannot be processed, and why."""
+
+    origin: EventContext
+    stage: str
+    error: BaseException
+    key: bytes | None
+    payload: bytes | None
+    #: the failed record's own timestamp (seconds), so the dead letter counts in the same
+    #: event-time window as the record it replaces
+    timestamp: float | None = None
+
+
+def _out_record(rt: Runtime, failed: Failed) -> OutRecord:
+    record, headers = dead_letter(
+        origin=failed.origin, stage=failed.stage, error=failed.error, key=failed.key,
+        payload=failed.payload, failed_time=now_ms(),
+    )
+    rt.metrics.dead_letters.labels(failed.stage, record["error_class"]).inc()
+    o = failed.origin
+    log.info("dead letter %s[%d]@%d (%s): %s",
+             o.topic, o.partition, o.offset, record["error_class"], record["error_message"])
+    return record["key"], rt.codec("dead_letter").encode(record), headers, failed.timestamp
+
+
+async def send_dead_letters(rt: Runtime, failed: Sequence[Failed]) -> None:
+    """Send every record of ``failed`` to ``{ns}.dlq`` with its reason; wait for the acks.
+
+    A dead letter is always small enough to send (:func:`precog.scoring.dead_letter`
+    truncates what is too large); while Kafka is unavailable this waits, offsets held.
+    """
+    if failed:
+        records = [_out_record(rt, f) for f in failed]
+        await produce_all(rt, rt.settings.topic("dlq"), records, "dead letters")
 
 
 async def send_dead_letter(
@@ -19,21 +58,6 @@ async def send_dead_letter(
     key: bytes | None,
     payload: bytes | None,
     timestamp: float | None = None,
-) -> Any:
-    """Send one record to ``{ns}.dlq`` with its reason; returns the delivery future.
-
-    ``timestamp`` (seconds) is the failed record's own timestamp, so the dead letter counts
-    in the same event-time window as the record it replaces.
-    """
-    record, headers = dead_letter(
-        origin=origin, stage=stage, error=error, key=key, payload=payload, failed_time=now_ms()
-    )
-    rt.metrics.dead_letters.labels(stage, record["error_class"]).inc()
-    log.info(
-        "dead letter %s[%d]@%d (%s): %s",
-        origin.topic, origin.partition, origin.offset, record["error_class"], error,
-    )
-    return await rt.topic("dlq").send(
-        key=key, value=rt.codec("dead_letter").encode(record), headers=headers,
-        timestamp=timestamp,
-    )
+) -> None:
+    """:func:`send_dead_letters` for one record."""
+    await send_dead_letters(rt, [Failed(origin, stage, error, key, payload, timestamp)])

@@ -7,6 +7,12 @@ config (``settings.redis``). Keys are ``{ns}:state:{spec}:{entity}`` and carry a
 by redis-py's ``Retry`` with exponential backoff; when Redis stays unreachable the
 store raises :class:`~precog.errors.ServiceUnavailable` naming the address.
 
+State loss is detected, not scored through: a per-namespace marker key
+(``{ns}:state-marker:{spec}``, no TTL) is written when a namespace's state begins (the
+first worker of a fresh namespace, ``precog backfill``); every read asks for it in the same
+MGET, and a read that finds the entity keys' marker gone raises :class:`StateLost`: Redis
+was restarted empty or flushed, and every entity would silently restart from nothing.
+
 Idempotency lives in the state itself (the per-partition offset watermark, see
 :meth:`precog.features.Featurizer.featurize_batch`), so rewriting a redelivered batch's
 states is harmless.
@@ -36,10 +42,25 @@ _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 _RETRIES = 3
 
 
+class StateLost(ServiceUnavailable):
+    """The namespace's state marker is gone from Redis: its entity states were lost."""
+
+    def __init__(self, address: str, key: str) -> None:
+        super().__init__(
+            "redis-state", address,
+            f"feature state lost: the marker {key} is missing (Redis restarted empty or "
+            "flushed?); scoring waits with its offsets held; rebuild the state with "
+            "`precog backfill --from-topic`",
+        )
+        self.key = key
+
+
 class OnlineStore(Protocol):
     """Where the score agent keeps entity state between micro-batches."""
 
-    async def read(self, entity_ids: Sequence[str]) -> dict[str, EntityState | None]: ...
+    async def read(
+        self, entity_ids: Sequence[str], *, check_marker: bool = False
+    ) -> dict[str, EntityState | None]: ...
 
     async def write(self, states: Mapping[str, EntityState]) -> None: ...
 
@@ -94,19 +115,51 @@ class RedisOnlineStore:
         """Redis key of one entity's state, e.g. ``prod:state:transactions:card-1``."""
         return self.settings.redis_key("state", self.spec.name, entity_id)
 
+    @property
+    def marker_key(self) -> str:
+        """The key whose presence says the namespace's states are intact."""
+        return self.settings.redis_key("state-marker", self.spec.name)
+
+    def _marker_value(self, by: str) -> bytes:
+        import json
+        import time
+
+        return json.dumps({"written_ms": int(time.time() * 1000), "by": by}).encode()
+
     # -- async (score agent) -------------------------------------------------------
     async def ping(self) -> None:
         """Fail fast: raise ServiceUnavailable when Redis does not answer."""
         await self._guard(self._async.ping)
 
-    async def read(self, entity_ids: Sequence[str]) -> dict[str, EntityState | None]:
-        """States of ``entity_ids`` (None when unknown or expired), in one MGET."""
+    async def read(
+        self, entity_ids: Sequence[str], *, check_marker: bool = False
+    ) -> dict[str, EntityState | None]:
+        """States of ``entity_ids`` (None when unknown or expired), in one MGET.
+
+        With ``check_marker`` the marker is read in the same MGET, and its absence raises
+        :class:`StateLost`.
+        """
         ids = list(dict.fromkeys(entity_ids))
-        if not ids:
+        if not ids and not check_marker:
             return {}
         keys = [self.key(e) for e in ids]
+        if check_marker:
+            keys.append(self.marker_key)
         values = await self._guard(lambda: self._async.mget(keys))
+        if check_marker:
+            if values[-1] is None:
+                raise StateLost(self.address, self.marker_key)
+            values = values[:-1]
         return _decode(ids, values)
+
+    async def has_marker(self) -> bool:
+        """Whether the namespace's state marker is there."""
+        return bool(await self._guard(lambda: self._async.exists(self.marker_key)))
+
+    async def write_marker(self, by: str) -> None:
+        """Mark the namespace's states as present (a fresh namespace, a rebuild)."""
+        value = self._marker_value(by)
+        await self._guard(lambda: self._async.set(self.marker_key, value))
 
     async def write(self, states: Mapping[str, EntityState]) -> None:
         """Write ``states`` with the TTL in one pipelined round trip."""
@@ -150,6 +203,11 @@ class RedisOnlineStore:
         keys = [self.key(e) for e in ids]
         return _decode(ids, self._guard_sync(lambda: self._client().mget(keys)))
 
+    def write_marker_sync(self, by: str) -> None:
+        """Synchronous :meth:`write_marker`."""
+        value = self._marker_value(by)
+        self._guard_sync(lambda: self._client().set(self.marker_key, value))
+
     def write_sync(self, states: Mapping[str, EntityState]) -> None:
         """Synchronous :meth:`write` (one pipelined round trip)."""
         if not states:
@@ -169,3 +227,24 @@ class RedisOnlineStore:
 def _decode(ids: list[str], values: Sequence[Any]) -> dict[str, EntityState | None]:
     pairs = zip(ids, values, strict=True)
     return {e: None if v is None else EntityState.from_bytes(v) for e, v in pairs}
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """``partition -> committed offset`` of consumer ``group`` on the namespace's ``topic``.
+
+    Partitions without a commit are left out; ``topic`` is the spec's name (``events.x``).
+    """
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    name = settings.topic(topic)
+    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(name, timeout=10)
+        parts = [TopicPartition(name, p) for p in meta.topics[name].partitions]
+        got = consumer.committed(parts, timeout=10) if parts else []
+    except KafkaException as exc:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from exc
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in got if tp.offset >= 0}

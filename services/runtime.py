@@ -22,6 +22,7 @@ from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 from services import transport
+from services.reliability import WorkerHealth
 
 log = logging.getLogger("precog.worker")
 
@@ -167,6 +168,10 @@ def create_app(settings: Settings, app_id: str | None = None) -> faust.App:
         datadir=str(data_dir),
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # a worker killed with -9 holds its partitions until Kafka gives up on it: the
+        # whole group (survivors too) waits that long in the next rebalance
+        broker_session_timeout=settings.worker.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.worker.session_timeout / 3),
         # Faust's default of 4096 makes the consumer hand events to a busy agent one at a
         # time, and a backlog of events holds back every other topic (the index agent's
         # predictions) until it is scored; 16384: precog 5.3k -> 7.0k events/s, with
@@ -186,6 +191,7 @@ class Runtime:
     spec: PipelineSpec
     app: faust.App
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    health: WorkerHealth = field(default_factory=WorkerHealth)
     models: ModelSet | None = None
     worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     last_batch_time: float | None = None

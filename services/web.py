@@ -11,7 +11,12 @@ from services.runtime import Runtime
 
 
 def health(rt: Runtime) -> tuple[int, dict[str, Any]]:
-    """Status code and body: 200 when models are loaded and the app is running."""
+    """Status code and body: 200 when models are loaded and nothing is being waited for.
+
+    503 while models are missing, while a dependency is unavailable or a condition such
+    as lost feature state holds (``waiting_for`` names each one with its address), and
+    while the worker stops after an unexpected error (``error``).
+    """
     models = rt.models
     body: dict[str, Any] = {
         "namespace": rt.settings.namespace,
@@ -37,9 +42,18 @@ def health(rt: Runtime) -> tuple[int, dict[str, Any]]:
     if rt.last_batch_time is not None:
         body["last_batch_age_s"] = round(time.time() - rt.last_batch_time, 3)
     body["agents"] = list(rt.agents)
-    ok = models is not None or "score" not in rt.agents
-    body["status"] = "ok" if ok else "waiting-for-models"
-    return (200 if ok else 503), body
+    problems = rt.health.problems()
+    body["waiting_for"] = problems
+    if rt.health.fatal is not None:
+        body["status"], code = "stopping", 503
+        body["error"] = rt.health.fatal
+    elif models is None and "score" in rt.agents:
+        body["status"], code = "waiting-for-models", 503
+    elif problems:
+        body["status"], code = "degraded", 503
+    else:
+        body["status"], code = "ok", 200
+    return code, body
 
 
 def register(rt: Runtime) -> None:

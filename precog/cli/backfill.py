@@ -19,15 +19,29 @@ app = typer.Typer(
 @app.callback()
 def backfill(
     history: Annotated[
-        Path, typer.Option("--history", help="directory with events.avro (precog simulate)")
-    ],
+        Path | None, typer.Option("--history", help="directory with events.avro (precog simulate)")
+    ] = None,
+    from_topic: Annotated[
+        bool, typer.Option("--from-topic", help="rebuild from the retained events topic up to "
+                           "the worker group's committed offsets (after Redis lost its state)")
+    ] = False,
     spec: Annotated[
         Path | None, typer.Option("--spec", help="pipeline spec (default: PRECOG_SPEC)")
     ] = None,
 ) -> None:
-    """Write every entity's state after the history to ``{ns}:state:<spec>:<entity>``."""
-    from pipelines.backfill import backfill as run
+    """Write every entity's state to ``{ns}:state:<spec>:<entity>``, from a history or the topic."""
+    from precog.errors import ConfigError
 
+    if (history is None) == (not from_topic):
+        raise ConfigError("give exactly one of --history DIR and --from-topic")
     settings = get_settings()
     pipeline = load_spec(spec or settings.spec)
-    run(settings, pipeline, history, log=typer.echo)
+    if from_topic:
+        from pipelines.backfill import rebuild_from_topic
+
+        rebuild_from_topic(settings, pipeline, log=typer.echo)
+    else:
+        from pipelines.backfill import backfill as run
+
+        assert history is not None
+        run(settings, pipeline, history, log=typer.echo)

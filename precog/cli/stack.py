@@ -1,4 +1,8 @@
-"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (scripts.stack)."""
+"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (scripts.stack).
+
+Which stack is driven comes from the settings: ``PRECOG_STACK_HOME`` and the
+``PRECOG_STACK_*_PORT`` ports select a second stack beside the first (docs/stack.md).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,12 @@ def _stack():  # type: ignore[no-untyped-def]
     return stack
 
 
+Only = Annotated[
+    str | None,
+    typer.Option("--only", help="comma-separated subset of kafka,elasticsearch,redis"),
+]
+
+
 def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
     typer.echo(f"{'service':<14} {'mode':<9} {'pid':<11} {'address':<26} health")
     for row in rows:
@@ -29,26 +39,30 @@ def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
 
 
 @app.command()
-def up() -> None:
+def up(only: Only = None) -> None:
     """Start Kafka, Elasticsearch and Redis (downloading what is missing) and wait for health."""
-    rows = _stack().up(Settings(), echo=typer.echo)
+    stack, settings = _stack(), Settings()
+    rows = stack.up(settings, echo=typer.echo, only=stack.parse_services(only))
     _print_status(rows)
-    layout = _stack().Layout.from_settings(Settings())
+    layout = stack.Layout.from_settings(settings)
     typer.echo(f"logs: {layout.home}/<service>/logs  (precog stack logs [service])")
 
 
 @app.command()
 def down(
     timeout: Annotated[float, typer.Option(help="seconds before TERM becomes KILL")] = 60.0,
+    only: Only = None,
 ) -> None:
-    """Stop the services this stack started (only those)."""
-    _stack().down(Settings(), echo=typer.echo, timeout=timeout)
+    """Stop the services this stack home started (only those)."""
+    stack = _stack()
+    stack.down(Settings(), echo=typer.echo, timeout=timeout, only=stack.parse_services(only))
 
 
 @app.command()
-def status() -> None:
-    """Each service: mode, pid, address, health, memory."""
-    if not _print_status(_stack().status(Settings())):
+def status(only: Only = None) -> None:
+    """Each service: mode, pid, address, health, memory; exits 1 when one is down."""
+    stack = _stack()
+    if not _print_status(stack.status(Settings(), stack.parse_services(only))):
         raise typer.Exit(1)
 
 

@@ -1,7 +1,9 @@
-"""Pipeline-health documents and the event-time windowed counters behind them.
+"""Pipeline-health documents, the event-time windowed counters behind them, their clock.
 
 One ``{ns}-pipeline-health`` document per (source, window, kind, name), exactly the
-shape of docs/documents.md; absent values are left out of the document.
+shape of docs/documents.md; absent values are left out of the document. Windows close on
+:class:`ClosingClock`: the watermark, moved on by wall time while no record arrives, so
+the last window of a stream that stops becomes final too.
 
 >>> c = WindowedCounts(window_ms=60_000)
 >>> c.add("tx", "quality", "amount.range", 61_000)
@@ -57,6 +59,37 @@ def health_doc(namespace: str, source: str, start: int, end: int, kind: str, nam
 def health_doc_id(doc: dict[str, Any]) -> str:
     """``{source}:{kind}:{name}:{window_start}``."""
     return f"{doc['source']}:{doc['kind']}:{doc['name']}:{doc['window_start']}"
+
+
+class ClosingClock:
+    """The event time that closes health windows: the watermark, or wall time while idle.
+
+    While records arrive, the clock is the watermark (largest event time seen). Once a
+    tick at wall time ``n0`` (watermark ``w0``) has seen every record, the clock at a later
+    tick at wall time ``n`` is ``w0 + (n - n0)`` until the next record: event time is taken
+    to go on at wall speed, so a window ``[start, end)`` becomes final ``end + grace -
+    w0`` after the stream went quiet. A record (even one far in the past, as in a replay)
+    brings the clock back to the watermark; a window it re-opens is judged again.
+
+    >>> c = ClosingClock()
+    >>> c.at(now=1_000_000, watermark=5_000, records=10)  # records flowing: the watermark
+    5000
+    >>> c.at(now=1_060_000, watermark=5_000, records=10)  # quiet for 60 s
+    65000
+    >>> c.at(now=1_070_000, watermark=5_100, records=11)  # a record arrived
+    5100
+    """
+
+    def __init__(self) -> None:
+        self._anchor: tuple[int, int, int] | None = None  # (records, watermark, wall time)
+
+    def at(self, now: int, watermark: int, records: int) -> int:
+        """The clock at a tick at wall time ``now``; ``records`` counts every record seen."""
+        anchor = self._anchor
+        if anchor is None or anchor[0] != records or anchor[1] != watermark:
+            self._anchor = (records, watermark, now)
+            return watermark
+        return max(watermark, anchor[1] + now - anchor[2])
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,66 @@
-"""Online classification metrics per model with River: cumulative, last N labels, last T.
+"""Online classification metrics per model with River: cumulative, newest N, last T.
 
-Each (model_id, version, role) gets three windows of the same bundle of River metrics:
-``cumulative``, ``last_<N>`` (``river.utils.Rolling`` over labels) and ``last_<T>``
-(``river.utils.TimeRolling`` over the label's outcome time). Accuracy, precision, recall
-and F1 come from one shared River confusion matrix; log loss is River's ``LogLoss``
-(clipped like scikit-learn); ROC AUC is :class:`ExactROCAUC` (River's ``ROCAUC`` is an
-approximation). Undefined
-values (no positive prediction, one class only) are ``None``.
+Each (model_id, version, role) gets three windows of the same bundle of River metrics. A
+window is a function of the labels received so far and of one clock, never of the order
+the labels arrived in:
+
+* ``cumulative``: every label received since the monitor started.
+* ``last_<N>``: the N labels with the largest ``(outcome_time, event_id, prediction_id)``,
+  i.e. the newest N outcomes (not the N received last: old outcomes delivered late do not
+  push newer ones out).
+* ``last_<T>`` at clock ``C``: the labels whose ``outcome_time`` is in ``(C - T, C]``. The
+  book's clock ``C`` is event time: the largest of every ``outcome_time`` received (by any
+  model of the book) and every clock given to :meth:`MetricsBook.advance` (the monitor
+  gives its event-time watermark at every tick). It only moves forward. So a label with
+  ``outcome_time <= C - T`` when it arrives is never counted, and a label leaves the
+  window as soon as the clock passes it, whether or not a newer label arrives.
+
+River's ``utils.Rolling`` evicts in arrival order and ``utils.TimeRolling`` only when a
+newer label arrives, so the two windows are small heaps (:class:`NewestWindow`,
+:class:`TimeWindow`) that ``update`` and ``revert`` the River metrics. Memory: N labels,
+and the labels inside T.
+
+Accuracy, precision, recall and F1 come from one shared River confusion matrix; log loss
+is River's ``LogLoss`` (clipped like scikit-learn); ROC AUC is :class:`ExactROCAUC`
+(River's ``ROCAUC`` is an approximation). Undefined values (no positive prediction, one
+class only) are ``None``.
 
 >>> book = MetricsBook(last_n=2, last_ms=60_000)
->>> for score, label, outcome, t in [(0.9, 1, 1, 0), (0.2, 0, 1, 60_000), (0.7, 1, 0, 90_000)]:
+>>> def label(score, decision, outcome, t):
 ...     book.observe_labeled({"model_id": "m", "version": 1, "role": "leader",
-...         "score": score, "label": label, "outcome": outcome,
+...         "score": score, "label": decision, "outcome": outcome,
 ...         "event_time": 0, "outcome_time": t, "label_latency_ms": t})
+>>> for row in [(0.9, 1, 1, 0), (0.2, 0, 1, 60_000), (0.7, 1, 0, 90_000)]:
+...     label(*row)
 >>> [(r["window"], r["n_labels"], r["accuracy"]) for r in book.snapshot("prod", 99)]
 [('cumulative', 3, 0.3333333333333333), ('last_2', 2, 0.0), ('last_1m', 2, 0.0)]
+
+The clock moves on without a newer label; a label older than the window is not counted:
+
+>>> label(0.8, 1, 1, 70_000)  # window (30s, 90s]: counted, and among the newest 2
+>>> [(r["window"], r["n_labels"]) for r in book.snapshot("prod", 100, clock=140_000)]
+[('cumulative', 4), ('last_2', 2), ('last_1m', 1)]
+>>> label(0.8, 1, 1, 75_000)  # window (80s, 140s]: too old when it arrives
+>>> [r["n_labels"] for r in book.snapshot("prod", 101)]
+[5, 2, 1]
 """
 
 from __future__ import annotations
 
 import bisect
-import datetime as dt
+import heapq
 import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from river import metrics, stats, utils
+from river import metrics, stats
 
 _EPS = sys.float_info.epsilon
-EPOCH = dt.datetime(1970, 1, 1)  # naive: TimeRolling compares with a naive datetime
+
+#: ``(outcome, decision, score, label_latency_ms)`` of one label
+Pair = tuple[int, int, float, int]
 
 
 class ExactROCAUC(metrics.base.BinaryMetric):
@@ -135,8 +165,7 @@ class SortedValues:
 class LabelMetrics:
     """The metric bundle over one window; ``update``/``revert`` one labeled pair.
 
-    The arguments are one tuple so ``river.utils.Rolling`` and ``TimeRolling`` can replay
-    them on revert: ``(outcome, decision, score, latency_ms)``.
+    The argument is one :data:`Pair` so a window keeps what it must revert as one value.
     """
 
     def __init__(self, exact_latency: bool = True) -> None:
@@ -152,7 +181,7 @@ class LabelMetrics:
         self.p50 = stats.Quantile(0.5)
         self.p95 = stats.Quantile(0.95)
 
-    def update(self, pair: tuple[int, int, float, int]) -> None:
+    def update(self, pair: Pair) -> None:
         outcome, decision, score, latency = pair
         self.cm.update(outcome, decision)  # shared by accuracy, precision, recall
         self.auc.update(outcome, score)
@@ -164,7 +193,7 @@ class LabelMetrics:
             self.p50.update(latency)
             self.p95.update(latency)
 
-    def revert(self, pair: tuple[int, int, float, int]) -> None:
+    def revert(self, pair: Pair) -> None:
         outcome, decision, score, latency = pair
         self.cm.revert(outcome, decision)
         self.auc.revert(outcome, score)
@@ -206,6 +235,76 @@ def window_name_ms(ms: int) -> str:
     return f"last_{ms}ms"
 
 
+class NewestWindow:
+    """The ``size`` labels with the largest keys (a min-heap); a label pushed out is reverted.
+
+    Which labels are kept depends on their keys only, not on the order they arrive in.
+
+    >>> w = NewestWindow(2)
+    >>> for key in [(5, "a"), (1, "b"), (9, "c"), (3, "d")]:
+    ...     w.update(key, (1, 1, 0.9, 0))
+    >>> sorted(key for key, _, _ in w.heap), w.metrics.n
+    ([(5, 'a'), (9, 'c')], 2)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.metrics = LabelMetrics()
+        self.heap: list[tuple[Any, int, Pair]] = []
+        self._seq = 0  # equal keys never compare their pairs
+
+    def update(self, key: Any, pair: Pair) -> None:
+        self._seq += 1
+        item = (key, self._seq, pair)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, item)
+        elif key > self.heap[0][0]:
+            self.metrics.revert(heapq.heapreplace(self.heap, item)[2])
+        else:
+            return
+        self.metrics.update(pair)
+
+
+class TimeWindow:
+    """The labels whose time is in ``(clock - period_ms, clock]``; the clock only moves on.
+
+    A label is counted on arrival when it is inside the window, and reverted when the
+    clock passes it (:meth:`advance`), whether or not a newer label arrives.
+
+    >>> w = TimeWindow(60_000)
+    >>> w.update(10_000, (1, 1, 0.9, 0)); w.update(50_000, (0, 0, 0.1, 0))
+    >>> w.advance(100_000); w.metrics.n  # (40s, 100s]: 10s left
+    1
+    >>> w.update(30_000, (1, 1, 0.9, 0)); w.metrics.n  # too old on arrival: never counted
+    1
+    """
+
+    def __init__(self, period_ms: int) -> None:
+        self.period_ms = period_ms
+        self.metrics = LabelMetrics()
+        self.clock: int | None = None
+        self.heap: list[tuple[int, int, Pair]] = []
+        self._seq = 0
+
+    def advance(self, clock: int) -> None:
+        """Move the clock to ``clock`` (if later) and revert the labels it passed."""
+        if self.clock is not None and clock <= self.clock:
+            return
+        self.clock = clock
+        horizon = clock - self.period_ms
+        while self.heap and self.heap[0][0] <= horizon:
+            self.metrics.revert(heapq.heappop(self.heap)[2])
+
+    def update(self, t: int, pair: Pair) -> None:
+        """A label at time ``t`` (the clock moves to ``t`` if that is later)."""
+        self.advance(t)
+        if self.clock is not None and t <= self.clock - self.period_ms:
+            return
+        self._seq += 1
+        heapq.heappush(self.heap, (t, self._seq, pair))
+        self.metrics.update(pair)
+
+
 @dataclass
 class ModelMetrics:
     """All windows of one (model_id, version, role)."""
@@ -215,27 +314,30 @@ class ModelMetrics:
     cumulative: LabelMetrics = field(default_factory=lambda: LabelMetrics(exact_latency=False))
     predictions: int = 0
     newest_outcome_time: int = 0
-    rolling: Any = None
-    timed: Any = None
+    newest: NewestWindow = field(init=False)
+    recent: TimeWindow = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rolling = utils.Rolling(LabelMetrics, window_size=self.last_n)
-        self.timed = utils.TimeRolling(LabelMetrics, period=dt.timedelta(milliseconds=self.last_ms))
+        self.newest = NewestWindow(self.last_n)
+        self.recent = TimeWindow(self.last_ms)
 
-    def update(self, rec: dict[str, Any]) -> None:
+    def update(self, rec: dict[str, Any], clock: int) -> None:
+        """One labeled record; ``clock`` is the book's clock (at least its outcome time)."""
         pair = (int(rec["outcome"]), int(rec["label"]), float(rec["score"]),
                 int(rec["label_latency_ms"]))
         t = int(rec["outcome_time"])
         self.cumulative.update(pair)
-        self.rolling.update(pair)
-        self.timed.update(pair, t=EPOCH + dt.timedelta(milliseconds=t))
+        self.newest.update((t, str(rec.get("event_id", "")), str(rec.get("prediction_id", ""))),
+                           pair)
+        self.recent.advance(clock)
+        self.recent.update(t, pair)
         self.newest_outcome_time = max(self.newest_outcome_time, t)
 
     def windows(self) -> list[tuple[str, LabelMetrics]]:
         return [
             ("cumulative", self.cumulative),
-            (f"last_{self.last_n}", self.rolling.obj),
-            (window_name_ms(self.last_ms), self.timed.obj),
+            (f"last_{self.last_n}", self.newest.metrics),
+            (window_name_ms(self.last_ms), self.recent.metrics),
         ]
 
 
@@ -248,6 +350,7 @@ class MetricsBook:
         self.last_n = last_n
         self.last_ms = last_ms
         self.models: dict[tuple[str, int, str], ModelMetrics] = {}
+        self.clock: int | None = None
 
     def _model(self, model_id: str, version: int, role: str) -> ModelMetrics:
         key = (model_id, int(version), str(role))
@@ -262,10 +365,23 @@ class MetricsBook:
 
     def observe_labeled(self, rec: dict[str, Any]) -> None:
         """Add one ``labeled.v1`` record to its model's windows."""
-        self._model(rec["model_id"], rec["version"], rec["role"]).update(rec)
+        t = int(rec["outcome_time"])
+        self.clock = t if self.clock is None else max(self.clock, t)
+        self._model(rec["model_id"], rec["version"], rec["role"]).update(rec, self.clock)
 
-    def snapshot(self, namespace: str, computed_time: int) -> list[dict[str, Any]]:
-        """One ``metrics.v1`` record per model and window (models with labels only)."""
+    def advance(self, clock: int | None) -> None:
+        """Move the clock on to ``clock`` (event time; never back) in every model's window."""
+        if clock is not None:
+            self.clock = int(clock) if self.clock is None else max(self.clock, int(clock))
+        if self.clock is not None:
+            for mm in self.models.values():
+                mm.recent.advance(self.clock)
+
+    def snapshot(self, namespace: str, computed_time: int,
+                 clock: int | None = None) -> list[dict[str, Any]]:
+        """One ``metrics.v1`` record per model and window (models with labels only),
+        the time windows at the book's clock moved on to ``clock``."""
+        self.advance(clock)
         out: list[dict[str, Any]] = []
         for (model_id, version, role), mm in sorted(self.models.items()):
             if mm.cumulative.n == 0:

@@ -9,6 +9,14 @@ and sends:
 * ``on_event`` / ``on_dead_letter`` / ``on_manifest`` / ``on_lag``: pipeline health;
 * ``tick(now)``: the metrics snapshot, the pipeline-health documents of closed windows,
   and every alert raised since the last tick.
+
+Two clocks, both event time. The **watermark** is the largest event time of the events
+topic (or the larger one a tick gives); the metrics' ``last_<T>`` window is measured at
+``max(watermark, newest outcome_time)`` and never moves back, because a label it evicted
+cannot come back. Health windows close on :class:`~precog.monitor.health.ClosingClock`:
+the watermark, moved on at wall speed (``now``) while no record arrives, so the last
+window of a stream becomes final; a late record re-opens a window and its document is
+rewritten complete.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from precog.monitor.drift import (
     concept_drift_alert,
     psi_alert,
 )
-from precog.monitor.health import WindowedCounts, health_doc, window_start
+from precog.monitor.health import ClosingClock, WindowedCounts, health_doc, window_start
 from precog.monitor.metrics import MetricsBook
 from precog.monitor.outliers import OutlierDetector, OutlierResult
 from precog.monitor.quality import QualityMonitor
@@ -82,6 +90,8 @@ class Monitor:
         self.pending_alerts: list[dict[str, Any]] = []
         self.watermark = 0
         self.now = 0
+        self.records = 0  # records feeding health windows: events, predictions, DLQ, manifests
+        self.closing_clock = ClosingClock()
 
     # -- models --------------------------------------------------------------------
     def on_labeled(self, rec: dict[str, Any]) -> None:
@@ -101,6 +111,7 @@ class Monitor:
     def on_prediction(self, pred: dict[str, Any]) -> OutlierResult | None:
         """One ``prediction.v1`` record: coverage, drift; returns the outlier verdict."""
         self.metrics.observe_prediction(pred)
+        self.records += 1  # its outlier counts are health windows too
         t = int(pred["event_time"])
         for m in [pred["leader"], *pred.get("challengers", [])]:
             self._score_drift(m, t)
@@ -165,12 +176,15 @@ class Monitor:
         self.volume.record(source, event_time)
         self.quality.record_event(source, event_time, failures)
         self.watermark = max(self.watermark, event_time)
+        self.records += 1
 
     def on_dead_letter(self, source: str, t: int, error_class: str) -> None:
         self.quality.record_dead_letter(source, t, error_class)
+        self.records += 1
 
     def on_manifest(self, rec: dict[str, Any]) -> None:
         self.volume.manifest(rec)
+        self.records += 1
 
     def on_lag(self, group: str, lag: int) -> None:
         """Latest consumer lag (messages) of one agent's consumer group."""
@@ -178,16 +192,18 @@ class Monitor:
 
     # -- output --------------------------------------------------------------------
     def tick(self, now: int, watermark: int | None = None) -> TickOutput:
-        """Everything to publish now: metrics, closed health windows, new alerts."""
+        """Everything to publish at wall time ``now``: metrics, closed health windows, new
+        alerts. ``watermark`` (event time) moves the monitor's watermark on if larger."""
         self.now = now
         wm = self.watermark if watermark is None else max(self.watermark, watermark)
         ns = self.config.namespace
-        out = TickOutput(metrics=self.metrics.snapshot(ns, now))
-        for vw in self.volume.close(wm):
+        out = TickOutput(metrics=self.metrics.snapshot(ns, now, clock=wm))
+        closing = self.closing_clock.at(now, wm, self.records)
+        for vw in self.volume.close(closing):
             out.health.append(vw.doc(ns, now))
             if vw.alert:
                 self.pending_alerts.append(vw.alert_record(ns, self.config.min_ratio, now))
-        closed = [*self.quality.close(wm), *self.outlier_counts.close(wm)]
+        closed = [*self.quality.close(closing), *self.outlier_counts.close(closing)]
         still_open = [*self.quality.counts.provisional(), *self.outlier_counts.provisional()]
         for wc in [*closed, *still_open]:
             out.health.append(health_doc(ns, wc.source, wc.window_start, wc.window_end, wc.kind,

@@ -13,11 +13,12 @@ make the parallel worker skip updates it must apply.
 >>> spec = load_spec(SPEC_DIR / "transactions.yaml")
 >>> ev = {"event_id": "e1", "card_id": "card-1", "customer_id": "c1", "merchant_id": "m1",
 ...       "category": "fuel", "amount": 40.0, "currency": "EUR", "country": "DE",
-...       "channel": "pos", "event_time": 3_600_000}
+...       "channel": "pos", "event_time": 1_700_000_000_000}
 >>> codec = Codec.for_schema("transaction")
->>> result = rebuild_states(spec, [(codec.encode(ev), 3_600_000), (b"junk", 3_600_001)])
+>>> result = rebuild_states(spec, [(codec.encode(ev), 1_700_000_000_000),
+...                                (b"junk", 1_700_000_000_001)])
 >>> result.events, result.skipped, result.states["card-1"].last_time
-(1, 1, 3600000)
+(1, 1, 1700000000000)
 >>> result.states["card-1"].applied
 {}
 """

@@ -30,7 +30,8 @@ from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
 
 from precog.errors import EventError
 from precog.scoring import EventContext, prediction_documents
-from services.dlq import send_dead_letter
+from services.dlq import Failed, send_dead_letters
+from services.reliability import consume_in_batches, release
 from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.index")
@@ -195,7 +196,9 @@ async def bulk_until_acknowledged(
             if isinstance(exc, ApiError) and status not in RETRYABLE_STATUS:
                 raise
             rt.metrics.index_retries.labels(type(exc).__name__).inc()
-            log.warning("Elasticsearch unavailable (%s); retrying in %.1fs", exc, backoff)
+            if rt.health.waiting("elasticsearch", f"elasticsearch unavailable at "
+                                 f"{rt.settings.elasticsearch.url}: {exc}"):
+                log.warning("Elasticsearch unavailable (%s); offsets held, retrying", exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue  # resend all that is pending: ids are deterministic, 409 is success
@@ -204,6 +207,8 @@ async def bulk_until_acknowledged(
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
         pending = retry
+    if rt.health.recovered("elasticsearch"):
+        log.warning("Elasticsearch is available again; indexing resumes")
     return rejected
 
 
@@ -219,18 +224,16 @@ async def index_events(
     failed: list[tuple[Any, Exception]] = list(bad)
     rejected = await bulk_until_acknowledged(rt, docs) if docs else []
     failed += [(d.owner, IndexRejected(f"{d.doc_id}: {reason}")) for d, reason in rejected]
-    futures = []
-    for event, exc in failed:
-        msg = event.message
-        origin = EventContext(msg.topic, msg.partition, msg.offset)
-        futures.append(await send_dead_letter(
-            rt, origin, "index", exc, msg.key, msg.value, msg.timestamp
-        ))
-    if futures:
-        await asyncio.gather(*futures)
+    await send_dead_letters(rt, [_failed(event, exc) for event, exc in failed])
     done = len(docs) - len(rejected)
     rt.metrics.documents_indexed.labels(rt.settings.index("predictions")).inc(done)
     return done
+
+
+def _failed(event: Any, exc: Exception) -> Failed:
+    msg = event.message
+    origin = EventContext(msg.topic, msg.partition, msg.offset)
+    return Failed(origin, "index", exc, msg.key, msg.value, msg.timestamp)
 
 
 def _log_failure(task: asyncio.Task[int]) -> None:
@@ -240,28 +243,27 @@ def _log_failure(task: asyncio.Task[int]) -> None:
 
 
 class BatchWindow:
-    """At most ``limit`` index batches in flight; each acks its events when written.
+    """At most ``limit`` index batches in flight; their offsets are released in order.
 
-    :meth:`hold` takes a reference on every event's message so that the stream's own ack
-    after the loop body does not commit it; the batch's task acks the events once
-    :func:`index_events` returned, i.e. Elasticsearch acknowledged every document or the
-    dead letter was written. A failed batch re-raises in the agent at the next
-    :meth:`submit` or :meth:`drain`; its events stay unacknowledged and are redelivered.
+    The events come held (:func:`~services.reliability.consume_in_batches`), so the
+    stream's own acknowledgement does not commit them. Each batch's task writes
+    its documents (and dead letters), then waits for the batch before it and releases its
+    events: offsets become committable in the order they were consumed, whichever write
+    finished first. A failed batch re-raises in the agent at the next :meth:`submit` or
+    :meth:`drain`; neither it nor any later batch is released (all are redelivered).
     """
 
     def __init__(self, rt: Runtime, stream: Any, limit: int) -> None:
         self.rt, self.stream, self.limit = rt, stream, limit
         self.tasks: deque[asyncio.Task[int]] = deque()
+        self._last: asyncio.Task[int] | None = None
 
-    @staticmethod
-    def hold(events: Sequence[Any]) -> None:
-        for event in events:
-            event.message.incref()
-
-    async def _run(self, events: Sequence[Any], built: Any, started: float) -> int:
+    async def _run(self, events: Sequence[Any], built: Any, started: float,
+                   before: asyncio.Task[int] | None) -> int:
         done = await index_events(self.rt, events, built)
-        for event in events:
-            await self.stream.ack(event)
+        if before is not None:
+            await asyncio.shield(before)  # raises when it failed: this batch stays held too
+        await release(self.stream, events)
         self.rt.metrics.batch_latency.labels("index").observe(time.perf_counter() - started)
         self.rt.metrics.batch_size.labels("index").observe(len(events))
         return done
@@ -269,11 +271,14 @@ class BatchWindow:
     async def submit(self, events: Sequence[Any]) -> None:
         """Build the batch's documents now and write them in the background."""
         started = time.perf_counter()
-        built = build_docs(self.rt, events)
-        self.hold(events)
-        task = asyncio.ensure_future(self._run(events, built, started))
+        built = build_docs(self.rt, events)  # the events are held by the caller
+        before = self._last if self._last is not None and not self._last.done() else None
+        if self._last is not None and self._last.done():
+            self._last.result()  # raises what it raised
+        task = asyncio.ensure_future(self._run(events, built, started, before))
         task.add_done_callback(_log_failure)
         self.tasks.append(task)
+        self._last = task
         while self.tasks and (len(self.tasks) >= self.limit or self.tasks[0].done()):
             await self.tasks.popleft()  # raises what the batch raised
 
@@ -282,10 +287,11 @@ class BatchWindow:
             await self.tasks.popleft()
 
     def cancel(self) -> None:
-        """Stop the batches still in flight; their events were not acked (redelivered)."""
+        """Stop the batches still in flight; their events were not released (redelivered)."""
         for task in self.tasks:
             task.cancel()
         self.tasks.clear()
+        self._last = None
 
 
 def register(rt: Runtime) -> None:
@@ -296,7 +302,7 @@ def register(rt: Runtime) -> None:
     async def index(stream: Any) -> None:
         window = BatchWindow(rt, stream, cfg.inflight_batches)
         try:
-            async for events in stream.take_events(cfg.batch_size, within=cfg.batch_timeout):
-                await window.submit(events)
+            await consume_in_batches(rt, stream, "index", cfg.batch_size, cfg.batch_timeout,
+                                     window.submit)
         finally:
             window.cancel()

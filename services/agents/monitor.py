@@ -18,6 +18,8 @@ import logging
 from functools import lru_cache
 from typing import Any
 
+from elasticsearch import ApiError, ConnectionTimeout
+from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch.helpers import async_streaming_bulk
 
 from precog.errors import EventError, PrecogError
@@ -25,13 +27,16 @@ from precog.monitor import Monitor, MonitorConfig, Reference
 from precog.monitor.health import health_doc_id
 from precog.monitor.quality import source_of_topic
 from precog.spec import parse_duration
-from services.agents.index import update_documents
+from services.agents.index import RETRYABLE_STATUS, update_documents
+from services.reliability import produce_all
 from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.monitor")
 
 #: flushes an outlier update is retried while its prediction document does not exist yet
 MAX_UPDATE_ATTEMPTS = 60
+#: monitor documents kept while Elasticsearch is down (about an hour of ticks)
+MAX_PENDING_DOCS = 100_000
 
 
 def monitor_config(rt: Runtime) -> MonitorConfig:
@@ -79,6 +84,7 @@ class MonitorAgent:
         self.monitor = monitor or Monitor(monitor_config(rt), registry_references(rt))
         self.source = rt.spec.name
         self.outlier_updates: dict[str, tuple[dict[str, Any], int]] = {}
+        self.pending_docs: list[dict[str, Any]] = []
         self.event_codec = rt.codec(rt.spec.event.schema_name)
 
     # -- inputs --------------------------------------------------------------------
@@ -143,17 +149,19 @@ class MonitorAgent:
 
     # -- outputs -------------------------------------------------------------------
     async def tick(self) -> None:
+        """Publish what the monitor computed; waits while Kafka is down, defers while ES is."""
         self.observe_lag()
         out = self.monitor.tick(now_ms())
-        metrics_topic, alerts_topic = self.rt.topic("metrics"), self.rt.topic("alerts")
-        for rec in out.metrics:
-            await metrics_topic.send(key=rec["model_id"].encode(),
-                                     value=self.rt.codec("metrics").encode(rec))
         for alert in out.alerts:
             log.warning("ALERT %s: %s", alert["kind"], alert["message"])
-            await alerts_topic.send(key=alert["alert_id"].encode(),
-                                    value=self.rt.codec("alert").encode(alert))
         s = self.rt.settings
+        metrics_codec, alert_codec = self.rt.codec("metrics"), self.rt.codec("alert")
+        await produce_all(self.rt, s.topic("metrics"), [
+            (r["model_id"].encode(), metrics_codec.encode(r), None, None) for r in out.metrics
+        ], "monitor: publish metrics")
+        await produce_all(self.rt, s.topic("alerts"), [
+            (a["alert_id"].encode(), alert_codec.encode(a), None, None) for a in out.alerts
+        ], "monitor: publish alerts")
         actions = [{"_op_type": "index", "_index": s.index("metrics"),
                     "_id": f"{r['model_id']}:{r['version']}:{r['window']}:{r['computed_time']}",
                     "_source": r} for r in out.metrics]
@@ -161,16 +169,41 @@ class MonitorAgent:
                      "_source": a} for a in out.alerts]
         actions += [{"_op_type": "index", "_index": s.index("pipeline-health"),
                      "_id": health_doc_id(d), "_source": d} for d in out.health]
-        await self._bulk(actions)
+        self.pending_docs.extend(actions)
+        if len(self.pending_docs) > MAX_PENDING_DOCS:
+            dropped = len(self.pending_docs) - MAX_PENDING_DOCS
+            log.error("monitor documents: dropping the %d oldest of those waiting for "
+                      "Elasticsearch (more than %d)", dropped, MAX_PENDING_DOCS)
+            del self.pending_docs[:dropped]
+        await self._bulk()
         await self._flush_outliers()
 
-    async def _bulk(self, actions: list[dict[str, Any]]) -> None:
-        if not actions:
+    async def _bulk(self) -> None:
+        """Write the waiting documents; when Elasticsearch is down, keep them for the next tick.
+
+        Ids are deterministic and the op is ``index``, so writing a document twice is safe.
+        """
+        if not self.pending_docs:
             return
-        async for ok, item in async_streaming_bulk(self.rt.es, actions, raise_on_error=False,
-                                                   max_retries=5):
-            if not ok:
-                log.warning("monitor document rejected: %s", item)
+        actions = self.pending_docs
+        try:
+            async for ok, item in async_streaming_bulk(self.rt.es, actions,
+                                                       raise_on_error=False, max_retries=5):
+                if not ok:
+                    log.warning("monitor document rejected: %s", item)
+        except (ESConnectionError, ConnectionTimeout) as exc:
+            if self.rt.health.waiting("elasticsearch", f"elasticsearch unavailable at "
+                                      f"{self.rt.settings.elasticsearch.url}: {exc}"):
+                log.warning("monitor documents deferred (Elasticsearch: %s)", exc)
+            return
+        except ApiError as exc:
+            if getattr(exc.meta, "status", None) not in RETRYABLE_STATUS:
+                raise
+            log.warning("monitor documents deferred (Elasticsearch: %s)", exc)
+            return
+        self.pending_docs = []
+        if self.rt.health.recovered("elasticsearch"):
+            log.warning("Elasticsearch is available again; monitor documents written")
 
     async def _flush_outliers(self) -> None:
         if not self.outlier_updates:

@@ -5,6 +5,11 @@ acknowledged by Kafka, then one Redis write, then the offsets may be committed. 
 before the state write means a crash in between re-scores the event from the same state
 (same prediction id, same features); the state's offset watermark makes the write itself
 idempotent when a batch is redelivered.
+
+The batch's offsets are held until all of that is acknowledged (services/reliability.py):
+Redis or Kafka being down is waited out, a bad record (decode, validation, featurize,
+encode, too large) goes to the DLQ without touching its neighbours, and anything else
+stops the worker with the batch uncommitted.
 """
 
 from __future__ import annotations
@@ -18,34 +23,52 @@ from typing import Any
 import numpy as np
 
 from precog.errors import EventError, ValidationError
-from precog.features import Featurizer
+from precog.features import EntityState, Featurizer
+from precog.monitor.alerts import make_alert
 from precog.scoring import EventContext, prediction_record, score_batch
 from precog.validation import check_event
-from services.dlq import send_dead_letter
-from services.feature_store import RedisOnlineStore
+from services.dlq import Failed, send_dead_letters
+from services.feature_store import RedisOnlineStore, StateLost, committed_offsets
+from services.reliability import (
+    OutRecord,
+    consume_in_batches,
+    produce_all,
+    record_limit,
+    release,
+    until_available,
+)
 from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.score")
 
 
-class _Valid:
-    __slots__ = ("record", "origin", "key")
+class RecordTooLarge(EventError):
+    """The record this event produces is larger than a Kafka request may carry."""
 
-    def __init__(self, record: dict[str, Any], origin: EventContext, key: bytes | None) -> None:
+
+class _Valid:
+    __slots__ = ("record", "origin", "msg")
+
+    def __init__(self, record: dict[str, Any], origin: EventContext, msg: Any) -> None:
         self.record = record
         self.origin = origin
-        self.key = key
+        self.msg = msg
 
 
-async def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> list[_Valid]:
-    """Valid records of the batch; the others go to the DLQ (the worker never stops)."""
+def _failed(v: _Valid | Any, stage: str, exc: BaseException) -> Failed:
+    msg = v.msg if isinstance(v, _Valid) else v
+    origin = EventContext(msg.topic, msg.partition, msg.offset)
+    return Failed(origin, stage, exc, msg.key, msg.value, msg.timestamp)
+
+
+def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> tuple[list[_Valid], list[Failed]]:
+    """The batch's valid records, and the failures (decode, validation) for the DLQ."""
     codec = rt.codec(rt.spec.event.schema_name)
     now = now_ms()
     valid: list[_Valid] = []
-    dlq_futures = []
+    failed: list[Failed] = []
     for event in events:
         msg = event.message
-        origin = EventContext(msg.topic, msg.partition, msg.offset)
         try:
             record = codec.decode(msg.value)
             failures = check_event(rt.spec, record, now)
@@ -53,73 +76,183 @@ async def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> list[_Valid]:
                 raise ValidationError("; ".join(f"{f.check}: {f.message}" for f in failures))
         except EventError as exc:
             stage = "validate" if isinstance(exc, ValidationError) else "decode"
-            dlq_futures.append(await send_dead_letter(
-                rt, origin, stage, exc, msg.key, msg.value, msg.timestamp
-            ))
+            failed.append(_failed(msg, stage, exc))
             continue
-        valid.append(_Valid(record, origin, msg.key))
-    if dlq_futures:
-        await asyncio.gather(*dlq_futures)
-    return valid
+        valid.append(_Valid(record, EventContext(msg.topic, msg.partition, msg.offset), msg))
+    return valid, failed
+
+
+def _featurize(
+    featurizer: Featurizer, states: dict[str, EntityState | None], valid: list[_Valid],
+) -> tuple[list[_Valid], list[Any], dict[str, EntityState], list[Failed]]:
+    """Features of the batch in one pass; record by record when one of them breaks the pass.
+
+    The record-by-record pass chains the same states in the same order, so its results
+    equal the batch pass for every record that does not fail; a failing record goes to the
+    DLQ and leaves its entity's state as it was.
+    """
+    items = [(v.record, v.origin.partition, v.origin.offset) for v in valid]
+    try:
+        vectors, new_states = featurizer.featurize_batch(states, items)
+        return valid, vectors, new_states, []
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        log.warning("featurize failed for the batch (%r); isolating the record", exc)
+    current: dict[str, EntityState | None] = dict(states)
+    changed: dict[str, EntityState] = {}
+    kept, vectors, failed = [], [], []
+    for v, item in zip(valid, items, strict=True):
+        try:
+            (vector,), new = featurizer.featurize_batch(current, [item])
+        except (ArithmeticError, ValueError, TypeError) as exc:
+            failed.append(_failed(v, "featurize", exc))
+            continue
+        current.update(new)
+        changed.update(new)
+        kept.append(v)
+        vectors.append(vector)
+    return kept, vectors, changed, failed
+
+
+def _encode_predictions(
+    rt: Runtime, featurizer: Featurizer, models: Any, valid: list[_Valid], vectors: list[Any],
+) -> tuple[list[tuple[_Valid, OutRecord]], list[Failed]]:
+    """Prediction records of the batch, encoded; a record that cannot be is a failure."""
+    spec = rt.spec
+    entity_field, id_field, time_field = (
+        spec.event.entity_field, spec.event.id_field, spec.event.time_field,
+    )
+    X = np.array([vec.values for vec in vectors], dtype=np.float64)
+    scores = score_batch(models, X)
+    scored_time = now_ms()
+    codec = rt.codec("prediction")
+    event_schema = rt.event_schema_label()
+    limit = record_limit(rt.app)
+    out: list[tuple[_Valid, OutRecord]] = []
+    failed: list[Failed] = []
+    for i, (v, vec) in enumerate(zip(valid, vectors, strict=True)):
+        try:
+            record = prediction_record(
+                spec_name=spec.name,
+                event_id=str(v.record[id_field]),
+                entity_id=str(v.record[entity_field]),
+                event_time=int(v.record[time_field]),
+                scored_time=scored_time,
+                models=models,
+                scores=[float(s[i]) for s in scores],
+                feature_names=featurizer.names,
+                values=vec.values,
+                ages_ms=vec.ages_ms,
+                origin=v.origin,
+                namespace=rt.settings.namespace,
+                event_schema=event_schema,
+                code_version=rt.code_version,
+                worker=rt.worker_name,
+            )
+            key, value = record["event_id"].encode(), codec.encode(record)
+        except (ArithmeticError, ValueError, TypeError, EventError) as exc:
+            failed.append(_failed(v, "encode", exc))
+            continue
+        if len(key) + len(value) > limit:
+            failed.append(_failed(v, "encode", RecordTooLarge(
+                f"prediction of {len(key) + len(value)} bytes > {limit} (producer request limit)"
+            )))
+            continue
+        out.append((v, (key, value, None, None)))
+    return out, failed
 
 
 async def score_events(
     rt: Runtime, store: RedisOnlineStore, featurizer: Featurizer, events: Sequence[Any]
 ) -> int:
-    """Process one micro-batch; returns the number of predictions sent."""
+    """Process one micro-batch; returns the number of predictions sent.
+
+    Every effect is acknowledged before this returns: predictions and dead letters by
+    Kafka, then the new entity states by Redis. Redis and Kafka being unavailable is waited
+    out (:func:`~services.reliability.until_available`); a bad record goes to the DLQ.
+    """
     spec = rt.spec
     rt.metrics.events_in.labels(spec.name).inc(len(events))
-    valid = await _decode_and_check(rt, events)
-    if not valid:
-        return 0
+    valid, failed = _decode_and_check(rt, events)
     models = rt.models
     assert models is not None, "score agent started before models were loaded"
+    new_states: dict[str, EntityState] = {}
+    out: list[tuple[_Valid, OutRecord]] = []
+    if valid:
+        entity_field = spec.event.entity_field
+        entities = list(dict.fromkeys(str(v.record[entity_field]) for v in valid))
+        states = await until_available(rt.health, "score: read entity state",
+                                       lambda: _read_states(rt, store, entities))
+        while True:
+            kept, vectors, new_states, bad = _featurize(featurizer, states, valid)
+            failed += bad
+            out, bad = _encode_predictions(rt, featurizer, models, kept, vectors)
+            if not bad:
+                break
+            # a record that cannot be published must not move its entity's state:
+            # featurize the batch again without it (the chains are pure functions)
+            failed += bad
+            dropped = {id(f.origin) for f in bad}
+            valid = [v for v in kept if id(v.origin) not in dropped]
+    await send_dead_letters(rt, failed)
+    if out:
+        await produce_all(rt, rt.settings.topic("predictions"), [rec for _, rec in out],
+                          "score: publish predictions")
+        # every prediction acknowledged before the state moves on
+        await until_available(rt.health, "score: write entity state",
+                              lambda: store.write(new_states))
+    rt.metrics.predictions_out.labels(spec.name).inc(len(out))
+    return len(out)
 
-    entity_field, id_field, time_field = (
-        spec.event.entity_field, spec.event.id_field, spec.event.time_field,
-    )
-    entities = list(dict.fromkeys(str(v.record[entity_field]) for v in valid))
-    states = await store.read(entities)
-    items = [(v.record, v.origin.partition, v.origin.offset) for v in valid]
-    vectors, new_states = featurizer.featurize_batch(states, items)
 
-    X = np.array([vec.values for vec in vectors], dtype=np.float64)
-    scores = score_batch(models, X)
-    scored_time = now_ms()
-    codec = rt.codec("prediction")
-    # The app's producer directly: Faust's Topic.send wraps every record in futures,
-    # sensors and callbacks (~140 us each in the profile); the bytes, key, partitioner
-    # and acknowledgement are the same.
-    producer = rt.app.producer
-    topic = rt.settings.topic("predictions")
-    event_schema = rt.event_schema_label()
-    code_version = rt.code_version
-    futures = []
-    for i, (v, vec) in enumerate(zip(valid, vectors, strict=True)):
-        record = prediction_record(
-            spec_name=spec.name,
-            event_id=str(v.record[id_field]),
-            entity_id=str(v.record[entity_field]),
-            event_time=int(v.record[time_field]),
-            scored_time=scored_time,
-            models=models,
-            scores=[float(s[i]) for s in scores],
-            feature_names=featurizer.names,
-            values=vec.values,
-            ages_ms=vec.ages_ms,
-            origin=v.origin,
-            namespace=rt.settings.namespace,
-            event_schema=event_schema,
-            code_version=code_version,
-            worker=rt.worker_name,
-        )
-        futures.append(await producer.send(
-            topic, record["event_id"].encode(), codec.encode(record), None, None, None
-        ))
-    await asyncio.gather(*futures)  # every prediction acknowledged before the state moves on
-    await store.write(new_states)
-    rt.metrics.predictions_out.labels(spec.name).inc(len(valid))
-    return len(valid)
+async def _read_states(
+    rt: Runtime, store: RedisOnlineStore, entities: list[str]
+) -> dict[str, EntityState | None]:
+    """The entities' states; raises :class:`StateLost` (after one alert) when the marker is gone."""
+    try:
+        states = await store.read(entities, check_marker=True)
+    except StateLost as exc:
+        if "redis-state" not in rt.health.dependencies:
+            await _state_lost_alert(rt, str(exc))
+        raise
+    return states
+
+
+async def _state_lost_alert(rt: Runtime, message: str) -> None:
+    """One ``quality`` alert on ``{ns}.alerts`` and in ES ``{ns}-alerts`` (best effort)."""
+    t = now_ms()
+    alert = make_alert(rt.settings.namespace, "quality", "feature_state_lost", window="redis",
+                       statistic=1.0, threshold=0.0, message=message, event_time=t,
+                       detected_time=t, source=rt.spec.name, severity="critical",
+                       identity=f"redis@{t}")
+    log.error("ALERT quality: %s", message)
+    await produce_all(rt, rt.settings.topic("alerts"), [
+        (alert["alert_id"].encode(), rt.codec("alert").encode(alert), None, None)
+    ], "score: publish the state-loss alert")
+    try:
+        await rt.es.index(index=rt.settings.index("alerts"), id=alert["alert_id"],
+                          document=alert)
+    except Exception as exc:  # the Kafka alert is the record; the document is for Kibana
+        log.warning("state-loss alert not indexed: %s", exc)
+
+
+async def ensure_state_marker(rt: Runtime, store: RedisOnlineStore) -> None:
+    """At start: a fresh namespace gets its state marker; a used one must still have it.
+
+    Fresh means the worker group has committed nothing on the events topic yet; then there
+    is no state to lose and the marker is written. A group with committed offsets and no
+    marker lost its state: the first batch's read raises :class:`StateLost` and waits.
+    """
+    async def check() -> None:
+        if await store.has_marker():
+            return
+        loop = asyncio.get_running_loop()
+        committed = await loop.run_in_executor(None, committed_offsets, rt.settings,
+                                               rt.app.conf.id, rt.spec.event.topic)
+        if not committed:
+            await store.write_marker(f"worker {rt.worker_name} (fresh namespace)")
+            log.info("fresh namespace: feature state marker %s written", store.marker_key)
+
+    await until_available(rt.health, "score: check the state marker", check)
 
 
 async def wait_for_models(rt: Runtime) -> None:
@@ -128,8 +261,9 @@ async def wait_for_models(rt: Runtime) -> None:
     while rt.models is None:
         if waited and waited % 10 < 0.25:
             log.warning(
-                "waiting for model roles on %s (run `precog train`)",
-                rt.settings.topic("model-control"),
+                "no model roles loaded yet from %s after %.0fs (a namespace without roles "
+                "needs `precog train` or `precog models set-leader`)",
+                rt.settings.topic("model-control"), waited,
             )
         await asyncio.sleep(0.25)
         waited += 0.25
@@ -144,13 +278,24 @@ def register(rt: Runtime) -> None:
 
     @rt.app.agent(source, name=f"{rt.settings.namespace}-score")
     async def score(stream: Any) -> None:
-        await wait_for_models(rt)
-        async for events in stream.take_events(size, within=within):
+        ready = False
+
+        async def handle(events: list[Any]) -> None:
+            nonlocal ready
             started = time.perf_counter()
+            if not ready:  # the first batch waits, held, until the models are loaded
+                await wait_for_models(rt)
+                await ensure_state_marker(rt, store)
+                ready = True
             await score_events(rt, store, featurizer, events)
-            elapsed = time.perf_counter() - started
-            rt.metrics.batch_latency.labels("score").observe(elapsed)
+            await release(stream, events)  # committed only now, every effect acknowledged
+            rt.metrics.batch_latency.labels("score").observe(time.perf_counter() - started)
             rt.metrics.batch_size.labels("score").observe(len(events))
             rt.last_batch_time = time.time()
+
+        # iterate at once: a Faust stream subscribes its channel when iteration starts,
+        # and records fetched before that reach only the topic's other agents (the
+        # monitor), which acknowledge them: their offsets would be committed unscored
+        await consume_in_batches(rt, stream, "score", size, within, handle)
 
     rt.on_stop.append(store.close)

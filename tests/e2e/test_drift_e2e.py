@@ -91,7 +91,7 @@ def produce(settings: Settings, topic: str, schema: str, records: list[dict]) ->
     """Avro records to ``{ns}.{topic}``, keyed by event id (predictions and outcomes are
     co-partitioned)."""
     codec = Codec.for_schema(schema)
-    p = Producer(settings.kafka.confluent_config())
+    p = Producer(settings.kafka.producer_config())
     for r in records:
         p.produce(settings.topic(topic), key=r["event_id"].encode(), value=codec.encode(r))
         p.poll(0)

@@ -89,7 +89,7 @@ def make_stream(n: int, seed: int) -> tuple[list[dict], list[dict]]:
 
 def produce(settings: Settings, topic: str, schema: str, records: list[dict]) -> None:
     codec = Codec.for_schema(schema)
-    p = Producer(settings.kafka.confluent_config())
+    p = Producer(settings.kafka.producer_config())
     for r in records:
         p.produce(settings.topic(topic), key=r["event_id"].encode(), value=codec.encode(r))
     assert p.flush(30) == 0

@@ -161,7 +161,7 @@ def _produce_production(s: Settings, spec: PipelineSpec, n: int) -> tuple[int, i
     sim = simulator_for(SimConfig(seed=3, garbage_fraction=0.05, fraud_rate=0.05,
                                   start_ms=start, diurnal=False, mean_interarrival_ms=60_000))
     codec, out_codec = Codec.for_schema("transaction"), Codec.for_schema("outcome")
-    producer = Producer({**s.kafka.confluent_config(), "enable.idempotence": True})
+    producer = Producer({**s.kafka.producer_config(), "enable.idempotence": True})
     valid = garbage = 0
     outcomes = []
     for ev in sim.events(n):

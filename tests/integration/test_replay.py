@@ -42,7 +42,7 @@ def parallel(settings: Settings) -> Iterator[Settings]:
 
 
 def _produce(settings: Settings, topic: str, records: list[dict[str, Any]]) -> None:
-    producer = Producer({**settings.kafka.confluent_config(), "enable.idempotence": True})
+    producer = Producer({**settings.kafka.producer_config(), "enable.idempotence": True})
     errors: list[Any] = []
     for r in records:
         producer.produce(topic, key=r["key"], value=r["value"], headers=r.get("headers"),

@@ -50,7 +50,7 @@ def test_avro_produce_consume_through_kafka(settings: Settings) -> None:
     topic = settings.topic(load_spec(settings.spec).event.topic)
     records = _transactions(40)
     cfg = settings.kafka.confluent_config()
-    producer = Producer(cfg)
+    producer = Producer(settings.kafka.producer_config())
     for rec in records:
         producer.produce(topic, key=rec["card_id"].encode(), value=codec.encode(rec))
     assert producer.flush(15) == 0

@@ -1,4 +1,8 @@
-"""Model runtimes: safe formats only, exact predictions, canonical skops bytes."""
+"""Model runtimes: safe formats only, exact predictions, canonical skops bytes.
+
+Bit-for-bit comparisons are between the same computation path on the same machine;
+a comparison with scikit-learn's own (BLAS) ``predict_proba`` is only up to rounding.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +23,17 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from precog.errors import ModelError, UnsafeArtifactError
 from precog.models import (
     LightGBMRuntime,
+    LoadedModel,
     SkopsRuntime,
     canonical_skops,
     decide,
     dump_lightgbm,
     dump_skops,
     load_runtime,
+    served_scores,
 )
+from precog.registry import HoldoutMetrics, ModelRegistry
+from precog.scoring import make_model_set, score_batch
 
 pytestmark = pytest.mark.unit
 
@@ -121,13 +129,72 @@ def test_decide_flags_at_and_above_threshold():
     assert decide(np.array([0.29, 0.3, 0.31]), 0.3).tolist() == [0, 1, 1]
 
 
-@pytest.mark.parametrize("make", [_logistic])
-def test_a_rows_score_does_not_depend_on_its_batch(make):
-    """Replays and redeliveries batch differently: the same row must get the same score."""
+#: The four algorithms of docs/models.md, fitted on the columns a, b, c, d.
+ALGORITHMS = {
+    "lightgbm": lambda X, y: dump_lightgbm(_booster(X, y)),
+    "sklearn-logistic": lambda X, y: dump_skops(_logistic(X, y)),
+    "sklearn-hgb": lambda X, y: dump_skops(
+        HistGradientBoostingClassifier(max_iter=15, random_state=0).fit(X, y)),
+    "sklearn-random-forest": lambda X, y: dump_skops(
+        RandomForestClassifier(n_estimators=5, random_state=0, n_jobs=1).fit(X, y)),
+}
+#: The spec's feature vector the worker builds: another order, and a column no model reads.
+SPEC_NAMES = ["d", "extra", "b", "a", "c"]
+
+
+def _registered(tmp_path, algorithm: str) -> tuple[LoadedModel, np.ndarray]:
+    """A model registered and loaded as the worker loads it, and a spec-ordered batch."""
     X, y = _data()
-    runtime = SkopsRuntime.loads(dump_skops(make(X, y)))
-    whole = runtime.predict_proba(X)
-    singles = np.concatenate([runtime.predict_proba(X[i : i + 1]) for i in range(len(X))])
-    pieces = np.concatenate([runtime.predict_proba(X[i : i + 37]) for i in range(0, len(X), 37)])
+    registry = ModelRegistry(tmp_path / "registry")
+    metrics = HoldoutMetrics(precision=0.5, recall=0.5, f1=0.5, roc_auc=0.8, log_loss=0.4,
+                             positive_rate=0.3, label_rate=0.3)
+    meta = registry.register(
+        "m", algorithm, ALGORITHMS[algorithm](X, y), spec="transactions",
+        features=["a", "b", "c", "d"], threshold=0.5, training_window_start=0,
+        training_window_end=1, training_rows=len(X), training_data_sha256="0" * 64,
+        holdout_start=2, holdout_end=3, holdout_rows=len(X), holdout=metrics,
+        code_version="test",
+    )
+    spec_X = np.column_stack([X[:, 3], np.ones(len(X)), X[:, 1], X[:, 0], X[:, 2]])
+    return registry.load(meta.model_id, meta.version), spec_X
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_served_scores_are_the_workers_scores_bit_for_bit(tmp_path, algorithm):
+    model, spec_X = _registered(tmp_path, algorithm)
+    worker = score_batch(make_model_set(1, model, [], SPEC_NAMES), spec_X)[0]
+    served = served_scores(model, spec_X, SPEC_NAMES)
+    assert served.dtype == np.float64 and served.shape == (len(spec_X),)
+    np.testing.assert_array_equal(served, worker)
+    # the model's own columns, in its order, from any layout: the same bits
+    own = spec_X[:, [3, 2, 4, 0]]
+    np.testing.assert_array_equal(served_scores(model, own), worker)
+    np.testing.assert_array_equal(served_scores(model, np.asfortranarray(own)), worker)
+    np.testing.assert_array_equal(served_scores(model.runtime, own), worker)
+    # columns in another order (here the spec's) score differently; by name they are right
+    assert not np.array_equal(served_scores(model, spec_X[:, [0, 2, 3, 4]]), worker)
+    with pytest.raises(ModelError, match=r"needs features X does not have: \['d'\]"):
+        served_scores(model, spec_X[:, 1:], SPEC_NAMES[1:])
+    with pytest.raises(ModelError, match="expects 4 features, got 5 columns"):
+        served_scores(model, spec_X)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_a_rows_served_score_does_not_depend_on_its_batch(tmp_path, algorithm):
+    """Replays and redeliveries batch differently: the same row must get the same score."""
+    model, spec_X = _registered(tmp_path, algorithm)
+    whole = served_scores(model, spec_X, SPEC_NAMES)
+    singles = np.concatenate(
+        [served_scores(model, spec_X[i : i + 1], SPEC_NAMES) for i in range(len(spec_X))])
+    pieces = np.concatenate(
+        [served_scores(model, spec_X[i : i + 37], SPEC_NAMES) for i in range(0, len(spec_X), 37)])
     np.testing.assert_array_equal(singles, whole)
     np.testing.assert_array_equal(pieces, whole)
+    np.testing.assert_array_equal(served_scores(model, spec_X[::-1], SPEC_NAMES), whole[::-1])
+
+
+def test_served_scores_need_a_loaded_model_to_pick_columns_by_name():
+    X, y = _data()
+    runtime = SkopsRuntime.loads(dump_skops(_logistic(X, y)))
+    with pytest.raises(ModelError, match="feature_names needs a LoadedModel"):
+        served_scores(runtime, X, ["a", "b", "c", "d"])

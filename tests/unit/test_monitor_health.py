@@ -128,3 +128,67 @@ def test_lag_over_the_threshold_alerts():
     assert [(a["kind"], a["statistic"]) for a in alerts] == [("lag", 101.0)]
     codec = Codec.for_schema("alert")
     assert codec.decode(codec.encode(alerts[0])) == alerts[0]
+
+
+WALL = 1_700_000_000_000  # the ticks' wall clock; event times are far older (a replay)
+TICK = 5_000
+
+
+def _docs(out, kind: str = "volume") -> list[tuple[int, int]]:
+    return [(d["window_start"], d.get("received", d.get("count"))) for d in out.health
+            if d["kind"] == kind and d["name"] == "total"]
+
+
+def test_the_last_window_becomes_final_exactly_once_when_the_stream_goes_quiet():
+    mon = Monitor(MonitorConfig("t", volume_window_ms=W, volume_grace_ms=W))
+    times = np.sort(np.random.default_rng(5).integers(2 * W, 3 * W, 137))
+    for i, t in enumerate(times):
+        mon.on_event("transactions", int(t), ["amount.min"] if i % 10 == 0 else [])
+    w0 = int(times[-1])
+    final_tick = -(-(4 * W - w0) // TICK)  # first tick with w0 + elapsed >= end + grace
+    volume, quality = [], []
+    for i in range(final_tick + 40):
+        out = mon.tick(now=WALL + i * TICK)
+        volume += [(i, *doc) for doc in _docs(out)]
+        quality += [(i, *doc) for doc in _docs(out, "quality")]
+        assert out.alerts == []
+    assert volume == [(final_tick, 2 * W, 137)]
+    # quality: provisional on every tick until final, then never again
+    assert quality == [(i, 2 * W, 14) for i in range(final_tick + 1)]
+    # a late record re-opens the window; the clock is the watermark again, then the same
+    # quiet makes it final again: rewritten once, complete, and no alert
+    mon.on_event("transactions", 2 * W + 1)
+    later = WALL + (final_tick + 40) * TICK
+    rewritten = []
+    for i in range(final_tick + 40):
+        out = mon.tick(now=later + i * TICK)
+        rewritten += [(i, *doc) for doc in _docs(out)]
+        assert out.alerts == []
+    assert rewritten == [(final_tick, 2 * W, 138)]
+
+
+def test_a_replay_closes_windows_by_the_watermark_and_the_last_ones_after_it_ends():
+    """Event times hours behind the wall clock, 6x real time: while records arrive, only
+    the watermark closes windows (no partial window is judged); then the quiet closes the
+    last ones. Every window is judged once with its exact count."""
+    mon = Monitor(MonitorConfig("t", volume_window_ms=W, volume_grace_ms=W, min_ratio=0.8))
+    rng = np.random.default_rng(8)
+    truth: dict[int, int] = {}
+    seen: list[tuple[int, int, int]] = []  # (tick, window_start, received)
+    ticks = 0
+    for ticks in range(100):  # 100 ticks x 30 s of event time = 50 windows
+        times = rng.integers(ticks * 30_000, (ticks + 1) * 30_000, 400)
+        for t in times:
+            mon.on_event("transactions", int(t))
+            truth[int(t) // W * W] = truth.get(int(t) // W * W, 0) + 1
+        out = mon.tick(now=WALL + ticks * TICK)
+        for start, received in _docs(out):
+            assert start + 2 * W <= mon.watermark  # closed by the watermark, not the wall
+            seen.append((ticks, start, received))
+        assert [a for a in out.alerts if a["kind"] == "volume"] == []
+    for i in range(1, 2 * W // TICK + 2):  # quiet: the wall clock takes over
+        out = mon.tick(now=WALL + (ticks + i) * TICK)
+        seen += [(ticks + i, start, received) for start, received in _docs(out)]
+        assert out.alerts == []
+    assert sorted((start, received) for _, start, received in seen) == sorted(truth.items())
+    assert len(truth) == 50 and [start for _, start, _ in seen[-2:]] == [48 * W, 49 * W]

@@ -76,6 +76,34 @@ def test_a_record_of_another_schema_is_refused_not_misread():
         outcome.decode(data[:-3])
 
 
+@pytest.mark.parametrize(
+    ("cut", "reason"),
+    [
+        (lambda d: None, "empty value (tombstone): null"),
+        (lambda d: b"", "empty value (tombstone): 0 bytes"),
+        (lambda d: d[:1], "truncated header: 1 byte, a single-object record starts with 10"),
+        (lambda d: d[:9], "truncated header: 9 bytes, a single-object record starts with 10"),
+        (lambda d: b"\xc3\x02" + d[2:],
+         "bad marker c302 (expected c301): not an Avro single-object record"),
+        (lambda d: b"{", "bad marker 7b (expected c301): not an Avro single-object record"),
+        (lambda d: d + b"\x01",
+         "trailing bytes: 1 after a valid record (precog.outcomes.Outcome/v1)"),
+        (lambda d: d[:-3], "corrupt precog.outcomes.Outcome/v1 record at byte 16 of 16"
+                           " (the body ends early): EOFError: Expected 3 bytes, read 0"),
+        (lambda d: d[:10] + b"\x01" + d[11:], "corrupt precog.outcomes.Outcome/v1 record at"
+                                            " byte 19 of 19 (the body ends early): EOFError:"
+                                            " Expected -1 bytes, read 8"),
+    ],
+)
+def test_each_undecodable_value_has_its_own_reason(cut, reason):
+    outcome = Codec.for_schema("outcome")
+    data = outcome.encode({"event_id": "e", "label": 1, "event_time": 1, "outcome_time": 2,
+                           "source": "sim"})
+    with pytest.raises(DecodeError) as err:
+        outcome.decode(cut(data))
+    assert str(err.value) == reason
+
+
 def test_the_shipped_schemas_follow_the_evolution_rules():
     assert evolution_problems() == []
 

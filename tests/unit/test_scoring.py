@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +11,13 @@ import pytest
 from precog.avro import Codec
 from precog.errors import ModelError
 from precog.scoring import (
+    DLQ_ERROR_KEEP,
+    DLQ_KEY_KEEP,
+    DLQ_MESSAGE_LIMIT,
+    DLQ_PAYLOAD_KEEP,
+    DLQ_RESERVED_BYTES,
+    LONG_MAX,
+    LONG_MIN,
     EventContext,
     dead_letter,
     make_model_set,
@@ -65,7 +73,7 @@ def test_model_needing_unknown_feature_is_refused():
         make_model_set(1, bad, [], NAMES)
 
 
-def _record(models, scores):
+def _record(models, scores, ages_ms=(0, 10, 20)):
     return prediction_record(
         spec_name="transactions",
         event_id="e-42",
@@ -76,7 +84,7 @@ def _record(models, scores):
         scores=scores,
         feature_names=NAMES,
         values=[1.0, 2.0, 3.0],
-        ages_ms=[0, 10, 20],
+        ages_ms=list(ages_ms),
         origin=EventContext("prod.events.transactions", 3, 99),
         namespace="prod",
         event_schema="precog.events.Transaction/v1",
@@ -129,3 +137,63 @@ def test_dead_letter_names_where_and_why():
     assert h["precog.error_class"] == b"ValueError" and h["precog.error_message"] == b"bad bytes"
     codec = Codec.for_schema("dead_letter")
     assert codec.decode(codec.encode(rec)) == rec
+
+
+def test_feature_ages_beyond_the_avro_long_range_are_clamped_and_encode():
+    _, _, models = _models()
+    rec = _record(models, [0.7, 0.8], ages_ms=(2**64, -(2**64) - 5, 7))
+    assert [f["age_ms"] for f in rec["features"]] == [LONG_MAX, LONG_MIN, 7]
+    codec = Codec.for_schema("prediction")
+    assert codec.decode(codec.encode(rec)) == rec
+
+
+def _dead(payload, key=b"k", error=None):
+    return dead_letter(origin=EventContext("prod.events.transactions", 1, 7), stage="validate",
+                       error=error or ValueError("bad"), key=key, payload=payload,
+                       failed_time=3)
+
+
+def test_dead_letter_keeps_a_payload_that_fits_whole_with_its_size_and_sha256():
+    fits = bytes(range(256)) * ((DLQ_MESSAGE_LIMIT - DLQ_RESERVED_BYTES) // 256) + b"x" * 64
+    assert len(fits) == DLQ_MESSAGE_LIMIT - DLQ_RESERVED_BYTES == 967_232
+    rec, headers = _dead(fits)
+    h = dict(headers)
+    assert rec["payload"] == fits and "precog.truncated" not in h
+    assert h["precog.payload_size"] == b"967232"
+    assert h["precog.payload_sha256"] == hashlib.sha256(fits).hexdigest().encode()
+    assert h["precog.key_size"] == b"1" and h["precog.key_sha256"] == (
+        hashlib.sha256(b"k").hexdigest().encode())
+    assert len(Codec.for_schema("dead_letter").encode(rec)) < DLQ_MESSAGE_LIMIT
+
+
+def test_dead_letter_cuts_a_payload_one_byte_too_large_to_its_first_64_kib():
+    big = bytes(range(256)) * 3779  # 967_424 bytes: over the limit less the reserve
+    rec, headers = _dead(big)
+    h = dict(headers)
+    assert rec["payload"] == big[:DLQ_PAYLOAD_KEEP] and len(rec["payload"]) == 65_536
+    assert h["precog.payload_size"] == b"967424" and h["precog.truncated"] == b"payload"
+    assert h["precog.payload_sha256"] == hashlib.sha256(big).hexdigest().encode()
+
+
+def test_dead_letter_cuts_a_long_key_and_error_message_and_stays_sendable():
+    key = b"K" * 1_000_000
+    error = ValueError("\u00e9" * 600_000 + "\udc80")  # 1.2 MB, a lone surrogate
+    rec, headers = _dead(b"p" * 2_000_000, key=key, error=error)
+    h = dict(headers)
+    assert rec["key"] == key[:DLQ_KEY_KEEP] and h["precog.key_size"] == b"1000000"
+    assert h["precog.key_sha256"] == hashlib.sha256(key).hexdigest().encode()
+    message = rec["error_message"].encode()
+    assert len(message) <= DLQ_ERROR_KEEP and h["precog.error_message"] == message
+    assert rec["error_message"].endswith("\u00e9... [truncated, 1200006 bytes]")
+    assert len(rec["error_message"]) == 2063 and len(message) == 4096  # 2033 é + 30-byte mark
+    assert h["precog.truncated"] == b"payload,key,error_message"
+    data = Codec.for_schema("dead_letter").encode(rec)
+    size = len(data) + len(rec["key"]) + sum(len(k) + len(v) for k, v in headers)
+    assert size == 76_240 and size < DLQ_MESSAGE_LIMIT
+
+
+def test_dead_letter_never_has_an_empty_reason():
+    rec, headers = _dead(None, key=None, error=EOFError())
+    assert rec["error_message"] == "EOFError()" and dict(headers)["precog.error_message"] == (
+        b"EOFError()")
+    assert not any(k.startswith(("precog.payload_", "precog.key_")) for k, _ in headers)

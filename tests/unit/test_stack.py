@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -12,14 +13,32 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from precog.errors import StackError
+from precog.errors import ConfigError, StackError
 from precog.namespace import render_template, topics_for
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, load_spec
 from scripts import stack
 
 pytestmark = pytest.mark.unit
+
+_PORT_ENV = {
+    "PRECOG_STACK_KAFKA_PORT": "29092",
+    "PRECOG_STACK_KAFKA_CONTROLLER_PORT": "29093",
+    "PRECOG_STACK_REDIS_PORT": "26379",
+    "PRECOG_STACK_ELASTICSEARCH_PORT": "29200",
+    "PRECOG_STACK_ELASTICSEARCH_TRANSPORT_PORT": "29300",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PRECOG_* address or stack setting of the machine leaks into these tests."""
+    for name in list(os.environ):
+        if name.startswith(("PRECOG_STACK_", "PRECOG_KAFKA_", "PRECOG_REDIS_",
+                            "PRECOG_ELASTICSEARCH_")):
+            monkeypatch.delenv(name)
 
 
 def _layout(tmp_path: Path) -> stack.Layout:
@@ -97,6 +116,28 @@ def test_redis_conf_carries_its_path_in_the_process_title(tmp_path: Path) -> Non
     assert f"dir {layout.dir('redis') / 'data'}\n" in conf
 
 
+def test_redis_conf_turns_aof_on_every_second(tmp_path: Path) -> None:
+    conf = stack.redis_conf(_layout(tmp_path), 26379).splitlines()
+    assert "port 26379" in conf
+    assert "appendonly yes" in conf and "appendfsync everysec" in conf
+    assert "appendonly no" not in conf
+
+
+def test_an_old_rdb_without_aof_is_migrated_not_dropped(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    data = layout.dir("redis") / "data"
+    data.mkdir(parents=True)
+    assert stack.redis_needs_aof_migration(data) is False  # fresh home: AOF from the start
+    (data / "dump.rdb").write_bytes(b"REDIS0010")
+    assert stack.redis_needs_aof_migration(data) is True
+    assert stack.redis_command(layout, "/usr/bin/redis-server", aof=False)[-2:] == [
+        "--appendonly", "no"]
+    (data / "appendonlydir").mkdir()
+    assert stack.redis_needs_aof_migration(data) is False
+    assert stack.redis_command(layout, "/usr/bin/redis-server") == [
+        "/usr/bin/redis-server", str(layout.dir("redis") / "redis.conf")]
+
+
 def test_kafka_cluster_id_is_22_char_urlsafe() -> None:
     cid = stack.kafka_cluster_id(uuid.UUID("00112233-4455-6677-8899-aabbccddeeff"))
     assert cid == "ABEiM0RVZneImaq7zN3u_w"
@@ -152,14 +193,13 @@ def test_listening_inodes_reads_only_listen_sockets_on_the_port() -> None:
     assert stack.listening_inodes(text, 80) == set()
 
 
-def test_port_in_use_names_the_holder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_port_in_use_names_the_holder() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        monkeypatch.setattr(stack, "local_ports", lambda _service: (port,))
         with pytest.raises(StackError) as err:
-            stack._ensure_ports_free("kafka", _layout(tmp_path))
+            stack._ensure_ports_free("kafka", (port,))
     assert str(err.value).startswith(
         f"port {port} (kafka) is in use by another process (pid {os.getpid()}:")
     assert "\n" not in str(err.value)
@@ -279,3 +319,136 @@ def test_down_stops_only_what_this_stack_started(tmp_path: Path) -> None:
     finally:
         os.killpg(foreign.pid, 9)
         foreign.wait(5)
+
+
+# --------------------------------------------------------------------------- ports
+
+
+def test_default_ports_and_addresses_are_unchanged() -> None:
+    s = Settings()
+    assert [s.stack.ports(n) for n in stack.SERVICES] == [(19092, 19093), (19200, 19300),
+                                                          (16379,)]
+    assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
+        "127.0.0.1:19092", "redis://127.0.0.1:16379/0", "http://127.0.0.1:19200")
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+
+
+def test_stack_port_env_names_flow_into_the_client_defaults(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in _PORT_ENV.items():
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    assert [stack.local_ports(s, n) for n in stack.SERVICES] == [(29092, 29093), (29200, 29300),
+                                                                (26379,)]
+    assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
+        "127.0.0.1:29092", "redis://127.0.0.1:26379/0", "http://127.0.0.1:29200")
+    # followed, not given: the stack still starts all three
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+    assert [stack.address(s, n) for n in stack.SERVICES] == [
+        "127.0.0.1:29092", "http://127.0.0.1:29200", "redis://127.0.0.1:26379/0"]
+
+
+def test_explicit_client_addresses_win_over_the_stack_ports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in _PORT_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PRECOG_KAFKA_BOOTSTRAP", "broker:9092")
+    monkeypatch.setenv("PRECOG_REDIS_URL", "rediss://cache:6380/1")
+    s = Settings()
+    assert s.kafka.bootstrap == "broker:9092"
+    assert s.redis.url == "rediss://cache:6380/1"
+    assert s.elasticsearch.url == "http://127.0.0.1:29200"
+    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": False}
+
+
+def test_other_client_options_keep_the_address_following_the_stack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRECOG_STACK_KAFKA_PORT", "29092")
+    monkeypatch.setenv("PRECOG_KAFKA_PARTITIONS", "6")
+    monkeypatch.setenv("PRECOG_KAFKA_SASL_USERNAME", "svc")
+    s = Settings()
+    assert (s.kafka.bootstrap, s.kafka.partitions, s.kafka.sasl_username) == (
+        "127.0.0.1:29092", 6, "svc")
+    assert s.kafka.model_fields_set == {"partitions", "sasl_username"}
+    assert s.stack_overridden()["kafka"] is False
+
+
+def test_stack_ports_given_in_code_work_like_the_env() -> None:
+    s = Settings(stack={"redis_port": 26379}, elasticsearch={"url": "https://es:9200"})
+    assert s.redis.url == "redis://127.0.0.1:26379/0"
+    assert s.elasticsearch.url == "https://es:9200"
+    assert s.kafka.bootstrap == "127.0.0.1:19092"
+
+
+def test_stack_ports_must_differ_and_be_ports() -> None:
+    with pytest.raises(ValidationError, match="ports must all differ"):
+        Settings(stack={"redis_port": 19092})
+    with pytest.raises(ValidationError):
+        Settings(stack={"kafka_port": 70000})
+
+
+def test_rendered_configs_use_the_stack_ports(tmp_path: Path) -> None:
+    props = _props(stack.kafka_server_properties(tmp_path, 29092, 29093))
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:29093"
+    cmd = stack.elasticsearch_command(_layout(tmp_path), Path("/jdk"), "1g", None, 29200, 29300)
+    assert {"http.port=29200", "transport.port=29300"} <= {
+        cmd[i + 1] for i, a in enumerate(cmd) if a == "-E"}
+
+
+def test_a_stack_home_never_claims_the_processes_of_a_nested_home() -> None:
+    ours = stack.Layout(Path("/s/a"), Path("/c"), "3.9.1", "8.15.5")
+    other = stack.Layout(Path("/x/s/a"), Path("/c"), "3.9.1", "8.15.5")
+    commands = {
+        "kafka": f"/jdk/bin/java -cp x kafka.Kafka {other.marker('kafka')}",
+        "elasticsearch": f"env ES_PATH_CONF={other.marker('elasticsearch')}/config es",
+        "redis": f"/usr/bin/redis-server 127.0.0.1:26379  {other.marker('redis')}",
+    }
+    for service, cmd in commands.items():
+        assert ours.marker(service) in cmd  # a plain substring test would claim it
+        assert stack.is_service_cmdline(cmd, other.marker(service))
+        assert not stack.is_service_cmdline(cmd, ours.marker(service))
+
+
+def test_parse_services_keeps_start_order_and_refuses_unknown_names() -> None:
+    assert stack.parse_services("redis, kafka") == ("kafka", "redis")
+    assert stack.parse_services("") == stack.SERVICES
+    with pytest.raises(ConfigError, match="unknown service 'zk'"):
+        stack.parse_services("kafka,zk")
+
+
+# --------------------------------------------------------------------------- one service
+
+
+@pytest.mark.usefixtures("bash_is_a_service")
+def test_service_helpers_signal_only_this_homes_service(tmp_path: Path) -> None:
+    settings = Settings(stack={"home": tmp_path / "home", "cache": tmp_path / "cache"})
+    layout = stack.Layout.from_settings(settings)
+    marker = layout.marker("redis")
+    assert stack.service_pid(settings, "redis") is None
+    ours = stack.spawn(_sleeper(Path(marker)), log=layout.stdout_log("redis"),
+                       pid_file=layout.pid_file("redis"), marker=marker)
+    foreign = subprocess.Popen(_sleeper(tmp_path / "other" / "redis" / "redis.conf"),
+                               start_new_session=True)
+    try:
+        _wait_started(ours.pid)
+        assert stack.service_pid(settings, "redis") == ours.pid
+        assert stack.signal_service(settings, "redis", signal.SIGSTOP) == ours.pid
+        assert stack.signal_service(settings, "redis", signal.SIGCONT) == ours.pid
+        assert stack.stop_service(settings, "redis", signal.SIGKILL, echo=print) == ours.pid
+        assert ours.wait(5) == -signal.SIGKILL
+        assert stack.group_members(ours.pid) == []
+        assert stack.service_pid(settings, "redis") is None
+        assert not layout.pid_file("redis").exists()
+        assert stack.stop_service(settings, "redis", echo=print) is None
+        assert foreign.poll() is None
+    finally:
+        os.killpg(foreign.pid, 9)
+        foreign.wait(5)
+
+
+def test_service_helpers_refuse_unknown_services(tmp_path: Path) -> None:
+    settings = Settings(stack={"home": tmp_path / "home"})
+    with pytest.raises(ConfigError, match="unknown service 'zookeeper'"):
+        stack.service_pid(settings, "zookeeper")
