@@ -32,6 +32,8 @@ TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "kibana" / "templates"
 PLACEHOLDER = "{ns}"
 
 #: Data topics every namespace has besides the spec's event topic.
+#: outcomes re-keyed by the join agent (internal: nothing outside precog writes it)
+REKEYED_OUTCOMES_TOPIC = "outcomes-rekeyed"
 DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests")
 CONTROL_TOPIC = "model-control"
 
@@ -57,6 +59,12 @@ def topics_for(settings: Settings, spec: PipelineSpec) -> dict[str, TopicSpec]:
         name: TopicSpec(settings.topic(name), parts, dict(retention))
         for name in (spec.event.topic, *DATA_TOPICS)
     }
+    # the join's internal repartition topic: outcomes re-keyed by join key with murmur2,
+    # whatever partitioner their producer used (services/agents/join.py); its records keep
+    # the outcomes' own timestamps, so it keeps history like the topic it copies
+    topics[REKEYED_OUTCOMES_TOPIC] = TopicSpec(
+        settings.topic(REKEYED_OUTCOMES_TOPIC), parts, dict(retention)
+    )
     topics[CONTROL_TOPIC] = TopicSpec(
         settings.topic(CONTROL_TOPIC), 1, {"cleanup.policy": "compact"}
     )

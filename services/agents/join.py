@@ -1,8 +1,15 @@
 """The join agent: ``{ns}.predictions`` + ``{ns}.outcomes`` -> ``{ns}.labeled`` and outcome fields
 on the prediction documents.
 
-Both topics are keyed by event id with the same partition count, so one agent consumes
-them together and every event id is handled by one partition. The join state
+Both topics must be keyed by event id *and* partitioned alike, so that one agent consumes
+them together and every event id is handled by one partition. Predictions are (the
+worker's producer, murmur2); outcomes come from outside, and a producer with another
+partitioner (librdkafka's default CRC32, a custom one) would put an outcome on another
+partition than its prediction: with two workers most outcomes would never join. So the
+join reads outcomes through an internal repartition topic, ``{ns}.outcomes-rekeyed``, as
+Kafka Streams does: the re-key agent decodes each outcome, produces it keyed by its join
+key with murmur2 (acknowledged before its offset is released), and dead-letters what it
+cannot decode. The join state
 (:class:`precog.monitor.join.JoinState`) lives in a Faust table: every change is written
 to the table's changelog topic on the partition of the event being processed, so a
 restarted worker recovers its pending predictions, early outcomes and dedup markers.
@@ -25,10 +32,12 @@ from prometheus_client import Counter
 
 from precog.errors import EventError
 from precog.monitor.join import JoinCounters, JoinOutput, JoinState
+from precog.namespace import REKEYED_OUTCOMES_TOPIC
 from precog.scoring import EventContext
 from precog.spec import parse_duration
 from services.agents.index import update_documents
-from services.dlq import send_dead_letter
+from services.dlq import Failed, send_dead_letter, send_dead_letters
+from services.reliability import OutRecord, consume_in_batches, produce_all, release
 from services.runtime import Runtime
 
 log = logging.getLogger("precog.join")
@@ -158,8 +167,30 @@ class OutcomeJoin:
             self.updates.setdefault(doc_id, entry)
 
 
+#: outcomes re-keyed per batch, and the longest a batch waits to fill (seconds)
+REKEY_BATCH, REKEY_WITHIN = 500, 0.05
+
+
+def rekey_outcomes(rt: Runtime, events: list[Any]) -> tuple[list[OutRecord], list[Failed]]:
+    """Each outcome keyed by its join key (same bytes the predictions are keyed by)."""
+    codec = rt.codec(rt.spec.outcome.schema_name)
+    join_key = rt.spec.outcome.join_key
+    out: list[OutRecord] = []
+    failed: list[Failed] = []
+    for event in events:
+        msg = event.message
+        try:
+            key = str(codec.decode(msg.value)[join_key]).encode()
+        except EventError as exc:
+            origin = EventContext(msg.topic, msg.partition, msg.offset)
+            failed.append(Failed(origin, "join", exc, msg.key, msg.value, msg.timestamp))
+            continue
+        out.append((key, msg.value, None, msg.timestamp))
+    return out, failed
+
+
 def register(rt: Runtime) -> None:
-    """Declare the join agent, its table and its flush timer."""
+    """Declare the re-key and join agents, the join's table and its flush timer."""
     ns = rt.settings.namespace
     table = rt.app.Table(
         f"{ns}-join-state",
@@ -171,11 +202,21 @@ def register(rt: Runtime) -> None:
     )
     join = OutcomeJoin(rt, table)
     rt.join = join  # type: ignore[attr-defined]  # for /health and tests
+    rekeyed = rt.settings.topic(REKEYED_OUTCOMES_TOPIC)
     source = rt.app.topic(
-        rt.settings.topic("predictions"),
-        rt.settings.topic(rt.spec.outcome.topic),
+        rt.settings.topic("predictions"), rekeyed,
         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
     )
+
+    @rt.app.agent(rt.topic(rt.spec.outcome.topic), name=f"{ns}-outcome-rekey")
+    async def rekey_agent(stream: Any) -> None:
+        async def handle(events: list[Any]) -> None:
+            out, failed = rekey_outcomes(rt, events)
+            await send_dead_letters(rt, failed)
+            await produce_all(rt, rekeyed, out, "join: re-key outcomes")
+            await release(stream, events)
+
+        await consume_in_batches(rt, stream, "outcome-rekey", REKEY_BATCH, REKEY_WITHIN, handle)
 
     @rt.app.agent(source, name=f"{ns}-join")
     async def join_agent(stream: Any) -> None:

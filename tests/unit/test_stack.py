@@ -239,6 +239,7 @@ def test_topics_for_names_partitions_and_compaction() -> None:
         "predictions": ("unit.predictions", 6, keep),
         "dlq": ("unit.dlq", 6, keep),
         "outcomes": ("unit.outcomes", 6, keep),
+        "outcomes-rekeyed": ("unit.outcomes-rekeyed", 6, keep),
         "labeled": ("unit.labeled", 6, keep),
         "metrics": ("unit.metrics", 6, keep),
         "alerts": ("unit.alerts", 6, keep),
