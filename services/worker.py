@@ -39,6 +39,13 @@ def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) 
 
     @rt.app.on_before_shutdown.connect
     async def _stop(app: faust.App, **kwargs: object) -> None:
+        # Faust commits nothing on the way out without stream_wait_empty (which would wait
+        # for the batch in flight): commit what was released, so a restart redelivers only
+        # the abandoned batch, not the last commit interval's worth of finished ones too
+        try:
+            await app.consumer.commit()
+        except Exception as exc:  # a stop must go on; the next worker redelivers more
+            log.warning("final commit failed (the next worker redelivers more): %s", exc)
         for stop in rt.on_stop:
             await stop()
 
