@@ -273,3 +273,20 @@ async def consume_in_batches(
                 break
     finally:
         worker.cancel()
+
+
+async def for_each_event(
+    rt: Any, stream: Any, agent: str, handle: Callable[[Any], Awaitable[None]],
+) -> None:
+    """A per-event agent's loop: ``handle(event)`` for every event, in order.
+
+    Faust acknowledges each event when the loop moves on, and restarts an agent that
+    raised, skipping what it was handling; here anything unexpected stops the worker
+    (:func:`stop_worker`) with the event unacknowledged instead. Per-record problems are
+    ``handle``'s to dead-letter.
+    """
+    async for event in stream.events():
+        try:
+            await handle(event)
+        except Exception as exc:
+            await stop_worker(rt, agent, exc)

@@ -37,7 +37,13 @@ from precog.scoring import EventContext
 from precog.spec import parse_duration
 from services.agents.index import update_documents
 from services.dlq import Failed, send_dead_letter, send_dead_letters
-from services.reliability import OutRecord, consume_in_batches, produce_all, release
+from services.reliability import (
+    OutRecord,
+    consume_in_batches,
+    for_each_event,
+    produce_all,
+    release,
+)
 from services.runtime import Runtime
 
 log = logging.getLogger("precog.join")
@@ -220,8 +226,7 @@ def register(rt: Runtime) -> None:
 
     @rt.app.agent(source, name=f"{ns}-join")
     async def join_agent(stream: Any) -> None:
-        async for event in stream.events():
-            await join.handle(event)
+        await for_each_event(rt, stream, "join", join.handle)
 
     @rt.app.timer(FLUSH_SECONDS, name=f"{ns}-join-flush")
     async def flush() -> None:

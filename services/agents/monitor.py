@@ -28,7 +28,7 @@ from precog.monitor.health import health_doc_id
 from precog.monitor.quality import source_of_topic
 from precog.spec import parse_duration
 from services.agents.index import RETRYABLE_STATUS, update_documents
-from services.reliability import produce_all
+from services.reliability import for_each_event, produce_all
 from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.monitor")
@@ -223,40 +223,46 @@ def _guard(fn: Any, value: Any, *args: Any) -> None:
         log.warning("monitor skipped an undecodable record: %s", exc)
 
 
+def _monitor_agent(rt: Runtime, topic: str, name: str, handle: Any) -> None:
+    async def run(stream: Any) -> None:
+        await for_each_event(rt, stream, name, handle)
+
+    run.__name__ = run.__qualname__ = name.replace("-", "_")  # Faust names agents by function
+    rt.app.agent(rt.topic(topic), name=name)(run)
+
+
 def register(rt: Runtime) -> None:
     """Declare the monitor's agents and its publishing timer."""
     ns = rt.settings.namespace
     agent = MonitorAgent(rt)
     rt.monitor = agent  # type: ignore[attr-defined]  # for tests and /health
 
-    @rt.app.agent(rt.topic("labeled"), name=f"{ns}-monitor-labeled")
-    async def labeled(stream: Any) -> None:
-        async for value in stream:
-            _guard(agent.on_labeled, value)
+    async def on_labeled(event: Any) -> None:
+        _guard(agent.on_labeled, event.message.value)
 
-    @rt.app.agent(rt.topic("predictions"), name=f"{ns}-monitor-predictions")
-    async def predictions(stream: Any) -> None:
-        async for value in stream:
-            _guard(agent.on_prediction, value)
+    async def on_prediction(event: Any) -> None:
+        _guard(agent.on_prediction, event.message.value)
 
-    @rt.app.agent(rt.topic(rt.spec.event.topic), name=f"{ns}-monitor-events")
-    async def events(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            ts = int(msg.timestamp * 1000) if msg.timestamp else now_ms()
-            agent.on_event(msg.value, ts)
+    async def on_event(event: Any) -> None:
+        msg = event.message
+        agent.on_event(msg.value, int(msg.timestamp * 1000) if msg.timestamp else now_ms())
 
-    @rt.app.agent(rt.topic("manifests"), name=f"{ns}-monitor-manifests")
-    async def manifests(stream: Any) -> None:
-        async for value in stream:
-            _guard(agent.on_manifest, value)
+    async def on_manifest(event: Any) -> None:
+        _guard(agent.on_manifest, event.message.value)
 
-    @rt.app.agent(rt.topic("dlq"), name=f"{ns}-monitor-dlq")
-    async def dlq(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            ts = int(msg.timestamp * 1000) if msg.timestamp else None
-            _guard(agent.on_dead_letter, msg.value, ts)
+    async def on_dead_letter(event: Any) -> None:
+        msg = event.message
+        _guard(agent.on_dead_letter, msg.value, int(msg.timestamp * 1000) if msg.timestamp
+               else None)
+
+    for topic, name, handle in (
+        ("labeled", "labeled", on_labeled),
+        ("predictions", "predictions", on_prediction),
+        (rt.spec.event.topic, "events", on_event),
+        ("manifests", "manifests", on_manifest),
+        ("dlq", "dlq", on_dead_letter),
+    ):
+        _monitor_agent(rt, topic, f"{ns}-monitor-{name}", handle)
 
     @rt.app.timer(rt.settings.monitor.tick_seconds, name=f"{ns}-monitor-tick")
     async def tick() -> None:

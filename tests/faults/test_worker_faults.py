@@ -83,6 +83,35 @@ def test_kill9_three_times_loses_nothing(settings: Settings, trained: Any, tmp_p
     assert result.predicted + result.dead_letters == result.events
 
 
+def test_kill9_one_of_two_workers_three_times_loses_nothing(
+    settings: Settings, trained: Any, tmp_path: Path
+):
+    """The survivor takes the dead worker's partitions; the restarted one gets some back."""
+    survivor = WorkerProcess(settings, tmp_path, extra_env=FAST)
+    survivor.wait_healthy()
+    victim = WorkerProcess(settings, tmp_path, extra_env=FAST)
+    victim.wait_healthy()
+    n, rate = 3000, 150.0
+    producer = _produce_in_background(settings, trained, n, rate)
+    try:
+        for _ in range(3):
+            time.sleep(4.0)
+            victim.stop(signal.SIGKILL)
+            victim = WorkerProcess(settings, tmp_path, extra_env=FAST)
+            victim.wait_healthy()
+        producer.join(timeout=n / rate + 60)
+        result = _settled(settings, settings.topic(trained.event.topic))
+        survived = survivor.proc.poll() is None
+        scored_by_survivor = _predicted(survivor)
+    finally:
+        victim.stop()
+        survivor.stop()
+    print("kill -9 x3 (1 of 2 workers):", result.row())
+    assert survived and scored_by_survivor > 0
+    assert result.events == n and result.lost == [] and result.both == []
+    assert result.predicted + result.dead_letters == result.events
+
+
 def test_scoring_resumes_quickly_after_kill9(settings: Settings, trained: Any, tmp_path: Path):
     """A worker killed with -9 and started again scores within the session timeout."""
     worker = WorkerProcess(settings, tmp_path)
