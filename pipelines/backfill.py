@@ -45,19 +45,32 @@ def backfill(
 ) -> int:
     """Write the states of ``history_dir`` to the namespace's online store; returns entities."""
     from scripts.simulate import read_history
-    from services.feature_store import RedisOnlineStore
 
     say = log or (lambda _m: None)
     events, _ = read_history(history_dir)
     states = fold_states(spec, events)
+    address = write_states(settings, spec, states, f"precog backfill --history {history_dir}",
+                           chunk)
+    say(f"{len(events)} events folded into {len(states)} entity states in"
+        f" {address} under {settings.redis_key('state', spec.name, '*')}")
+    return len(states)
+
+
+def write_states(settings: Settings, spec: PipelineSpec, states: Mapping[str, EntityState],
+                 by: str, chunk: int = 5000) -> str:
+    """Write ``states`` in pipelined chunks, then the state marker; the store's address.
+
+    The marker goes last: a worker waiting on lost state resumes only once every state is
+    back (docs/features.md).
+    """
+    from services.feature_store import RedisOnlineStore
+
     store = RedisOnlineStore(settings, spec)
     items = list(states.items())
     for i in range(0, len(items), chunk):
         store.write_sync(dict(items[i : i + chunk]))
-    store.write_marker_sync(f"precog backfill --history {history_dir}")
-    say(f"{len(events)} events folded into {len(states)} entity states in"
-        f" {settings.redis.url} under {settings.redis_key('state', spec.name, '*')}")
-    return len(states)
+    store.write_marker_sync(by)
+    return store.address
 
 
 def rebuild_from_topic(
@@ -81,7 +94,7 @@ def rebuild_from_topic(
     """
     import time
 
-    from services.feature_store import RedisOnlineStore, committed_offsets
+    from services.feature_store import committed_offsets
 
     say = log or (lambda _m: None)
     group = group or settings.group("worker")
@@ -106,13 +119,10 @@ def rebuild_from_topic(
         changed.update(new)
         folded += len(items)
         say(f"  partition {partition}: {len(items)} valid events folded")
-    store = RedisOnlineStore(settings, spec)
-    entries = list(changed.items())
-    for i in range(0, len(entries), chunk):
-        store.write_sync(dict(entries[i : i + chunk]))
-    store.write_marker_sync(f"precog backfill --from-topic {topic}")
-    say(f"{folded} events folded into {len(changed)} entity states in {store.address}; "
-        f"state marker {store.marker_key} written")
+    address = write_states(settings, spec, changed, f"precog backfill --from-topic {topic}",
+                           chunk)
+    say(f"{folded} events folded into {len(changed)} entity states in {address}; "
+        "state marker written")
     return len(changed)
 
 
