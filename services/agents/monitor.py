@@ -109,9 +109,14 @@ class MonitorAgent:
         except EventError:
             self.monitor.on_event(self.source, timestamp_ms, ["decode"])
             return
-        t = record.get(self.rt.spec.event.time_field)
-        t = int(t) if isinstance(t, int) else timestamp_ms
-        self.monitor.on_event(self.source, t, check_event(self.rt.spec, record, now_ms()))
+        time_field = self.rt.spec.event.time_field
+        failures = check_event(self.rt.spec, record, now_ms())
+        t = record.get(time_field)
+        if not isinstance(t, int) or any(f.field == time_field for f in failures):
+            # an out-of-bounds event time (-2**63, epoch 0, far future) must not open a
+            # volume window Elasticsearch refuses: count the record at its Kafka timestamp
+            t = timestamp_ms
+        self.monitor.on_event(self.source, t, failures)
 
     def on_dead_letter(self, value: bytes, timestamp_ms: int | None = None) -> None:
         """One dead letter, counted at its record timestamp (= the failed record's)."""
