@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from aiokafka import errors as aiokafka_errors
 from aiokafka.errors import KafkaError as AIOKafkaError
 from faust.exceptions import ProducerSendError
 
@@ -90,6 +91,21 @@ class WorkerHealth:
         return {**self.dependencies, **self.conditions}
 
 
+#: Kafka errors that waiting cannot fix. (aiokafka's ``retriable`` flag is no guide: its
+#: "no metadata" timeout while the broker is down says ``retriable=False``.)
+_PERMANENT_KAFKA_ERRORS = (
+    aiokafka_errors.MessageSizeTooLargeError,
+    aiokafka_errors.RecordListTooLargeError,
+    aiokafka_errors.RecordTooLargeError,
+    aiokafka_errors.TopicAuthorizationFailedError,
+    aiokafka_errors.ClusterAuthorizationFailedError,
+    aiokafka_errors.TransactionalIdAuthorizationFailed,
+    aiokafka_errors.InvalidTopicError,
+    aiokafka_errors.UnsupportedVersionError,
+    aiokafka_errors.UnsupportedForMessageFormatError,
+)
+
+
 def dependency_of(exc: BaseException) -> tuple[str, str] | None:
     """``(dependency, detail)`` when ``exc`` means a backing service is unavailable.
 
@@ -97,9 +113,16 @@ def dependency_of(exc: BaseException) -> tuple[str, str] | None:
     ('redis', 'redis is not reachable at redis://h:1/0: refused')
     >>> dependency_of(ValueError("a bug")) is None
     True
+    >>> dependency_of(aiokafka_errors.MessageSizeTooLargeError("2000000 bytes")) is None
+    True
     """
     if isinstance(exc, ServiceUnavailable):
         return exc.service, str(exc)
+    if isinstance(exc, _PERMANENT_KAFKA_ERRORS) or (
+        isinstance(exc, ProducerSendError)
+        and isinstance(exc.__cause__, _PERMANENT_KAFKA_ERRORS)
+    ):
+        return None  # no wait fixes it: a bug or a misconfiguration, the worker stops
     if isinstance(exc, AIOKafkaError | ProducerSendError):
         return "kafka", f"kafka produce failed: {type(exc).__name__}: {exc}"
     try:
