@@ -30,6 +30,17 @@ LOCAL_REDIS_PORT = 16379
 LOCAL_ELASTICSEARCH_PORT = 19200
 LOCAL_ELASTICSEARCH_TRANSPORT_PORT = 19300
 
+#: Defaults of the secure stack (``PRECOG_STACK_SECURE=true``, docs/security.md): its own home
+#: and ports, so it runs beside the plain stack.
+SECURE_STACK_DEFAULTS: dict[str, object] = {
+    "home": Path(".precog/stack-secure"),
+    "kafka_port": 19192,
+    "kafka_controller_port": 19193,
+    "redis_port": 16479,
+    "elasticsearch_port": 19201,
+    "elasticsearch_transport_port": 19301,
+}
+
 
 class KafkaSettings(BaseModel):
     """Kafka connection; security options are passed to every client."""
@@ -145,6 +156,26 @@ class StackSettings(BaseModel):
     elasticsearch_transport_port: int = Field(
         LOCAL_ELASTICSEARCH_TRANSPORT_PORT, ge=1, le=65535, description="node-to-node transport"
     )
+    secure: bool = Field(
+        False, description="authentication and TLS on every service (docs/security.md); home "
+        "and ports not given default to SECURE_STACK_DEFAULTS"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_defaults(cls, data: object) -> object:
+        """A secure stack not given a home or ports gets its own, beside the plain stack.
+
+        >>> s = StackSettings(secure=True)
+        >>> str(s.home), s.kafka_bootstrap
+        ('.precog/stack-secure', '127.0.0.1:19192')
+        >>> s.redis_url, s.elasticsearch_url
+        ('rediss://127.0.0.1:16479/0', 'https://127.0.0.1:19201')
+        """
+        if isinstance(data, dict) and str(data.get("secure", "")).lower() in ("1", "true",
+                                                                               "yes", "on"):
+            return {**SECURE_STACK_DEFAULTS, **data}
+        return data
 
     @model_validator(mode="after")
     def _ports_differ(self) -> StackSettings:
@@ -159,11 +190,13 @@ class StackSettings(BaseModel):
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        scheme = "rediss" if self.secure else "redis"
+        return f"{scheme}://127.0.0.1:{self.redis_port}/0"
 
     @property
     def elasticsearch_url(self) -> str:
-        return f"http://127.0.0.1:{self.elasticsearch_port}"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://127.0.0.1:{self.elasticsearch_port}"
 
     def ports(self, service: str) -> tuple[int, ...]:
         """The ports ``service`` (kafka, elasticsearch, redis) listens on, main one first."""

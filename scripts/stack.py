@@ -12,10 +12,16 @@ home and ports runs beside the first and shares nothing with it. Fault tests dri
 of such a stack with :func:`service_pid`, :func:`stop_service`, :func:`signal_service` and
 :func:`start_service`.
 
+With ``settings.stack.secure`` (``precog stack up --secure``, docs/security.md) the same
+services run with authentication and TLS on: Kafka SASL_SSL with SCRAM-SHA-512, Redis with
+an ACL user over TLS only, Elasticsearch with security and HTTPS. A local CA, the server
+certificate and the credentials are generated once into the stack home.
+
 Layout of the stack home (``settings.stack.home``, relative paths are taken from the
 repository root)::
 
     run/<service>.pid            pid file (JSON: pid, marker, command)
+    credentials.json, tls/       secure stack only: passwords (0600), CA and server certificate
     kafka/{server.properties,log4j.properties,data/,logs/}
     elasticsearch/{dist/,config/,data/,logs/,tmp/}
     redis/{redis.conf,data/{appendonlydir/,dump.rdb},logs/}
@@ -26,10 +32,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import pwd
 import re
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -43,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from precog.errors import ConfigError, ServiceUnavailable, StackError
 from precog.settings import (
@@ -64,6 +75,11 @@ SLF4J_VERSION = "1.7.36"
 JVM_DIR = Path("/usr/lib/jvm")
 JAVA_MAJORS = (17, 21)  # what Kafka 3.9 and Elasticsearch 8.15 both run on; 17 preferred
 START_TIMEOUTS = {"kafka": 120.0, "elasticsearch": 240.0, "redis": 30.0}
+#: Secure stack: the broker's own SCRAM user, and the one user precog's clients log in as
+#: (Kafka SCRAM, Redis ACL, Elasticsearch file realm).
+KAFKA_BROKER_USER = "precog-broker"
+CLIENT_USER = "precog"
+ES_ROLE = "precog_app"
 
 
 def _echo(msg: str) -> None:
@@ -123,6 +139,16 @@ class Layout:
         es = self.dir("elasticsearch")
         return es / "dist" / f"elasticsearch-{self.elasticsearch_version}"
 
+    @property
+    def tls_dir(self) -> Path:
+        """Secure stack: the local CA and the server certificate and key (PEM)."""
+        return self.home / "tls"
+
+    @property
+    def credentials_file(self) -> Path:
+        """Secure stack: the generated passwords (JSON, mode 0600)."""
+        return self.home / "credentials.json"
+
     def log_files(self, service: str) -> list[Path]:
         """The log files of a service, main log first."""
         main = {
@@ -177,7 +203,8 @@ def kafka_pom(kafka_version: str, slf4j_version: str = SLF4J_VERSION) -> str:
 
 def kafka_server_properties(data_dir: Path, port: int = LOCAL_KAFKA_PORT,
                             controller_port: int = LOCAL_KAFKA_CONTROLLER_PORT,
-                            host: str = "127.0.0.1") -> str:
+                            host: str = "127.0.0.1",
+                            overrides: dict[str, str] | None = None) -> str:
     """KRaft combined broker+controller, node 1, replication 1 everywhere.
 
     >>> props = kafka_server_properties(Path("/d"))
@@ -210,8 +237,42 @@ def kafka_server_properties(data_dir: Path, port: int = LOCAL_KAFKA_PORT,
         "group.initial.rebalance.delay.ms": "0",
         "log.retention.hours": "168",
         "log.segment.bytes": str(128 * 1024 * 1024),
+        **(overrides or {}),
     }
     return "".join(f"{k}={v}\n" for k, v in lines.items())
+
+
+def kafka_secure_properties(tls_dir: Path, broker_password: str, port: int = LOCAL_KAFKA_PORT,
+                            controller_port: int = LOCAL_KAFKA_CONTROLLER_PORT,
+                            host: str = "127.0.0.1") -> dict[str, str]:
+    """Secure stack: clients on SASL_SSL (SCRAM-SHA-512), the controller on mutual TLS.
+
+    SCRAM credentials live in the cluster metadata, which a KRaft controller cannot read
+    before it authenticates anyone, so the controller listener authenticates the broker by
+    its certificate instead (``ssl.client.auth=required``). Every key is PEM.
+
+    >>> p = kafka_secure_properties(Path("/t"), "pw", 29092, 29093)
+    >>> p["listeners"]
+    'SASL_SSL://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093'
+    >>> p["listener.security.protocol.map"], p["sasl.enabled.mechanisms"]
+    ('SASL_SSL:SASL_SSL,CONTROLLER:SSL', 'SCRAM-SHA-512')
+    """
+    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required"
+            f' username="{KAFKA_BROKER_USER}" password="{broker_password}";')
+    return {
+        "listeners": f"SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"SASL_SSL://{host}:{port}",
+        "inter.broker.listener.name": "SASL_SSL",
+        "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SSL",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+        "listener.name.controller.ssl.client.auth": "required",
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls_dir / "server-keystore.pem"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls_dir / "ca.pem"),
+    }
 
 
 def kafka_log4j_properties() -> str:
@@ -230,16 +291,36 @@ def kafka_log4j_properties() -> str:
     )
 
 
-def redis_conf(layout: Layout, port: int = LOCAL_REDIS_PORT) -> str:
+def redis_conf(layout: Layout, port: int = LOCAL_REDIS_PORT, *,
+               password: str | None = None) -> str:
     """Redis on the stack's port with AOF (fsync every second) on top of the RDB snapshots.
 
     Feature state must survive a Redis restart or crash: with ``appendfsync everysec`` a
     kill -9 loses nothing that was acknowledged (the AOF is written before the reply), a
     power loss at most the last second. The config path shows in the process title (our
     marker).
+
+    With ``password`` (the secure stack) the port speaks TLS only, the ``default`` user is
+    off and the ACL user ``precog`` has that password, stored as its SHA-256 only:
+
+    >>> conf = redis_conf(Layout(Path("/h"), Path("/c"), "k", "e"), 26479, password="pw")
+    >>> [ln for ln in conf.splitlines() if ln.startswith(("port", "tls-port", "user"))]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['port 0', 'tls-port 26479', 'user default off',
+     'user precog on #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4 ~* &* +@all']
     """
+    listen = f"port {port}\n"
+    if password is not None:
+        tls = layout.tls_dir
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        listen = (
+            f"port 0\ntls-port {port}\ntls-cert-file {tls / 'server.pem'}\n"
+            f"tls-key-file {tls / 'server.key'}\ntls-ca-cert-file {tls / 'ca.pem'}\n"
+            "tls-auth-clients no\nuser default off\n"
+            f"user {CLIENT_USER} on #{digest} ~* &* +@all\n"
+        )
     return (
-        f"bind 127.0.0.1\nport {port}\nprotected-mode yes\ndaemonize no\n"
+        f"bind 127.0.0.1\n{listen}protected-mode yes\ndaemonize no\n"
         f"dir {layout.dir('redis') / 'data'}\n"
         f"logfile {layout.logs('redis') / 'redis.log'}\n"
         "appendonly yes\nappendfsync everysec\n"
@@ -710,6 +791,209 @@ def _check_traversable(path: Path, user: str) -> None:
                          " world-executable or set PRECOG_STACK_HOME elsewhere")
 
 
+# --------------------------------------------------------------------------- secure mode
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """The secure stack's passwords, generated once into ``credentials.json`` (mode 0600)."""
+
+    kafka_broker_password: str
+    kafka_password: str
+    redis_password: str
+    elasticsearch_password: str
+
+    def __repr__(self) -> str:  # never a password in a traceback or a log line
+        return "Credentials(<redacted>)"
+
+    def secrets(self) -> list[str]:
+        """Every password, e.g. to check that none of them shows anywhere."""
+        return [self.kafka_broker_password, self.kafka_password, self.redis_password,
+                self.elasticsearch_password]
+
+
+def load_credentials(layout: Layout) -> Credentials | None:
+    """The secure stack's credentials, or None before the first ``up --secure``."""
+    try:
+        data = json.loads(layout.credentials_file.read_text())
+        return Credentials(**{k: str(data[k]) for k in Credentials.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def ensure_credentials(layout: Layout) -> Credentials:
+    """The credentials of this stack home, generated (``secrets``) and written 0600 once."""
+    creds = load_credentials(layout)
+    if creds is not None:
+        layout.credentials_file.chmod(0o600)
+        return creds
+    creds = Credentials(*(secrets.token_urlsafe(24) for _ in Credentials.__dataclass_fields__))
+    layout.home.mkdir(parents=True, exist_ok=True)
+    tmp = layout.credentials_file.with_suffix(".partial")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(creds.__dict__, fh, indent=1)
+    tmp.rename(layout.credentials_file)
+    return creds
+
+
+def find_openssl(echo: Echo) -> str:
+    path = shutil.which("openssl")
+    if path is None:
+        echo("tls: openssl not found, installing Debian's package")
+        apt_install("openssl", echo)
+        path = shutil.which("openssl")
+        if path is None:
+            raise StackError("openssl not found after apt-get install openssl")
+    return path
+
+
+#: X.509 v3 extensions of the server certificate: valid for the loopback address and name
+#: the stack listens on, for TLS servers and (Kafka's controller listener) clients.
+SERVER_CERT_EXTENSIONS = (
+    "basicConstraints=critical,CA:FALSE\n"
+    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+    "extendedKeyUsage=serverAuth,clientAuth\n"
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+)
+
+
+def ensure_tls(layout: Layout, echo: Echo) -> Path:
+    """A local CA and a server certificate signed by it (PEM, RSA 2048), generated once.
+
+    ``tls/ca.pem`` is what clients trust (``PRECOG_*_CA*``); ``server.key`` and
+    ``server.pem`` serve Kafka, Redis and Elasticsearch; ``server-keystore.pem`` is both
+    for Kafka's PEM keystore. Private keys are mode 0600.
+    """
+    tls = layout.tls_dir
+    if (tls / "server-keystore.pem").exists():
+        return tls
+    openssl = find_openssl(echo)
+    echo(f"tls: generating a local CA and a server certificate in {tls}")
+    work = tls.with_name("tls.partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)  # readable: clients of other users need ca.pem; keys are 0600
+    (work / "server.ext").write_text(SERVER_CERT_EXTENSIONS)
+    log = work / "openssl.log"
+    _run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
+          "-subj", "/CN=precog local stack CA", "-keyout", str(work / "ca.key"),
+          "-out", str(work / "ca.pem"), "-addext", "basicConstraints=critical,CA:TRUE",
+          "-addext", "keyUsage=critical,keyCertSign,cRLSign"], log=log, what="openssl CA")
+    _run([openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+          "-keyout", str(work / "server.key"), "-out", str(work / "server.csr")],
+         log=log, what="openssl server key")
+    _run([openssl, "x509", "-req", "-sha256", "-days", "825", "-in", str(work / "server.csr"),
+          "-CA", str(work / "ca.pem"), "-CAkey", str(work / "ca.key"), "-CAcreateserial",
+          "-extfile", str(work / "server.ext"), "-out", str(work / "server.pem")],
+         log=log, what="openssl server certificate")
+    (work / "server-keystore.pem").write_text(
+        (work / "server.key").read_text() + (work / "server.pem").read_text())
+    for key in ("ca.key", "server.key", "server-keystore.pem"):
+        (work / key).chmod(0o600)
+    work.rename(tls)
+    return tls
+
+
+def secure_client_fields(layout: Layout, creds: Credentials) -> dict[str, dict[str, Any]]:
+    """The client settings (section -> field -> value) that log in to the secure stack."""
+    ca = layout.tls_dir / "ca.pem"
+    return {
+        "kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                  "sasl_username": CLIENT_USER, "sasl_password": SecretStr(creds.kafka_password),
+                  "ssl_cafile": ca},
+        "redis": {"username": CLIENT_USER, "password": SecretStr(creds.redis_password),
+                  "ssl_ca_certs": ca},
+        "elasticsearch": {"username": CLIENT_USER,
+                          "password": SecretStr(creds.elasticsearch_password), "ca_certs": ca},
+    }
+
+
+def secure_env(settings: Settings) -> dict[str, str]:
+    """The ``PRECOG_*`` variables that point every precog client at this secure stack.
+
+    What ``precog stack env --secure`` prints (the only place the passwords are printed).
+    """
+    layout = Layout.from_settings(settings)
+    creds = load_credentials(layout)
+    if creds is None:
+        raise StackError(f"no credentials in {layout.credentials_file}: run"
+                         " 'precog stack up --secure' first")
+    st = settings.stack
+    env = {"PRECOG_STACK_SECURE": "true", "PRECOG_STACK_HOME": str(layout.home),
+           **{f"PRECOG_STACK_{name.upper()}": str(getattr(st, name)) for name in (
+               "kafka_port", "kafka_controller_port", "redis_port", "elasticsearch_port",
+               "elasticsearch_transport_port")}}
+    for section, fields in secure_client_fields(layout, creds).items():
+        for name, value in fields.items():
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"PRECOG_{section.upper()}_{name.upper()}"] = plain
+    return env
+
+
+def export_lines(env: dict[str, str]) -> list[str]:
+    """``export NAME=value`` lines for a shell (``eval "$(precog stack env --secure)"``).
+
+    >>> export_lines({"PRECOG_X": "a b"})
+    ["export PRECOG_X='a b'"]
+    """
+    return [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+
+
+def with_stack_credentials(settings: Settings) -> Settings:
+    """Secure stack: the settings with its credentials where the client gives none.
+
+    What the stack's own health checks log in with. An external service (``PRECOG_*_URL``)
+    and any field set explicitly keep their value. A plain stack is returned unchanged.
+    """
+    if not settings.stack.secure:
+        return settings
+    layout = Layout.from_settings(settings)
+    creds = load_credentials(layout)
+    if creds is None:
+        return settings
+    given = settings.stack_overridden()
+    update: dict[str, Any] = {}
+    for section, fields in secure_client_fields(layout, creds).items():
+        client = getattr(settings, section)
+        if given[section]:
+            continue
+        missing = {k: v for k, v in fields.items() if k not in client.model_fields_set}
+        update[section] = client.model_copy(update=missing)
+    return settings.model_copy(update=update)
+
+
+def _elasticsearch_secure_config(layout: Layout, java_home: Path, creds: Credentials) -> None:
+    """Certificates into ES's config dir (its security manager reads only there), the role,
+    and the file-realm user ``precog`` (password on stdin, never on a command line)."""
+    conf = layout.dir("elasticsearch") / "config"
+    (conf / "tls").mkdir(exist_ok=True)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        shutil.copyfile(layout.tls_dir / name, conf / "tls" / name)
+    (conf / "tls" / "server.key").chmod(0o600)
+    (conf / "roles.yml").write_text(
+        f"{ES_ROLE}:\n"
+        "  cluster: [monitor, manage_index_templates, manage_own_api_key]\n"
+        "  indices:\n    - names: ['*']\n      privileges: [all]\n"
+    )
+    users = conf / "users"
+    if users.exists() and any(ln.startswith(f"{CLIENT_USER}:")
+                              for ln in users.read_text().splitlines()):
+        return
+    tool = layout.elasticsearch_dist / "bin" / "elasticsearch-users"
+    pw = creds.elasticsearch_password
+    res = subprocess.run(
+        [str(tool), "useradd", CLIENT_USER, "-r", ES_ROLE], input=f"{pw}\n{pw}\n",
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "ES_JAVA_HOME": str(java_home), "ES_PATH_CONF": str(conf)},
+    )
+    if res.returncode != 0:
+        out = (res.stdout + res.stderr).replace(pw, "***").strip().splitlines() or ["?"]
+        raise StackError(f"elasticsearch-users useradd failed (exit {res.returncode}):"
+                         f" {out[-1][:200]}")
+
+
 # --------------------------------------------------------------------------- health
 
 
@@ -723,8 +1007,10 @@ def check_kafka(settings: Settings, timeout: float = 15.0) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     addr = settings.kafka.bootstrap
-    cfg = _silent_kafka_config(settings)
+    errors: list[Any] = []  # librdkafka tells why (TLS, SASL) only through error_cb
+    cfg = {**_silent_kafka_config(settings), "error_cb": errors.append}
     deadline = time.monotonic() + timeout
+    admin = None
     try:
         admin = AdminClient(cfg)
         meta = admin.list_topics(timeout=timeout)
@@ -753,7 +1039,13 @@ def check_kafka(settings: Settings, timeout: float = 15.0) -> None:
             consumer.close()
         raise ServiceUnavailable("kafka", addr, "produced a record but could not consume it")
     except KafkaException as exc:
-        raise ServiceUnavailable("kafka", addr, str(exc.args[0])[:160]) from exc
+        if admin is not None:
+            admin.poll(0)  # serves the error callbacks
+        from confluent_kafka import KafkaError
+
+        why = [e for e in errors if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)]
+        detail = why[-1].str() if why else str(exc.args[0])
+        raise ServiceUnavailable("kafka", addr, detail[:200]) from exc
 
 
 def check_elasticsearch(settings: Settings, timeout: float = 10.0) -> str:
@@ -856,7 +1148,8 @@ def kafka_command(layout: Layout, java_home: Path, heap: str) -> list[str]:
 
 def elasticsearch_command(layout: Layout, java_home: Path, heap: str, user: str | None,
                           http_port: int = LOCAL_ELASTICSEARCH_PORT,
-                          transport_port: int = LOCAL_ELASTICSEARCH_TRANSPORT_PORT) -> list[str]:
+                          transport_port: int = LOCAL_ELASTICSEARCH_TRANSPORT_PORT, *,
+                          secure: bool = False) -> list[str]:
     es = layout.dir("elasticsearch")
     env = [
         "env", f"ES_JAVA_HOME={java_home}", f"ES_PATH_CONF={es / 'config'}",
@@ -874,6 +1167,16 @@ def elasticsearch_command(layout: Layout, java_home: Path, heap: str, user: str 
         "path.data": str(es / "data"),
         "path.logs": str(layout.logs("elasticsearch")),
     }
+    if secure:  # paths relative to ES_PATH_CONF, see _elasticsearch_secure_config
+        settings["xpack.security.enabled"] = "true"
+        for layer in ("http", "transport"):
+            settings |= {
+                f"xpack.security.{layer}.ssl.enabled": "true",
+                f"xpack.security.{layer}.ssl.key": "tls/server.key",
+                f"xpack.security.{layer}.ssl.certificate": "tls/server.pem",
+                f"xpack.security.{layer}.ssl.certificate_authorities": "tls/ca.pem",
+            }
+        settings["xpack.security.transport.ssl.verification_mode"] = "certificate"
     args = [a for k, v in settings.items() for a in ("-E", f"{k}={v}")]
     run_as = ["runuser", "-u", user, "--"] if user else []
     return [*run_as, *env, str(layout.elasticsearch_dist / "bin" / "elasticsearch"), *args]
@@ -937,7 +1240,7 @@ def service_status(settings: Settings, service: str, layout: Layout | None = Non
 def status(settings: Settings | None = None,
            only: tuple[str, ...] = SERVICES) -> list[ServiceStatus]:
     """Every service (or those in ``only``): mode, pid, address, health, logs."""
-    settings = settings or Settings()
+    settings = with_stack_credentials(settings or Settings())
     layout = Layout.from_settings(settings)
     return [service_status(settings, s, layout) for s in only]
 
@@ -969,27 +1272,49 @@ def _ensure_ports_free(service: str, ports: tuple[int, ...]) -> None:
             raise StackError(f"port {port} ({service}) is in use by another process ({who})")
 
 
-def _prepare_kafka(settings: Settings, layout: Layout, java_home: Path, echo: Echo) -> None:
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that holds a secret: mode 0600 from the moment it exists."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+        fh.write(text)
+
+
+def _prepare_kafka(settings: Settings, layout: Layout, java_home: Path, echo: Echo,
+                   creds: Credentials | None = None) -> None:
     install_kafka(layout, echo)
     kdir = layout.dir("kafka")
     data = kdir / "data"
     for d in (data, layout.logs("kafka")):
         d.mkdir(parents=True, exist_ok=True)
     ports = settings.stack
-    (kdir / "server.properties").write_text(
-        kafka_server_properties(data, ports.kafka_port, ports.kafka_controller_port))
+    secure = None if creds is None else kafka_secure_properties(
+        layout.tls_dir, creds.kafka_broker_password, ports.kafka_port,
+        ports.kafka_controller_port)
+    props = kafka_server_properties(data, ports.kafka_port, ports.kafka_controller_port,
+                                    overrides=secure)
+    if creds is None:
+        (kdir / "server.properties").write_text(props)
+    else:
+        _write_private(kdir / "server.properties", props)  # holds the broker's password
     (kdir / "log4j.properties").write_text(kafka_log4j_properties())
     if not (data / "meta.properties").exists():
         echo(f"kafka: formatting KRaft storage in {data}")
+        # the SCRAM users go into the bootstrap metadata (KIP-900): the broker's own and
+        # the client's; the command line holds them only while the format tool runs
+        scram = [] if creds is None else [
+            a for user, pw in ((KAFKA_BROKER_USER, creds.kafka_broker_password),
+                               (CLIENT_USER, creds.kafka_password))
+            for a in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]")]
         _run([str(java_home / "bin" / "java"), "-cp", f"{layout.kafka_libs}/*",
               f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
               f"-Dkafka.logs.dir={layout.logs('kafka')}",
               "kafka.tools.StorageTool", "format", "-t", kafka_cluster_id(),
-              "-c", str(kdir / "server.properties"), "--ignore-formatted"],
+              "-c", str(kdir / "server.properties"), "--ignore-formatted", *scram],
              log=layout.logs("kafka") / "format.log", what="Kafka storage format")
 
 
-def _prepare_elasticsearch(layout: Layout, echo: Echo) -> str | None:
+def _prepare_elasticsearch(layout: Layout, echo: Echo, java_home: Path | None = None,
+                           creds: Credentials | None = None) -> str | None:
     archive = install_elasticsearch_zip(layout, echo)
     es = layout.dir("elasticsearch")
     dist = layout.elasticsearch_dist
@@ -1003,6 +1328,8 @@ def _prepare_elasticsearch(layout: Layout, echo: Echo) -> str | None:
         shutil.copytree(dist / "config", es / "config")
     for d in ("data", "tmp", "logs"):
         (es / d).mkdir(parents=True, exist_ok=True)
+    if creds is not None and java_home is not None:
+        _elasticsearch_secure_config(layout, java_home, creds)
     user = es_run_user(echo)
     if user:
         _chown_tree(es, user)
@@ -1010,12 +1337,15 @@ def _prepare_elasticsearch(layout: Layout, echo: Echo) -> str | None:
     return user
 
 
-def _prepare_redis(settings: Settings, layout: Layout, echo: Echo) -> list[str]:
+def _prepare_redis(settings: Settings, layout: Layout, echo: Echo,
+                   creds: Credentials | None = None) -> list[str]:
     server = find_redis_server(echo)
     rdir = layout.dir("redis")
     for d in (rdir / "data", layout.logs("redis")):
         d.mkdir(parents=True, exist_ok=True)
-    (rdir / "redis.conf").write_text(redis_conf(layout, settings.stack.redis_port))
+    password = None if creds is None else creds.redis_password
+    (rdir / "redis.conf").write_text(
+        redis_conf(layout, settings.stack.redis_port, password=password))
     migrate = redis_needs_aof_migration(rdir / "data")
     if migrate:
         echo("redis: dump.rdb from before AOF: loading it, then switching AOF on")
@@ -1048,18 +1378,22 @@ def _start(service: str, settings: Settings, layout: Layout, echo: Echo,
            java: Callable[[], Path]) -> subprocess.Popen[bytes]:
     """Install what is missing and launch one service (no waiting)."""
     _ensure_ports_free(service, local_ports(settings, service))
+    creds = ensure_credentials(layout) if settings.stack.secure else None
+    if creds is not None:
+        ensure_tls(layout, echo)
     if service == "kafka":
         java_home = java()
-        _prepare_kafka(settings, layout, java_home, echo)
+        _prepare_kafka(settings, layout, java_home, echo, creds)
         cmd, env, cwd = kafka_command(layout, java_home, settings.stack.kafka_heap), None, None
     elif service == "elasticsearch":
         java_home = java()
-        user = _prepare_elasticsearch(layout, echo)
+        user = _prepare_elasticsearch(layout, echo, java_home, creds)
         cmd = elasticsearch_command(layout, java_home, settings.stack.elasticsearch_heap, user,
-                                    *settings.stack.ports("elasticsearch"))
+                                    *settings.stack.ports("elasticsearch"),
+                                    secure=creds is not None)
         env, cwd = None, layout.dir("elasticsearch")
     else:
-        cmd, env, cwd = _prepare_redis(settings, layout, echo), None, None
+        cmd, env, cwd = _prepare_redis(settings, layout, echo, creds), None, None
     proc = spawn(cmd, log=layout.stdout_log(service), pid_file=layout.pid_file(service),
                  marker=layout.marker(service), cwd=cwd, env=env)
     echo(f"{service}: started pid {proc.pid}; logs: {layout.log_files(service)[0]}")
@@ -1110,6 +1444,12 @@ def up(settings: Settings | None = None, *, echo: Echo = _echo,
 
     with _locked(layout, echo):
         echo(f"stack home: {layout.home}   cache: {layout.cache}")
+        if settings.stack.secure:
+            ensure_credentials(layout)
+            ensure_tls(layout, echo)
+            settings = with_stack_credentials(settings)
+            echo(f"secure: SASL_SSL/TLS and passwords on; credentials in"
+                 f" {layout.credentials_file} (mode 0600)")
         started: dict[str, subprocess.Popen[bytes] | None] = {}
         for service in only:
             addr = address(settings, service)
@@ -1148,7 +1488,7 @@ def up(settings: Settings | None = None, *, echo: Echo = _echo,
 
 def ensure(settings: Settings | None = None, *, echo: Echo = _echo) -> list[ServiceStatus]:
     """Services that already answer are used as they are; anything else goes through ``up``."""
-    settings = settings or Settings()
+    settings = with_stack_credentials(settings or Settings())
     current = [service_status(settings, s) for s in SERVICES]
     if all(st.healthy for st in current):
         return current

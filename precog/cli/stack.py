@@ -1,7 +1,9 @@
 """``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (scripts.stack).
 
 Which stack is driven comes from the settings: ``PRECOG_STACK_HOME`` and the
-``PRECOG_STACK_*_PORT`` ports select a second stack beside the first (docs/stack.md).
+``PRECOG_STACK_*_PORT`` ports select a second stack beside the first (docs/stack.md);
+``--secure`` (or ``PRECOG_STACK_SECURE=true``) the stack with authentication and TLS on
+(docs/security.md), whose ``PRECOG_*`` client variables ``precog stack env --secure`` prints.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ Only = Annotated[
     str | None,
     typer.Option("--only", help="comma-separated subset of kafka,elasticsearch,redis"),
 ]
+Secure = Annotated[
+    bool,
+    typer.Option("--secure", help="the stack with auth and TLS on, its own home and ports"
+                 " (same as PRECOG_STACK_SECURE=true; docs/security.md)"),
+]
+
+
+def _settings(secure: bool) -> Settings:
+    return Settings(stack={"secure": True}) if secure else Settings()
 
 
 def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
@@ -39,30 +50,45 @@ def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
 
 
 @app.command()
-def up(only: Only = None) -> None:
+def up(only: Only = None, secure: Secure = False) -> None:
     """Start Kafka, Elasticsearch and Redis (downloading what is missing) and wait for health."""
-    stack, settings = _stack(), Settings()
+    stack, settings = _stack(), _settings(secure)
     rows = stack.up(settings, echo=typer.echo, only=stack.parse_services(only))
     _print_status(rows)
     layout = stack.Layout.from_settings(settings)
     typer.echo(f"logs: {layout.home}/<service>/logs  (precog stack logs [service])")
+    if settings.stack.secure:
+        typer.echo('clients: eval "$(precog stack env --secure)"  (exports the PRECOG_* settings'
+                   " with the credentials)")
+
+
+@app.command()
+def env(secure: Secure = False) -> None:
+    """Print the PRECOG_* exports for the secure stack's clients, passwords included."""
+    stack, settings = _stack(), _settings(secure)
+    if not settings.stack.secure:
+        raise ConfigError("only the secure stack has credentials: precog stack env --secure")
+    for line in stack.export_lines(stack.secure_env(settings)):
+        typer.echo(line)
 
 
 @app.command()
 def down(
     timeout: Annotated[float, typer.Option(help="seconds before TERM becomes KILL")] = 60.0,
     only: Only = None,
+    secure: Secure = False,
 ) -> None:
     """Stop the services this stack home started (only those)."""
     stack = _stack()
-    stack.down(Settings(), echo=typer.echo, timeout=timeout, only=stack.parse_services(only))
+    stack.down(_settings(secure), echo=typer.echo, timeout=timeout,
+               only=stack.parse_services(only))
 
 
 @app.command()
-def status(only: Only = None) -> None:
+def status(only: Only = None, secure: Secure = False) -> None:
     """Each service: mode, pid, address, health, memory; exits 1 when one is down."""
     stack = _stack()
-    if not _print_status(stack.status(Settings(), stack.parse_services(only))):
+    if not _print_status(stack.status(_settings(secure), stack.parse_services(only))):
         raise typer.Exit(1)
 
 
@@ -73,12 +99,13 @@ def logs(
     ] = None,
     lines: Annotated[int, typer.Option("-n", "--lines", help="lines from each log's end")] = 50,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing (tail -F)")] = False,
+    secure: Secure = False,
 ) -> None:
     """Tail the logs of one service or all."""
     stack = _stack()
     if service is not None and service not in stack.SERVICES:
         raise ConfigError(f"unknown service {service!r}: one of {', '.join(stack.SERVICES)}")
-    found = stack.logs(Settings(), service, lines)
+    found = stack.logs(_settings(secure), service, lines)
     if follow:
         tail = shutil.which("tail")
         if tail is None:

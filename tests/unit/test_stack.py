@@ -453,3 +453,106 @@ def test_service_helpers_refuse_unknown_services(tmp_path: Path) -> None:
     settings = Settings(stack={"home": tmp_path / "home"})
     with pytest.raises(ConfigError, match="unknown service 'zookeeper'"):
         stack.service_pid(settings, "zookeeper")
+
+
+# --------------------------------------------------------------------------- secure mode
+
+
+def _secure(tmp_path: Path, **kw: object) -> Settings:
+    return Settings(stack={"secure": True, "home": tmp_path / "home", **kw})
+
+
+def test_the_plain_stack_is_what_it_was(tmp_path: Path) -> None:
+    s = Settings()
+    assert not s.stack.secure and s.stack.home == Path(".precog/stack")
+    assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
+        "127.0.0.1:19092", "redis://127.0.0.1:16379/0", "http://127.0.0.1:19200")
+    assert s.kafka.security_protocol == "PLAINTEXT"
+    props = stack.kafka_server_properties(tmp_path / "data")
+    assert "SASL" not in props and "ssl." not in props
+    conf = stack.redis_conf(_layout(tmp_path))
+    assert "tls" not in conf and "user " not in conf
+    assert stack.with_stack_credentials(s) is s
+
+
+def test_secure_settings_default_to_their_own_home_and_ports(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRECOG_STACK_SECURE", "true")
+    s = Settings()
+    assert s.stack.secure and s.stack.home == Path(".precog/stack-secure")
+    assert s.stack.ports("kafka") == (19192, 19193)
+    assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
+        "127.0.0.1:19192", "rediss://127.0.0.1:16479/0", "https://127.0.0.1:19201")
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+    monkeypatch.setenv("PRECOG_STACK_REDIS_PORT", "26999")
+    assert Settings().redis.url == "rediss://127.0.0.1:26999/0"  # a given port still wins
+
+
+def test_kafka_secure_properties_replace_the_plaintext_listener(tmp_path: Path) -> None:
+    secure = stack.kafka_secure_properties(tmp_path / "tls", "pw", 29092, 29093)
+    props = _props(stack.kafka_server_properties(tmp_path / "d", 29092, 29093,
+                                                 overrides=secure))
+    assert props["listeners"] == "SASL_SSL://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:29092"
+    assert "PLAINTEXT://" not in props["listeners"]
+    assert props["inter.broker.listener.name"] == "SASL_SSL"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["listener.name.controller.ssl.client.auth"] == "required"
+    assert props["ssl.keystore.location"] == str(tmp_path / "tls" / "server-keystore.pem")
+    assert 'username="precog-broker" password="pw";' in \
+        props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+
+
+def test_secure_redis_speaks_tls_only_with_a_hashed_acl_password(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    conf = stack.redis_conf(layout, 26479, password="s3cret").splitlines()
+    assert "port 0" in conf and "tls-port 26479" in conf and "port 26479" not in conf
+    assert f"tls-ca-cert-file {layout.tls_dir / 'ca.pem'}" in conf
+    assert "user default off" in conf
+    assert not any("s3cret" in line for line in conf)
+    assert "appendonly yes" in conf
+
+
+def test_secure_elasticsearch_turns_security_and_tls_on(tmp_path: Path) -> None:
+    cmd = stack.elasticsearch_command(_layout(tmp_path), Path("/jdk17"), "1g", None,
+                                      secure=True)
+    settings = {cmd[i + 1] for i, a in enumerate(cmd) if a == "-E"}
+    assert {"xpack.security.enabled=true", "xpack.security.http.ssl.enabled=true",
+            "xpack.security.transport.ssl.enabled=true",
+            "xpack.security.http.ssl.certificate_authorities=tls/ca.pem"} <= settings
+    assert "xpack.security.enabled=false" not in settings
+
+
+def test_credentials_are_generated_once_private_and_never_in_a_repr(tmp_path: Path) -> None:
+    layout = stack.Layout.from_settings(_secure(tmp_path))
+    assert stack.load_credentials(layout) is None
+    creds = stack.ensure_credentials(layout)
+    assert layout.credentials_file.stat().st_mode & 0o777 == 0o600
+    assert stack.ensure_credentials(layout) == creds  # once: the same on every up
+    assert len(set(creds.secrets())) == 4 and all(len(pw) >= 32 for pw in creds.secrets())
+    assert not any(pw in repr(creds) for pw in creds.secrets())
+
+
+def test_secure_env_and_stack_checks_carry_the_credentials(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _secure(tmp_path, kafka_port=29192)
+    with pytest.raises(StackError, match="precog stack up --secure"):
+        stack.secure_env(settings)
+    creds = stack.ensure_credentials(stack.Layout.from_settings(settings))
+    env = stack.secure_env(settings)
+    assert env["PRECOG_STACK_SECURE"] == "true" and env["PRECOG_STACK_KAFKA_PORT"] == "29192"
+    assert env["PRECOG_KAFKA_SASL_PASSWORD"] == creds.kafka_password
+    assert env["PRECOG_REDIS_SSL_CA_CERTS"] == str(tmp_path / "home" / "tls" / "ca.pem")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = Settings()  # what a precog process with the exports builds
+    assert client.kafka.confluent_config()["sasl.password"] == creds.kafka_password
+    assert client.kafka.bootstrap == "127.0.0.1:29192"
+    assert client.redis.url.startswith("rediss://")
+    checks = stack.with_stack_credentials(settings)
+    assert checks.kafka.confluent_config() == client.kafka.confluent_config()
+    assert checks.elasticsearch.client_kwargs() == client.elasticsearch.client_kwargs()
+    assert checks.stack_overridden() == settings.stack_overridden()
+    wrong = Settings(stack={"secure": True, "home": tmp_path / "home"},
+                     redis={"password": "given"})
+    assert stack.with_stack_credentials(wrong).redis.password.get_secret_value() == "given"
