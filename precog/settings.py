@@ -252,6 +252,15 @@ class WorkerSettings(BaseModel):
         10.0, ge=6, le=300, description="seconds without a heartbeat after which Kafka "
         "gives a dead worker's partitions to the others (Faust's own is 60)"
     )
+    watch_seconds: float = Field(
+        2.0, gt=0, le=60, description="how often the Kafka watchdog asks the broker about "
+        "the worker's group (services/watchdog.py)"
+    )
+    stall_seconds: float = Field(
+        60.0, ge=10, description="seconds the broker may answer while the worker's "
+        "consumer is out of its group or a held partition does not move, before the "
+        "worker stops so that a restart redelivers (services/watchdog.py)"
+    )
 
 
 class MonitorSettings(BaseModel):

@@ -239,15 +239,36 @@ def wait_indexed(s: Settings, events: int, models: int, timeout: float,
             if time.monotonic() > deadline:
                 raise bio.BenchError(f"{index}: fewer than {docs} documents after {timeout:.0f}s")
             time.sleep(0.5)
-        es.indices.refresh(index=index)
-        aggs = es.search(index=index, size=0, aggs={
-            "first": {"min": {"field": "scored_time"}},
-            "last": {"max": {"field": "indexed_time"}},
-        })["aggregations"]
+        aggs = _span_aggregations(es, index, deadline)
         span = (aggs["last"]["value"] - aggs["first"]["value"]) / 1000.0
         return events / span if span > 0 else float("nan")
     finally:
         es.close()
+
+
+def _span_aggregations(es: Any, index: str, deadline: float) -> dict[str, Any]:
+    """First scored and last indexed time of ``index``. A search can fail with 503 while
+    Elasticsearch moves a shard it has just counted (seen once in CI on a loaded machine):
+    wait for the shards and retry until ``deadline``, then name the shard-level cause."""
+    from elasticsearch import ApiError
+
+    while True:
+        try:
+            es.cluster.health(index=index, wait_for_status="yellow",
+                              wait_for_no_initializing_shards=True, timeout="30s")
+            es.indices.refresh(index=index)
+            return es.search(index=index, size=0, aggs={  # type: ignore[no-any-return]
+                "first": {"min": {"field": "scored_time"}},
+                "last": {"max": {"field": "indexed_time"}},
+            })["aggregations"]
+        except ApiError as exc:
+            if exc.meta.status != 503 or time.monotonic() > deadline:
+                causes = (exc.body or {}).get("error", {}).get("root_cause", []) \
+                    if isinstance(exc.body, dict) else []
+                why = "; ".join(str(c.get("reason", c)) for c in causes) or str(exc)
+                raise bio.BenchError(f"{index}: search failed ({exc.meta.status}): {why}") \
+                    from exc
+            time.sleep(1.0)
 
 
 # -- sections ------------------------------------------------------------------------------

@@ -198,6 +198,8 @@ class Runtime:
     code_version: str = "unknown"
     agents: list[str] = field(default_factory=list)
     on_stop: list[Any] = field(default_factory=list)
+    #: set when the worker begins to stop: offsets held from then on are not a stall
+    stopping: bool = False
     _es: Any = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
 

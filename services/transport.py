@@ -7,7 +7,8 @@ some of them are drained, that request waits up to the full 1.5 s on the broker 
 that is not coming, and the partitions that do have data wait behind it: in a backlog the
 index agent got its predictions in stalls of 0.3-0.5 s (docs/benchmarks.md, round 3).
 This transport is Faust's own, except that the worker consumer's fetch wait is
-``WorkerSettings.fetch_max_wait_ms``. It is registered under the URL scheme
+``WorkerSettings.fetch_max_wait_ms``, and that its producer is idempotent (a retry after
+a lost acknowledgement does not append the records twice). It is registered under the URL scheme
 :data:`SCHEME`, which :func:`services.runtime.create_app` uses for the brokers.
 """
 
@@ -47,10 +48,21 @@ class _Consumer(faust_aiokafka.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _Producer(faust_aiokafka.Producer):
+    def _settings_extra(self) -> Any:
+        # idempotent: a batch the broker appended but whose acknowledgement was lost (the
+        # broker killed mid-request) is retried with the same sequence numbers, and the
+        # broker drops the copy (docs/reliability.md: 0-220 duplicates per broker kill -9
+        # without it). Faust turns it on only for exactly-once transactions.
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with the worker consumer's fetch wait from the app."""
+    """Faust's aiokafka transport: the worker consumer's fetch wait from the app, and an
+    idempotent producer."""
 
     Consumer = _Consumer
+    Producer = _Producer
 
 
 TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"

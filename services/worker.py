@@ -9,7 +9,7 @@ import faust
 
 from precog.settings import Settings
 from precog.spec import load_spec
-from services import web
+from services import watchdog, web
 from services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 log = logging.getLogger("precog.worker")
@@ -36,12 +36,14 @@ def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) 
         module.register(rt)
         rt.agents.append(name)
     web.register(rt)
+    watchdog.register(rt)
 
     @rt.app.on_before_shutdown.connect
     async def _stop(app: faust.App, **kwargs: object) -> None:
         # Faust commits nothing on the way out without stream_wait_empty (which would wait
         # for the batch in flight): commit what was released, so a restart redelivers only
         # the abandoned batch, not the last commit interval's worth of finished ones too
+        rt.stopping = True
         try:
             await app.consumer.commit()
         except Exception as exc:  # a stop must go on; the next worker redelivers more
