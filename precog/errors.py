@@ -6,6 +6,8 @@ and the worker goes on; everything else is fatal at startup or for a command.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 
 class PrecogError(Exception):
     """Base of every error precog raises on purpose."""
@@ -15,13 +17,36 @@ class ConfigError(PrecogError):
     """Settings, a pipeline spec or a CLI argument is wrong."""
 
 
+def redacted(url: str) -> str:
+    """The URL without credentials, for messages and logs (plain addresses unchanged).
+
+    >>> redacted("rediss://user:secret@cache.example:6380/0")
+    'rediss://cache.example:6380/0'
+    >>> redacted("https://elastic:pw@es.example:9200")
+    'https://es.example:9200'
+    >>> redacted("127.0.0.1:19092")
+    '127.0.0.1:19092'
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 class ServiceUnavailable(PrecogError):
-    """A backing service (Kafka, Redis, Elasticsearch) does not answer at its address."""
+    """A backing service (Kafka, Redis, Elasticsearch) does not answer at its address.
+
+    The address is shown without credentials, wherever it came from:
+
+    >>> str(ServiceUnavailable("Redis", "redis://u:secret@h:1/0", "at redis://u:secret@h:1/0"))
+    'Redis is not reachable at redis://h:1/0: at redis://h:1/0'
+    """
 
     def __init__(self, service: str, address: str, detail: str = "") -> None:
         self.service = service
-        self.address = address
-        msg = f"{service} is not reachable at {address}"
+        self.address = redacted(address)
+        detail = detail.replace(address, self.address)
+        msg = f"{service} is not reachable at {self.address}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 

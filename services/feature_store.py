@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -32,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from precog.errors import ServiceUnavailable
+from precog.errors import ServiceUnavailable, redacted
 from precog.features import EntityState
 from precog.settings import Settings
 from precog.spec import PipelineSpec
@@ -65,18 +64,8 @@ class OnlineStore(Protocol):
     async def write(self, states: Mapping[str, EntityState]) -> None: ...
 
 
-def redacted(url: str) -> str:
-    """The URL without credentials, for messages and logs.
-
-    >>> redacted("rediss://user:secret@cache.example:6380/0")
-    'rediss://cache.example:6380/0'
-    """
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def _client_kwargs(settings: Settings) -> dict[str, Any]:
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """redis-py keyword arguments of every client of ``settings.redis`` (auth, TLS CA)."""
     cfg = settings.redis
     kw: dict[str, Any] = {
         "socket_connect_timeout": 2.0,
@@ -104,7 +93,7 @@ class RedisOnlineStore:
         self.spec = spec
         self.address = redacted(settings.redis.url)
         self.ttl = settings.redis.state_ttl_seconds
-        kw = _client_kwargs(settings)
+        kw = client_kwargs(settings)
         self._async = aioredis.Redis.from_url(
             settings.redis.url, retry=AsyncRetry(_backoff(), _RETRIES), **kw
         )

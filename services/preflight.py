@@ -1,4 +1,7 @@
-"""Fail fast at startup: every backing service answers at its address, or we say which."""
+"""Fail fast at startup: every backing service answers at its address, or we say which.
+
+Addresses are shown without credentials (:class:`precog.errors.ServiceUnavailable`).
+"""
 
 from __future__ import annotations
 
@@ -19,15 +22,14 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> None:
 def check_redis(settings: Settings, timeout: float = 5.0) -> None:
     import redis
 
+    from services.feature_store import client_kwargs
+
     r = settings.redis
     try:
-        client = redis.Redis.from_url(
-            r.url,
-            username=r.username,
-            password=r.password.get_secret_value() if r.password else None,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-        )
+        # the workers' own client options: credentials and the TLS CA
+        kw = {**client_kwargs(settings), "socket_connect_timeout": timeout,
+              "socket_timeout": timeout}
+        client = redis.Redis.from_url(r.url, **kw)
         client.ping()
         client.close()
     except redis.RedisError as exc:

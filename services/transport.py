@@ -43,9 +43,60 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def head_is_acked(acked: list[int], gap_starts: list[int], start: int | None) -> bool:
+    """May offsets be committed: is the partition's next offset ``start`` acknowledged?
+
+    ``acked`` are acknowledged offsets not yet committed, ``gap_starts`` the first offsets
+    of the ranges Faust knows are missing on the partition (never sent: they count as
+    acknowledged), ``start`` the offset after the last commit, or where reading began.
+
+    Faust's own check (``Consumer._new_offset``) lets the first acknowledged offset be
+    one past the committed one, and has no check at all while a partition's committed
+    offset is unset or 0: both commit over an offset still being processed, which is an
+    event lost for good if the worker stops before it is done (one lost of 3,000 in a
+    SIGTERM x3 run, issue 12). Here the first acknowledged offset must be ``start``:
+
+    >>> head_is_acked([168, 169], [], 167)    # 167 still in flight: Faust would commit 170
+    False
+    >>> head_is_acked([167, 168], [], 167)
+    True
+    >>> head_is_acked([5, 6], [3], 3)         # 3 and 4 were never sent
+    True
+    >>> head_is_acked([2], [], None)          # nothing known to compare with: Faust decides
+    True
+    """
+    if not acked or start is None:
+        return True
+    return min([*acked, *gap_starts]) <= start
+
+
 class _Consumer(faust_aiokafka.Consumer):
+    """Faust's consumer that never commits over an offset not yet acknowledged."""
+
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def perform_seek(self) -> None:
+        # reading starts again from the committed offsets: forget where it began before
+        self._precog_first: dict[Any, int] = {}
+        await super().perform_seek()
+
+    def track_message(self, message: Any) -> None:
+        # the first offset read of a partition is where its commits must start from when
+        # the group has no committed offset for it (Faust keeps None for 0 and unset)
+        first = self.__dict__.setdefault("_precog_first", {})
+        if message.tp not in first:
+            first[message.tp] = message.offset
+        super().track_message(message)
+
+    def _new_offset(self, tp: Any) -> Any:
+        start = self._committed_offset[tp]
+        if start is None:
+            start = self.__dict__.get("_precog_first", {}).get(tp)
+        gap_starts = [iv.begin for iv in self._gap[tp]] if self._gap.get(tp) else []
+        if not head_is_acked(self._acked[tp], gap_starts, start):
+            return None
+        return super()._new_offset(tp)
 
 
 class _Producer(faust_aiokafka.Producer):

@@ -241,18 +241,12 @@ def test_elasticsearch_user_gets_in_others_are_refused(secure: Secure) -> None:
         assert not any(x in str(err.value) for x in [*secrets, WRONG])
 
 
-@pytest.mark.xfail(strict=True, reason="services/preflight.py check_redis does not pass"
-                   " PRECOG_REDIS_SSL_CA_CERTS to redis-py: the worker's start-up check"
-                   " rejects a TLS Redis whose certificate comes from a private CA")
 def test_worker_preflight_trusts_the_configured_ca(secure: Secure) -> None:
     from services.preflight import check_redis
 
     check_redis(secure.client())
 
 
-@pytest.mark.xfail(strict=True, reason="services/preflight.py puts the raw URL into its"
-                   " ServiceUnavailable: a password given in PRECOG_REDIS_URL or"
-                   " PRECOG_ELASTICSEARCH_URL shows in the worker's start-up error")
 def test_worker_preflight_errors_hide_a_password_in_the_url(secure: Secure) -> None:
     from services.preflight import check_elasticsearch, check_redis
 
@@ -317,10 +311,9 @@ def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
     train(s, spec, tmp_path / "history")
     os.environ.update(secure.env)  # the worker subprocess inherits them (worker_env)
     try:
-        # SSL_CERT_FILE: stopgap until services/preflight.py passes ssl_ca_certs (xfail above);
-        # every other client of the worker is given the CA by its own PRECOG_* setting
-        ca = secure.env["PRECOG_REDIS_SSL_CA_CERTS"]
-        worker = WorkerProcess(s, tmp_path, extra_env={"SSL_CERT_FILE": ca})
+        # no SSL_CERT_FILE: every client of the worker, its start-up check included, is
+        # given the CA by its own PRECOG_* setting
+        worker = WorkerProcess(s, tmp_path)
         try:
             worker.wait_healthy(timeout=120)
             n = 300
