@@ -27,7 +27,7 @@ def say(msg: str) -> None:
 
 
 def step_stack(settings: Settings) -> str:
-    from scripts import stack
+    from precog import stack
 
     rows = stack.up(settings, echo=lambda m: say(f"  {m}"))
     return ", ".join(f"{r.name} {r.mode}" for r in rows)

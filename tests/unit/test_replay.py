@@ -22,8 +22,8 @@ from precog.replay.merge import TimeMerge
 from precog.replay.pacing import Pacer, eta_seconds
 from precog.replay.plan import PartitionRange, parse_offsets, parse_pace, parse_time, plan_ranges
 from precog.replay.warmup import rebuild_states
+from precog.simulate import SimConfig, simulator_for
 from precog.spec import SPEC_DIR, load_spec
-from scripts.simulate import SimConfig, simulator_for
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from precog import stack
 from precog.errors import ConfigError, StackError
 from precog.namespace import render_template, topics_for
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, load_spec
-from scripts import stack
 
 pytestmark = pytest.mark.unit
 

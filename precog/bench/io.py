@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPar
 
 from precog.errors import PrecogError
 from precog.settings import Settings
-from scripts.workers import free_port, stop_group, worker_env
+from precog.workers import free_port, stop_group, worker_env
 
 REPO = Path(__file__).resolve().parent.parent
 

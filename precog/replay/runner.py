@@ -207,7 +207,7 @@ def copy_roles(source: Settings, target: Settings, spec: PipelineSpec, *, by: st
     ``PRECOG_NAMESPACE`` set to the target).
     """
     from precog.namespace import ensure_topics
-    from services.control import publish_roles, read_roles
+    from precog.services.control import publish_roles, read_roles
 
     _distinct(source, target)
     roles = read_roles(source, spec.name)
@@ -326,7 +326,7 @@ def _job_from_checkpoint(ckpt: Checkpoint, source: Settings, target: Settings,
 def _warm_up(source: Settings, target: Settings, spec: PipelineSpec, job: _Job,
              warmup_start_ms: int, say: Callable[[str], None]) -> WarmupResult:
     """Rebuild entity state from ``[warmup_start, replay start)`` into the target's Redis."""
-    from services.feature_store import RedisOnlineStore
+    from precog.services.feature_store import RedisOnlineStore
 
     src = job.event_topic
     consumer = _consumer(source, target)

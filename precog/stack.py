@@ -43,7 +43,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -1596,10 +1595,3 @@ def signal_service(settings: Settings, name: str, sig: int) -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
     return pid
-
-
-if __name__ == "__main__":  # python -m scripts.stack up|down|status|logs
-    from precog.cli import main
-
-    sys.argv = ["precog", "stack", *sys.argv[1:]]
-    main()
