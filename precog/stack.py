@@ -54,6 +54,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
+from precog import resources
 from precog.errors import ConfigError, ServiceUnavailable, StackError
 from precog.settings import (
     LOCAL_ELASTICSEARCH_PORT,
@@ -66,7 +67,7 @@ from precog.settings import (
 
 Echo = Callable[[str], None]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = resources.project_root()
 SERVICES = ("kafka", "elasticsearch", "redis")
 ES_USER = "precog-es"
 HEALTH_TOPIC = "precog-stack-health"

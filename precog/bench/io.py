@@ -23,9 +23,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPar
 
 from precog.errors import PrecogError
 from precog.settings import Settings
-from precog.workers import free_port, stop_group, worker_env
-
-REPO = Path(__file__).resolve().parent.parent
+from precog.workers import REPO, free_port, stop_group, worker_env
 
 #: (key, value) of one pre-encoded event
 Encoded = tuple[bytes, bytes]

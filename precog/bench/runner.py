@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from precog import resources
 from precog.bench import io as bio
 from precog.bench.report import (
     check_complete,
@@ -34,7 +35,7 @@ from precog.bench.report import (
 )
 from precog.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = resources.project_root()
 SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "profile")
 
 

@@ -12,6 +12,7 @@ import pytest
 from precog.services.control import read_roles
 from typer.testing import CliRunner
 
+from precog import resources
 from precog.cli import app
 from precog.registry import ModelRegistry, models_document
 from precog.roles import ModelRef
@@ -65,7 +66,7 @@ def test_train_registers_indexes_and_publishes_roles(settings, history, es_clien
     metas = registry.list()
     assert [(m.model_id, m.version) for m in metas] == [("fraud-lgbm", 1), ("fraud-logreg", 1)]
 
-    template = json.loads((ROOT / "kibana" / "templates" / "models.json").read_text())
+    template = json.loads((resources.template_dir() / "models.json").read_text())
     props = template["template"]["mappings"]["properties"]
     for meta in metas:
         doc_id, expected = models_document(settings.namespace, meta)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
+from precog import resources
 from precog.avro import Codec
 from precog.dashboards import template_fields
 from precog.errors import ConfigError
@@ -258,7 +259,7 @@ def test_disagreements_name_the_features_that_differ():
 
 
 def _template() -> dict[str, Any]:
-    return json.loads((ROOT / "kibana/templates/replay-compare.json").read_text())
+    return json.loads((resources.template_dir() / "replay-compare.json").read_text())
 
 
 def _documented() -> dict[str, str]:
