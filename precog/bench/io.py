@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from precog.errors import PrecogError
 from precog.settings import Settings
@@ -280,10 +280,9 @@ class LatencyProbe:
             t = time.time() * 1000
             msgs = ([first, *c.consume(1000, 0)] if first is not None else [])
             for msg in msgs:
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        continue
-                    continue
-                sent = self._sent.get(msg.key())
+                key = msg.key()
+                if msg.error() is not None or key is None:
+                    continue  # a partition EOF or any other error: no latency sample
+                sent = self._sent.get(key)
                 if sent is not None:
                     self.latencies_ms.append(t - sent)

@@ -405,7 +405,8 @@ def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(s.kafka.confluent_config())
+    cfg: dict[str, Any] = {**s.kafka.confluent_config()}
+    admin = AdminClient(cfg)
     group = s.group("worker")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

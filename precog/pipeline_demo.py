@@ -84,7 +84,6 @@ def reset_namespace(settings: Settings, spec: PipelineSpec, home: Path) -> None:
 def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan: DemoPlan) -> Any:
     from precog.pipelines.backfill import backfill
     from precog.pipelines.train import train
-
     from precog.simulate import write_history
 
     days = plan.history_events * plan.event_ms_per_event / 86_400_000
