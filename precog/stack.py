@@ -18,7 +18,7 @@ an ACL user over TLS only, Elasticsearch with security and HTTPS. A local CA, th
 certificate and the credentials are generated once into the stack home.
 
 Layout of the stack home (``settings.stack.home``, relative paths are taken from the
-repository root)::
+checkout, or the current directory for a wheel: :func:`precog.resources.project_root`)::
 
     run/<service>.pid            pid file (JSON: pid, marker, command)
     credentials.json, tls/       secure stack only: passwords (0600), CA and server certificate
