@@ -44,7 +44,7 @@ def backfill(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Write the states of ``history_dir`` to the namespace's online store; returns entities."""
-    from scripts.simulate import read_history
+    from precog.simulate import read_history
 
     say = log or (lambda _m: None)
     events, _ = read_history(history_dir)
@@ -63,7 +63,7 @@ def write_states(settings: Settings, spec: PipelineSpec, states: Mapping[str, En
     The marker goes last: a worker waiting on lost state resumes only once every state is
     back (docs/features.md).
     """
-    from services.feature_store import RedisOnlineStore
+    from precog.services.feature_store import RedisOnlineStore
 
     store = RedisOnlineStore(settings, spec)
     items = list(states.items())
@@ -94,7 +94,7 @@ def rebuild_from_topic(
     """
     import time
 
-    from services.feature_store import committed_offsets
+    from precog.services.feature_store import committed_offsets
 
     say = log or (lambda _m: None)
     group = group or settings.group("worker")

@@ -94,7 +94,7 @@ def labeled_frame(spec: PipelineSpec, history_dir: Path) -> LabeledFrame:
     """Read a simulator history and build its labelled feature frame (the one place that
     depends on the simulator's files and the feature engine)."""
     from precog.features import build_training_frame
-    from scripts.simulate import read_history
+    from precog.simulate import read_history
 
     if not Path(history_dir).is_dir():
         raise ConfigError(f"history directory not found: {history_dir}")
@@ -466,13 +466,13 @@ def elasticsearch_client(settings: Settings) -> Any:
 
 
 def _current_roles(settings: Settings, spec: PipelineSpec) -> Roles | None:
-    from services.control import read_roles
+    from precog.services.control import read_roles
 
     return read_roles(settings, spec.name)
 
 
 def _publish(settings: Settings, roles: Roles) -> None:
-    from services.control import publish_roles
+    from precog.services.control import publish_roles
 
     publish_roles(settings, roles)
 

@@ -29,9 +29,11 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from precog import resources
 from precog.errors import DecodeError, SchemaError
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+#: the packaged contracts; lookups without a directory also search :func:`resources.schema_dirs`
+SCHEMA_DIR = resources.schema_dir()
 _MARKER = b"\xc3\x01"
 _FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.avsc$")
 
@@ -57,8 +59,31 @@ class SchemaVersion:
         return f"{self.full_name}/v{self.version}"
 
 
-def schema_versions(schema_dir: Path = SCHEMA_DIR) -> dict[str, list[SchemaVersion]]:
-    """Every schema in ``schema_dir`` by short name, versions in ascending order."""
+def schema_versions(schema_dir: Path | None = None) -> dict[str, list[SchemaVersion]]:
+    """Every schema in ``schema_dir`` by short name, versions in ascending order.
+
+    Without ``schema_dir``: every directory of :func:`precog.resources.schema_dirs`; a
+    name and version found in two of them is an error.
+    """
+    return _merged((schema_dir,) if schema_dir is not None else tuple(resources.schema_dirs()))
+
+
+def _merged(dirs: tuple[Path, ...]) -> dict[str, list[SchemaVersion]]:
+    found: dict[str, list[SchemaVersion]] = {}
+    for d in dirs:
+        for name, versions in _versions_in(d).items():
+            known = found.setdefault(name, [])
+            clash = {v.version for v in known} & {v.version for v in versions}
+            if clash:
+                raise SchemaError(f"schema {name} v{min(clash)} is both in {known[0].path.parent}"
+                                  f" and in {d}")
+            known.extend(versions)
+    for versions in found.values():
+        versions.sort(key=lambda v: v.version)
+    return found
+
+
+def _versions_in(schema_dir: Path) -> dict[str, list[SchemaVersion]]:
     found: dict[str, list[SchemaVersion]] = {}
     for path in sorted(schema_dir.glob("*.avsc")):
         m = _FILE.match(path.name)
@@ -67,16 +92,15 @@ def schema_versions(schema_dir: Path = SCHEMA_DIR) -> dict[str, list[SchemaVersi
         raw = json.loads(path.read_text())
         sv = SchemaVersion(m["name"], int(m["version"]), path, raw)
         found.setdefault(sv.name, []).append(sv)
-    for versions in found.values():
-        versions.sort(key=lambda v: v.version)
     return found
 
 
-def latest(name: str, schema_dir: Path = SCHEMA_DIR) -> SchemaVersion:
+def latest(name: str, schema_dir: Path | None = None) -> SchemaVersion:
     """The newest version of schema ``name`` (e.g. ``"prediction"``)."""
     versions = schema_versions(schema_dir).get(name)
     if not versions:
-        raise SchemaError(f"no schema named {name!r} in {schema_dir}")
+        where = schema_dir or ", ".join(str(d) for d in resources.schema_dirs())
+        raise SchemaError(f"no schema named {name!r} in {where}")
     return versions[-1]
 
 
@@ -125,9 +149,13 @@ class Codec:
                 self._readers[fp] = (parse_schema(_plain(v.raw)), self._fast)  # type: ignore[assignment]
 
     @classmethod
-    def for_schema(cls, name: str, schema_dir: Path = SCHEMA_DIR) -> Codec:
-        """A codec for the short schema name, writing its newest version."""
-        return _codec(name, schema_dir)
+    def for_schema(cls, name: str, schema_dir: Path | None = None) -> Codec:
+        """A codec for the short schema name, writing its newest version.
+
+        Without ``schema_dir`` the schema is looked up in :func:`precog.resources.schema_dirs`.
+        """
+        dirs = (schema_dir,) if schema_dir is not None else tuple(resources.schema_dirs())
+        return _codec(name, dirs)
 
     @property
     def schema(self) -> dict[str, Any]:
@@ -211,14 +239,14 @@ def _describe(exc: BaseException) -> str:
 
 
 @cache
-def _codec(name: str, schema_dir: Path) -> Codec:
-    versions = schema_versions(schema_dir).get(name)
+def _codec(name: str, dirs: tuple[Path, ...]) -> Codec:
+    versions = _merged(dirs).get(name)
     if not versions:
-        raise SchemaError(f"no schema named {name!r} in {schema_dir}")
+        raise SchemaError(f"no schema named {name!r} in {', '.join(str(d) for d in dirs)}")
     return Codec(versions)
 
 
-def evolution_problems(schema_dir: Path = SCHEMA_DIR) -> list[str]:
+def evolution_problems(schema_dir: Path | None = None) -> list[str]:
     """Every break of the evolution rules between consecutive versions of each schema.
 
     A new version must read data written with the previous one (backward compatible:

@@ -25,8 +25,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
-#: Where the index templates and the committed saved objects live (the repository's kibana/).
-KIBANA_DIR = Path(__file__).resolve().parents[1] / "kibana"
+from precog import resources
+
+#: Where the index templates and the committed saved objects live (kibana/, package data).
+KIBANA_DIR = resources.kibana_dir()
 TEMPLATES_DIR = KIBANA_DIR / "templates"
 NDJSON_PATH = KIBANA_DIR / "saved_objects.ndjson"
 

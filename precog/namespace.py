@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from precog import resources
 from precog.errors import ConfigError, ServiceUnavailable
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "kibana" / "templates"
+TEMPLATE_DIR = resources.template_dir()
 PLACEHOLDER = "{ns}"
 
 #: Data topics every namespace has besides the spec's event topic.

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from precog import resources
 from precog.errors import ArtifactIntegrityError, ModelError
 from precog.models import (
     ARTIFACT_FILE,
@@ -41,7 +42,6 @@ from precog.models import (
 if TYPE_CHECKING:
     from precog.settings import Settings
 
-_REPO = Path(__file__).resolve().parent.parent
 METADATA_FILE = "metadata.json"
 
 
@@ -366,26 +366,29 @@ def code_version(settings: Settings | None = None) -> str:
     else the installed package version."""
     if settings is not None and settings.code_version:
         return settings.code_version
-    return _detected_code_version(str(_REPO))
+    root = resources.checkout_root()
+    return _detected_code_version(str(root) if root else None)
 
 
 @lru_cache(maxsize=4)
-def _detected_code_version(repo: str) -> str:
+def _detected_code_version(repo: str | None) -> str:
     def git(*args: str) -> str:
         out = subprocess.run(
-            ["git", "-C", repo, *args], capture_output=True, text=True, timeout=5, check=True
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=5, check=True
         )
         return out.stdout.strip()
 
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-        return f"{head}-dirty" if dirty else head
-    except (OSError, subprocess.SubprocessError):
+    if repo is not None:  # None: installed from a wheel, no checkout to ask
         try:
-            return importlib_metadata.version("precog")
-        except importlib_metadata.PackageNotFoundError:
-            return "unknown"
+            head = git("rev-parse", "--short", "HEAD")
+            dirty = git("status", "--porcelain", "--untracked-files=no")
+            return f"{head}-dirty" if dirty else head
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return importlib_metadata.version("precog")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
 
 
 # --------------------------------------------------------------------------- model index

@@ -13,13 +13,14 @@ Nested sections map to ``PRECOG_<SECTION>_<FIELD>``, e.g. ``PRECOG_KAFKA_BOOTSTR
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Default ports of the local stack (:class:`StackSettings`, ``PRECOG_STACK_*_PORT``);
 #: deliberately not the services' defaults, so a system-wide Kafka, Redis or Elasticsearch on
@@ -304,6 +305,11 @@ class Settings(BaseSettings):
     spec: Path = Field(Path("pipelines/specs/transactions.yaml"), description="pipeline spec")
     registry_dir: Path = Field(Path(".precog/registry"), description="model artifact store")
     code_version: str | None = Field(None, description="overrides the detected code version")
+    schema_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="more directories of .avsc schemas (a new domain's), after the packaged ones;"
+        " PRECOG_SCHEMA_DIRS separates them with ':'",
+    )
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
@@ -313,6 +319,13 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     kibana: KibanaSettings = KibanaSettings()
     monitor: MonitorSettings = MonitorSettings()
+
+    @field_validator("schema_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [Path(d) for d in v.split(os.pathsep) if d]
+        return v
 
     @field_validator("namespace")
     @classmethod

@@ -21,9 +21,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from precog import resources
 from precog.errors import ConfigError
 
-SPEC_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "specs"
+#: the packaged specs (``pipelines/specs/``); a relative spec path not found is looked up here
+SPEC_DIR = resources.spec_dir()
 _DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -89,7 +91,8 @@ class FieldCheck(_Strict):
 class EventSpec(_Strict):
     """The input events: schema, topic and the fields with a special meaning."""
 
-    schema_name: str = Field(description="short name of the .avsc in schemas/, e.g. transaction")
+    schema_name: str = Field(description="short name of the .avsc (schemas/, PRECOG_SCHEMA_DIRS or"
+                             " the spec's schema_dirs), e.g. transaction")
     topic: str = Field(description="topic suffix; the full name is {ns}.<topic>")
     id_field: str
     entity_field: str
@@ -257,6 +260,11 @@ class PipelineSpec(_Strict):
     models: list[ModelSpec]
     outcome: OutcomeSpec = OutcomeSpec()
     volume: VolumeSpec = VolumeSpec()
+    schema_dirs: list[Path] = Field(
+        default_factory=list,
+        description="directories of this domain's .avsc files, relative to the spec file;"
+        " searched after the packaged schemas and PRECOG_SCHEMA_DIRS (precog.resources)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -299,7 +307,11 @@ class PipelineSpec(_Strict):
 
 
 def load_spec(path: Path | str) -> PipelineSpec:
-    """Read and validate a YAML pipeline spec; errors name the file and the field."""
+    """Read and validate a YAML pipeline spec; errors name the file and the field.
+
+    The spec's ``schema_dirs`` are resolved against the spec file and searched for schemas
+    from then on (:func:`precog.resources.add_schema_dirs`).
+    """
     p = Path(path)
     if not p.exists() and not p.is_absolute() and (SPEC_DIR / p.name).exists():
         p = SPEC_DIR / p.name
@@ -310,7 +322,15 @@ def load_spec(path: Path | str) -> PipelineSpec:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     try:
-        return PipelineSpec.model_validate(data)
+        spec = PipelineSpec.model_validate(data)
     except ValueError as exc:
         first = str(exc).splitlines()
         raise ConfigError(f"{p}: invalid pipeline spec: {' '.join(first[:3])}") from None
+    if not spec.schema_dirs:
+        return spec
+    dirs = [d if d.is_absolute() else (p.parent / d).resolve() for d in spec.schema_dirs]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise ConfigError(f"{p}: schema_dirs not found: {', '.join(missing)}")
+    resources.add_schema_dirs(dirs)
+    return spec.model_copy(update={"schema_dirs": dirs})

@@ -2,7 +2,7 @@
 
 Steps (each prints what it does): 1. local stack up, 2. Kafka Avro round trip, 3. Redis
 pipeline round trip, 4. Elasticsearch bulk + search (2-4 in a throw-away namespace that is
-dropped afterwards), then the pipeline demo of ``scripts/pipeline_demo.py`` in its own
+dropped afterwards), then the pipeline demo of ``precog/pipeline_demo.py`` in its own
 namespace (``demo``): history, training, a live worker, drift and garbage, reconciliation,
 provenance, leader vs challenger metrics, alerts, and the dashboards' report.
 """
@@ -27,7 +27,7 @@ def say(msg: str) -> None:
 
 
 def step_stack(settings: Settings) -> str:
-    from scripts import stack
+    from precog import stack
 
     rows = stack.up(settings, echo=lambda m: say(f"  {m}"))
     return ", ".join(f"{r.name} {r.mode}" for r in rows)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  {name:<16} OK  {outcome}")
     ok = True
     if not args.services_only:
-        from scripts.pipeline_demo import run
+        from precog.pipeline_demo import run
 
         say(f"the pipeline, in namespace {settings.namespace!r}")
         try:

@@ -6,9 +6,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from precog.services.reliability import OutRecord, produce_all
+from precog.services.runtime import Runtime, now_ms
+
 from precog.scoring import EventContext, dead_letter
-from services.reliability import OutRecord, produce_all
-from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.dlq")
 

@@ -21,8 +21,7 @@ def check_kafka(settings: Settings, timeout: float = 10.0) -> None:
 
 def check_redis(settings: Settings, timeout: float = 5.0) -> None:
     import redis
-
-    from services.feature_store import client_kwargs
+    from precog.services.feature_store import client_kwargs
 
     r = settings.redis
     try:

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from precog.services import transport
+from precog.services.reliability import WorkerHealth
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from precog.avro import Codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
-from services import transport
-from services.reliability import WorkerHealth
 
 log = logging.getLogger("precog.worker")
 

@@ -9,7 +9,7 @@ index agent got its predictions in stalls of 0.3-0.5 s (docs/benchmarks.md, roun
 This transport is Faust's own, except that the worker consumer's fetch wait is
 ``WorkerSettings.fetch_max_wait_ms``, and that its producer is idempotent (a retry after
 a lost acknowledgement does not append the records twice). It is registered under the URL scheme
-:data:`SCHEME`, which :func:`services.runtime.create_app` uses for the brokers.
+:data:`SCHEME`, which :func:`precog.services.runtime.create_app` uses for the brokers.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ an operator would, with clients of its own every ``WorkerSettings.watch_seconds`
 - the broker answers, but one of the partitions Faust assigned to this worker has records
   after its committed offset and that offset has not moved for
   ``WorkerSettings.stall_seconds``: the worker is stuck in its own client. It stops (exit
-  1) through :func:`services.reliability.stop_worker` without committing anything more;
+  1) through :func:`precog.services.reliability.stop_worker` without committing anything more;
   its supervisor (systemd, Kubernetes, the fault test) starts it again and the held
   offsets are redelivered. Not while a dependency is waited for, the models are missing
   or the worker stops: offsets held on purpose are not a stall.
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.reliability import stop_worker
+from precog.services.reliability import stop_worker
 
 log = logging.getLogger("precog.watchdog")
 
@@ -119,8 +119,7 @@ class Probe:
         import ssl
 
         from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-
-        from services.runtime import broker_credentials
+        from precog.services.runtime import broker_credentials
 
         creds = broker_credentials(self.settings)
         if isinstance(creds, ssl.SSLContext):

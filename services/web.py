@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from precog.services.runtime import Runtime
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from services.runtime import Runtime
 
 
 def health(rt: Runtime) -> tuple[int, dict[str, Any]]:

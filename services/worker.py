@@ -6,11 +6,11 @@ import importlib
 import logging
 
 import faust
+from precog.services import watchdog, web
+from precog.services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 from precog.settings import Settings
 from precog.spec import load_spec
-from services import watchdog, web
-from services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 log = logging.getLogger("precog.worker")
 
@@ -27,9 +27,9 @@ def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) 
     rt.code_version = code_version(settings)
     for name in agents:
         try:
-            module = importlib.import_module(f"services.agents.{name}")
+            module = importlib.import_module(f"precog.services.agents.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"services.agents.{name}":
+            if exc.name != f"precog.services.agents.{name}":
                 raise
             log.warning("agent %s is not available; skipping", name)
             continue
@@ -58,8 +58,9 @@ def run(
     settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS, loglevel: str = "info"
 ) -> None:
     """Run the worker until interrupted."""
+    from precog.services.preflight import check_all
+
     from precog.namespace import ensure_topics
-    from services.preflight import check_all
 
     check_all(settings, elasticsearch="index" in agents or "monitor" in agents)
     install_event_loop(settings)

@@ -48,7 +48,7 @@ def stack() -> list[Any]:
     Services given by ``PRECOG_KAFKA_BOOTSTRAP`` / ``PRECOG_REDIS_URL`` /
     ``PRECOG_ELASTICSEARCH_URL`` are only checked, never started.
     """
-    from scripts import stack as local_stack
+    from precog import stack as local_stack
 
     try:
         return local_stack.ensure(Settings(), echo=lambda msg: print(f"[stack] {msg}"))

@@ -37,11 +37,11 @@ def backfill(
     settings = get_settings()
     pipeline = load_spec(spec or settings.spec)
     if from_topic:
-        from pipelines.backfill import rebuild_from_topic
+        from precog.pipelines.backfill import rebuild_from_topic
 
         rebuild_from_topic(settings, pipeline, log=typer.echo)
     else:
-        from pipelines.backfill import backfill as run
+        from precog.pipelines.backfill import backfill as run
 
         assert history is not None
         run(settings, pipeline, history, log=typer.echo)

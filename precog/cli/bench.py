@@ -31,7 +31,7 @@ def bench(
     no_doc: bool = typer.Option(False, "--no-doc", help="write the JSON only"),
 ) -> None:
     """Run the benchmarks; every number is a median of several runs with its spread."""
-    from scripts.bench import SECTIONS, BenchConfig, run_bench
+    from precog.bench.runner import SECTIONS, BenchConfig, run_bench
 
     chosen = tuple(s.strip() for s in sections.split(",") if s.strip())
     unknown = set(chosen) - set(SECTIONS)
@@ -54,11 +54,3 @@ def bench(
                                            if a != "bench")
     run_bench(config, out, None if no_doc else doc, command.strip(),
               echo=lambda msg: typer.echo(f"[bench] {msg}"))
-
-
-def main() -> None:
-    """``python -m scripts.bench``: the same command outside the ``precog`` CLI."""
-    from precog.cli import main as cli_main
-
-    sys.argv = [sys.argv[0], "bench", *sys.argv[1:]]
-    cli_main()

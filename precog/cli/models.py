@@ -64,7 +64,7 @@ def _roles_line(roles: Roles) -> str:
 @app.command("list")
 def list_models(spec: SpecOption = None) -> None:
     """Every registered version with holdout metrics and its current role."""
-    from services.control import read_roles
+    from precog.services.control import read_roles
 
     settings, pipeline, registry = _context(spec)
     metas = registry.list()
@@ -136,7 +136,7 @@ def _iso(ms: int) -> str:
 @app.command("reindex")
 def reindex() -> None:
     """Write every registered version's document into ``{ns}-models`` again (idempotent)."""
-    from pipelines.train import elasticsearch_client, index_all
+    from precog.pipelines.train import elasticsearch_client, index_all
 
     settings = Settings()
     metas = ModelRegistry(settings.registry_dir).list()
@@ -160,7 +160,7 @@ def verify_ref(registry: ModelRegistry, pipeline: PipelineSpec, ref: ModelRef) -
 
 
 def _change(spec: Path | None, change: str, ref: ModelRef | None, reason: str) -> None:
-    from services.control import publish_roles, read_roles
+    from precog.services.control import publish_roles, read_roles
 
     settings, pipeline, registry = _context(spec)
     if ref is not None:

@@ -32,7 +32,7 @@ def _context(spec: Path | None) -> tuple[Settings, PipelineSpec]:
 
 
 def _ns(settings: Settings, namespace: str) -> Settings:
-    from scripts.replay import namespace_settings
+    from precog.replay.runner import namespace_settings
 
     return namespace_settings(settings, namespace)
 
@@ -70,7 +70,7 @@ def run(
 ) -> None:
     """Republish a range of FROM.<topic> into TO.<topic>: keys, headers, record times and
     partitions kept, paced by record time; resumable without duplicates."""
-    from scripts.replay import replay
+    from precog.replay.runner import replay
 
     settings, pipeline = _context(spec)
     summary = replay(
@@ -98,7 +98,7 @@ def copy_roles_cmd(from_namespace: FromOption, to_namespace: ToOption,
                    spec: SpecOption = None) -> None:
     """Start the parallel namespace with production's leader and challengers (its own
     model-control; change it later with PRECOG_NAMESPACE=<to> precog models ...)."""
-    from scripts.replay import copy_roles
+    from precog.replay.runner import copy_roles
 
     settings, pipeline = _context(spec)
     roles = copy_roles(_ns(settings, from_namespace), _ns(settings, to_namespace), pipeline,
@@ -121,7 +121,7 @@ def compare_cmd(
 ) -> None:
     """Join LEFT's and RIGHT's predictions by event id: score differences per model,
     leader agreement, metrics against outcomes, largest disagreements."""
-    from scripts.replay import compare_namespaces
+    from precog.replay.runner import compare_namespaces
 
     settings, pipeline = _context(spec)
     if left == right:

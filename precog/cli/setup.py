@@ -36,9 +36,7 @@ def setup(
         raise ConfigError(f"bad --namespace {namespace!r}: lowercase letters, digits, - or _"
                           ) from exc
     spec_path = spec or settings.spec
-    if not spec_path.exists():
-        raise ConfigError(f"pipeline spec {spec_path} not found")
+    pipeline = load_spec(spec_path)  # the relative default falls back to the packaged specs
     typer.echo(f"namespace {settings.namespace}: spec {spec_path}")
-    setup_namespace(settings, load_spec(spec_path), echo=typer.echo,
-                    template_dir=templates or TEMPLATE_DIR)
+    setup_namespace(settings, pipeline, echo=typer.echo, template_dir=templates or TEMPLATE_DIR)
     typer.echo(f"namespace {settings.namespace}: ready")

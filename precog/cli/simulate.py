@@ -54,7 +54,7 @@ def history(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Write a history (no garbage) for training: events, known outcomes, manifest.json."""
-    from scripts.simulate import SimConfig, write_history
+    from precog.simulate import SimConfig, write_history
 
     pipeline = _spec(spec)
     cfg = SimConfig(seed=seed, spec_name=pipeline.name, n_cards=cards, n_sensors=sensors,
@@ -95,7 +95,7 @@ def live(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Produce a live stream (event time = now) with outcomes and manifests to Kafka."""
-    from scripts.simulate import SimConfig, produce_live
+    from precog.simulate import SimConfig, produce_live
 
     settings = get_settings()
     pipeline = _spec(spec)

@@ -1,4 +1,4 @@
-"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (scripts.stack).
+"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (precog.stack).
 
 Which stack is driven comes from the settings: ``PRECOG_STACK_HOME`` and the
 ``PRECOG_STACK_*_PORT`` ports select a second stack beside the first (docs/stack.md);
@@ -22,7 +22,7 @@ app = typer.Typer(help="The local stack: Kafka (KRaft), Elasticsearch, Redis as 
 
 
 def _stack():  # type: ignore[no-untyped-def]
-    from scripts import stack
+    from precog import stack
 
     return stack
 

@@ -39,7 +39,7 @@ def train(
     ] = True,
 ) -> None:
     """Train every model of the spec, register it, index it, publish initial roles."""
-    from pipelines.train import train as run_training
+    from precog.pipelines.train import train as run_training
     from precog.spec import load_spec
 
     settings = Settings()

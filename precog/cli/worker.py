@@ -18,7 +18,7 @@ def worker(
     loglevel: str = typer.Option("info", help="debug | info | warning | error"),
 ) -> None:
     """Run until interrupted; /health and /metrics on PRECOG_WORKER_WEB_PORT (6066)."""
-    from services.worker import DEFAULT_AGENTS, run
+    from precog.services.worker import DEFAULT_AGENTS, run
 
     chosen = tuple(a.strip() for a in agents.split(",") if a.strip())
     unknown = set(chosen) - set(DEFAULT_AGENTS)

@@ -1,6 +1,7 @@
-"""Replay into a production-parallel namespace, and compare two namespaces: the pure core.
+"""Replay into a production-parallel namespace, and compare two namespaces.
 
-Nothing here touches Kafka, Redis or Elasticsearch; ``scripts/replay.py`` is the I/O edge.
+The modules below are the pure core and touch no Kafka, Redis or Elasticsearch;
+:mod:`precog.replay.runner` is the I/O edge that drives them.
 
 * :mod:`precog.replay.plan` — what to replay: time/offset arguments, per-partition ranges, pace;
 * :mod:`precog.replay.pacing` — when to send each record (by record timestamp) and the ETA;

@@ -17,13 +17,13 @@ import threading
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from precog.services.runtime import Runtime, tune_gc
 
 from precog.avro import Codec
 from precog.errors import PrecogError
 from precog.features import Featurizer
 from precog.registry import ModelRegistry
 from precog.scoring import ModelSet, make_model_set
-from services.runtime import Runtime, tune_gc
 
 log = logging.getLogger("precog.control")
 

@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
+from precog.services.dlq import Failed, send_dead_letters
+from precog.services.reliability import consume_in_batches, release
+from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError
 from precog.scoring import EventContext, prediction_documents
-from services.dlq import Failed, send_dead_letters
-from services.reliability import consume_in_batches, release
-from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.index")
 
@@ -245,7 +245,7 @@ def _log_failure(task: asyncio.Task[int]) -> None:
 class BatchWindow:
     """At most ``limit`` index batches in flight; their offsets are released in order.
 
-    The events come held (:func:`~services.reliability.consume_in_batches`), so the
+    The events come held (:func:`~precog.services.reliability.consume_in_batches`), so the
     stream's own acknowledgement does not commit them. Each batch's task writes
     its documents (and dead letters), then waits for the batch before it and releases its
     events: offsets become committable in the order they were consumed, whichever write

@@ -28,6 +28,16 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
+from precog.services.agents.index import update_documents
+from precog.services.dlq import Failed, send_dead_letter, send_dead_letters
+from precog.services.reliability import (
+    OutRecord,
+    consume_in_batches,
+    for_each_event,
+    produce_all,
+    release,
+)
+from precog.services.runtime import Runtime
 from prometheus_client import Counter
 
 from precog.errors import EventError
@@ -35,16 +45,6 @@ from precog.monitor.join import JoinCounters, JoinOutput, JoinState
 from precog.namespace import REKEYED_OUTCOMES_TOPIC
 from precog.scoring import EventContext
 from precog.spec import parse_duration
-from services.agents.index import update_documents
-from services.dlq import Failed, send_dead_letter, send_dead_letters
-from services.reliability import (
-    OutRecord,
-    consume_in_batches,
-    for_each_event,
-    produce_all,
-    release,
-)
-from services.runtime import Runtime
 
 log = logging.getLogger("precog.join")
 

@@ -21,15 +21,15 @@ from typing import Any
 from elasticsearch import ApiError, ConnectionTimeout
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch.helpers import async_streaming_bulk
+from precog.services.agents.index import RETRYABLE_STATUS, update_documents
+from precog.services.reliability import for_each_event, produce_all
+from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError, PrecogError
 from precog.monitor import Monitor, MonitorConfig, Reference
 from precog.monitor.health import health_doc_id
 from precog.monitor.quality import source_of_topic
 from precog.spec import parse_duration
-from services.agents.index import RETRYABLE_STATUS, update_documents
-from services.reliability import for_each_event, produce_all
-from services.runtime import Runtime, now_ms
 
 log = logging.getLogger("precog.monitor")
 

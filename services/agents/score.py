@@ -21,15 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from precog.errors import EventError, ValidationError
-from precog.features import EntityState, Featurizer
-from precog.monitor.alerts import make_alert
-from precog.scoring import EventContext, prediction_record, score_batch
-from precog.validation import check_event
-from services.dlq import Failed, send_dead_letters
-from services.feature_store import RedisOnlineStore, StateLost, committed_offsets
-from services.reliability import (
+from precog.services.dlq import Failed, send_dead_letters
+from precog.services.feature_store import RedisOnlineStore, StateLost, committed_offsets
+from precog.services.reliability import (
     OutRecord,
     consume_in_batches,
     produce_all,
@@ -37,7 +31,13 @@ from services.reliability import (
     release,
     until_available,
 )
-from services.runtime import Runtime, now_ms
+from precog.services.runtime import Runtime, now_ms
+
+from precog.errors import EventError, ValidationError
+from precog.features import EntityState, Featurizer
+from precog.monitor.alerts import make_alert
+from precog.scoring import EventContext, prediction_record, score_batch
+from precog.validation import check_event
 
 log = logging.getLogger("precog.score")
 
@@ -168,7 +168,7 @@ async def score_events(
 
     Every effect is acknowledged before this returns: predictions and dead letters by
     Kafka, then the new entity states by Redis. Redis and Kafka being unavailable is waited
-    out (:func:`~services.reliability.until_available`); a bad record goes to the DLQ.
+    out (:func:`~precog.services.reliability.until_available`); a bad record goes to the DLQ.
     """
     spec = rt.spec
     rt.metrics.events_in.labels(spec.name).inc(len(events))

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from scripts.bench import BenchConfig, run_bench
-from scripts.bench_report import BEGIN, END, REQUIRED, check_complete
+from precog.bench.report import BEGIN, END, REQUIRED, check_complete
+from precog.bench.runner import BenchConfig, run_bench
 
 pytestmark = pytest.mark.bench
 

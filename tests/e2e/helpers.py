@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from precog.avro import Codec
 from precog.settings import Settings
-from scripts.workers import (  # noqa: F401  (re-exported for the tests)
+from precog.workers import (  # noqa: F401  (re-exported for the tests)
     REPO,
     WorkerProcess,
     free_port,

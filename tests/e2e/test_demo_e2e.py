@@ -12,8 +12,8 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from precog.namespace import drop_namespace
+from precog.pipeline_demo import run
 from precog.settings import Settings
-from scripts.pipeline_demo import run
 from tests.conftest import unique_namespace
 
 pytestmark = pytest.mark.e2e

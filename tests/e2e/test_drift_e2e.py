@@ -232,8 +232,8 @@ FACTOR = 3.0
 
 def training_rows(spec: Any, history: Path, features: list[str]) -> np.ndarray:
     """The leader's training rows: the labelled history before the 20% holdout, exactly the
-    rows its registry ``reference`` was computed from (pipelines.train)."""
-    from pipelines.train import labeled_frame, time_split
+    rows its registry ``reference`` was computed from (precog.pipelines.train)."""
+    from precog.pipelines.train import labeled_frame, time_split
 
     frame = labeled_frame(spec, history)
     train = ~time_split(frame.event_times, 0.2)
@@ -248,10 +248,11 @@ def test_data_drift_on_one_feature_alerts_for_that_feature_only(settings: Settin
     (PRECOG_MONITOR_PSI_WINDOW): windows 0-2 before the shift, 3-5 after it. Exactly the
     three windows after the shift raise ``data_drift`` for ``amount``; no other feature and
     no window before the shift alerts."""
-    from pipelines.train import train
+    from precog.pipelines.train import train
+
     from precog.registry import ModelRegistry
+    from precog.simulate import SimConfig, write_history
     from precog.spec import load_spec
-    from scripts.simulate import SimConfig, write_history
 
     spec = load_spec(settings.spec)
     write_history(tmp_path / "history", 8000, seed=1, progress=False,

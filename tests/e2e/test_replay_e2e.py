@@ -20,15 +20,13 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch, helpers
+from precog.pipelines.train import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from pipelines.train import train
 from precog.avro import Codec
 from precog.namespace import drop_namespace, redis_client, setup_namespace
 from precog.replay.compare import LEADER, latest_outcomes
-from precog.settings import Settings
-from precog.spec import PipelineSpec, load_spec
-from scripts.replay import (
+from precog.replay.runner import (
     compare_namespaces,
     copy_roles,
     namespace_settings,
@@ -36,7 +34,9 @@ from scripts.replay import (
     read_topic,
     replay,
 )
-from scripts.simulate import SimConfig, simulator_for, write_history
+from precog.settings import Settings
+from precog.simulate import SimConfig, simulator_for, write_history
+from precog.spec import PipelineSpec, load_spec
 from tests.conftest import ROOT, unique_namespace
 from tests.e2e.helpers import running_worker, worker_env
 

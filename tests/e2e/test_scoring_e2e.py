@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
+from precog.pipelines.train import train
+from precog.services.control import publish_roles, read_roles
 
-from pipelines.train import train
 from precog.registry import ModelRegistry
 from precog.roles import ModelRef, set_leader
 from precog.settings import Settings
+from precog.simulate import SimConfig, produce_live, write_history
 from precog.spec import SPEC_DIR, load_spec
-from scripts.simulate import SimConfig, produce_live, write_history
-from scripts.workers import metric_total
-from services.control import publish_roles, read_roles
+from precog.workers import metric_total
 from tests.e2e.helpers import decode_all, read_topic, running_worker
 
 pytestmark = pytest.mark.e2e

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from precog.pipelines.train import train
 
-from pipelines.train import train
 from precog.settings import Settings
+from precog.simulate import SimConfig, write_history
 from precog.spec import load_spec
-from scripts.simulate import SimConfig, write_history
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from precog.pipelines.backfill import rebuild_from_topic
 
-from pipelines.backfill import rebuild_from_topic
+from precog import stack as local_stack
 from precog.avro import Codec
 from precog.errors import EventError
 from precog.features import Featurizer
 from precog.settings import RedisSettings, Settings
 from precog.validation import check_event
-from scripts import stack as local_stack
-from scripts.workers import WorkerProcess
+from precog.workers import WorkerProcess
 from tests.e2e.helpers import wait_for
 from tests.faults.reconcile import read_all
 from tests.faults.test_worker_faults import _produce_in_background, _settled

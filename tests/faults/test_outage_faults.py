@@ -35,13 +35,13 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
+from precog.services.control import publish_roles, read_roles
 
+from precog import stack as local_stack
 from precog.avro import Codec
 from precog.namespace import apply_index_templates, ensure_topics
 from precog.settings import ElasticsearchSettings, Settings
-from scripts import stack as local_stack
-from scripts.workers import REPO, WorkerProcess, metric_total
-from services.control import publish_roles, read_roles
+from precog.workers import REPO, WorkerProcess, metric_total
 from tests.e2e.helpers import wait_for
 from tests.faults.reconcile import Reconciliation, read_all
 from tests.faults.test_worker_faults import _produce_in_background, _settled

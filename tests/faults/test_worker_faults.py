@@ -19,8 +19,8 @@ from confluent_kafka import Producer
 
 from precog.avro import Codec
 from precog.settings import Settings
-from scripts.simulate import SimConfig, produce_live
-from scripts.workers import WorkerProcess, metric_total
+from precog.simulate import SimConfig, produce_live
+from precog.workers import WorkerProcess, metric_total
 from tests.e2e.helpers import wait_for
 from tests.faults.reconcile import Reconciliation, read_all, reconcile
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from precog.pipelines.backfill import backfill, fold_states
+from precog.services.feature_store import RedisOnlineStore
 
-from pipelines.backfill import backfill, fold_states
 from precog.features import Featurizer, build_training_frame, sort_key
+from precog.simulate import SimConfig, TransactionSimulator, read_history, write_history
 from precog.spec import load_spec
-from scripts.simulate import SimConfig, TransactionSimulator, read_history, write_history
-from services.feature_store import RedisOnlineStore
 
 pytestmark = pytest.mark.integration
 

@@ -7,13 +7,13 @@ import random
 
 import numpy as np
 import pytest
+from precog.services.feature_store import RedisOnlineStore
 
 from precog.errors import ServiceUnavailable
 from precog.features import Featurizer, build_training_frame, sort_key
 from precog.settings import Settings
+from precog.simulate import SimConfig, TransactionSimulator
 from precog.spec import SPEC_DIR, load_spec
-from scripts.simulate import SimConfig, TransactionSimulator
-from services.feature_store import RedisOnlineStore
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 import pytest
+from precog.services.agents.index import BulkDoc, build_docs, bulk_until_acknowledged
+from precog.services.runtime import Runtime, create_app
 
 from precog.avro import Codec
 from precog.scoring import EventContext, prediction_record
 from precog.settings import Settings
 from precog.spec import load_spec
-from services.agents.index import BulkDoc, build_docs, bulk_until_acknowledged
-from services.runtime import Runtime, create_app
 
 pytestmark = pytest.mark.integration
 
@@ -131,9 +131,8 @@ def test_a_batch_is_committable_only_after_elasticsearch_has_it_while_the_next_i
     settings: Settings, es_client: Any
 ) -> None:
     from faust.types import TP, Message
-
-    from services.agents.index import BatchWindow
-    from services.reliability import hold
+    from precog.services.agents.index import BatchWindow
+    from precog.services.reliability import hold
 
     rt = _runtime(settings)
     events = _events(settings.namespace, 30)
@@ -179,7 +178,7 @@ def test_a_batch_is_committable_only_after_elasticsearch_has_it_while_the_next_i
 def test_partial_updates_apply_missing_documents_come_back_and_give_up_at_the_limit(
     settings: Settings, es_client: Any
 ) -> None:
-    from services.agents.index import update_documents
+    from precog.services.agents.index import update_documents
 
     rt = _runtime(settings)
     index = settings.index("predictions")

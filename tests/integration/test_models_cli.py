@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from precog.services.control import read_roles
 from typer.testing import CliRunner
 
+from precog import resources
 from precog.cli import app
 from precog.registry import ModelRegistry, models_document
 from precog.roles import ModelRef
 from precog.settings import Settings
-from services.control import read_roles
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ LOGREG1, LOGREG2 = ModelRef("fraud-logreg", 1), ModelRef("fraud-logreg", 2)
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scripts.simulate import write_history
+    from precog.simulate import write_history
 
     out = tmp_path_factory.mktemp("history")
     write_history(out, 8000, seed=21, end_ms=1_760_000_000_000, progress=False)
@@ -65,7 +66,7 @@ def test_train_registers_indexes_and_publishes_roles(settings, history, es_clien
     metas = registry.list()
     assert [(m.model_id, m.version) for m in metas] == [("fraud-lgbm", 1), ("fraud-logreg", 1)]
 
-    template = json.loads((ROOT / "kibana" / "templates" / "models.json").read_text())
+    template = json.loads((resources.template_dir() / "models.json").read_text())
     props = template["template"]["mappings"]["properties"]
     for meta in metas:
         doc_id, expected = models_document(settings.namespace, meta)

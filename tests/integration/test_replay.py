@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from precog.services.feature_store import RedisOnlineStore
 
 from precog.avro import Codec
 from precog.features import Featurizer
 from precog.namespace import drop_namespace, setup_namespace
+from precog.replay.runner import ReplayInterrupted, read_topic, replay
 from precog.settings import Settings
+from precog.simulate import SimConfig, simulator_for
 from precog.spec import load_spec
-from scripts.replay import ReplayInterrupted, read_topic, replay
-from scripts.simulate import SimConfig, simulator_for
-from services.feature_store import RedisOnlineStore
 from tests.conftest import ROOT, unique_namespace
 
 pytestmark = pytest.mark.integration

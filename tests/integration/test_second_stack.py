@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from precog import stack as local_stack
 from precog.namespace import redis_client
 from precog.settings import Settings
-from scripts import stack as local_stack
 
 pytestmark = pytest.mark.integration
 

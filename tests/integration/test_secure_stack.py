@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from precog import stack as local_stack
 from precog.errors import ServiceUnavailable
 from precog.namespace import redis_client
 from precog.settings import Settings
-from scripts import stack as local_stack
 
 pytestmark = pytest.mark.integration
 
@@ -242,13 +242,13 @@ def test_elasticsearch_user_gets_in_others_are_refused(secure: Secure) -> None:
 
 
 def test_worker_preflight_trusts_the_configured_ca(secure: Secure) -> None:
-    from services.preflight import check_redis
+    from precog.services.preflight import check_redis
 
     check_redis(secure.client())
 
 
 def test_worker_preflight_errors_hide_a_password_in_the_url(secure: Secure) -> None:
-    from services.preflight import check_elasticsearch, check_redis
+    from precog.services.preflight import check_elasticsearch, check_redis
 
     s = secure.client()
     in_url = s.model_copy(update={
@@ -293,12 +293,12 @@ def test_stack_status_and_env_cli(secure: Secure) -> None:
 def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
         secure: Secure, tmp_path: Path) -> None:
     from elasticsearch import Elasticsearch
+    from precog.pipelines.train import train
 
-    from pipelines.train import train
     from precog.namespace import drop_namespace, setup_namespace
+    from precog.simulate import SimConfig, produce_live, write_history
     from precog.spec import load_spec
-    from scripts.simulate import SimConfig, produce_live, write_history
-    from scripts.workers import WorkerProcess
+    from precog.workers import WorkerProcess
     from tests.e2e.helpers import wait_for
 
     ns = "s" + uuid.uuid4().hex[:10]

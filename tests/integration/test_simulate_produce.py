@@ -11,9 +11,9 @@ from confluent_kafka import Consumer, TopicPartition
 from precog.avro import Codec
 from precog.errors import DecodeError, ServiceUnavailable
 from precog.settings import Settings
+from precog.simulate import SimConfig, produce_live
 from precog.spec import SPEC_DIR, load_spec
 from precog.validation import check_event
-from scripts.simulate import SimConfig, produce_live
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from precog.services import transport
+from precog.services.runtime import create_app
+
 from precog.settings import Settings
-from services import transport
-from services.runtime import create_app
 
 
 async def _started_fetch_wait(settings: Settings) -> tuple[Any, int]:

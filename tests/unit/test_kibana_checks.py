@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from precog import resources
 from precog.dashboards import (
     NDJSON_PATH,
     Dashboard,
@@ -38,7 +39,7 @@ def shipped() -> list[dict[str, Any]]:
 
 
 def _feature_names() -> list[str]:
-    return [f.name for f in load_spec(ROOT / "pipelines/specs/transactions.yaml").features]
+    return [f.name for f in load_spec(resources.spec_dir() / "transactions.yaml").features]
 
 
 def _messages(objs: list[dict[str, Any]], templates: dict[str, Any]) -> list[str]:

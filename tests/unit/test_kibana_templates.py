@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from precog import resources
 from precog.dashboards import TIME_FIELDS, field_type, load_templates, template_fields
 
 pytestmark = pytest.mark.unit
@@ -31,7 +32,7 @@ def _documented(section: str) -> dict[str, str]:
 
 
 def _avro(name: str) -> dict[str, str]:
-    schema = json.loads((ROOT / f"schemas/{name}.v1.avsc").read_text())
+    schema = json.loads((resources.schema_dir() / f"{name}.v1.avsc").read_text())
     out = {}
     for f in schema["fields"]:
         t = f["type"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from precog.services.agents.monitor import MonitorAgent
+
 from precog.avro import Codec
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, load_spec
-from services.agents.monitor import MonitorAgent
 
 HOUR = 3_600_000
 T = 1_790_000_000_000 // HOUR * HOUR  # a whole hour in 2026

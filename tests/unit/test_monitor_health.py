@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from precog import resources
 from precog.avro import Codec
 from precog.monitor.health import health_doc_id
 from precog.monitor.monitor import Monitor, MonitorConfig
@@ -108,7 +109,7 @@ def test_health_documents_fit_the_index_template():
     mon, _, n = _garbage_run(n=1000)
     mon.on_lag("precog-t-score", 42)
     out = mon.tick(now=5, watermark=n * 100 + W)
-    template = json.loads((ROOT / "kibana/templates/pipeline-health.json").read_text())
+    template = json.loads((resources.template_dir() / "pipeline-health.json").read_text())
     fields = set(template["template"]["mappings"]["properties"])
     kinds = {d["kind"] for d in out.health}
     assert kinds == {"volume", "quality", "dead_letter", "lag"}

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from precog import resources
 from precog.errors import ArtifactIntegrityError, ModelError, UnsafeArtifactError
 from precog.models import SkopsRuntime, dump_lightgbm, dump_skops
 from precog.registry import (
@@ -166,7 +167,7 @@ def test_models_document_matches_the_contract(registry):
     doc_id, doc = models_document("prod", meta)
     assert doc_id == "fraud-lgbm:1"
     template = json.loads(
-        (Path(__file__).parents[2] / "kibana" / "templates" / "models.json").read_text()
+        (resources.template_dir() / "models.json").read_text()
     )
     props = template["template"]["mappings"]["properties"]
     assert set(doc) == set(props)

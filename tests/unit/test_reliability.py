@@ -17,16 +17,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import faust
+import precog.services.reliability as reliability
 import pytest
 from aiokafka import errors as aiokafka_errors
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch import ConnectionTimeout
 from faust.exceptions import ProducerSendError
-
-import services.reliability as reliability
-from precog.errors import ServiceUnavailable
-from services.reliability import (
+from precog.services.reliability import (
     RECORD_OVERHEAD,
     WorkerHealth,
     consume_in_batches,
@@ -37,6 +35,8 @@ from services.reliability import (
     stop_worker,
     until_available,
 )
+
+from precog.errors import ServiceUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -177,7 +177,7 @@ def runtime(producer: Any = None) -> SimpleNamespace:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Backoff sleeps of services.reliability, recorded and made instant."""
+    """Backoff sleeps of precog.services.reliability, recorded and made instant."""
     recorded: list[float] = []
     real_sleep = asyncio.sleep
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
+from precog import resources
 from precog.avro import Codec
 from precog.dashboards import template_fields
 from precog.errors import ConfigError
@@ -22,8 +23,8 @@ from precog.replay.merge import TimeMerge
 from precog.replay.pacing import Pacer, eta_seconds
 from precog.replay.plan import PartitionRange, parse_offsets, parse_pace, parse_time, plan_ranges
 from precog.replay.warmup import rebuild_states
+from precog.simulate import SimConfig, simulator_for
 from precog.spec import SPEC_DIR, load_spec
-from scripts.simulate import SimConfig, simulator_for
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +259,7 @@ def test_disagreements_name_the_features_that_differ():
 
 
 def _template() -> dict[str, Any]:
-    return json.loads((ROOT / "kibana/templates/replay-compare.json").read_text())
+    return json.loads((resources.template_dir() / "replay-compare.json").read_text())
 
 
 def _documented() -> dict[str, str]:

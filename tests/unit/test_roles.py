@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from precog.services.control import decode_roles, encode_roles
 
 from precog.errors import ConfigError
 from precog.roles import (
@@ -14,7 +15,6 @@ from precog.roles import (
     rollback,
     set_leader,
 )
-from services.control import decode_roles, encode_roles
 
 pytestmark = pytest.mark.unit
 

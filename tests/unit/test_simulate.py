@@ -14,9 +14,7 @@ from typer.testing import CliRunner
 from precog.avro import Codec
 from precog.errors import ConfigError, DecodeError
 from precog.features import Featurizer, build_training_frame
-from precog.spec import SPEC_DIR, load_spec, parse_duration
-from precog.validation import check_event
-from scripts.simulate import (
+from precog.simulate import (
     DAY,
     SensorSimulator,
     SimConfig,
@@ -25,6 +23,8 @@ from scripts.simulate import (
     simulator_for,
     write_history,
 )
+from precog.spec import SPEC_DIR, load_spec, parse_duration
+from precog.validation import check_event
 
 pytestmark = pytest.mark.unit
 

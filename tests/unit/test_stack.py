@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from precog import stack
 from precog.errors import ConfigError, StackError
 from precog.namespace import render_template, topics_for
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, load_spec
-from scripts import stack
 
 pytestmark = pytest.mark.unit
 
@@ -206,8 +206,8 @@ def test_port_in_use_names_the_holder() -> None:
 
 
 def test_redact_hides_credentials() -> None:
-    assert stack.redact("rediss://u:p@h:6380/1") == "rediss://h:6380/1"
-    assert stack.redact("http://127.0.0.1:19200") == "http://127.0.0.1:19200"
+    assert stack.redacted("rediss://u:p@h:6380/1") == "rediss://h:6380/1"
+    assert stack.redacted("http://127.0.0.1:19200") == "http://127.0.0.1:19200"
 
 
 def test_tail_lines(tmp_path: Path) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from pipelines.train import (
+from precog.pipelines.train import (
     SCORE_RESOLUTION,
     LabeledFrame,
     choose_threshold,
@@ -20,6 +19,7 @@ from pipelines.train import (
     train_frame,
     train_models,
 )
+
 from precog.errors import ConfigError
 from precog.models import decide, served_scores
 from precog.registry import ModelRegistry, sha256_hex, training_data_sha256

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from precog import resources
 from precog.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = resources.project_root()
 
 
 def metric_total(text: str, name: str) -> float:

@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from precog.errors import PrecogError
 from precog.settings import Settings
-from scripts.workers import free_port, stop_group, worker_env
-
-REPO = Path(__file__).resolve().parent.parent
+from precog.workers import REPO, free_port, stop_group, worker_env
 
 #: (key, value) of one pre-encoded event
 Encoded = tuple[bytes, bytes]
@@ -282,10 +280,9 @@ class LatencyProbe:
             t = time.time() * 1000
             msgs = ([first, *c.consume(1000, 0)] if first is not None else [])
             for msg in msgs:
-                if msg.error() is not None:
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        continue
-                    continue
-                sent = self._sent.get(msg.key())
+                key = msg.key()
+                if msg.error() is not None or key is None:
+                    continue  # a partition EOF or any other error: no latency sample
+                sent = self._sent.get(key)
                 if sent is not None:
                     self.latencies_ms.append(t - sent)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from confluent_kafka import (
     Consumer,
@@ -153,27 +153,32 @@ def read_range(settings: Settings, ranges: Mapping[tuple[str, int], tuple[int, i
                 raise ServiceUnavailable("kafka", settings.kafka.bootstrap,
                                          f"timed out reading {sorted(todo)}")
             for msg in msgs:
-                key = (msg.topic(), msg.partition())
+                key, offset = _where(msg)
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         # only an end at (or past) the range's end finishes it: an EOF seen
                         # before the range is fully readable (a fetch racing the watermark)
                         # must not cut the range short
-                        if key in todo and msg.offset() >= todo[key][1]:
+                        if key in todo and offset >= todo[key][1]:
                             todo.pop(key, None)
                         continue
                     raise KafkaException(err)
-                if key not in todo or not todo[key][0] <= msg.offset() < todo[key][1]:
+                if key not in todo or not todo[key][0] <= offset < todo[key][1]:
                     continue  # below: re-read after an offset reset; above: past the end
-                todo[key] = (msg.offset() + 1, todo[key][1])
+                todo[key] = (offset + 1, todo[key][1])
                 yield msg
-                if msg.offset() + 1 >= todo[key][1]:
+                if offset + 1 >= todo[key][1]:
                     todo.pop(key, None)
     except KafkaException as exc:
         raise _kafka_error(settings, exc) from None
     finally:
         consumer.close()
+
+
+def _where(msg: Message) -> tuple[tuple[str, int], int]:
+    """``(topic, partition)`` and offset of a consumed record or EOF (set on both)."""
+    return (cast(str, msg.topic()), cast(int, msg.partition())), cast(int, msg.offset())
 
 
 def _timestamp(msg: Message) -> int:
@@ -207,7 +212,7 @@ def copy_roles(source: Settings, target: Settings, spec: PipelineSpec, *, by: st
     ``PRECOG_NAMESPACE`` set to the target).
     """
     from precog.namespace import ensure_topics
-    from services.control import publish_roles, read_roles
+    from precog.services.control import publish_roles, read_roles
 
     _distinct(source, target)
     roles = read_roles(source, spec.name)
@@ -326,7 +331,7 @@ def _job_from_checkpoint(ckpt: Checkpoint, source: Settings, target: Settings,
 def _warm_up(source: Settings, target: Settings, spec: PipelineSpec, job: _Job,
              warmup_start_ms: int, say: Callable[[str], None]) -> WarmupResult:
     """Rebuild entity state from ``[warmup_start, replay start)`` into the target's Redis."""
-    from services.feature_store import RedisOnlineStore
+    from precog.services.feature_store import RedisOnlineStore
 
     src = job.event_topic
     consumer = _consumer(source, target)
@@ -591,7 +596,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
 def _take(msg: Message, job: _Job, merge: TimeMerge, skip: dict[tuple[str, int], int],
           position: dict[tuple[str, int], int], summary: ReplaySummary) -> None:
     """Route one consumed record (or EOF) into the merge, skipping already-delivered ones."""
-    stream = (msg.topic(), msg.partition())
+    stream, offset = _where(msg)
     err = msg.error()
     if err is not None:
         if err.code() == KafkaError._PARTITION_EOF:
@@ -599,18 +604,18 @@ def _take(msg: Message, job: _Job, merge: TimeMerge, skip: dict[tuple[str, int],
             return
         raise KafkaException(err)
     r = job.streams.get(stream)
-    if r is None or msg.offset() >= r.end:
+    if r is None or offset >= r.end:
         merge.finish(stream)
         return
-    if msg.offset() < position[stream]:
+    if offset < position[stream]:
         return  # re-read after an offset reset: already taken
-    position[stream] = msg.offset() + 1
+    position[stream] = offset + 1
     if skip.get(stream, 0) > 0:
         skip[stream] -= 1
         summary.skipped_delivered += 1
     else:
         merge.push(stream, _timestamp(msg), msg)
-    if msg.offset() + 1 >= r.end:
+    if offset + 1 >= r.end:
         merge.finish(stream)
 
 
@@ -620,7 +625,8 @@ def _flow(consumer: Consumer, merge: TimeMerge, paused: set[tuple[str, int]]) ->
         if merge.buffered(s) < _LOW_WATER:
             consumer.resume([TopicPartition(s[0], s[1])])
             paused.discard(s)
-    for s in merge.streams_over(_HIGH_WATER):
+    for over in merge.streams_over(_HIGH_WATER):
+        s = cast(tuple[str, int], over)
         if s not in paused:
             consumer.pause([TopicPartition(s[0], s[1])])
             paused.add(s)
@@ -638,7 +644,7 @@ def _produce(producer: Producer, msg: Message, job: _Job,
         kw["headers"] = headers
     while True:
         try:
-            producer.produce(job.target_of[msg.topic()], **kw)
+            producer.produce(job.target_of[cast(str, msg.topic())], **kw)
             break
         except BufferError:  # local queue full: let librdkafka drain it
             producer.poll(0.1)

@@ -1,17 +1,17 @@
 """Benchmark baselines as Faust apps, run as their own process like a worker.
 
-``python -m scripts.bench_apps passthrough``: the Faust ceiling: consume the events topic
+``python -m precog.bench.apps passthrough``: the Faust ceiling: consume the events topic
 and produce every record unchanged to ``{ns}.predictions`` (same Faust settings as the
-worker, :func:`services.runtime.create_app`; micro-batches like the score agent).
+worker, :func:`precog.services.runtime.create_app`; micro-batches like the score agent).
 
-``python -m scripts.bench_apps naive [--index]``: the pipeline a first implementation
+``python -m precog.bench.apps naive [--index]``: the pipeline a first implementation
 would write: per event decode, validate, one Redis GET, featurize, a single-row
 ``predict_proba`` per model, encode, send, one Redis SET; with ``--index`` a second
 agent indexes each prediction document with its own Elasticsearch request. The work per
 event is the same as precog's (same featurizer, models and records); only the I/O and
 call pattern differ.
 
-``python -m scripts.bench_apps profile OUT.html [agents]``: a precog worker under
+``python -m precog.bench.apps profile OUT.html [agents]``: a precog worker under
 pyinstrument; the profile is written when the worker stops (SIGINT/SIGTERM).
 
 Everything is configured by ``PRECOG_*`` like the worker (:class:`Settings`).
@@ -33,15 +33,15 @@ from precog.settings import Settings
 
 def _run(app: faust.App, settings: Settings) -> None:
     """Run ``app`` like the worker does (the loop is installed before the app is built)."""
-    from services.runtime import run_worker
+    from precog.services.runtime import run_worker
 
     run_worker(app, settings, "warning")
 
 
 def passthrough(settings: Settings) -> faust.App:
     """Consume -> produce, no work: the ceiling of a Faust worker on this machine."""
+    from precog.services.runtime import create_app
     from precog.spec import load_spec
-    from services.runtime import create_app
 
     spec = load_spec(settings.spec)
     app = create_app(settings, app_id=settings.group("bench-passthrough"))
@@ -69,10 +69,10 @@ def naive(settings: Settings, index: bool) -> faust.App:
     from precog.features import EntityState, Featurizer
     from precog.registry import ModelRegistry, code_version
     from precog.scoring import EventContext, make_model_set, prediction_documents, prediction_record
+    from precog.services.control import read_roles
+    from precog.services.runtime import create_app, now_ms
     from precog.spec import load_spec
     from precog.validation import check_event
-    from services.control import read_roles
-    from services.runtime import create_app, now_ms
 
     spec = load_spec(settings.spec)
     featurizer = Featurizer(spec)
@@ -143,8 +143,8 @@ def profiled_worker(settings: Settings, out: Path, agents: tuple[str, ...]) -> N
     from pyinstrument import Profiler
 
     from precog.namespace import ensure_topics
-    from services.runtime import run_worker
-    from services.worker import build_runtime
+    from precog.services.runtime import run_worker
+    from precog.services.worker import build_runtime
 
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)
@@ -191,7 +191,7 @@ def profile_summary(root: Any, top: int = 40) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    from services.runtime import install_event_loop
+    from precog.services.runtime import install_event_loop
 
     settings = Settings()
     install_event_loop(settings)  # the worker's loop; its GC tuning comes with run_worker
@@ -204,7 +204,7 @@ def main(argv: list[str]) -> None:
         agents = tuple((argv[2] if len(argv) > 2 else "control,score").split(","))
         profiled_worker(settings, Path(argv[1]), agents)
     else:
-        raise SystemExit("usage: python -m scripts.bench_apps passthrough | naive [--index]"
+        raise SystemExit("usage: python -m precog.bench.apps passthrough | naive [--index]"
                          " | profile OUT.html [agents]")
 
 

@@ -65,7 +65,7 @@ class DemoPlan:
         return 1000.0 / self.rate * self.time_scale
 
     def sim_config(self, spec_name: str, **kwargs: Any) -> Any:
-        from scripts.simulate import SimConfig
+        from precog.simulate import SimConfig
 
         return SimConfig(spec_name=spec_name,
                          outcome_delay_median_ms=self.outcome_delay_days * 86_400_000, **kwargs)
@@ -82,9 +82,9 @@ def reset_namespace(settings: Settings, spec: PipelineSpec, home: Path) -> None:
 
 
 def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan: DemoPlan) -> Any:
-    from pipelines.backfill import backfill
-    from pipelines.train import train
-    from scripts.simulate import write_history
+    from precog.pipelines.backfill import backfill
+    from precog.pipelines.train import train
+    from precog.simulate import write_history
 
     days = plan.history_events * plan.event_ms_per_event / 86_400_000
     # the live run's latest possible start: it must end before now
@@ -163,8 +163,8 @@ def stream_live(
     settings: Settings, spec: PipelineSpec, worker: Any, plan: DemoPlan, start_ms: int
 ) -> Any:
     """Produce the live stream in a thread and show the worker's progress every 2 s."""
-    from scripts.simulate import produce_live
-    from scripts.workers import metric_total
+    from precog.simulate import produce_live
+    from precog.workers import metric_total
 
     # the same seed: the same cards, merchants and habits as the history (only the event
     # times and ids differ), so live features continue the world the models learned from
@@ -219,7 +219,7 @@ def wait_until_drained(settings: Settings, spec: PipelineSpec, timeout: float = 
     """Wait until the worker caught up: every event scored or dead-lettered, every doc indexed."""
     from elasticsearch import Elasticsearch
 
-    from scripts.replay import count_topic
+    from precog.replay.runner import count_topic
 
     deadline = time.monotonic() + timeout
     es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
@@ -237,7 +237,7 @@ def wait_until_drained(settings: Settings, spec: PipelineSpec, timeout: float = 
 def reconcile(settings: Settings, spec: PipelineSpec, sent: int) -> bool:
     from elasticsearch import Elasticsearch
 
-    from scripts.replay import count_topic
+    from precog.replay.runner import count_topic
 
     events = count_topic(settings, spec.event.topic)
     predictions = count_topic(settings, "predictions")
@@ -262,7 +262,7 @@ def show_provenance(settings: Settings) -> None:
 
     from precog.avro import Codec
     from precog.registry import ModelRegistry
-    from scripts.replay import read_topic
+    from precog.replay.runner import read_topic
 
     record = Codec.for_schema("prediction").decode(read_topic(settings, "predictions")[0].value())
     lead = record["leader"]
@@ -368,7 +368,7 @@ def run(
     report_dir: Path | None = None,
 ) -> DemoResult:
     """The whole demo; ``result.ok`` is True when the counts reconcile."""
-    from scripts.workers import WorkerProcess
+    from precog.workers import WorkerProcess
 
     plan = DemoPlan.quick() if quick else DemoPlan()
     home = home or Path(".precog/demo") / namespace

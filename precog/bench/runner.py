@@ -24,17 +24,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from precog.settings import Settings
-from scripts import bench_io as bio
-from scripts.bench_report import (
+from precog import resources
+from precog.bench import io as bio
+from precog.bench.report import (
     check_complete,
     render_markdown,
     summarize,
     targets,
     update_doc,
 )
+from precog.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = resources.project_root()
 SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "profile")
 
 
@@ -94,9 +95,9 @@ class Lab:
     # -- setup ---------------------------------------------------------------------
     def prepare(self) -> None:
         """Train the spec's models, register extra challenger copies, generate events."""
-        from pipelines.train import train
+        from precog.pipelines.train import train
         from precog.registry import ModelRegistry
-        from scripts.simulate import SimConfig, write_history
+        from precog.simulate import SimConfig, write_history
 
         cfg = self.config
         started = time.monotonic()
@@ -135,7 +136,7 @@ class Lab:
     def namespace(self, challengers: int = 1) -> Settings:
         """A fresh namespace with topics, templates and roles published."""
         from precog.namespace import setup_namespace
-        from services.control import publish_roles
+        from precog.services.control import publish_roles
 
         s = self.template.model_copy(update={"namespace": "bench" + uuid.uuid4().hex[:8]})
         setup_namespace(s, self.spec)
@@ -196,16 +197,16 @@ def _command(kind: str) -> list[str]:
         "precog": ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"],
         "precog_index": ["precog", "worker", "--agents", "control,score,index",
                          "--loglevel", "warning"],
-        "passthrough": ["scripts.bench_apps", "passthrough"],
-        "naive": ["scripts.bench_apps", "naive"],
-        "naive_index": ["scripts.bench_apps", "naive", "--index"],
+        "passthrough": ["precog.bench.apps", "passthrough"],
+        "naive": ["precog.bench.apps", "naive"],
+        "naive_index": ["precog.bench.apps", "naive", "--index"],
     }[kind]
 
 
 def generate_events(spec_name: str, n: int, seed: int = 42) -> list[tuple[bytes, bytes, bytes]]:
     """``n`` valid simulator events as (key = entity id, Avro value, event id)."""
     from precog.avro import Codec
-    from scripts.simulate import SimConfig, simulator_for
+    from precog.simulate import SimConfig, simulator_for
 
     sim = simulator_for(SimConfig(seed=seed, spec_name=spec_name))
     codec = Codec.for_schema(sim.spec.event.schema_name)
@@ -404,7 +405,8 @@ def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(s.kafka.confluent_config())
+    cfg: dict[str, Any] = {**s.kafka.confluent_config()}
+    admin = AdminClient(cfg)
     group = s.group("worker")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -584,7 +586,7 @@ def bench_profile(lab: Lab) -> dict[str, Any]:
     out = lab.work / "profile.html"
     try:
         bio.produce_all(s, lab.source(s), lab.events(n))
-        proc = bio.Proc(s, ["scripts.bench_apps", "profile", str(out), "control,score,index"],
+        proc = bio.Proc(s, ["precog.bench.apps", "profile", str(out), "control,score,index"],
                         lab.logs, "profile")
         try:
             bio.wait_records(s, s.topic("predictions"), n, 120 + n / 50, [proc])
@@ -697,9 +699,3 @@ def run_bench(config: BenchConfig, out_dir: Path, doc: Path | None, command: str
         report["doc_path"] = str(doc)
     echo(f"wrote {path}" + (f" and {doc}" if doc else "") + f" in {report['duration_s']:.0f}s")
     return report
-
-
-if __name__ == "__main__":
-    from precog.cli.bench import main
-
-    main()

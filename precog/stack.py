@@ -18,7 +18,7 @@ an ACL user over TLS only, Elasticsearch with security and HTTPS. A local CA, th
 certificate and the credentials are generated once into the stack home.
 
 Layout of the stack home (``settings.stack.home``, relative paths are taken from the
-repository root)::
+checkout, or the current directory for a wheel: :func:`precog.resources.project_root`)::
 
     run/<service>.pid            pid file (JSON: pid, marker, command)
     credentials.json, tls/       secure stack only: passwords (0600), CA and server certificate
@@ -43,7 +43,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 import zipfile
@@ -51,11 +50,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-from precog.errors import ConfigError, ServiceUnavailable, StackError
+from precog import resources
+from precog.errors import ConfigError, ServiceUnavailable, StackError, redacted
 from precog.settings import (
     LOCAL_ELASTICSEARCH_PORT,
     LOCAL_ELASTICSEARCH_TRANSPORT_PORT,
@@ -67,7 +66,7 @@ from precog.settings import (
 
 Echo = Callable[[str], None]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = resources.project_root()
 SERVICES = ("kafka", "elasticsearch", "redis")
 ES_USER = "precog-es"
 HEALTH_TOPIC = "precog-stack-health"
@@ -371,20 +370,6 @@ def listening_inodes(proc_net_tcp: str, port: int) -> set[str]:
         if int(parts[1].rsplit(":", 1)[1], 16) == port:
             found.add(parts[9])
     return found
-
-
-def redact(url: str) -> str:
-    """The URL without credentials, for printing.
-
-    >>> redact("redis://user:secret@127.0.0.1:16379/0")
-    'redis://127.0.0.1:16379/0'
-    >>> redact("127.0.0.1:19092")
-    '127.0.0.1:19092'
-    """
-    parts = urlsplit(url)
-    if not parts.scheme or "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def tail_lines(path: Path, n: int) -> list[str]:
@@ -1052,7 +1037,7 @@ def check_elasticsearch(settings: Settings, timeout: float = 10.0) -> str:
     """Cluster health; returns ``yellow`` or ``green``, else ServiceUnavailable."""
     from elasticsearch import Elasticsearch
 
-    addr = redact(settings.elasticsearch.url)
+    addr = redacted(settings.elasticsearch.url)
     kwargs = {**settings.elasticsearch.client_kwargs(), "request_timeout": timeout}
     try:
         with Elasticsearch(**kwargs) as es:  # type: ignore[arg-type]
@@ -1076,7 +1061,7 @@ def check_redis(settings: Settings, timeout: float = 5.0) -> None:
         finally:
             client.close()
     except Exception as exc:  # connection refused, auth, TLS: all mean "not healthy"
-        raise ServiceUnavailable("redis", redact(settings.redis.url), _short(exc)) from exc
+        raise ServiceUnavailable("redis", redacted(settings.redis.url), _short(exc)) from exc
 
 
 def _short(exc: BaseException) -> str:
@@ -1094,8 +1079,8 @@ CHECKS: dict[str, Callable[..., object]] = {
 def address(settings: Settings, service: str) -> str:
     return {
         "kafka": settings.kafka.bootstrap,
-        "elasticsearch": redact(settings.elasticsearch.url),
-        "redis": redact(settings.redis.url),
+        "elasticsearch": redacted(settings.elasticsearch.url),
+        "redis": redacted(settings.redis.url),
     }[service]
 
 
@@ -1596,10 +1581,3 @@ def signal_service(settings: Settings, name: str, sig: int) -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
     return pid
-
-
-if __name__ == "__main__":  # python -m scripts.stack up|down|status|logs
-    from precog.cli import main
-
-    sys.argv = ["precog", "stack", *sys.argv[1:]]
-    main()

@@ -794,7 +794,7 @@ class _Live:
                    "record_count": w.records, "valid_count": w.valid,
                    "sent_time": int(time.time() * 1000)}
             self._produce(topic, self.spec.name.encode(), self.codec_manifest.encode(rec),
-                          rec["window_end"])
+                          start + self.window_ms)
             self.manifests_sent += 1
             self.manifest_records += w.records
 

@@ -1,0 +1,1 @@
+"""Kibana saved objects and index templates, shipped as package data (precog.resources)."""
