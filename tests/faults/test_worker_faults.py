@@ -77,7 +77,10 @@ def test_worker_stopped_three_times_loses_nothing(settings: Settings, trained: A
     assert result.lost == [] and result.both == []
     assert result.predicted + result.dead_letters == result.events
     if sig == signal.SIGTERM:  # a graceful stop commits what was finished
-        assert result.duplicates <= 3 * 500  # at most the batch in flight, per stop
+        # per stop: the score agent's batch in flight (<= 500), and the events the monitor
+        # agent, reading the same topic, had not finished yet: an offset is committed
+        # when every agent of its topic is done with it (0-1,498 in 11 runs of 2026-12-01)
+        assert result.duplicates <= 3 * 1000
 
 
 def test_kill9_one_of_two_workers_three_times_loses_nothing(
