@@ -146,7 +146,9 @@ def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None =
 def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR, *,
                           echo: Echo | None = None) -> list[str]:
     """Put every template of ``template_dir`` as ``{ns}-<stem>``; returns the names applied."""
-    from elasticsearch import ApiError, Elasticsearch, TransportError
+    from elasticsearch import ApiError, TransportError
+
+    from precog.io.elasticsearch import elasticsearch_client
 
     say = echo or (lambda _msg: None)
     templates = load_templates(settings, template_dir)
@@ -154,7 +156,7 @@ def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR,
         say(f"index templates: none in {template_dir}")
         return []
     try:
-        with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
             for name, body in templates.items():
                 existed = bool(es.indices.exists_index_template(name=name))
                 es.indices.put_index_template(name=name, **body)
@@ -211,10 +213,12 @@ def _drop_kafka(settings: Settings, timeout: float) -> None:
 
 
 def _drop_elasticsearch(settings: Settings) -> None:
-    from elasticsearch import Elasticsearch, NotFoundError
+    from elasticsearch import NotFoundError
+
+    from precog.io.elasticsearch import elasticsearch_client
 
     pattern = f"{settings.namespace}-*"
-    with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
         # Explicit names: wildcard deletes are refused by action.destructive_requires_name.
         indices = list(es.indices.get(index=pattern, expand_wildcards="all",
                                       allow_no_indices=True, ignore_unavailable=True))
@@ -227,22 +231,10 @@ def _drop_elasticsearch(settings: Settings) -> None:
                 es.indices.delete_index_template(name=",".join(names))
 
 
-def redis_client(settings: Settings, timeout: float = 5.0) -> Any:
-    """A redis-py client for the configured URL and credentials (TLS with ``rediss://``)."""
-    import redis
-
-    kw: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if settings.redis.username:
-        kw["username"] = settings.redis.username
-    if settings.redis.password:
-        kw["password"] = settings.redis.password.get_secret_value()
-    if settings.redis.url.startswith("rediss") and settings.redis.ssl_ca_certs:
-        kw["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
-    return redis.Redis.from_url(settings.redis.url, **kw)
-
-
 def _drop_redis(settings: Settings) -> None:
-    client = redis_client(settings)
+    from precog.io.redis import redis_client
+
+    client = redis_client(settings, 5.0)
     try:
         keys = list(client.scan_iter(match=f"{settings.namespace}:*", count=1000))
         for i in range(0, len(keys), 1000):

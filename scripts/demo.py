@@ -72,9 +72,9 @@ def step_kafka(scratch: Settings) -> str:
 
 
 def step_redis(scratch: Settings) -> str:
-    from precog.namespace import redis_client
+    from precog.io.redis import redis_client
 
-    client = redis_client(scratch)
+    client = redis_client(scratch, 5.0)
     keys = [scratch.redis_key("demo", str(i)) for i in range(100)]
     t0 = time.monotonic()
     pipe = client.pipeline(transaction=False)
@@ -90,13 +90,15 @@ def step_redis(scratch: Settings) -> str:
 
 
 def step_elasticsearch(scratch: Settings) -> str:
-    from elasticsearch import Elasticsearch, helpers
+    from elasticsearch import helpers
+
+    from precog.io.elasticsearch import elasticsearch_client
 
     index = scratch.index("demo-check")
     docs = [{"_index": index, "_id": r["event_id"], **r}
             for r in (_sample_transaction(i) for i in range(50))]
     t0 = time.monotonic()
-    with Elasticsearch(**scratch.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(scratch) as es:  # type: ignore[arg-type]
         helpers.bulk(es, docs, refresh="wait_for")
         found = es.count(index=index, query={"term": {"card_id.keyword": "card-1"}})["count"]
         # GET / (es.info, es.ping) is not part of the integ-test-zip distribution

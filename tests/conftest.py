@@ -88,7 +88,7 @@ def kafka_admin(stack: list[Any]) -> Any:
 @pytest.fixture
 def redis_client(stack: list[Any]) -> Iterator[Any]:
     """A redis-py client for the stack's Redis."""
-    from precog.namespace import redis_client as make_client
+    from precog.io.redis import redis_client as make_client
 
     client = make_client(Settings())
     yield client

@@ -124,9 +124,9 @@ def naive(settings: Settings, index: bool) -> faust.App:
             await redis.set(key, new_state.to_bytes(), ex=ttl)
 
     if index:
-        from elasticsearch import AsyncElasticsearch
+        from precog.io.elasticsearch import async_elasticsearch_client
 
-        es = AsyncElasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        es = async_elasticsearch_client(settings)
         target = settings.index("predictions")
 
         @app.agent(sink, name=f"{settings.namespace}-naive-index")

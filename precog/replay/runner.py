@@ -704,8 +704,9 @@ def compare_namespaces(left: Settings, right: Settings, spec: PipelineSpec, *, t
 
 def index_report(settings: Settings, report: CompareReport, computed_time: int) -> int:
     """Bulk-write the report's documents into ``{ns}-replay-compare``; returns the count."""
-    from elasticsearch import ApiError, Elasticsearch, TransportError, helpers
+    from elasticsearch import ApiError, TransportError, helpers
 
+    from precog.io.elasticsearch import elasticsearch_client
     from precog.namespace import apply_index_templates
 
     apply_index_templates(settings)  # the strict mapping must exist before the first write
@@ -713,7 +714,7 @@ def index_report(settings: Settings, report: CompareReport, computed_time: int) 
     actions = [{"_op_type": "index", "_index": index, "_id": i, "_source": d}
                for i, d in documents(report, computed_time)]
     try:
-        with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
             ok, _ = helpers.bulk(es, actions, refresh="wait_for")
     except (ApiError, helpers.BulkIndexError) as exc:
         raise ConfigError(f"{index}: documents rejected: {str(exc)[:300]}") from exc

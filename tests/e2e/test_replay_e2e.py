@@ -24,7 +24,8 @@ from precog.pipelines.train import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from precog.avro import Codec
-from precog.namespace import drop_namespace, redis_client, setup_namespace
+from precog.io.redis import redis_client
+from precog.namespace import drop_namespace, setup_namespace
 from precog.replay.compare import LEADER, latest_outcomes
 from precog.replay.runner import (
     compare_namespaces,

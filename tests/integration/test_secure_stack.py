@@ -27,7 +27,8 @@ from pydantic import SecretStr
 
 from precog import stack as local_stack
 from precog.errors import ServiceUnavailable
-from precog.namespace import redis_client
+from precog.io import health
+from precog.io.redis import redis_client
 from precog.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -171,7 +172,7 @@ def test_kafka_refuses_plaintext_no_and_wrong_credentials(secure: Secure) -> Non
     bad = s.model_copy(update={"kafka": s.kafka.model_copy(
         update={"sasl_password": SecretStr(WRONG)})})
     with pytest.raises(ServiceUnavailable) as err:
-        local_stack.check_kafka(bad, timeout=5)
+        health.check_kafka(bad, timeout=5)
     assert s.kafka.bootstrap in str(err.value)
     assert "Authentication failed" in str(err.value)
     secure.assert_no_secret(str(err.value), "check_kafka's error")
@@ -206,7 +207,7 @@ def test_redis_with_credentials_reads_and_writes_others_are_refused(secure: Secu
         c.close()
         secure.assert_no_secret(str(exc.value), f"the Redis error ({what})")
         with pytest.raises(ServiceUnavailable) as err:
-            local_stack.check_redis(bad, timeout=3)
+            health.check_redis(bad, timeout=3)
         secure.assert_no_secret(str(err.value), f"check_redis's error ({what})")
         assert WRONG not in str(err.value)
 
@@ -237,7 +238,7 @@ def test_elasticsearch_user_gets_in_others_are_refused(secure: Secure) -> None:
         update={"url": s.elasticsearch.url.replace("https://", "http://")})})
     for bad in (plain, s.model_copy(update={"elasticsearch": wrong})):
         with pytest.raises(ServiceUnavailable) as err:
-            local_stack.check_elasticsearch(bad, timeout=5)
+            health.check_elasticsearch(bad, timeout=5)
         assert not any(x in str(err.value) for x in [*secrets, WRONG])
 
 
