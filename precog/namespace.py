@@ -26,6 +26,7 @@ from typing import Any
 
 from precog import resources
 from precog.errors import ConfigError, ServiceUnavailable
+from precog.io.kafka import CONTROL_TOPIC
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
@@ -36,7 +37,6 @@ PLACEHOLDER = "{ns}"
 #: outcomes re-keyed by the join agent (internal: nothing outside precog writes it)
 REKEYED_OUTCOMES_TOPIC = "outcomes-rekeyed"
 DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests")
-CONTROL_TOPIC = "model-control"
 
 Echo = Callable[[str], None]
 
@@ -106,12 +106,13 @@ def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None =
                   timeout: float = 30.0) -> list[str]:
     """Create the namespace's missing topics; returns the names created (existing ones: none)."""
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
+
+    from precog.io import kafka
 
     say = echo or (lambda _msg: None)
     wanted = topics_for(settings, spec)
-    cfg: dict[str, Any] = {**settings.kafka.confluent_config()}
-    admin = AdminClient(cfg)
+    admin = kafka.admin(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -194,11 +195,11 @@ def _ours(name: str, settings: Settings) -> bool:
 
 def _drop_kafka(settings: Settings, timeout: float) -> None:
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+
+    from precog.io import kafka
 
     # log_level 3: errors only (no "purging unserved events" notice when the handle closes)
-    cfg: dict[str, Any] = {**settings.kafka.confluent_config(), "log_level": 3}
-    admin = AdminClient(cfg)
+    admin = kafka.admin(settings, log_level=3)
     topics = [t for t in admin.list_topics(timeout=timeout).topics if _ours(t, settings)]
     if topics:
         for fut in admin.delete_topics(topics, operation_timeout=timeout).values():

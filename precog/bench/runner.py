@@ -403,10 +403,10 @@ def bench_memory(lab: Lab) -> dict[str, Any]:
 def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
     """Until the worker group has ``members`` members, each with partitions, and is stable."""
     from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
 
-    cfg: dict[str, Any] = {**s.kafka.confluent_config()}
-    admin = AdminClient(cfg)
+    from precog.io import kafka
+
+    admin = kafka.admin(s)
     group = s.group("worker")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

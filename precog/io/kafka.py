@@ -99,10 +99,10 @@ def partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[in
     return sorted(meta.partitions)
 
 
-def current_ranges(consumer: Consumer, topic: str, parts: list[int],
-                   timeout: float = 10.0) -> dict[tuple[str, int], tuple[int, int]]:
-    """``(topic, p) -> (low, high)`` watermarks: what :func:`read_ranges` reads to the end."""
-    return {(topic, p): cast(tuple[int, int], tuple(consumer.get_watermark_offsets(
+def watermarks(consumer: Consumer, topic: str, parts: list[int],
+               timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """``partition -> (low, high)`` watermark offsets of ``topic``."""
+    return {p: cast(tuple[int, int], tuple(consumer.get_watermark_offsets(
         TopicPartition(topic, p), timeout=timeout))) for p in parts}
 
 
@@ -118,7 +118,7 @@ def read_to_end(settings: Settings, topic: str, group_id: str, *, idle_timeout: 
         parts = partitions(c, topic, timeout)
         if parts is None:
             raise LookupError(f"topic {topic} does not exist")
-        yield from read_ranges(c, current_ranges(c, topic, parts, timeout),
-                               idle_timeout=idle_timeout)
+        ranges = {(topic, p): m for p, m in watermarks(c, topic, parts, timeout).items()}
+        yield from read_ranges(c, ranges, idle_timeout=idle_timeout)
     finally:
         c.close()
