@@ -41,21 +41,22 @@ def _sample_transaction(i: int) -> dict[str, Any]:
 
 
 def step_kafka(scratch: Settings) -> str:
-    from confluent_kafka import Consumer, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    from precog.io import kafka
 
     codec = Codec.for_schema("transaction")
     topic = scratch.topic("demo-check")
-    cfg: dict[str, Any] = {**scratch.kafka.confluent_config()}
-    admin = AdminClient(cfg)  # keep the handle alive until the future resolves
+    admin = kafka.admin(scratch)  # keep the handle alive until the future resolves
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
     records = [_sample_transaction(i) for i in range(10)]
     t0 = time.monotonic()
-    producer = Producer(scratch.kafka.producer_config())
+    producer = kafka.producer(scratch)
     for rec in records:
         producer.produce(topic, key=rec["card_id"].encode(), value=codec.encode(rec))
     producer.flush(15)
-    consumer = Consumer({**cfg, "group.id": scratch.group("demo"), "enable.auto.commit": False})
+    consumer = kafka.consumer(scratch, scratch.group("demo"), **{"enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
