@@ -98,8 +98,8 @@ def redis_client(stack: list[Any]) -> Iterator[Any]:
 @pytest.fixture
 def es_client(stack: list[Any]) -> Iterator[Any]:
     """An Elasticsearch client for the stack's Elasticsearch."""
-    from elasticsearch import Elasticsearch
+    from precog.io.elasticsearch import elasticsearch_client
 
-    client = Elasticsearch(**Settings().elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    client = elasticsearch_client(Settings())
     yield client
     client.close()

@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from precog import stack as local_stack
 from precog.errors import ServiceUnavailable
 from precog.io import health
+from precog.io.elasticsearch import elasticsearch_client
 from precog.io.redis import redis_client
 from precog.settings import Settings
 
@@ -221,7 +222,7 @@ def test_elasticsearch_user_gets_in_others_are_refused(secure: Secure) -> None:
     s = secure.client()
     assert s.elasticsearch.url.startswith("https://")
     index = f"secure-{uuid.uuid4().hex[:8]}"
-    with Elasticsearch(**s.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(s) as es:  # type: ignore[arg-type]
         assert es.security.authenticate()["username"] == "precog"
         es.index(index=index, id="1", document={"a": 1}, refresh=True)
         assert es.get(index=index, id="1")["_source"] == {"a": 1}
@@ -293,7 +294,6 @@ def test_stack_status_and_env_cli(secure: Secure) -> None:
 
 def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
         secure: Secure, tmp_path: Path) -> None:
-    from elasticsearch import Elasticsearch
     from precog.pipelines.train import train
 
     from precog.namespace import drop_namespace, setup_namespace
@@ -320,7 +320,7 @@ def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
             n = 300
             produce_live(s, spec, n, 300.0, SimConfig(seed=5, garbage_fraction=0.0),
                          progress=False, outcome_wait_s=0)
-            with Elasticsearch(**s.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+            with elasticsearch_client(s) as es:  # type: ignore[arg-type]
                 def indexed() -> bool:
                     es.indices.refresh(index=f"{ns}-predictions*", ignore_unavailable=True)
                     got = es.count(index=f"{ns}-predictions*", ignore_unavailable=True)
