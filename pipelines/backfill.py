@@ -134,40 +134,29 @@ def _valid_items(
     The worker's own decode and checks; the skew check uses the record's Kafka timestamp
     as "now" (about when the worker saw it).
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
     from precog.avro import Codec
     from precog.errors import EventError
+    from precog.io import kafka
     from precog.validation import check_event
 
     codec = Codec.for_schema(spec.event.schema_name)
-    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": "precog-rebuild",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-    idle = 0
+    consumer = kafka.reader(settings, "precog-rebuild")
+    todo = {(topic, partition): (OFFSET_BEGINNING, end)}
     try:
-        while True:
-            batch = consumer.consume(1000, timeout=5.0)
-            idle = 0 if batch else idle + 1
-            if idle >= 6:
-                raise RuntimeError(f"{topic}[{partition}]: nothing read for 30 s before "
-                                   f"offset {end}")
-            for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        return
-                    raise RuntimeError(f"reading {topic}[{partition}]: {err}")
-                if msg.offset() >= end:
-                    return
-                try:
-                    record = codec.decode(msg.value())
-                except EventError:
-                    continue
-                _, ts = msg.timestamp()
-                if not check_event(spec, record, ts):
-                    yield record, partition, msg.offset()
-                if msg.offset() >= end - 1:
-                    return
+        for msg in kafka.read_ranges(consumer, todo, idle_timeout=30.0, batch=1000, poll=5.0):
+            try:
+                record = codec.decode(msg.value())
+            except EventError:
+                continue
+            _, ts = msg.timestamp()
+            if not check_event(spec, record, ts):
+                yield record, partition, msg.offset()
+    except TimeoutError:
+        raise RuntimeError(f"{topic}[{partition}]: nothing read for 30 s before "
+                           f"offset {end}") from None
+    except KafkaException as exc:
+        raise RuntimeError(f"reading {topic}[{partition}]: {exc.args[0]}") from None
     finally:
         consumer.close()

@@ -385,7 +385,7 @@ def train(
     """Train, register and (``index``) index every model of ``spec``; (``roles``) publish
     initial roles when the spec has none. Services are checked before any work."""
     say = log or (lambda _msg: None)
-    es = elasticsearch_client(settings) if index else None
+    es = reachable_elasticsearch(settings) if index else None
     current = _current_roles(settings, spec) if roles else None
     frame = labeled_frame(spec, history_dir)
     say(f"{len(frame.y)} labelled events ({int(frame.y.sum())} positive),"
@@ -452,10 +452,11 @@ def _initial_roles(spec: PipelineSpec, metas: list[ModelMetadata]) -> Roles:
     )
 
 
-def elasticsearch_client(settings: Settings) -> Any:
-    from elasticsearch import Elasticsearch
+def reachable_elasticsearch(settings: Settings) -> Any:
+    """An Elasticsearch client that answered; ServiceUnavailable (the error's type) if not."""
+    from precog.io.elasticsearch import elasticsearch_client
 
-    es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(settings)
     try:
         es.cluster.health()  # GET / (info) is not in the integ-test-zip distribution
     except Exception as exc:

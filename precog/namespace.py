@@ -26,6 +26,7 @@ from typing import Any
 
 from precog import resources
 from precog.errors import ConfigError, ServiceUnavailable
+from precog.io.kafka import CONTROL_TOPIC
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
@@ -36,7 +37,6 @@ PLACEHOLDER = "{ns}"
 #: outcomes re-keyed by the join agent (internal: nothing outside precog writes it)
 REKEYED_OUTCOMES_TOPIC = "outcomes-rekeyed"
 DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests")
-CONTROL_TOPIC = "model-control"
 
 Echo = Callable[[str], None]
 
@@ -106,12 +106,13 @@ def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None =
                   timeout: float = 30.0) -> list[str]:
     """Create the namespace's missing topics; returns the names created (existing ones: none)."""
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
+
+    from precog.io import kafka
 
     say = echo or (lambda _msg: None)
     wanted = topics_for(settings, spec)
-    cfg: dict[str, Any] = {**settings.kafka.confluent_config()}
-    admin = AdminClient(cfg)
+    admin = kafka.admin(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
@@ -146,7 +147,9 @@ def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None =
 def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR, *,
                           echo: Echo | None = None) -> list[str]:
     """Put every template of ``template_dir`` as ``{ns}-<stem>``; returns the names applied."""
-    from elasticsearch import ApiError, Elasticsearch, TransportError
+    from elasticsearch import ApiError, TransportError
+
+    from precog.io.elasticsearch import elasticsearch_client
 
     say = echo or (lambda _msg: None)
     templates = load_templates(settings, template_dir)
@@ -154,7 +157,7 @@ def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR,
         say(f"index templates: none in {template_dir}")
         return []
     try:
-        with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
             for name, body in templates.items():
                 existed = bool(es.indices.exists_index_template(name=name))
                 es.indices.put_index_template(name=name, **body)
@@ -192,11 +195,11 @@ def _ours(name: str, settings: Settings) -> bool:
 
 def _drop_kafka(settings: Settings, timeout: float) -> None:
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+
+    from precog.io import kafka
 
     # log_level 3: errors only (no "purging unserved events" notice when the handle closes)
-    cfg: dict[str, Any] = {**settings.kafka.confluent_config(), "log_level": 3}
-    admin = AdminClient(cfg)
+    admin = kafka.admin(settings, log_level=3)
     topics = [t for t in admin.list_topics(timeout=timeout).topics if _ours(t, settings)]
     if topics:
         for fut in admin.delete_topics(topics, operation_timeout=timeout).values():
@@ -211,10 +214,12 @@ def _drop_kafka(settings: Settings, timeout: float) -> None:
 
 
 def _drop_elasticsearch(settings: Settings) -> None:
-    from elasticsearch import Elasticsearch, NotFoundError
+    from elasticsearch import NotFoundError
+
+    from precog.io.elasticsearch import elasticsearch_client
 
     pattern = f"{settings.namespace}-*"
-    with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
         # Explicit names: wildcard deletes are refused by action.destructive_requires_name.
         indices = list(es.indices.get(index=pattern, expand_wildcards="all",
                                       allow_no_indices=True, ignore_unavailable=True))
@@ -227,22 +232,10 @@ def _drop_elasticsearch(settings: Settings) -> None:
                 es.indices.delete_index_template(name=",".join(names))
 
 
-def redis_client(settings: Settings, timeout: float = 5.0) -> Any:
-    """A redis-py client for the configured URL and credentials (TLS with ``rediss://``)."""
-    import redis
-
-    kw: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    if settings.redis.username:
-        kw["username"] = settings.redis.username
-    if settings.redis.password:
-        kw["password"] = settings.redis.password.get_secret_value()
-    if settings.redis.url.startswith("rediss") and settings.redis.ssl_ca_certs:
-        kw["ssl_ca_certs"] = str(settings.redis.ssl_ca_certs)
-    return redis.Redis.from_url(settings.redis.url, **kw)
-
-
 def _drop_redis(settings: Settings) -> None:
-    client = redis_client(settings)
+    from precog.io.redis import redis_client
+
+    client = redis_client(settings, 5.0)
     try:
         keys = list(client.scan_iter(match=f"{settings.namespace}:*", count=1000))
         for i in range(0, len(keys), 1000):

@@ -110,10 +110,10 @@ class LiveWatch:
     """Leader vs challenger accuracy and new alerts from Elasticsearch, while the stream runs."""
 
     def __init__(self, settings: Settings) -> None:
-        from elasticsearch import Elasticsearch
+        from precog.io.elasticsearch import elasticsearch_client
 
         self.settings = settings
-        self.es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        self.es = elasticsearch_client(settings)
         self.seen: set[str] = set()
         self.shown_kinds: dict[str, int] = {}
 
@@ -217,12 +217,11 @@ def stream_live(
 
 def wait_until_drained(settings: Settings, spec: PipelineSpec, timeout: float = 60.0) -> None:
     """Wait until the worker caught up: every event scored or dead-lettered, every doc indexed."""
-    from elasticsearch import Elasticsearch
-
+    from precog.io.elasticsearch import elasticsearch_client
     from precog.replay.runner import count_topic
 
     deadline = time.monotonic() + timeout
-    es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(settings)
     while time.monotonic() < deadline:
         events = count_topic(settings, spec.event.topic)
         done = count_topic(settings, "predictions") + count_topic(settings, "dlq")
@@ -235,14 +234,13 @@ def wait_until_drained(settings: Settings, spec: PipelineSpec, timeout: float = 
 
 
 def reconcile(settings: Settings, spec: PipelineSpec, sent: int) -> bool:
-    from elasticsearch import Elasticsearch
-
+    from precog.io.elasticsearch import elasticsearch_client
     from precog.replay.runner import count_topic
 
     events = count_topic(settings, spec.event.topic)
     predictions = count_topic(settings, "predictions")
     dead = count_topic(settings, "dlq")
-    es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(settings)
     es.indices.refresh(index=settings.index("predictions"))
     docs = int(es.count(index=settings.index("predictions"))["count"])
     models = 1 + len([m for m in spec.models if m.role == "challenger"])
@@ -258,16 +256,15 @@ def reconcile(settings: Settings, spec: PipelineSpec, sent: int) -> bool:
 
 
 def show_provenance(settings: Settings) -> None:
-    from elasticsearch import Elasticsearch
-
     from precog.avro import Codec
+    from precog.io.elasticsearch import elasticsearch_client
     from precog.registry import ModelRegistry
     from precog.replay.runner import read_topic
 
     record = Codec.for_schema("prediction").decode(read_topic(settings, "predictions")[0].value())
     lead = record["leader"]
     meta = ModelRegistry(settings.registry_dir).get(lead["model_id"], lead["version"])
-    es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(settings)
     doc = es.get(index=settings.index("models"), id=f"{lead['model_id']}:{lead['version']}")
     prov = record["provenance"]
 
@@ -293,9 +290,9 @@ def show_provenance(settings: Settings) -> None:
 
 
 def show_metrics_and_alerts(settings: Settings) -> None:
-    from elasticsearch import Elasticsearch
+    from precog.io.elasticsearch import elasticsearch_client
 
-    es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(settings)
     for idx in ("metrics", "alerts"):
         if es.indices.exists(index=settings.index(idx)):
             es.indices.refresh(index=settings.index(idx))

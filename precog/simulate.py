@@ -833,7 +833,9 @@ def produce_live(
     ``time_scale`` on the wall clock. ``start_ms`` (accelerated runs only) starts the event
     time there instead, e.g. right after a history; it must leave the run in the past.
     """
-    from confluent_kafka import KafkaException, Producer  # I/O edge: only here
+    from confluent_kafka import KafkaException  # I/O edge: only here
+
+    from precog.io import kafka
 
     if n_events <= 0 or rate <= 0 or time_scale <= 0:
         raise ConfigError("live needs events > 0, rate > 0 and time scale > 0")
@@ -851,8 +853,8 @@ def produce_live(
         return start_ms + int((clock() * 1000 - wall_start) * time_scale)
 
     sim = simulator_for(cfg)
-    producer = Producer({**settings.kafka.producer_config(), "linger.ms": "10",
-                         "enable.idempotence": "true", "client.id": "precog-simulate"})
+    producer = kafka.producer(settings, **{"linger.ms": "10", "enable.idempotence": "true",
+                                           "client.id": "precog-simulate"})
     try:
         producer.list_topics(timeout=10)
     except KafkaException as exc:

@@ -2,10 +2,11 @@
 
 ``up`` fetches what is missing (Kafka's jars and the Elasticsearch zip from Maven Central into
 the cache, ``redis-server`` with apt-get), starts each service under the stack home, and waits
-for real health: a Kafka produce/consume round trip, Elasticsearch cluster health yellow or
-green, Redis PING. ``down`` stops only the processes this stack started (pid files whose
-command line is verified first). A service given explicitly (``PRECOG_KAFKA_BOOTSTRAP``,
-``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_URL``) is never started, only checked.
+for real health (:mod:`precog.io.health`): a Kafka produce/consume round trip, Elasticsearch
+cluster health yellow or green, Redis PING. ``down`` stops only the processes this stack
+started (pid files whose command line is verified first). A service given explicitly
+(``PRECOG_KAFKA_BOOTSTRAP``, ``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_URL``) is never
+started, only checked.
 
 Ports come from ``settings.stack`` (``PRECOG_STACK_*_PORT``), so a second stack with its own
 home and ports runs beside the first and shares nothing with it. Fault tests drive one service
@@ -54,7 +55,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from precog import resources
-from precog.errors import ConfigError, ServiceUnavailable, StackError, redacted
+from precog.errors import ConfigError, StackError
+from precog.io.health import address, healthy
 from precog.settings import (
     LOCAL_ELASTICSEARCH_PORT,
     LOCAL_ELASTICSEARCH_TRANSPORT_PORT,
@@ -69,7 +71,6 @@ Echo = Callable[[str], None]
 PROJECT_ROOT = resources.project_root()
 SERVICES = ("kafka", "elasticsearch", "redis")
 ES_USER = "precog-es"
-HEALTH_TOPIC = "precog-stack-health"
 SLF4J_VERSION = "1.7.36"
 JVM_DIR = Path("/usr/lib/jvm")
 JAVA_MAJORS = (17, 21)  # what Kafka 3.9 and Elasticsearch 8.15 both run on; 17 preferred
@@ -980,108 +981,7 @@ def _elasticsearch_secure_config(layout: Layout, java_home: Path, creds: Credent
 
 
 # --------------------------------------------------------------------------- health
-
-
-def _silent_kafka_config(settings: Settings) -> dict[str, Any]:
-    return {**settings.kafka.confluent_config(), "log_level": 0, "socket.timeout.ms": 5000}
-
-
-def check_kafka(settings: Settings, timeout: float = 15.0) -> None:
-    """Produce a unique record to the health topic and read it back; ServiceUnavailable if not."""
-    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    addr = settings.kafka.bootstrap
-    errors: list[Any] = []  # librdkafka tells why (TLS, SASL) only through error_cb
-    cfg = {**_silent_kafka_config(settings), "error_cb": errors.append}
-    deadline = time.monotonic() + timeout
-    admin = None
-    try:
-        admin = AdminClient(cfg)
-        meta = admin.list_topics(timeout=timeout)
-        if HEALTH_TOPIC not in meta.topics:
-            fut = admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1)])[HEALTH_TOPIC]
-            with contextlib.suppress(KafkaException):  # created concurrently: fine
-                fut.result(timeout=timeout)
-        token = uuid.uuid4().hex.encode()
-        delivered: list[object] = []
-        producer = Producer({**cfg, "message.timeout.ms": int(timeout * 1000)})
-        producer.produce(HEALTH_TOPIC, value=token,
-                         on_delivery=lambda err, msg: delivered.append(err or msg))
-        producer.flush(timeout)
-        if not delivered or not hasattr(delivered[0], "offset"):
-            raise ServiceUnavailable("kafka", addr, f"produce failed: {delivered or 'timeout'}")
-        offset = delivered[0].offset()  # type: ignore[attr-defined]
-        consumer = Consumer({**cfg, "group.id": "precog-stack-health",
-                             "enable.auto.commit": False})
-        try:
-            consumer.assign([TopicPartition(HEALTH_TOPIC, 0, offset)])
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is not None and msg.error() is None and msg.value() == token:
-                    return
-        finally:
-            consumer.close()
-        raise ServiceUnavailable("kafka", addr, "produced a record but could not consume it")
-    except KafkaException as exc:
-        if admin is not None:
-            admin.poll(0)  # serves the error callbacks
-        from confluent_kafka import KafkaError
-
-        why = [e for e in errors if e.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL)]
-        detail = why[-1].str() if why else str(exc.args[0])
-        raise ServiceUnavailable("kafka", addr, detail[:200]) from exc
-
-
-def check_elasticsearch(settings: Settings, timeout: float = 10.0) -> str:
-    """Cluster health; returns ``yellow`` or ``green``, else ServiceUnavailable."""
-    from elasticsearch import Elasticsearch
-
-    addr = redacted(settings.elasticsearch.url)
-    kwargs = {**settings.elasticsearch.client_kwargs(), "request_timeout": timeout}
-    try:
-        with Elasticsearch(**kwargs) as es:  # type: ignore[arg-type]
-            health = es.cluster.health(wait_for_status="yellow", timeout=f"{int(timeout)}s")
-    except Exception as exc:  # any transport/product-check error means "not healthy"
-        raise ServiceUnavailable("elasticsearch", addr, _short(exc)) from exc
-    status = str(health["status"])
-    if status not in ("yellow", "green"):
-        raise ServiceUnavailable("elasticsearch", addr, f"cluster health {status}")
-    return status
-
-
-def check_redis(settings: Settings, timeout: float = 5.0) -> None:
-    """PING; ServiceUnavailable if it does not answer."""
-    from precog.namespace import redis_client
-
-    try:
-        client = redis_client(settings, timeout)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # connection refused, auth, TLS: all mean "not healthy"
-        raise ServiceUnavailable("redis", redacted(settings.redis.url), _short(exc)) from exc
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:160]
-
-
-CHECKS: dict[str, Callable[..., object]] = {
-    "kafka": check_kafka,
-    "elasticsearch": check_elasticsearch,
-    "redis": check_redis,
-}
-
-
-def address(settings: Settings, service: str) -> str:
-    return {
-        "kafka": settings.kafka.bootstrap,
-        "elasticsearch": redacted(settings.elasticsearch.url),
-        "redis": redacted(settings.redis.url),
-    }[service]
+# the checks themselves are precog.io.health's (shared with the worker's preflight)
 
 
 def local_ports(settings: Settings, service: str) -> tuple[int, ...]:
@@ -1105,15 +1005,6 @@ def parse_services(text: str | None) -> tuple[str, ...]:
     for name in sorted(names - set(SERVICES)):
         raise ConfigError(f"unknown service {name!r}: one of {', '.join(SERVICES)}")
     return tuple(s for s in SERVICES if s in names) or SERVICES
-
-
-def healthy(settings: Settings, service: str, timeout: float = 5.0) -> str | None:
-    """None if healthy, else the one-line reason."""
-    try:
-        CHECKS[service](settings, timeout)
-    except ServiceUnavailable as exc:
-        return str(exc)
-    return None
 
 
 # --------------------------------------------------------------------------- service commands
@@ -1339,7 +1230,7 @@ def _prepare_redis(settings: Settings, layout: Layout, echo: Echo,
 
 def _ensure_redis_aof(settings: Settings, echo: Echo, timeout: float = 60.0) -> None:
     """Switch AOF on in a running Redis started from an old RDB; wait until the AOF is written."""
-    from precog.namespace import redis_client
+    from precog.io.redis import redis_client
 
     client = redis_client(settings, 5.0)
     try:

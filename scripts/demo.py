@@ -41,21 +41,22 @@ def _sample_transaction(i: int) -> dict[str, Any]:
 
 
 def step_kafka(scratch: Settings) -> str:
-    from confluent_kafka import Consumer, Producer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    from precog.io import kafka
 
     codec = Codec.for_schema("transaction")
     topic = scratch.topic("demo-check")
-    cfg: dict[str, Any] = {**scratch.kafka.confluent_config()}
-    admin = AdminClient(cfg)  # keep the handle alive until the future resolves
+    admin = kafka.admin(scratch)  # keep the handle alive until the future resolves
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
     records = [_sample_transaction(i) for i in range(10)]
     t0 = time.monotonic()
-    producer = Producer(scratch.kafka.producer_config())
+    producer = kafka.producer(scratch)
     for rec in records:
         producer.produce(topic, key=rec["card_id"].encode(), value=codec.encode(rec))
     producer.flush(15)
-    consumer = Consumer({**cfg, "group.id": scratch.group("demo"), "enable.auto.commit": False})
+    consumer = kafka.consumer(scratch, scratch.group("demo"), **{"enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, 0, 0)])
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + 30
@@ -72,9 +73,9 @@ def step_kafka(scratch: Settings) -> str:
 
 
 def step_redis(scratch: Settings) -> str:
-    from precog.namespace import redis_client
+    from precog.io.redis import redis_client
 
-    client = redis_client(scratch)
+    client = redis_client(scratch, 5.0)
     keys = [scratch.redis_key("demo", str(i)) for i in range(100)]
     t0 = time.monotonic()
     pipe = client.pipeline(transaction=False)
@@ -90,13 +91,15 @@ def step_redis(scratch: Settings) -> str:
 
 
 def step_elasticsearch(scratch: Settings) -> str:
-    from elasticsearch import Elasticsearch, helpers
+    from elasticsearch import helpers
+
+    from precog.io.elasticsearch import elasticsearch_client
 
     index = scratch.index("demo-check")
     docs = [{"_index": index, "_id": r["event_id"], **r}
             for r in (_sample_transaction(i) for i in range(50))]
     t0 = time.monotonic()
-    with Elasticsearch(**scratch.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(scratch) as es:  # type: ignore[arg-type]
         helpers.bulk(es, docs, refresh="wait_for")
         found = es.count(index=index, query={"term": {"card_id.keyword": "card-1"}})["count"]
         # GET / (es.info, es.ping) is not part of the integ-test-zip distribution

@@ -17,10 +17,10 @@ from confluent_kafka import (
 
 from precog.avro import Codec
 from precog.errors import ConfigError, ServiceUnavailable
+from precog.io.kafka import CONTROL_TOPIC
 from precog.roles import Roles
 from precog.settings import Settings
 
-CONTROL_TOPIC = "model-control"
 _TIMEOUT = 10.0
 
 

@@ -24,7 +24,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,6 +32,7 @@ from redis.retry import Retry
 
 from precog.errors import ServiceUnavailable, redacted
 from precog.features import EntityState
+from precog.io.redis import async_redis_client, redis_client
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
@@ -64,23 +64,6 @@ class OnlineStore(Protocol):
     async def write(self, states: Mapping[str, EntityState]) -> None: ...
 
 
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """redis-py keyword arguments of every client of ``settings.redis`` (auth, TLS CA)."""
-    cfg = settings.redis
-    kw: dict[str, Any] = {
-        "socket_connect_timeout": 2.0,
-        "socket_timeout": 5.0,
-        "health_check_interval": 30,
-    }
-    if cfg.username:
-        kw["username"] = cfg.username
-    if cfg.password:
-        kw["password"] = cfg.password.get_secret_value()
-    if cfg.url.startswith("rediss://") and cfg.ssl_ca_certs:
-        kw["ssl_ca_certs"] = str(cfg.ssl_ca_certs)
-    return kw
-
-
 def _backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=1.0, base=0.05)
 
@@ -93,12 +76,8 @@ class RedisOnlineStore:
         self.spec = spec
         self.address = redacted(settings.redis.url)
         self.ttl = settings.redis.state_ttl_seconds
-        kw = client_kwargs(settings)
-        self._async = aioredis.Redis.from_url(
-            settings.redis.url, retry=AsyncRetry(_backoff(), _RETRIES), **kw
-        )
+        self._async = async_redis_client(settings, retry=AsyncRetry(_backoff(), _RETRIES))
         self._sync: redis.Redis | None = None
-        self._sync_kw = kw
 
     def key(self, entity_id: str) -> str:
         """Redis key of one entity's state, e.g. ``prod:state:transactions:card-1``."""
@@ -175,9 +154,7 @@ class RedisOnlineStore:
     # -- sync twins (backfill, tests) ---------------------------------------------
     def _client(self) -> redis.Redis:
         if self._sync is None:
-            self._sync = redis.Redis.from_url(
-                self.settings.redis.url, retry=Retry(_backoff(), _RETRIES), **self._sync_kw
-            )
+            self._sync = redis_client(self.settings, retry=Retry(_backoff(), _RETRIES))
         return self._sync
 
     def ping_sync(self) -> None:
@@ -223,11 +200,12 @@ def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, i
 
     Partitions without a commit are left out; ``topic`` is the spec's name (``events.x``).
     """
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
+
+    from precog.io import kafka
 
     name = settings.topic(topic)
-    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": group,
-                         "enable.auto.commit": False})
+    consumer = kafka.consumer(settings, group, **{"enable.auto.commit": False})
     try:
         meta = consumer.list_topics(name, timeout=10)
         parts = [TopicPartition(name, p) for p in meta.topics[name].partitions]

@@ -88,7 +88,7 @@ def kafka_admin(stack: list[Any]) -> Any:
 @pytest.fixture
 def redis_client(stack: list[Any]) -> Iterator[Any]:
     """A redis-py client for the stack's Redis."""
-    from precog.namespace import redis_client as make_client
+    from precog.io.redis import redis_client as make_client
 
     client = make_client(Settings())
     yield client
@@ -98,8 +98,8 @@ def redis_client(stack: list[Any]) -> Iterator[Any]:
 @pytest.fixture
 def es_client(stack: list[Any]) -> Iterator[Any]:
     """An Elasticsearch client for the stack's Elasticsearch."""
-    from elasticsearch import Elasticsearch
+    from precog.io.elasticsearch import elasticsearch_client
 
-    client = Elasticsearch(**Settings().elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    client = elasticsearch_client(Settings())
     yield client
     client.close()

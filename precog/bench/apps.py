@@ -63,10 +63,9 @@ def passthrough(settings: Settings) -> faust.App:
 
 def naive(settings: Settings, index: bool) -> faust.App:
     """Per-event Redis calls, single-row predictions, one Elasticsearch request per document."""
-    import redis.asyncio as aioredis
-
     from precog.avro import Codec, latest
     from precog.features import EntityState, Featurizer
+    from precog.io.redis import async_redis_client
     from precog.registry import ModelRegistry, code_version
     from precog.scoring import EventContext, make_model_set, prediction_documents, prediction_record
     from precog.services.control import read_roles
@@ -93,7 +92,7 @@ def naive(settings: Settings, index: bool) -> faust.App:
     sink = app.topic(settings.topic("predictions"), **raw)
     codec, out_codec = Codec.for_schema(spec.event.schema_name), Codec.for_schema("prediction")
     schema_label, version = latest(spec.event.schema_name).label, code_version(settings)
-    redis = aioredis.Redis.from_url(settings.redis.url)
+    redis = async_redis_client(settings)  # the workers' client options (auth, TLS CA)
     ttl = settings.redis.state_ttl_seconds
     ev = spec.event
 
@@ -124,9 +123,9 @@ def naive(settings: Settings, index: bool) -> faust.App:
             await redis.set(key, new_state.to_bytes(), ex=ttl)
 
     if index:
-        from elasticsearch import AsyncElasticsearch
+        from precog.io.elasticsearch import async_elasticsearch_client
 
-        es = AsyncElasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        es = async_elasticsearch_client(settings)
         target = settings.index("predictions")
 
         @app.agent(sink, name=f"{settings.namespace}-naive-index")

@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from precog.errors import PrecogError
+from precog.io import kafka
 from precog.settings import Settings
 from precog.workers import REPO, free_port, stop_group, worker_env
 
@@ -107,8 +108,8 @@ class Proc:
 
 # -- Kafka ------------------------------------------------------------------------------
 def producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer({**settings.kafka.producer_config(), "acks": "all",
-                     "linger.ms": 5, "queue.buffering.max.messages": 1_000_000, **extra})
+    return kafka.producer(settings, **{"acks": "all", "linger.ms": 5,
+                                       "queue.buffering.max.messages": 1_000_000, **extra})
 
 
 def produce_all(settings: Settings, topic: str, events: Sequence[Encoded],
@@ -134,9 +135,9 @@ def produce_all(settings: Settings, topic: str, events: Sequence[Encoded],
 
 
 def _consumer(settings: Settings, **extra: Any) -> Consumer:
-    return Consumer({**settings.kafka.confluent_config(), "group.id": f"bench-{now_ms()}",
-                     "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                     "enable.partition.eof": False, **extra})
+    return kafka.consumer(settings, f"bench-{now_ms()}", **{
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "enable.partition.eof": False, **extra})
 
 
 def partitions(consumer: Consumer, topic: str) -> list[int]:

@@ -223,10 +223,10 @@ def wait_indexed(s: Settings, events: int, models: int, timeout: float,
                  proc: bio.Proc) -> float:
     """Wait for the ``events`` x ``models`` prediction documents; events/s from first scored
     to last indexed (ids are deterministic, so that many documents are that many events)."""
-    from elasticsearch import Elasticsearch
+    from precog.io.elasticsearch import elasticsearch_client
 
     docs = events * models
-    es = Elasticsearch(**s.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(s)
     index = s.index("predictions")
     deadline = time.monotonic() + timeout
     try:
@@ -403,10 +403,10 @@ def bench_memory(lab: Lab) -> dict[str, Any]:
 def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
     """Until the worker group has ``members`` members, each with partitions, and is stable."""
     from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
 
-    cfg: dict[str, Any] = {**s.kafka.confluent_config()}
-    admin = AdminClient(cfg)
+    from precog.io import kafka
+
+    admin = kafka.admin(s)
     group = s.group("worker")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -648,18 +648,17 @@ def machine() -> dict[str, Any]:
 
 
 def service_versions(s: Settings) -> dict[str, str]:
-    from elasticsearch import Elasticsearch
-
-    from precog.namespace import redis_client
+    from precog.io.elasticsearch import elasticsearch_client
+    from precog.io.redis import redis_client
 
     out = {"kafka": s.stack.kafka_version + " (local stack)"}
-    es = Elasticsearch(**s.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    es = elasticsearch_client(s)
     try:
         nodes = es.nodes.info(filter_path="nodes.*.version")["nodes"]
         out["elasticsearch"] = ", ".join(sorted({str(n["version"]) for n in nodes.values()}))
     finally:
         es.close()
-    r = redis_client(s)
+    r = redis_client(s, 5.0)
     try:
         out["redis"] = str(r.info("server")["redis_version"])
     finally:

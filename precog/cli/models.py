@@ -136,11 +136,11 @@ def _iso(ms: int) -> str:
 @app.command("reindex")
 def reindex() -> None:
     """Write every registered version's document into ``{ns}-models`` again (idempotent)."""
-    from precog.pipelines.train import elasticsearch_client, index_all
+    from precog.pipelines.train import index_all, reachable_elasticsearch
 
     settings = Settings()
     metas = ModelRegistry(settings.registry_dir).list()
-    index_all(elasticsearch_client(settings), settings, metas)
+    index_all(reachable_elasticsearch(settings), settings, metas)
     typer.echo(f"indexed {len(metas)} model versions into {settings.index('models')}")
 
 

@@ -47,8 +47,9 @@ def report(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="one line per panel")] = False,
 ) -> None:
     """Run every dashboard panel's aggregation and write PNG charts plus report.html."""
-    from elasticsearch import Elasticsearch, TransportError
+    from elasticsearch import TransportError
 
+    from precog.io.elasticsearch import elasticsearch_client
     from precog.report import write_report
 
     base = get_settings()
@@ -63,7 +64,7 @@ def report(
     features = [f.name for f in load_spec(settings.spec).features]
     echo = typer.echo if verbose else None
     try:
-        with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
             result = write_report(es, settings.namespace, dashboards(features), load_templates(),
                                   out_dir, time_range, echo=echo)
     except TransportError as exc:

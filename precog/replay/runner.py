@@ -21,7 +21,6 @@ from typing import Any, TextIO, cast
 
 from confluent_kafka import (
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     Producer,
@@ -30,6 +29,8 @@ from confluent_kafka import (
 
 from precog.avro import Codec
 from precog.errors import ConfigError, ServiceUnavailable, StackError
+from precog.io import kafka
+from precog.io.kafka import CONTROL_TOPIC
 from precog.replay.checkpoint import AckTracker, Checkpoint, already_delivered
 from precog.replay.compare import CompareReport, compare, documents, latest_outcomes
 from precog.replay.merge import TimeMerge
@@ -101,14 +102,8 @@ def _write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
 def _consumer(settings: Settings, owner: Settings | None = None, **extra: Any) -> Consumer:
     """An assign-only consumer; its group id (never joined, never committed) is named for
     ``owner`` (the namespace doing the work), so reading production leaves no trace there."""
-    return Consumer({
-        **settings.kafka.confluent_config(),
-        "group.id": (owner or settings).group("replay"),
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-        **extra,
-    })
+    return kafka.reader(settings, (owner or settings).group("replay"),
+                        **{"auto.offset.reset": "earliest", **extra})
 
 
 def _kafka_error(settings: Settings, exc: KafkaException) -> ServiceUnavailable:
@@ -116,16 +111,14 @@ def _kafka_error(settings: Settings, exc: KafkaException) -> ServiceUnavailable:
 
 
 def _partitions(consumer: Consumer, topic: str) -> list[int]:
-    meta = consumer.list_topics(topic, timeout=_TIMEOUT).topics.get(topic)
-    if meta is None or meta.error is not None or not meta.partitions:
+    parts = kafka.partitions(consumer, topic, _TIMEOUT)
+    if parts is None:
         raise ConfigError(f"topic {topic} does not exist")
-    return sorted(meta.partitions)
+    return parts
 
 
 def _watermarks(consumer: Consumer, topic: str, parts: list[int]) -> dict[int, tuple[int, int]]:
-    return {p: tuple(consumer.get_watermark_offsets(TopicPartition(topic, p),  # type: ignore[misc]
-                                                    timeout=_TIMEOUT))
-            for p in parts}
+    return kafka.watermarks(consumer, topic, parts, _TIMEOUT)
 
 
 def _offsets_for_time(consumer: Consumer, topic: str, parts: list[int], ms: int
@@ -138,47 +131,19 @@ def _offsets_for_time(consumer: Consumer, topic: str, parts: list[int], ms: int
 
 def read_range(settings: Settings, ranges: Mapping[tuple[str, int], tuple[int, int]],
                owner: Settings | None = None) -> Iterator[Message]:
-    """Every record of ``(topic, partition) -> [start, end)``, each partition in offset order."""
-    todo = {k: v for k, v in ranges.items() if v[1] > v[0]}
-    if not todo:
+    """Every record of ``(topic, partition) -> [start, end)``, each partition in offset order
+    (:func:`precog.io.kafka.read_ranges`)."""
+    if not any(end > start for start, end in ranges.values()):
         return
     consumer = _consumer(settings, owner)
     try:
-        consumer.assign([TopicPartition(t, p, s) for (t, p), (s, _) in todo.items()])
-        idle = 0
-        while todo:
-            msgs = consumer.consume(500, timeout=0.5)
-            idle = 0 if msgs else idle + 1
-            if idle > 2 * _TIMEOUT * 2:
-                raise ServiceUnavailable("kafka", settings.kafka.bootstrap,
-                                         f"timed out reading {sorted(todo)}")
-            for msg in msgs:
-                key, offset = _where(msg)
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        # only an end at (or past) the range's end finishes it: an EOF seen
-                        # before the range is fully readable (a fetch racing the watermark)
-                        # must not cut the range short
-                        if key in todo and offset >= todo[key][1]:
-                            todo.pop(key, None)
-                        continue
-                    raise KafkaException(err)
-                if key not in todo or not todo[key][0] <= offset < todo[key][1]:
-                    continue  # below: re-read after an offset reset; above: past the end
-                todo[key] = (offset + 1, todo[key][1])
-                yield msg
-                if offset + 1 >= todo[key][1]:
-                    todo.pop(key, None)
+        yield from kafka.read_ranges(consumer, ranges, idle_timeout=2 * _TIMEOUT)
+    except TimeoutError as exc:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
     except KafkaException as exc:
         raise _kafka_error(settings, exc) from None
     finally:
         consumer.close()
-
-
-def _where(msg: Message) -> tuple[tuple[str, int], int]:
-    """``(topic, partition)`` and offset of a consumed record or EOF (set on both)."""
-    return (cast(str, msg.topic()), cast(int, msg.partition())), cast(int, msg.offset())
 
 
 def _timestamp(msg: Message) -> int:
@@ -217,7 +182,7 @@ def copy_roles(source: Settings, target: Settings, spec: PipelineSpec, *, by: st
     _distinct(source, target)
     roles = read_roles(source, spec.name)
     if roles is None:
-        raise ConfigError(f"{source.topic('model-control')} has no roles for {spec.name}")
+        raise ConfigError(f"{source.topic(CONTROL_TOPIC)} has no roles for {spec.name}")
     ensure_topics(target, spec)
     existing = read_roles(target, spec.name)
     revision = max(roles.revision, existing.revision + 1) if existing else roles.revision
@@ -517,8 +482,8 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
         if s not in live:
             merge.finish(s)
     tracker = AckTracker()
-    producer = Producer({**target.kafka.producer_config(), "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 5, "client.id": "precog-replay"})
+    producer = kafka.producer(target, **{"enable.idempotence": True, "acks": "all",
+                                         "linger.ms": 5, "client.id": "precog-replay"})
     consumer = _consumer(source, target)
     pacer = Pacer(pace)
     bar = _Progress(f"replay {job.event_topic} -> {summary.target_topic}",
@@ -596,13 +561,12 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
 def _take(msg: Message, job: _Job, merge: TimeMerge, skip: dict[tuple[str, int], int],
           position: dict[tuple[str, int], int], summary: ReplaySummary) -> None:
     """Route one consumed record (or EOF) into the merge, skipping already-delivered ones."""
-    stream, offset = _where(msg)
-    err = msg.error()
-    if err is not None:
-        if err.code() == KafkaError._PARTITION_EOF:
+    stream, offset = kafka.where(msg)
+    if msg.error() is not None:
+        if kafka.is_partition_eof(msg):
             merge.finish(stream)  # the range ends at or before the high watermark we planned
             return
-        raise KafkaException(err)
+        raise KafkaException(msg.error())
     r = job.streams.get(stream)
     if r is None or offset >= r.end:
         merge.finish(stream)
@@ -704,8 +668,9 @@ def compare_namespaces(left: Settings, right: Settings, spec: PipelineSpec, *, t
 
 def index_report(settings: Settings, report: CompareReport, computed_time: int) -> int:
     """Bulk-write the report's documents into ``{ns}-replay-compare``; returns the count."""
-    from elasticsearch import ApiError, Elasticsearch, TransportError, helpers
+    from elasticsearch import ApiError, TransportError, helpers
 
+    from precog.io.elasticsearch import elasticsearch_client
     from precog.namespace import apply_index_templates
 
     apply_index_templates(settings)  # the strict mapping must exist before the first write
@@ -713,7 +678,7 @@ def index_report(settings: Settings, report: CompareReport, computed_time: int) 
     actions = [{"_op_type": "index", "_index": index, "_id": i, "_source": d}
                for i, d in documents(report, computed_time)]
     try:
-        with Elasticsearch(**settings.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
             ok, _ = helpers.bulk(es, actions, refresh="wait_for")
     except (ApiError, helpers.BulkIndexError) as exc:
         raise ConfigError(f"{index}: documents rejected: {str(exc)[:300]}") from exc

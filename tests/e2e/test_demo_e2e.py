@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import helpers
 
+from precog.io.elasticsearch import elasticsearch_client
 from precog.namespace import drop_namespace
 from precog.pipeline_demo import run
 from precog.settings import Settings
@@ -26,7 +27,7 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         result = run(base, namespace=ns, quick=True, home=tmp_path / "home",
                      report_dir=tmp_path / "report")
         settings = base.model_copy(update={"namespace": ns})
-        es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        es = elasticsearch_client(settings)
         for name in ("alerts", "pipeline-health", "metrics"):
             es.indices.refresh(index=settings.index(name))
 

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
 from precog.avro import Codec
+from precog.io.elasticsearch import elasticsearch_client
 from precog.monitor.drift import ConceptDrift
 from precog.settings import Settings
 from tests.e2e.helpers import decode_all, read_topic, running_worker, wait_for
@@ -99,7 +100,7 @@ def produce(settings: Settings, topic: str, schema: str, records: list[dict]) ->
 
 
 def es_client(settings: Settings) -> Elasticsearch:
-    return Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    return elasticsearch_client(settings)
 
 
 def es_alerts(es: Elasticsearch, settings: Settings) -> list[dict[str, Any]]:

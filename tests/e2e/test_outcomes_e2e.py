@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Producer
-from elasticsearch import Elasticsearch
 from sklearn import metrics as skm
 
 from precog.avro import Codec
+from precog.io.elasticsearch import elasticsearch_client
 from precog.settings import Settings
 from precog.spec import parse_duration
 from tests.e2e.helpers import WorkerProcess, decode_all, read_topic, wait_for
@@ -132,7 +132,7 @@ def test_metrics_equal_sklearn_and_documents_get_outcomes(settings: Settings, tm
         assert {r["event_id"] for r in labeled} == set(expected)
         assert all(r["outcome"] == expected[r["event_id"]]["label"] for r in labeled)
 
-        es = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+        es = elasticsearch_client(settings)
         index = settings.index("metrics")
 
         def latest_cumulative() -> dict[str, dict] | None:

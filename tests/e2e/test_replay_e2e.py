@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient
-from elasticsearch import Elasticsearch, helpers
+from elasticsearch import helpers
 from precog.pipelines.train import train
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from precog.avro import Codec
-from precog.namespace import drop_namespace, redis_client, setup_namespace
+from precog.io.elasticsearch import elasticsearch_client
+from precog.io.redis import redis_client
+from precog.namespace import drop_namespace, setup_namespace
 from precog.replay.compare import LEADER, latest_outcomes
 from precog.replay.runner import (
     compare_namespaces,
@@ -82,7 +84,7 @@ def _kafka_snapshot(s: Settings) -> dict[str, Any]:
 
 
 def _es_snapshot(s: Settings) -> dict[str, Any]:
-    with Elasticsearch(**s.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(s) as es:  # type: ignore[arg-type]
         names = sorted(es.indices.get(index=f"{s.namespace}-*", expand_wildcards="all"))
         out: dict[str, Any] = {}
         for name in names:
@@ -129,7 +131,7 @@ class Production:
 
 
 def _wait_docs(s: Settings, expected: int, timeout: float = 60) -> int:
-    with Elasticsearch(**s.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(s) as es:  # type: ignore[arg-type]
         deadline, count = time.monotonic() + timeout, -1
         while time.monotonic() < deadline:
             es.indices.refresh(index=s.index("predictions"))
@@ -285,7 +287,7 @@ def test_same_models_and_code_reproduce_every_score_and_dead_letter(production, 
     n = len(outcomes.keys() & left.keys())
     _assert_metrics(report, "left", expected, n)
     _assert_metrics(report, "right", expected, n)
-    with Elasticsearch(**parallel.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(parallel) as es:  # type: ignore[arg-type]
         kinds = Counter(h["_source"]["kind"] for h in helpers.scan(
             es, index=parallel.index("replay-compare")))
     assert kinds == {"summary": 1, "model": 2, "metrics": 6}

@@ -13,6 +13,7 @@ from elasticsearch import Elasticsearch
 from precog.pipelines.train import train
 from precog.services.control import publish_roles, read_roles
 
+from precog.io.elasticsearch import elasticsearch_client
 from precog.registry import ModelRegistry
 from precog.roles import ModelRef, set_leader
 from precog.settings import Settings
@@ -33,7 +34,7 @@ def _trained(settings: Settings, tmp_path: Path, events: int = 12_000, seed: int
 
 
 def _es(settings: Settings) -> Elasticsearch:
-    return Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    return elasticsearch_client(settings)
 
 
 def _wait_for_documents(es: Elasticsearch, index: str, expected: int, timeout: float = 60) -> int:

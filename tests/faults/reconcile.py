@@ -7,45 +7,21 @@ offset). Lost = offsets with neither; duplicates = extra predictions of one offs
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
 from precog.avro import Codec
+from precog.io import kafka
 from precog.settings import Settings
 
 
 def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every message of ``topic`` up to its current end (all partitions)."""
-    consumer = Consumer({**settings.kafka.confluent_config(), "group.id": "precog-reconcile",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    meta = consumer.list_topics(topic, timeout=10)
-    parts = list(meta.topics[topic].partitions)
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts}
-    todo = {p for p in parts if ends[p] > 0}
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
     try:
-        while todo and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=1.0):
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise RuntimeError(f"reading {topic}: {err}")
-                    continue
-                out.append(msg)
-                if msg.offset() >= ends[msg.partition()] - 1:
-                    todo.discard(msg.partition())
-    finally:
-        consumer.close()
-    if todo:
-        raise AssertionError(f"{topic}: partitions {sorted(todo)} not read to their end")
-    return out
+        return list(kafka.read_to_end(settings, topic, "precog-reconcile", idle_timeout=timeout))
+    except TimeoutError as exc:
+        raise AssertionError(f"{topic}: not read to its end ({exc})") from None
 
 
 @dataclass

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
 from precog.services.control import publish_roles, read_roles
 
 from precog import stack as local_stack
 from precog.avro import Codec
+from precog.io.elasticsearch import elasticsearch_client
 from precog.namespace import apply_index_templates, ensure_topics
 from precog.settings import ElasticsearchSettings, Settings
 from precog.workers import REPO, WorkerProcess, metric_total
@@ -448,7 +448,7 @@ def _assert_nothing_lost(run: Run, n: int) -> None:
 def _prediction_documents(ns: Settings) -> tuple[set[str], Counter[tuple[int, int]]]:
     """Ids of ``{ns}-predictions`` (after a refresh) and documents per source offset."""
     index = ns.index("predictions")
-    with Elasticsearch(**ns.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(ns) as es:  # type: ignore[arg-type]
         es.indices.refresh(index=index)
         ids: set[str] = set()
         per_offset: Counter[tuple[int, int]] = Counter()

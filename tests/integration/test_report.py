@@ -16,6 +16,7 @@ from elasticsearch import Elasticsearch, helpers
 
 from precog.dashboards import DateHistogram, Histogram, Terms, bucket_name, dashboards
 from precog.dashboards import load_templates as load_kibana_templates
+from precog.io.elasticsearch import elasticsearch_client
 from precog.report import write_report
 from precog.settings import Settings
 
@@ -120,7 +121,7 @@ def _is_png(path: Path) -> bool:
 
 @pytest.fixture
 def es(settings: Settings) -> Any:
-    client = Elasticsearch(**settings.elasticsearch.client_kwargs())  # type: ignore[arg-type]
+    client = elasticsearch_client(settings)
     yield client
     client.close()
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from precog import stack as local_stack
-from precog.namespace import redis_client
+from precog.io.redis import redis_client
 from precog.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,9 @@ from pydantic import SecretStr
 
 from precog import stack as local_stack
 from precog.errors import ServiceUnavailable
-from precog.namespace import redis_client
+from precog.io import health
+from precog.io.elasticsearch import elasticsearch_client
+from precog.io.redis import redis_client
 from precog.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -171,7 +173,7 @@ def test_kafka_refuses_plaintext_no_and_wrong_credentials(secure: Secure) -> Non
     bad = s.model_copy(update={"kafka": s.kafka.model_copy(
         update={"sasl_password": SecretStr(WRONG)})})
     with pytest.raises(ServiceUnavailable) as err:
-        local_stack.check_kafka(bad, timeout=5)
+        health.check_kafka(bad, timeout=5)
     assert s.kafka.bootstrap in str(err.value)
     assert "Authentication failed" in str(err.value)
     secure.assert_no_secret(str(err.value), "check_kafka's error")
@@ -206,7 +208,7 @@ def test_redis_with_credentials_reads_and_writes_others_are_refused(secure: Secu
         c.close()
         secure.assert_no_secret(str(exc.value), f"the Redis error ({what})")
         with pytest.raises(ServiceUnavailable) as err:
-            local_stack.check_redis(bad, timeout=3)
+            health.check_redis(bad, timeout=3)
         secure.assert_no_secret(str(err.value), f"check_redis's error ({what})")
         assert WRONG not in str(err.value)
 
@@ -220,7 +222,7 @@ def test_elasticsearch_user_gets_in_others_are_refused(secure: Secure) -> None:
     s = secure.client()
     assert s.elasticsearch.url.startswith("https://")
     index = f"secure-{uuid.uuid4().hex[:8]}"
-    with Elasticsearch(**s.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+    with elasticsearch_client(s) as es:  # type: ignore[arg-type]
         assert es.security.authenticate()["username"] == "precog"
         es.index(index=index, id="1", document={"a": 1}, refresh=True)
         assert es.get(index=index, id="1")["_source"] == {"a": 1}
@@ -237,7 +239,7 @@ def test_elasticsearch_user_gets_in_others_are_refused(secure: Secure) -> None:
         update={"url": s.elasticsearch.url.replace("https://", "http://")})})
     for bad in (plain, s.model_copy(update={"elasticsearch": wrong})):
         with pytest.raises(ServiceUnavailable) as err:
-            local_stack.check_elasticsearch(bad, timeout=5)
+            health.check_elasticsearch(bad, timeout=5)
         assert not any(x in str(err.value) for x in [*secrets, WRONG])
 
 
@@ -292,7 +294,6 @@ def test_stack_status_and_env_cli(secure: Secure) -> None:
 
 def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
         secure: Secure, tmp_path: Path) -> None:
-    from elasticsearch import Elasticsearch
     from precog.pipelines.train import train
 
     from precog.namespace import drop_namespace, setup_namespace
@@ -319,7 +320,7 @@ def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
             n = 300
             produce_live(s, spec, n, 300.0, SimConfig(seed=5, garbage_fraction=0.0),
                          progress=False, outcome_wait_s=0)
-            with Elasticsearch(**s.elasticsearch.client_kwargs()) as es:  # type: ignore[arg-type]
+            with elasticsearch_client(s) as es:  # type: ignore[arg-type]
                 def indexed() -> bool:
                     es.indices.refresh(index=f"{ns}-predictions*", ignore_unavailable=True)
                     got = es.count(index=f"{ns}-predictions*", ignore_unavailable=True)

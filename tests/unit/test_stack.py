@@ -206,8 +206,10 @@ def test_port_in_use_names_the_holder() -> None:
 
 
 def test_redact_hides_credentials() -> None:
-    assert stack.redacted("rediss://u:p@h:6380/1") == "rediss://h:6380/1"
-    assert stack.redacted("http://127.0.0.1:19200") == "http://127.0.0.1:19200"
+    from precog.errors import redacted
+
+    assert redacted("rediss://u:p@h:6380/1") == "rediss://h:6380/1"
+    assert redacted("http://127.0.0.1:19200") == "http://127.0.0.1:19200"
 
 
 def test_tail_lines(tmp_path: Path) -> None:
