@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import scan
-from precog.services.control import publish_roles, read_roles
+from precog.services.model_control import publish_roles, read_roles
 
 from precog import stack as local_stack
 from precog.avro import Codec

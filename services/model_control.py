@@ -1,0 +1,141 @@
+"""Publish and read model roles on the compacted ``{ns}.model-control`` topic.
+
+One record per change, keyed by spec name, value ``Codec("model_control")``; the newest
+record for a key is the spec's current :class:`~precog.roles.Roles`.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+from precog.avro import Codec
+from precog.errors import ConfigError, ServiceUnavailable
+from precog.roles import Roles
+from precog.settings import Settings
+
+CONTROL_TOPIC = "model-control"
+_TIMEOUT = 10.0
+
+
+def encode_roles(roles: Roles) -> bytes:
+    """Single-object Avro bytes of ``roles``."""
+    return Codec.for_schema("model_control").encode(roles.to_record())
+
+
+def decode_roles(value: bytes | None) -> Roles | None:
+    """Roles from a model-control record value (None for a tombstone)."""
+    if value is None:
+        return None
+    return Roles.from_record(Codec.for_schema("model_control").decode(value))
+
+
+def publish_roles(settings: Settings, roles: Roles) -> None:
+    """Produce ``roles`` keyed by spec name and wait until the broker acknowledged it."""
+    topic = settings.topic(CONTROL_TOPIC)
+    producer = Producer(
+        settings.kafka.producer_config(acks="all", **{"enable.idempotence": True})
+    )
+    errors: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
+    try:
+        producer.produce(
+            topic, key=roles.spec.encode(), value=encode_roles(roles), on_delivery=delivered
+        )
+    except KafkaException as exc:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
+    if producer.flush(_TIMEOUT) > 0:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, "roles not acknowledged")
+    if errors:
+        err = errors[0]
+        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise _missing_topic(settings)
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, f"{topic}: {err.str()}")
+
+
+def read_roles(settings: Settings, spec_name: str) -> Roles | None:
+    """The spec's current roles: the last record for its key, or None if it has none.
+
+    Reads the topic from the beginning up to the high watermark of every partition.
+    """
+    topic = settings.topic(CONTROL_TOPIC)
+    consumer = Consumer(
+        {
+            **settings.kafka.confluent_config(),
+            "group.id": settings.group("control-reader"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        partitions = _partitions(consumer, settings, topic)
+        ends: dict[int, int] = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), _TIMEOUT)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return None
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        return _last_for_key(consumer, settings, spec_name.encode(), ends)
+    except KafkaException as exc:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
+    finally:
+        consumer.close()
+
+
+def _partitions(consumer: Consumer, settings: Settings, topic: str) -> list[int]:
+    try:
+        meta = consumer.list_topics(topic, timeout=_TIMEOUT)
+    except KafkaException as exc:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
+    tmeta = meta.topics.get(topic)
+    if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+        raise _missing_topic(settings)
+    return sorted(tmeta.partitions)
+
+
+def _last_for_key(
+    consumer: Consumer, settings: Settings, key: bytes, ends: dict[int, int]
+) -> Roles | None:
+    remaining = dict(ends)
+    found: Roles | None = None
+    idle = 0
+    while remaining:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            idle += 1
+            if idle > _TIMEOUT:
+                raise ServiceUnavailable(
+                    "kafka", settings.kafka.bootstrap, "timed out reading model-control"
+                )
+            continue
+        idle = 0
+        partition = int(msg.partition() or 0)
+        err = msg.error()
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                remaining.pop(partition, None)
+                continue
+            raise KafkaException(err)
+        if msg.key() == key:
+            found = decode_roles(msg.value())
+        if int(msg.offset() or 0) + 1 >= remaining.get(partition, 0):
+            remaining.pop(partition, None)
+    return found
+
+
+def _missing_topic(settings: Settings) -> ConfigError:
+    return ConfigError(
+        f"topic {settings.topic(CONTROL_TOPIC)} does not exist: run `precog setup` first"
+    )
