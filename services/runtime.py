@@ -1,6 +1,7 @@
 """The worker's runtime: the Faust app and what every agent shares (settings, codecs, clients).
 
-Agents are modules in ``services/agents`` exposing ``register(rt: Runtime) -> None``.
+Agents are modules in ``services/agents`` exposing ``register(rt: Runtime) -> None``;
+``services/worker.py`` lists them in its ``AGENTS`` table.
 """
 
 from __future__ import annotations
