@@ -207,7 +207,7 @@ def register(rt: Runtime) -> None:
         help="pending predictions, early outcomes and dedup markers by event id",
     )
     join = OutcomeJoin(rt, table)
-    rt.join = join  # type: ignore[attr-defined]  # for /health and tests
+    rt.join = join
     rekeyed = rt.settings.topic(REKEYED_OUTCOMES_TOPIC)
     source = rt.app.topic(
         rt.settings.topic("predictions"), rekeyed,

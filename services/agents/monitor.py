@@ -240,7 +240,7 @@ def register(rt: Runtime) -> None:
     """Declare the monitor's agents and its publishing timer."""
     ns = rt.settings.namespace
     agent = MonitorAgent(rt)
-    rt.monitor = agent  # type: ignore[attr-defined]  # for tests and /health
+    rt.monitor = agent
 
     async def on_labeled(event: Any) -> None:
         _guard(agent.on_labeled, event.message.value)

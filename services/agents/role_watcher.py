@@ -123,16 +123,13 @@ class RoleWatcher:
 
 def register(rt: Runtime) -> None:
     """Start the role watcher when the app starts; stop it with the app."""
-    holder: dict[str, RoleWatcher] = {}
-
     @rt.app.task
     async def watch_roles() -> None:
-        watcher = RoleWatcher(rt, asyncio.get_running_loop())
-        holder["w"] = watcher
-        watcher.start()
+        rt.role_watcher = RoleWatcher(rt, asyncio.get_running_loop())
+        rt.role_watcher.start()
 
     async def stop() -> None:
-        if "w" in holder:
-            holder["w"].stop()
+        if rt.role_watcher is not None:
+            rt.role_watcher.stop()
 
     rt.on_stop.append(stop)
