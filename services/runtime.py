@@ -226,9 +226,13 @@ class Runtime:
 
     def topic(self, name: str, **kwargs: Any) -> faust.TopicT:
         """The raw-bytes Faust topic ``{ns}.<name>`` (one object per name)."""
+        return self.kafka_topic(self.settings.topic(name), **kwargs)
+
+    def kafka_topic(self, name: str, **kwargs: Any) -> faust.TopicT:
+        """The raw-bytes Faust topic of a full topic name (one object per name)."""
         if name not in self._topics:
             self._topics[name] = self.app.topic(
-                self.settings.topic(name),
+                name,
                 key_type=bytes,
                 value_type=bytes,
                 key_serializer="raw",
