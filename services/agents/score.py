@@ -123,6 +123,8 @@ def _encode_predictions(
     limit: int,
 ) -> tuple[list[tuple[_Valid, OutRecord]], list[Failed]]:
     """Prediction records of the batch, encoded; a record that cannot be is a failure."""
+    if not valid:  # every record failed before: nothing to score
+        return [], []
     spec = rt.spec
     entity_field, id_field, time_field = (
         spec.event.entity_field, spec.event.id_field, spec.event.time_field,
@@ -200,8 +202,8 @@ async def score_events(
             # a record that cannot be published must not move its entity's state:
             # featurize the batch again without it (the chains are pure functions)
             failed += bad
-            dropped = {id(f.origin) for f in bad}
-            valid = [v for v in kept if id(v.origin) not in dropped]
+            dropped = {f.origin for f in bad}  # (topic, partition, offset): one record
+            valid = [v for v in kept if v.origin not in dropped]
     await send_dead_letters(rt, producer, failed)
     if out:
         await producer.produce(rt.settings.topic("predictions"), [rec for _, rec in out],

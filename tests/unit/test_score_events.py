@@ -175,6 +175,52 @@ def test_a_redelivered_batch_keeps_its_prediction_ids_and_moves_no_state(
     assert store.writes[1] == {}
 
 
+def test_records_too_large_to_publish_go_to_the_dlq_and_leave_every_state_alone(
+    spec: PipelineSpec,
+) -> None:
+    rt, effects = runtime(spec), []
+    store, producer = MemoryStore(effects), RecordingProducer(effects, record_limit=100)
+
+    assert run(rt, store, producer, batch(seeded_events())) == 0
+
+    dead = producer.on(rt.settings.topic("dlq"))
+    stages = [d.header("precog.stage") for d in dead]
+    assert stages == [b"decode", b"validate"] + [b"encode"] * 30
+    assert [r["error_class"] for r in decoded(dead, "dead_letter")][2:] == ["RecordTooLarge"] * 30
+    assert producer.on(rt.settings.topic("predictions")) == []
+    assert store.writes == [] and store.data == {}
+    assert [e[0] for e in effects] == ["read", "produce"]
+
+
+def test_one_record_too_large_is_dropped_and_the_batch_featurized_again_without_it(
+    spec: PipelineSpec,
+) -> None:
+    valid = seeded_events(8)
+    big = {**valid[3], "event_id": "e" * 200}  # its prediction is ~400 bytes longer
+    plain = RecordingProducer()
+    run(runtime(spec), MemoryStore(), plain, batch(seeded_events(8))[:5])
+    limit = max(len(r.key or b"") + len(r.value) for r in plain.sent) + 100
+    codec = Codec.for_schema("transaction")
+    events = [event(SOURCE, 0, o, codec.encode(e)) for o, e in enumerate(
+        [*valid[:3], big, *valid[3:]])]
+    rt, store, producer = runtime(spec), MemoryStore(), RecordingProducer(record_limit=limit)
+
+    assert run(rt, store, producer, events) == 8
+
+    dead = producer.on(rt.settings.topic("dlq"))
+    assert [(d.header("precog.offset"), d.header("precog.stage")) for d in dead] == [
+        (b"3", b"encode")]
+    preds = decoded(producer.on(rt.settings.topic("predictions")), "prediction")
+    frame = build_training_frame(spec, valid)  # as if the big record had never come
+    assert [p["event_id"] for p in preds] == frame.event_ids
+    assert [[f["value"] for f in p["features"]] for p in preds] == frame.X.tolist()
+    fz, expected = Featurizer(spec), {}
+    for ev, offset in zip(valid, [0, 1, 2, 4, 5, 6, 7, 8], strict=True):
+        _, expected[ev["card_id"]] = fz.featurize(expected.get(ev["card_id"]), ev)
+        expected[ev["card_id"]].applied = {"0": offset}
+    assert store.states() == expected
+
+
 def test_an_unavailable_store_is_waited_for_and_the_batch_comes_out_the_same(
     spec: PipelineSpec,
 ) -> None:
