@@ -467,13 +467,13 @@ def reachable_elasticsearch(settings: Settings) -> Any:
 
 
 def _current_roles(settings: Settings, spec: PipelineSpec) -> Roles | None:
-    from precog.services.control import read_roles
+    from precog.services.model_control import read_roles
 
     return read_roles(settings, spec.name)
 
 
 def _publish(settings: Settings, roles: Roles) -> None:
-    from precog.services.control import publish_roles
+    from precog.services.model_control import publish_roles
 
     publish_roles(settings, roles)
 

@@ -2,7 +2,7 @@
 
 A :class:`Roles` value is one record of ``schemas/model_control.v1.avsc``. Every
 transition returns a new value with ``revision + 1``; nothing here does I/O
-(``services/control.py`` publishes and reads them).
+(``services/model_control.py`` publishes and reads them).
 
 >>> r = initial_roles("fraud", ModelRef("lgbm", 1), [ModelRef("logreg", 1)], at=0, by="t")
 >>> r = set_leader(r, ModelRef("lgbm", 2), at=1, by="t")

@@ -49,9 +49,32 @@ def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port nothing listens on right now (the kernel's pick)."""
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports (held open together, so the kernel cannot repeat one)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def second_stack_settings(home: Path, **extra: Any) -> Settings:
+    """Settings of a second local stack in ``home`` on five free ports (docs/stack.md).
+
+    Its clients follow those ports unless ``PRECOG_KAFKA_BOOTSTRAP``/``_REDIS_URL``/
+    ``_ELASTICSEARCH_URL`` are set, which the caller clears when they would point elsewhere.
+    """
+    kafka, controller, redis, es, transport = free_ports(5)
+    return Settings(stack={"home": home, "kafka_port": kafka, "kafka_controller_port": controller,
+                           "redis_port": redis, "elasticsearch_port": es,
+                           "elasticsearch_transport_port": transport, **extra})
 
 
 def worker_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from precog.services.reliability import OutRecord, produce_all
+from precog.services.reliability import OutRecord, Producer
 from precog.services.runtime import Runtime, now_ms
 
 from precog.scoring import EventContext, dead_letter
@@ -40,7 +40,7 @@ def _out_record(rt: Runtime, failed: Failed) -> OutRecord:
     return record["key"], rt.codec("dead_letter").encode(record), headers, failed.timestamp
 
 
-async def send_dead_letters(rt: Runtime, failed: Sequence[Failed]) -> None:
+async def send_dead_letters(rt: Runtime, producer: Producer, failed: Sequence[Failed]) -> None:
     """Send every record of ``failed`` to ``{ns}.dlq`` with its reason; wait for the acks.
 
     A dead letter is always small enough to send (:func:`precog.scoring.dead_letter`
@@ -48,11 +48,12 @@ async def send_dead_letters(rt: Runtime, failed: Sequence[Failed]) -> None:
     """
     if failed:
         records = [_out_record(rt, f) for f in failed]
-        await produce_all(rt, rt.settings.topic("dlq"), records, "dead letters")
+        await producer.produce(rt.settings.topic("dlq"), records, "dead letters")
 
 
 async def send_dead_letter(
     rt: Runtime,
+    producer: Producer,
     origin: EventContext,
     stage: str,
     error: BaseException,
@@ -61,4 +62,4 @@ async def send_dead_letter(
     timestamp: float | None = None,
 ) -> None:
     """:func:`send_dead_letters` for one record."""
-    await send_dead_letters(rt, [Failed(origin, stage, error, key, payload, timestamp)])
+    await send_dead_letters(rt, producer, [Failed(origin, stage, error, key, payload, timestamp)])

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import errors as aiokafka_errors
 from aiokafka.errors import KafkaError as AIOKafkaError
@@ -243,6 +243,43 @@ async def produce_all(rt: Any, topic: str, records: Sequence[OutRecord], what: s
             raise error or next(r for r in results if isinstance(r, BaseException))
 
     await until_available(rt.health, what, attempt)
+
+
+class Producer(Protocol):
+    """Where an agent's records go: the worker's Kafka producer (:class:`AppProducer`), or
+    a recorder in unit tests. Topics are full names (``{ns}.predictions``)."""
+
+    @property
+    def record_limit(self) -> int:
+        """Largest key + value, in bytes, of one record (:func:`record_limit`)."""
+        ...
+
+    async def produce(self, topic: str, records: Sequence[OutRecord], what: str) -> None:
+        """Send ``records`` and return once Kafka acknowledged every one (:func:`produce_all`)."""
+        ...
+
+    async def send(self, topic: str, records: Sequence[OutRecord]) -> None:
+        """Hand ``records`` to the producer in order, without waiting for their acknowledgement."""
+        ...
+
+
+class AppProducer:
+    """:class:`Producer` over the worker's Faust app (``rt.app.producer``)."""
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+
+    @property
+    def record_limit(self) -> int:
+        return record_limit(self.rt.app)
+
+    async def produce(self, topic: str, records: Sequence[OutRecord], what: str) -> None:
+        await produce_all(self.rt, topic, records, what)
+
+    async def send(self, topic: str, records: Sequence[OutRecord]) -> None:
+        channel = self.rt.kafka_topic(topic)
+        for key, value, headers, timestamp in records:
+            await channel.send(key=key, value=value, headers=headers, timestamp=timestamp)
 
 
 async def consume_in_batches(

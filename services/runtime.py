@@ -1,6 +1,7 @@
 """The worker's runtime: the Faust app and what every agent shares (settings, codecs, clients).
 
-Agents are modules in ``services/agents`` exposing ``register(rt: Runtime) -> None``.
+Agents are modules in ``services/agents`` exposing ``register(rt: Runtime) -> None``;
+``services/worker.py`` lists them in its ``AGENTS`` table.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from precog.services import transport
@@ -23,6 +25,11 @@ from precog.avro import Codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
+
+if TYPE_CHECKING:  # the agents import this module
+    from precog.services.agents.join import OutcomeJoin
+    from precog.services.agents.monitor import MonitorAgent
+    from precog.services.agents.role_watcher import RoleWatcher
 
 log = logging.getLogger("precog.worker")
 
@@ -196,10 +203,17 @@ class Runtime:
     worker_name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     last_batch_time: float | None = None
     code_version: str = "unknown"
+    #: names of the registered agents (services/worker.py ``AGENTS``), in order
     agents: list[str] = field(default_factory=list)
-    on_stop: list[Any] = field(default_factory=list)
+    #: awaited in order when the app stops (close clients, flush, a last tick)
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     #: set when the worker begins to stop: offsets held from then on are not a stall
     stopping: bool = False
+    #: the agents' own state, set by their ``register`` (None when the agent is not run):
+    #: the role watcher once the app has started it, the join and the monitor
+    role_watcher: RoleWatcher | None = None
+    join: OutcomeJoin | None = None
+    monitor: MonitorAgent | None = None
     _es: Any = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
@@ -212,9 +226,13 @@ class Runtime:
 
     def topic(self, name: str, **kwargs: Any) -> faust.TopicT:
         """The raw-bytes Faust topic ``{ns}.<name>`` (one object per name)."""
+        return self.kafka_topic(self.settings.topic(name), **kwargs)
+
+    def kafka_topic(self, name: str, **kwargs: Any) -> faust.TopicT:
+        """The raw-bytes Faust topic of a full topic name (one object per name)."""
         if name not in self._topics:
             self._topics[name] = self.app.topic(
-                self.settings.topic(name),
+                name,
                 key_type=bytes,
                 value_type=bytes,
                 key_serializer="raw",

@@ -116,4 +116,6 @@ class Transport(faust_aiokafka.Transport):
     Producer = _Producer
 
 
-TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"
+# by its installed name, not ``__name__``: pytest's doctest collection imports this file a
+# second time as ``services.transport``, which must not register a second Transport class
+TRANSPORTS.aliases[SCHEME] = "precog.services.transport:Transport"

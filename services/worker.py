@@ -2,38 +2,60 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
+from collections.abc import Callable, Iterable
 
 import faust
 from precog.services import watchdog, web
+from precog.services.agents import index, join, monitor, role_watcher, score
 from precog.services.runtime import Runtime, create_app, install_event_loop, run_worker
 
+from precog.errors import ConfigError
 from precog.settings import Settings
 from precog.spec import load_spec
 
 log = logging.getLogger("precog.worker")
 
-#: Agent modules in services/agents, registered in this order.
-DEFAULT_AGENTS = ("control", "score", "index", "join", "monitor")
+#: Every agent by the name ``--agents`` knows it by, in registration order. ``control``
+#: is the role watcher (hot reload of the model set).
+AGENTS: dict[str, Callable[[Runtime], None]] = {
+    "control": role_watcher.register,
+    "score": score.register,
+    "index": index.register,
+    "join": join.register,
+    "monitor": monitor.register,
+}
+DEFAULT_AGENTS = tuple(AGENTS)
+
+
+def agent_names(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` stripped of blanks, each checked against :data:`AGENTS`.
+
+    >>> agent_names(["control", " score ", ""])
+    ('control', 'score')
+    >>> agent_names(["score", "scoring"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: unknown agent 'scoring'; choose from control, score, index, ...
+    """
+    chosen = tuple(n.strip() for n in names if n.strip())
+    unknown = [n for n in chosen if n not in AGENTS]
+    if unknown:
+        raise ConfigError(f"unknown agent{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(map(repr, unknown))}; choose from {', '.join(AGENTS)}")
+    return chosen
 
 
 def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) -> Runtime:
-    """A Runtime with the named agents registered (missing optional agents are skipped)."""
+    """A Runtime with the named agents of :data:`AGENTS` registered, in the order given."""
     from precog.registry import code_version
 
+    names = agent_names(agents)
     spec = load_spec(settings.spec)
-    rt = Runtime(settings=settings, spec=spec, app=create_app(settings))
-    rt.code_version = code_version(settings)
-    for name in agents:
-        try:
-            module = importlib.import_module(f"precog.services.agents.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"precog.services.agents.{name}":
-                raise
-            log.warning("agent %s is not available; skipping", name)
-            continue
-        module.register(rt)
+    rt = Runtime(settings=settings, spec=spec, app=create_app(settings),
+                 code_version=code_version(settings))
+    for name in names:
+        AGENTS[name](rt)
         rt.agents.append(name)
     web.register(rt)
     watchdog.register(rt)

@@ -68,7 +68,7 @@ def naive(settings: Settings, index: bool) -> faust.App:
     from precog.io.redis import async_redis_client
     from precog.registry import ModelRegistry, code_version
     from precog.scoring import EventContext, make_model_set, prediction_documents, prediction_record
-    from precog.services.control import read_roles
+    from precog.services.model_control import read_roles
     from precog.services.runtime import create_app, now_ms
     from precog.spec import load_spec
     from precog.validation import check_event

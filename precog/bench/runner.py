@@ -136,7 +136,7 @@ class Lab:
     def namespace(self, challengers: int = 1) -> Settings:
         """A fresh namespace with topics, templates and roles published."""
         from precog.namespace import setup_namespace
-        from precog.services.control import publish_roles
+        from precog.services.model_control import publish_roles
 
         s = self.template.model_copy(update={"namespace": "bench" + uuid.uuid4().hex[:8]})
         setup_namespace(s, self.spec)

@@ -64,7 +64,7 @@ def _roles_line(roles: Roles) -> str:
 @app.command("list")
 def list_models(spec: SpecOption = None) -> None:
     """Every registered version with holdout metrics and its current role."""
-    from precog.services.control import read_roles
+    from precog.services.model_control import read_roles
 
     settings, pipeline, registry = _context(spec)
     metas = registry.list()
@@ -160,7 +160,7 @@ def verify_ref(registry: ModelRegistry, pipeline: PipelineSpec, ref: ModelRef) -
 
 
 def _change(spec: Path | None, change: str, ref: ModelRef | None, reason: str) -> None:
-    from precog.services.control import publish_roles, read_roles
+    from precog.services.model_control import publish_roles, read_roles
 
     settings, pipeline, registry = _context(spec)
     if ref is not None:

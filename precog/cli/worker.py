@@ -18,12 +18,9 @@ def worker(
     loglevel: str = typer.Option("info", help="debug | info | warning | error"),
 ) -> None:
     """Run until interrupted; /health and /metrics on PRECOG_WORKER_WEB_PORT (6066)."""
-    from precog.services.worker import DEFAULT_AGENTS, run
+    from precog.services.worker import agent_names, run
 
-    chosen = tuple(a.strip() for a in agents.split(",") if a.strip())
-    unknown = set(chosen) - set(DEFAULT_AGENTS)
-    if unknown:
-        raise ConfigError(f"unknown agents {sorted(unknown)}; choose from {list(DEFAULT_AGENTS)}")
+    chosen = agent_names(agents.split(","))
     if loglevel not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"bad --loglevel {loglevel!r}")
     settings = get_settings()

@@ -177,7 +177,7 @@ def copy_roles(source: Settings, target: Settings, spec: PipelineSpec, *, by: st
     ``PRECOG_NAMESPACE`` set to the target).
     """
     from precog.namespace import ensure_topics
-    from precog.services.control import publish_roles, read_roles
+    from precog.services.model_control import publish_roles, read_roles
 
     _distinct(source, target)
     roles = read_roles(source, spec.name)

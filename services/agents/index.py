@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
 from precog.services.dlq import Failed, send_dead_letters
-from precog.services.reliability import consume_in_batches, release
+from precog.services.reliability import AppProducer, consume_in_batches, release
 from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError
@@ -224,7 +224,7 @@ async def index_events(
     failed: list[tuple[Any, Exception]] = list(bad)
     rejected = await bulk_until_acknowledged(rt, docs) if docs else []
     failed += [(d.owner, IndexRejected(f"{d.doc_id}: {reason}")) for d, reason in rejected]
-    await send_dead_letters(rt, [_failed(event, exc) for event, exc in failed])
+    await send_dead_letters(rt, AppProducer(rt), [_failed(event, exc) for event, exc in failed])
     done = len(docs) - len(rejected)
     rt.metrics.documents_indexed.labels(rt.settings.index("predictions")).inc(done)
     return done

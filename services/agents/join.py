@@ -31,10 +31,11 @@ import faust
 from precog.services.agents.index import update_documents
 from precog.services.dlq import Failed, send_dead_letter, send_dead_letters
 from precog.services.reliability import (
+    AppProducer,
     OutRecord,
+    Producer,
     consume_in_batches,
     for_each_event,
-    produce_all,
     release,
 )
 from precog.services.runtime import Runtime
@@ -103,16 +104,22 @@ class JoinMetrics:
 
 
 class OutcomeJoin:
-    """The join agent's state and effects."""
+    """The join agent's state and effects.
 
-    def __init__(self, rt: Runtime, table: Any) -> None:
+    ``table`` holds the join state by event id (the Faust table in the worker; any mutable
+    mapping will do); ``producer`` takes the labeled records and the dead letters.
+    """
+
+    def __init__(self, rt: Runtime, table: MutableMapping[str, Any], producer: Producer) -> None:
         self.rt = rt
         self.table = table
+        self.producer = producer
         self.window_ms = parse_duration(rt.spec.outcome.label_window)
         self.states: dict[int, JoinState] = {}
         self.updates: dict[str, tuple[dict[str, Any], int]] = {}
         self.metrics = JoinMetrics(rt)
         self.predictions_topic = rt.settings.topic("predictions")
+        self.labeled_topic = rt.settings.topic("labeled")
         self.prediction_codec = rt.codec("prediction")
         self.outcome_codec = rt.codec(rt.spec.outcome.schema_name)
         self.labeled_codec = rt.codec("labeled")
@@ -131,6 +138,11 @@ class OutcomeJoin:
             self.states.pop(p, None)
 
     async def handle(self, event: Any) -> None:
+        """One prediction or re-keyed outcome: join, expire, send what resulted.
+
+        An undecodable record is dead-lettered (and acknowledged); the labeled records
+        are handed to the producer without waiting for Kafka's acknowledgement.
+        """
         msg = event.message
         st = self.state(msg.partition)
         before = st.counters.as_dict()
@@ -141,17 +153,17 @@ class OutcomeJoin:
                 out = st.on_outcome(self.outcome_codec.decode(msg.value))
         except EventError as exc:
             origin = EventContext(msg.topic, msg.partition, msg.offset)
-            await send_dead_letter(self.rt, origin, "join", exc, msg.key, msg.value,
-                                   msg.timestamp)
+            await send_dead_letter(self.rt, self.producer, origin, "join", exc, msg.key,
+                                   msg.value, msg.timestamp)
             return
         out.extend(st.expire())
         self.metrics.add(before, st.counters)
         await self.emit(out)
 
     async def emit(self, out: JoinOutput) -> None:
-        labeled = self.rt.topic("labeled")
         for rec in out.labeled:
-            await labeled.send(key=rec["model_id"].encode(), value=self.labeled_codec.encode(rec))
+            await self.producer.send(self.labeled_topic, [
+                (rec["model_id"].encode(), self.labeled_codec.encode(rec), None, None)])
             doc_id = f"{rec['prediction_id']}:{rec['model_id']}:{rec['version']}"
             self.updates[doc_id] = ({"outcome_label": rec["outcome"],
                                      "outcome_time": rec["outcome_time"]}, 0)
@@ -206,8 +218,9 @@ def register(rt: Runtime) -> None:
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="pending predictions, early outcomes and dedup markers by event id",
     )
-    join = OutcomeJoin(rt, table)
-    rt.join = join  # type: ignore[attr-defined]  # for /health and tests
+    producer = AppProducer(rt)
+    join = OutcomeJoin(rt, table, producer)
+    rt.join = join
     rekeyed = rt.settings.topic(REKEYED_OUTCOMES_TOPIC)
     source = rt.app.topic(
         rt.settings.topic("predictions"), rekeyed,
@@ -218,8 +231,8 @@ def register(rt: Runtime) -> None:
     async def rekey_agent(stream: Any) -> None:
         async def handle(events: list[Any]) -> None:
             out, failed = rekey_outcomes(rt, events)
-            await send_dead_letters(rt, failed)
-            await produce_all(rt, rekeyed, out, "join: re-key outcomes")
+            await send_dead_letters(rt, producer, failed)
+            await producer.produce(rekeyed, out, "join: re-key outcomes")
             await release(stream, events)
 
         await consume_in_batches(rt, stream, "outcome-rekey", REKEY_BATCH, REKEY_WITHIN, handle)

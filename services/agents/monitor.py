@@ -22,7 +22,7 @@ from elasticsearch import ApiError, ConnectionTimeout
 from elasticsearch import ConnectionError as ESConnectionError
 from elasticsearch.helpers import async_streaming_bulk
 from precog.services.agents.index import RETRYABLE_STATUS, update_documents
-from precog.services.reliability import for_each_event, produce_all
+from precog.services.reliability import AppProducer, Producer, for_each_event
 from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError, PrecogError
@@ -77,10 +77,11 @@ def registry_references(rt: Runtime) -> Any:
 
 
 class MonitorAgent:
-    """Decode, call :class:`Monitor`, publish."""
+    """Decode, call :class:`Monitor`, publish (metrics and alerts through ``producer``)."""
 
-    def __init__(self, rt: Runtime, monitor: Monitor | None = None) -> None:
+    def __init__(self, rt: Runtime, producer: Producer, monitor: Monitor | None = None) -> None:
         self.rt = rt
+        self.producer = producer
         self.monitor = monitor or Monitor(monitor_config(rt), registry_references(rt))
         self.source = rt.spec.name
         self.outlier_updates: dict[str, tuple[dict[str, Any], int]] = {}
@@ -161,10 +162,10 @@ class MonitorAgent:
             log.warning("ALERT %s: %s", alert["kind"], alert["message"])
         s = self.rt.settings
         metrics_codec, alert_codec = self.rt.codec("metrics"), self.rt.codec("alert")
-        await produce_all(self.rt, s.topic("metrics"), [
+        await self.producer.produce(s.topic("metrics"), [
             (r["model_id"].encode(), metrics_codec.encode(r), None, None) for r in out.metrics
         ], "monitor: publish metrics")
-        await produce_all(self.rt, s.topic("alerts"), [
+        await self.producer.produce(s.topic("alerts"), [
             (a["alert_id"].encode(), alert_codec.encode(a), None, None) for a in out.alerts
         ], "monitor: publish alerts")
         actions = [{"_op_type": "index", "_index": s.index("metrics"),
@@ -239,8 +240,8 @@ def _monitor_agent(rt: Runtime, topic: str, name: str, handle: Any) -> None:
 def register(rt: Runtime) -> None:
     """Declare the monitor's agents and its publishing timer."""
     ns = rt.settings.namespace
-    agent = MonitorAgent(rt)
-    rt.monitor = agent  # type: ignore[attr-defined]  # for tests and /health
+    agent = MonitorAgent(rt, AppProducer(rt))
+    rt.monitor = agent
 
     async def on_labeled(event: Any) -> None:
         _guard(agent.on_labeled, event.message.value)

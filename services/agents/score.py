@@ -22,12 +22,17 @@ from typing import Any
 
 import numpy as np
 from precog.services.dlq import Failed, send_dead_letters
-from precog.services.feature_store import RedisOnlineStore, StateLost, committed_offsets
+from precog.services.feature_store import (
+    OnlineStore,
+    RedisOnlineStore,
+    StateLost,
+    committed_offsets,
+)
 from precog.services.reliability import (
+    AppProducer,
     OutRecord,
+    Producer,
     consume_in_batches,
-    produce_all,
-    record_limit,
     release,
     until_available,
 )
@@ -35,6 +40,7 @@ from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError, ValidationError
 from precog.features import EntityState, Featurizer
+from precog.io.kafka import CONTROL_TOPIC
 from precog.monitor.alerts import make_alert
 from precog.scoring import EventContext, prediction_record, score_batch
 from precog.validation import check_event
@@ -115,8 +121,11 @@ def _featurize(
 
 def _encode_predictions(
     rt: Runtime, featurizer: Featurizer, models: Any, valid: list[_Valid], vectors: list[Any],
+    limit: int,
 ) -> tuple[list[tuple[_Valid, OutRecord]], list[Failed]]:
     """Prediction records of the batch, encoded; a record that cannot be is a failure."""
+    if not valid:  # every record failed before: nothing to score
+        return [], []
     spec = rt.spec
     entity_field, id_field, time_field = (
         spec.event.entity_field, spec.event.id_field, spec.event.time_field,
@@ -126,7 +135,6 @@ def _encode_predictions(
     scored_time = now_ms()
     codec = rt.codec("prediction")
     event_schema = rt.event_schema_label()
-    limit = record_limit(rt.app)
     out: list[tuple[_Valid, OutRecord]] = []
     failed: list[Failed] = []
     for i, (v, vec) in enumerate(zip(valid, vectors, strict=True)):
@@ -162,13 +170,16 @@ def _encode_predictions(
 
 
 async def score_events(
-    rt: Runtime, store: RedisOnlineStore, featurizer: Featurizer, events: Sequence[Any]
+    rt: Runtime, store: OnlineStore, producer: Producer, featurizer: Featurizer,
+    events: Sequence[Any],
 ) -> int:
     """Process one micro-batch; returns the number of predictions sent.
 
-    Every effect is acknowledged before this returns: predictions and dead letters by
-    Kafka, then the new entity states by Redis. Redis and Kafka being unavailable is waited
-    out (:func:`~precog.services.reliability.until_available`); a bad record goes to the DLQ.
+    Every effect is acknowledged before this returns: dead letters, then predictions, by
+    ``producer``, then the new entity states by ``store``. The store and the producer being
+    unavailable is waited out (:func:`~precog.services.reliability.until_available`); a bad
+    record goes to the DLQ. ``events`` are Faust events (``event.message``: topic,
+    partition, offset, key, value, timestamp); the Faust app itself is not used.
     """
     spec = rt.spec
     rt.metrics.events_in.labels(spec.name).inc(len(events))
@@ -181,22 +192,23 @@ async def score_events(
         entity_field = spec.event.entity_field
         entities = list(dict.fromkeys(str(v.record[entity_field]) for v in valid))
         states = await until_available(rt.health, "score: read entity state",
-                                       lambda: _read_states(rt, store, entities))
+                                       lambda: _read_states(rt, store, producer, entities))
         while True:
             kept, vectors, new_states, bad = _featurize(featurizer, states, valid)
             failed += bad
-            out, bad = _encode_predictions(rt, featurizer, models, kept, vectors)
+            out, bad = _encode_predictions(rt, featurizer, models, kept, vectors,
+                                           producer.record_limit)
             if not bad:
                 break
             # a record that cannot be published must not move its entity's state:
             # featurize the batch again without it (the chains are pure functions)
             failed += bad
-            dropped = {id(f.origin) for f in bad}
-            valid = [v for v in kept if id(v.origin) not in dropped]
-    await send_dead_letters(rt, failed)
+            dropped = {f.origin for f in bad}  # (topic, partition, offset): one record
+            valid = [v for v in kept if v.origin not in dropped]
+    await send_dead_letters(rt, producer, failed)
     if out:
-        await produce_all(rt, rt.settings.topic("predictions"), [rec for _, rec in out],
-                          "score: publish predictions")
+        await producer.produce(rt.settings.topic("predictions"), [rec for _, rec in out],
+                               "score: publish predictions")
         # every prediction acknowledged before the state moves on
         await until_available(rt.health, "score: write entity state",
                               lambda: store.write(new_states))
@@ -205,19 +217,19 @@ async def score_events(
 
 
 async def _read_states(
-    rt: Runtime, store: RedisOnlineStore, entities: list[str]
+    rt: Runtime, store: OnlineStore, producer: Producer, entities: list[str]
 ) -> dict[str, EntityState | None]:
     """The entities' states; raises :class:`StateLost` (after one alert) when the marker is gone."""
     try:
         states = await store.read(entities, check_marker=True)
     except StateLost as exc:
         if "redis-state" not in rt.health.dependencies:
-            await _state_lost_alert(rt, str(exc))
+            await _state_lost_alert(rt, producer, str(exc))
         raise
     return states
 
 
-async def _state_lost_alert(rt: Runtime, message: str) -> None:
+async def _state_lost_alert(rt: Runtime, producer: Producer, message: str) -> None:
     """One ``quality`` alert on ``{ns}.alerts`` and in ES ``{ns}-alerts`` (best effort)."""
     t = now_ms()
     alert = make_alert(rt.settings.namespace, "quality", "feature_state_lost", window="redis",
@@ -225,7 +237,7 @@ async def _state_lost_alert(rt: Runtime, message: str) -> None:
                        detected_time=t, source=rt.spec.name, severity="critical",
                        identity=f"redis@{t}")
     log.error("ALERT quality: %s", message)
-    await produce_all(rt, rt.settings.topic("alerts"), [
+    await producer.produce(rt.settings.topic("alerts"), [
         (alert["alert_id"].encode(), rt.codec("alert").encode(alert), None, None)
     ], "score: publish the state-loss alert")
     try:
@@ -263,7 +275,7 @@ async def wait_for_models(rt: Runtime) -> None:
             log.warning(
                 "no model roles loaded yet from %s after %.0fs (a namespace without roles "
                 "needs `precog train` or `precog models set-leader`)",
-                rt.settings.topic("model-control"), waited,
+                rt.settings.topic(CONTROL_TOPIC), waited,
             )
         await asyncio.sleep(0.25)
         waited += 0.25
@@ -273,6 +285,7 @@ def register(rt: Runtime) -> None:
     """Declare the score agent on ``{ns}.events.<source>``."""
     featurizer = Featurizer(rt.spec)
     store = RedisOnlineStore(rt.settings, rt.spec)
+    producer = AppProducer(rt)
     source = rt.topic(rt.spec.event.topic)
     size, within = rt.settings.score.batch_size, rt.settings.score.batch_timeout
 
@@ -287,7 +300,7 @@ def register(rt: Runtime) -> None:
                 await wait_for_models(rt)
                 await ensure_state_marker(rt, store)
                 ready = True
-            await score_events(rt, store, featurizer, events)
+            await score_events(rt, store, producer, featurizer, events)
             await release(stream, events)  # committed only now, every effect acknowledged
             rt.metrics.batch_latency.labels("score").observe(time.perf_counter() - started)
             rt.metrics.batch_size.labels("score").observe(len(events))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 from precog.pipelines.train import train
-from precog.services.control import publish_roles, read_roles
+from precog.services.model_control import publish_roles, read_roles
 
 from precog.io.elasticsearch import elasticsearch_client
 from precog.registry import ModelRegistry

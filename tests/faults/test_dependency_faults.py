@@ -26,7 +26,7 @@ from precog.errors import EventError
 from precog.features import Featurizer
 from precog.settings import RedisSettings, Settings
 from precog.validation import check_event
-from precog.workers import WorkerProcess
+from precog.workers import WorkerProcess, second_stack_settings
 from tests.e2e.helpers import wait_for
 from tests.faults.reconcile import read_all
 from tests.faults.test_worker_faults import _produce_in_background, _settled
@@ -35,21 +35,10 @@ from tests.faults.test_worker_faults import _produce_in_background, _settled
 REDIS_DOWN_S = float(os.environ.get("PRECOG_FAULTS_REDIS_DOWN_S", "20"))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def redis2(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Settings]]:
     """(second stack, namespace settings using its Redis): a Redis only this test owns."""
-    ports = {"kafka_port": _free_port(), "kafka_controller_port": _free_port(),
-             "redis_port": _free_port(), "elasticsearch_port": _free_port(),
-             "elasticsearch_transport_port": _free_port()}
-    second = Settings(stack={"home": tmp_path / "stack2", **ports})
+    second = second_stack_settings(tmp_path / "stack2")
     local_stack.up(second, echo=print, only=("redis",))
     ns = settings.model_copy(update={"redis": RedisSettings(url=second.stack.redis_url)})
     try:

@@ -21,7 +21,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -34,14 +33,14 @@ from typing import Any
 
 import pytest
 from elasticsearch.helpers import scan
-from precog.services.control import publish_roles, read_roles
+from precog.services.model_control import publish_roles, read_roles
 
 from precog import stack as local_stack
 from precog.avro import Codec
 from precog.io.elasticsearch import elasticsearch_client
 from precog.namespace import apply_index_templates, ensure_topics
 from precog.settings import ElasticsearchSettings, Settings
-from precog.workers import REPO, WorkerProcess, metric_total
+from precog.workers import REPO, WorkerProcess, metric_total, second_stack_settings
 from tests.e2e.helpers import wait_for
 from tests.faults.reconcile import Reconciliation, read_all
 from tests.faults.test_worker_faults import _produce_in_background, _settled
@@ -108,26 +107,11 @@ def report(scenario: str, fault: str, result: Reconciliation, *, recovery_s: flo
 # --------------------------------------------------------------------------- second stacks
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports (held open together, so the kernel cannot repeat one)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def _second_stack(home: Path, monkeypatch: pytest.MonkeyPatch, **extra: str) -> Settings:
     """Settings of a stack in ``home`` on five free ports; its clients follow those ports."""
     for name in _ADDRESS_ENV:  # set, they would mean "external service": start nothing
         monkeypatch.delenv(name, raising=False)
-    kafka, controller, redis, es, transport = _free_ports(5)
-    return Settings(stack={"home": home, "kafka_port": kafka, "kafka_controller_port": controller,
-                           "redis_port": redis, "elasticsearch_port": es,
-                           "elasticsearch_transport_port": transport, **extra})
+    return second_stack_settings(home, **extra)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from precog.services.control import read_roles
+from precog.services.model_control import read_roles
 from typer.testing import CliRunner
 
 from precog import resources

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,22 +20,11 @@ import pytest
 from precog import stack as local_stack
 from precog.io.redis import redis_client
 from precog.settings import Settings
+from precog.workers import free_ports
 
 pytestmark = pytest.mark.integration
 
 _CLIENT_ENV = ("PRECOG_KAFKA_", "PRECOG_REDIS_", "PRECOG_ELASTICSEARCH_")
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct TCP ports nothing listens on right now (the kernel's picks)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 @pytest.fixture
@@ -51,7 +39,7 @@ def stacks(stack: list[Any], tmp_path: Path,
     for name in list(os.environ):
         if name.startswith(_CLIENT_ENV):
             monkeypatch.delenv(name)
-    kafka, controller, redis, es, transport = _free_ports(5)
+    kafka, controller, redis, es, transport = free_ports(5)
     second = Settings(stack={
         "home": tmp_path / "stack", "kafka_port": kafka, "kafka_controller_port": controller,
         "redis_port": redis, "elasticsearch_port": es, "elasticsearch_transport_port": transport,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,23 +30,13 @@ from precog.io import health
 from precog.io.elasticsearch import elasticsearch_client
 from precog.io.redis import redis_client
 from precog.settings import Settings
+from precog.workers import free_ports
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 _CLIENT_ENV = ("PRECOG_KAFKA_", "PRECOG_REDIS_", "PRECOG_ELASTICSEARCH_", "PRECOG_STACK_")
 WRONG = "wrong-" + uuid.uuid4().hex
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class Secure:
@@ -84,7 +73,7 @@ def secure() -> Iterator[Secure]:
     top = Path(tempfile.mkdtemp(prefix="precog-secure-"))
     top.chmod(0o755)
     home = top / "stack"
-    kafka, controller, redis, es, transport = _free_ports(5)
+    kafka, controller, redis, es, transport = free_ports(5)
     base = Settings(stack={
         "secure": True, "home": home, "kafka_port": kafka, "kafka_controller_port": controller,
         "redis_port": redis, "elasticsearch_port": es, "elasticsearch_transport_port": transport,

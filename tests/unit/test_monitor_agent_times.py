@@ -17,7 +17,7 @@ T = 1_790_000_000_000 // HOUR * HOUR  # a whole hour in 2026
 def _agent() -> MonitorAgent:
     spec = load_spec(SPEC_DIR / "transactions.yaml")
     rt = SimpleNamespace(spec=spec, settings=Settings(namespace="unit"), codec=Codec.for_schema)
-    return MonitorAgent(rt)  # type: ignore[arg-type]
+    return MonitorAgent(rt, producer=None)  # type: ignore[arg-type]  # on_event only
 
 
 def test_hostile_event_times_open_no_window_before_the_epoch() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from precog.services.control import decode_roles, encode_roles
+from precog.services.model_control import decode_roles, encode_roles
 
 from precog.errors import ConfigError
 from precog.roles import (

@@ -22,6 +22,7 @@ from precog.services.runtime import Runtime, tune_gc
 from precog.avro import Codec
 from precog.errors import PrecogError
 from precog.features import Featurizer
+from precog.io.kafka import CONTROL_TOPIC
 from precog.registry import ModelRegistry
 from precog.scoring import ModelSet, make_model_set
 
@@ -75,7 +76,7 @@ class RoleWatcher:
             }
         )
         consumer = Consumer(cfg)
-        topic = self.rt.settings.topic("model-control")
+        topic = self.rt.settings.topic(CONTROL_TOPIC)
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         return consumer
 
@@ -123,16 +124,13 @@ class RoleWatcher:
 
 def register(rt: Runtime) -> None:
     """Start the role watcher when the app starts; stop it with the app."""
-    holder: dict[str, RoleWatcher] = {}
-
     @rt.app.task
     async def watch_roles() -> None:
-        watcher = RoleWatcher(rt, asyncio.get_running_loop())
-        holder["w"] = watcher
-        watcher.start()
+        rt.role_watcher = RoleWatcher(rt, asyncio.get_running_loop())
+        rt.role_watcher.start()
 
     async def stop() -> None:
-        if "w" in holder:
-            holder["w"].stop()
+        if rt.role_watcher is not None:
+            rt.role_watcher.stop()
 
     rt.on_stop.append(stop)
