@@ -7,6 +7,9 @@ offset). Lost = offsets with neither; duplicates = extra predictions of one offs
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 from precog.avro import Codec
 from precog.io import kafka
 from precog.settings import Settings
+from precog.workers import REPO
 
 
 def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
@@ -61,3 +65,52 @@ def reconcile(settings: Settings, events_topic: str) -> Reconciliation:
         duplicates=sum(n - 1 for n in predicted.values()),
         both=sorted(set(predicted) & dead),
     )
+
+
+# --------------------------------------------------------------------------- report rows
+
+
+def _measured_at() -> str:
+    """UTC date and the checkout's commit (``+dirty`` with local changes), for a table row."""
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                                capture_output=True, text=True, check=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown commit"
+    return f"{time.strftime('%Y-%m-%d', time.gmtime())} {commit}"
+
+
+def table_row(scenario: str, fault: str, result: Reconciliation, *,
+              recovery_s: float | None, wall_s: float, notes: str = "",
+              measured: str = "") -> str:
+    """One row of docs/reliability.md's table; the first cell is the row's stable key.
+
+    >>> r = Reconciliation(events=10, predicted=9, dead_letters=1)
+    >>> table_row("es-down", "down 30 s", r, recovery_s=1.25, wall_s=80.4, measured="d c")
+    '| es-down | down 30 s | 10 | 9 | 1 | 0 | 0 | 0 | 1.2 | 80 |  | d c |'
+    """
+    recovery = "" if recovery_s is None else f"{recovery_s:.1f}"
+    cells = [scenario, fault, result.events, result.predicted, result.dead_letters,
+             len(result.lost), result.duplicates, len(result.both), recovery,
+             f"{wall_s:.0f}", notes, measured]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def report(scenario: str, fault: str, result: Reconciliation, *, recovery_s: float | None,
+           wall_s: float, notes: str = "") -> str:
+    """Print the scenario's summary row; append it to ``PRECOG_FAULTS_REPORT`` when set.
+
+    Call it before asserting, so a failing scenario's numbers reach the table too.
+    ``scenario`` is the row's key in docs/reliability.md (``./scripts/faults`` replaces the
+    row with that key); ``recovery_s`` is from the fault's end (the service healthy again,
+    or the worker restarted) until the worker's ``/health`` answered 200.
+    """
+    row = table_row(scenario, fault, result, recovery_s=recovery_s, wall_s=wall_s,
+                    notes=notes, measured=_measured_at())
+    print(f"[faults] {row}")
+    path = os.environ.get("PRECOG_FAULTS_REPORT")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(row + "\n")
+    return row

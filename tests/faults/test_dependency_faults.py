@@ -28,7 +28,7 @@ from precog.settings import RedisSettings, Settings
 from precog.validation import check_event
 from precog.workers import WorkerProcess, second_stack_settings
 from tests.e2e.helpers import wait_for
-from tests.faults.reconcile import read_all
+from tests.faults.reconcile import read_all, report
 from tests.faults.test_worker_faults import _produce_in_background, _settled
 
 #: seconds Redis stays down (``PRECOG_FAULTS_REDIS_DOWN_S``; the full run uses 60)
@@ -69,6 +69,7 @@ def _wait_health(worker: WorkerProcess, want: int, naming: str | None = None,
 
 def test_redis_down_waits_and_resumes_by_itself(redis2, trained, tmp_path):
     second, ns = redis2
+    started = time.monotonic()
     worker = WorkerProcess(ns, tmp_path)
     worker.wait_healthy()
     pid = worker.proc.pid
@@ -93,6 +94,9 @@ def test_redis_down_waits_and_resumes_by_itself(redis2, trained, tmp_path):
         worker.stop()
     print(f"Redis down {REDIS_DOWN_S:.0f} s: {result.row()}; 503 after {noticed:.1f} s, "
           f"healthy {recovered:.1f} s after Redis was back")
+    report("redis-down", f"SIGTERM, down {REDIS_DOWN_S:.0f} s", result, recovery_s=recovered,
+           wall_s=time.monotonic() - started,
+           notes=f"503 after {noticed:.1f} s; same worker process: {'yes' if alive else 'NO'}")
     assert alive, log
     assert "stopped by an unexpected error" not in log
     assert result.events == n and result.lost == [] and result.both == []
@@ -121,6 +125,7 @@ def _offline_features(ns: Settings, spec: Any) -> dict[tuple[int, int], list[flo
 
 def test_redis_restarted_empty_is_detected_rebuilt_and_exact(redis2, trained, tmp_path):
     second, ns = redis2
+    started = time.monotonic()
     worker = WorkerProcess(ns, tmp_path)
     worker.wait_healthy()
     n, rate = 2500, 100.0
@@ -142,6 +147,10 @@ def test_redis_restarted_empty_is_detected_rebuilt_and_exact(redis2, trained, tm
         worker.stop()
     print(f"Redis restarted empty: {result.row()}; state loss seen after {noticed:.1f} s, "
           f"{rebuilt} entities rebuilt, scoring {recovered:.1f} s after the rebuild")
+    report("redis-empty", "data deleted, restarted, rebuilt with rebuild_from_topic", result,
+           recovery_s=recovered, wall_s=time.monotonic() - started,
+           notes=f"state loss on /health after {noticed:.1f} s; {rebuilt} entities rebuilt; "
+                 "recovery s: from the rebuild to /health 200")
     assert result.events == n and result.lost == [] and result.both == []
     assert "feature state lost" in log and "ALERT quality" in log
     # the features of every event equal those of one uninterrupted chain; only a

@@ -21,7 +21,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -40,9 +39,9 @@ from precog.avro import Codec
 from precog.io.elasticsearch import elasticsearch_client
 from precog.namespace import apply_index_templates, ensure_topics
 from precog.settings import ElasticsearchSettings, Settings
-from precog.workers import REPO, WorkerProcess, metric_total, second_stack_settings
+from precog.workers import WorkerProcess, metric_total, second_stack_settings
 from tests.e2e.helpers import wait_for
-from tests.faults.reconcile import Reconciliation, read_all
+from tests.faults.reconcile import Reconciliation, read_all, report
 from tests.faults.test_worker_faults import _produce_in_background, _settled
 
 #: seconds Elasticsearch stays down (``PRECOG_FAULTS_ES_DOWN_S``; the full run uses 120)
@@ -53,55 +52,6 @@ KAFKA_DOWN_S = float(os.environ.get("PRECOG_FAULTS_KAFKA_DOWN_S", "10"))
 RATE = 100.0
 #: client addresses that would mark a second stack's service as external (docs/stack.md)
 _ADDRESS_ENV = ("PRECOG_KAFKA_BOOTSTRAP", "PRECOG_REDIS_URL", "PRECOG_ELASTICSEARCH_URL")
-
-
-# --------------------------------------------------------------------------- report rows
-
-
-def _measured_at() -> str:
-    """UTC date and the checkout's commit (``+dirty`` with local changes), for a table row."""
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
-                                capture_output=True, text=True, check=True,
-                                timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "unknown commit"
-    return f"{time.strftime('%Y-%m-%d', time.gmtime())} {commit}"
-
-
-def table_row(scenario: str, fault: str, result: Reconciliation, *,
-              recovery_s: float | None, wall_s: float, notes: str = "",
-              measured: str = "") -> str:
-    """One row of docs/reliability.md's table; the first cell is the row's stable key.
-
-    >>> r = Reconciliation(events=10, predicted=9, dead_letters=1)
-    >>> table_row("es-down", "down 30 s", r, recovery_s=1.25, wall_s=80.4, measured="d c")
-    '| es-down | down 30 s | 10 | 9 | 1 | 0 | 0 | 0 | 1.2 | 80 |  | d c |'
-    """
-    recovery = "" if recovery_s is None else f"{recovery_s:.1f}"
-    cells = [scenario, fault, result.events, result.predicted, result.dead_letters,
-             len(result.lost), result.duplicates, len(result.both), recovery,
-             f"{wall_s:.0f}", notes, measured]
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def report(scenario: str, fault: str, result: Reconciliation, *, recovery_s: float | None,
-           wall_s: float, notes: str = "") -> str:
-    """Print the scenario's summary row; append it to ``PRECOG_FAULTS_REPORT`` when set.
-
-    Call it before asserting, so a failing scenario's numbers reach the table too.
-    ``scenario`` is the row's key in docs/reliability.md (``./scripts/faults`` replaces the
-    row with that key); ``recovery_s`` is from the fault's end (the service healthy again,
-    or the worker restarted) until the worker's ``/health`` answered 200.
-    """
-    row = table_row(scenario, fault, result, recovery_s=recovery_s, wall_s=wall_s,
-                    notes=notes, measured=_measured_at())
-    print(f"[faults] {row}")
-    path = os.environ.get("PRECOG_FAULTS_REPORT")
-    if path:
-        with open(path, "a", encoding="utf-8") as out:
-            out.write(row + "\n")
-    return row
 
 
 # --------------------------------------------------------------------------- second stacks
@@ -241,7 +191,8 @@ class Outage:
         names = _names(self.dependency)
         down = trace.between(self.fault, self.restart)
         self.noticed = next((s for s in down if names(s)), None)
-        held_from = self.noticed.t if self.noticed is not None else self.dead
+        # while the process is still stopping it may answer: from then on, once it is gone
+        held_from = max(self.noticed.t, self.dead) if self.noticed is not None else self.dead
         self.lies = [s for s in down if s.t >= held_from and not names(s)]
         self.seen = Counter((s.status, tuple(sorted(s.waiting_for)))
                             for s in trace.between(self.dead, self.restart))

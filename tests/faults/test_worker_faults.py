@@ -22,7 +22,7 @@ from precog.settings import Settings
 from precog.simulate import SimConfig, produce_live
 from precog.workers import WorkerProcess, metric_total
 from tests.e2e.helpers import wait_for
-from tests.faults.reconcile import Reconciliation, read_all, reconcile
+from tests.faults.reconcile import Reconciliation, read_all, reconcile, report
 
 FAST = {"PRECOG_WORKER_SESSION_TIMEOUT": "6"}
 
@@ -71,8 +71,12 @@ def _interrupt_repeatedly(settings: Settings, tmp_path: Path, spec: Any, sig: in
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill9"])
 def test_worker_stopped_three_times_loses_nothing(settings: Settings, trained: Any,
                                                   tmp_path: Path, sig: int):
+    started = time.monotonic()
     result = _interrupt_repeatedly(settings, tmp_path, trained, sig)
     print(f"{signal.Signals(sig).name} x3:", result.row())
+    name = "sigterm" if sig == signal.SIGTERM else "kill9"
+    report(f"{name}-x3", f"{'SIGTERM' if name == 'sigterm' else 'kill -9'} x3, 4 s apart, "
+           f"150 events/s", result, recovery_s=None, wall_s=time.monotonic() - started)
     assert result.events == 3000
     assert result.lost == [] and result.both == []
     assert result.predicted + result.dead_letters == result.events
@@ -87,6 +91,7 @@ def test_kill9_one_of_two_workers_three_times_loses_nothing(
     settings: Settings, trained: Any, tmp_path: Path
 ):
     """The survivor takes the dead worker's partitions; the restarted one gets some back."""
+    started = time.monotonic()
     survivor = WorkerProcess(settings, tmp_path, extra_env=FAST)
     survivor.wait_healthy()
     victim = WorkerProcess(settings, tmp_path, extra_env=FAST)
@@ -107,6 +112,8 @@ def test_kill9_one_of_two_workers_three_times_loses_nothing(
         victim.stop()
         survivor.stop()
     print("kill -9 x3 (1 of 2 workers):", result.row())
+    report("kill9-x3-1-of-2-workers", "kill -9 one of 2 workers x3, 150 events/s", result,
+           recovery_s=None, wall_s=time.monotonic() - started)
     assert survived and scored_by_survivor > 0
     assert result.events == n and result.lost == [] and result.both == []
     assert result.predicted + result.dead_letters == result.events
@@ -114,6 +121,7 @@ def test_kill9_one_of_two_workers_three_times_loses_nothing(
 
 def test_scoring_resumes_quickly_after_kill9(settings: Settings, trained: Any, tmp_path: Path):
     """A worker killed with -9 and started again scores within the session timeout."""
+    started = time.monotonic()
     worker = WorkerProcess(settings, tmp_path)
     worker.wait_healthy()
     producer = _produce_in_background(settings, trained, 1500, 100.0)
@@ -129,6 +137,9 @@ def test_scoring_resumes_quickly_after_kill9(settings: Settings, trained: Any, t
     finally:
         worker.stop()
     print(f"kill -9: scoring resumed {recovery:.1f} s after the kill; {result.row()}")
+    report("kill9-resume", "kill -9 once, restarted at once, 100 events/s", result,
+           recovery_s=recovery, wall_s=time.monotonic() - started,
+           notes="recovery s: from the kill until the restarted worker scored")
     assert result.lost == []
     # the default session timeout is 10 s: the group reassigns the dead member's
     # partitions after it; the bound leaves room for start-up on a loaded machine
@@ -174,6 +185,7 @@ def hostile_corpus(codec: Codec, now: int) -> dict[str, bytes | None]:
 
 def test_hostile_records_never_touch_their_neighbours(settings: Settings, trained: Any,
                                                       tmp_path: Path):
+    started = time.monotonic()
     codec = Codec.for_schema(trained.event.schema_name)
     topic = settings.topic(trained.event.topic)
     now = int(time.time() * 1000)
@@ -201,6 +213,9 @@ def test_hostile_records_never_touch_their_neighbours(settings: Settings, traine
     finally:
         with_worker.stop()
     print("hostile corpus:", result.row())
+    report("hostile-corpus", f"{len(corpus)} hostile records, each between two valid ones",
+           result, recovery_s=None, wall_s=time.monotonic() - started,
+           notes=f"/health {status} at the end")
     assert alive and status == 200, (status, body, log)
     assert "Crashed" not in log and "stopped by an unexpected error" not in log
     assert result.lost == [] and result.both == [] and result.duplicates == 0
