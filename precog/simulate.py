@@ -37,11 +37,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-import fastavro
 from fastavro.write import Writer
 
+from precog import history
 from precog.avro import Codec, SchemaVersion
 from precog.errors import ConfigError, ServiceUnavailable
 from precog.settings import Settings
@@ -678,7 +678,8 @@ def write_history(
     bar = Progress(f"history {cfg.spec_name}", n_events, progress)
     positives = outcomes = pending = 0
     first = last = 0
-    with open(out / "events.avro", "wb") as ef, open(out / "outcomes.avro", "wb") as of:
+    with open(out / history.EVENTS_FILE, "wb") as ef, \
+            open(out / history.OUTCOMES_FILE, "wb") as of:
         events_w = Writer(ef, sim.codec.schema, codec="deflate")
         outcomes_w = Writer(of, out_codec.schema, codec="deflate")
         for ev in sim.events(n_events):
@@ -720,15 +721,8 @@ def _outcome(ev: SimEvent, spec: PipelineSpec, outcome_time: int) -> dict[str, A
 
 
 def read_history(directory: Path | str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The (events, outcomes) of a history written by :func:`write_history`."""
-    d = Path(directory)
-    try:
-        with open(d / "events.avro", "rb") as ef, open(d / "outcomes.avro", "rb") as of:
-            events = [cast(dict[str, Any], r) for r in fastavro.reader(ef)]
-            outcomes = [cast(dict[str, Any], r) for r in fastavro.reader(of)]
-            return events, outcomes
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no history in {d}: {exc.filename} is missing") from None
+    """The (events, outcomes) of a history directory (:func:`precog.history.read_history`)."""
+    return history.read_history(directory)
 
 
 # -- live ------------------------------------------------------------------------------
