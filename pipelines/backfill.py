@@ -44,10 +44,10 @@ def backfill(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Write the states of ``history_dir`` to the namespace's online store; returns entities."""
-    from precog.simulate import read_history
+    from precog.history import read_history
 
     say = log or (lambda _m: None)
-    events, _ = read_history(history_dir)
+    events, _ = read_history(history_dir, spec)
     states = fold_states(spec, events)
     address = write_states(settings, spec, states, f"precog backfill --history {history_dir}",
                            chunk)

@@ -91,14 +91,13 @@ class TrainedModel:
 
 
 def labeled_frame(spec: PipelineSpec, history_dir: Path) -> LabeledFrame:
-    """Read a simulator history and build its labelled feature frame (the one place that
-    depends on the simulator's files and the feature engine)."""
+    """Read a history (docs/features.md, checked against the spec's schemas) and build its
+    labelled feature frame (the one place that depends on the history files and the
+    feature engine)."""
     from precog.features import build_training_frame
-    from precog.simulate import read_history
+    from precog.history import read_history
 
-    if not Path(history_dir).is_dir():
-        raise ConfigError(f"history directory not found: {history_dir}")
-    events, outcomes = read_history(Path(history_dir))
+    events, outcomes = read_history(Path(history_dir), spec)
     frame = build_training_frame(spec, events)
     return join_labels(
         frame.X, frame.names, frame.event_ids, frame.event_times, outcomes, spec

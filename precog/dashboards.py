@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from precog import resources
+from precog.spec import BusinessSpec
 
 #: Where the index templates and the committed saved objects live (kibana/, package data).
 KIBANA_DIR = resources.kibana_dir()
@@ -417,54 +418,71 @@ def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
     )
 
 
-def _business_view() -> Dashboard:
+def _business_view(business: BusinessSpec) -> Dashboard:
+    """Leader decisions in the domain's words; the amount panels only with an amount."""
     flagged = (LEADER, Is("label", 1))
-    fraud = Is("outcome_label", 1)
+    positive = Is("outcome_label", 1)
+    events, pos = business.event_noun, business.positive_noun
+    has_amount = business.amount_feature is not None
+    amount_panels = (
+        Panel("bv-at-risk", "Amount at risk", "predictions", "metric", filters=flagged,
+              metrics=(Metric("sum", "amount", "amount flagged"),), width=12, height=8),
+    ) if has_amount else ()
+    by_namespace_amounts = (
+        Metric("sum", "amount", "amount at risk", (Is("label", 1),)),
+        Metric("sum", "amount", f"{pos} caught", (positive, Is("leader_label", 1))),
+        Metric("sum", "amount", f"{pos} missed", (positive, Is("leader_label", 0))),
+    ) if has_amount else ()
+    amount_over_time = (
+        Panel("bv-at-risk-time", "Amount at risk over time", "predictions", "line",
+              x=DateHistogram("event_time"), filters=flagged,
+              metrics=(Metric("sum", "amount", "amount at risk"),)),
+    ) if has_amount else ()
+    caught_missed = (
+        Panel("bv-caught-missed", f"{pos.capitalize()} amount caught vs missed",
+              "predictions", "bar_stacked", x=DateHistogram("event_time"),
+              filters=(LEADER, positive),
+              metrics=(Metric("sum", "amount", "caught", (Is("leader_label", 1),)),
+                       Metric("sum", "amount", "missed", (Is("leader_label", 0),))),
+              description=f"labelled {pos} only (outcome_label = 1)"),
+    ) if has_amount else ()
+    at_risk = " and amount at risk" if has_amount else ""
     return Dashboard(
         "precog-business", "precog: Business view",
-        "Flagged transactions and amount at risk, approval/decline rate, fraud caught vs "
+        f"Flagged {events}{at_risk}, approval/decline rate, {pos} caught vs "
         "missed once outcomes arrive. Leader decisions only.",
         panels=(
-            Panel("bv-flagged", "Flagged transactions", "predictions", "metric",
+            Panel("bv-flagged", f"Flagged {events}", "predictions", "metric",
                   filters=flagged, metrics=(Metric("count", label="flagged"),), width=12,
                   height=8),
-            Panel("bv-at-risk", "Amount at risk", "predictions", "metric", filters=flagged,
-                  metrics=(Metric("sum", "amount", "amount flagged"),), width=12, height=8),
+            *amount_panels,
             Panel("bv-approval", "Approved vs declined", "predictions", "pie",
                   x=Terms("leader_label", 2, "decision"), filters=(LEADER,),
-                  metrics=(Metric("count", label="transactions"),), height=8),
+                  metrics=(Metric("count", label=events),), height=8),
             Panel("bv-flagged-time", "Flagged over time", "predictions", "bar_stacked",
                   x=DateHistogram("event_time"), filters=flagged,
                   metrics=(Metric("count", label="flagged"),)),
-            Panel("bv-at-risk-time", "Amount at risk over time", "predictions", "line",
-                  x=DateHistogram("event_time"), filters=flagged,
-                  metrics=(Metric("sum", "amount", "amount at risk"),)),
+            *amount_over_time,
             Panel("bv-decline-rate", "Decline rate over time", "predictions", "line",
                   x=DateHistogram("event_time"), filters=(LEADER,),
                   metrics=(Metric("avg", "leader_label", "decline rate"),)),
-            Panel("bv-caught-missed", "Fraud amount caught vs missed", "predictions",
-                  "bar_stacked", x=DateHistogram("event_time"), filters=(LEADER, fraud),
-                  metrics=(Metric("sum", "amount", "caught", (Is("leader_label", 1),)),
-                           Metric("sum", "amount", "missed", (Is("leader_label", 0),))),
-                  description="labelled fraud only (outcome_label = 1)"),
+            *caught_missed,
             Panel("bv-by-namespace", "Side by side: namespace", "predictions", "table",
                   x=Terms("namespace", 10, "namespace"), filters=(LEADER,),
-                  metrics=(Metric("count", label="transactions"),
+                  metrics=(Metric("count", label=events),
                            Metric("count", label="flagged", filters=(Is("label", 1),)),
-                           Metric("sum", "amount", "amount at risk", (Is("label", 1),)),
-                           Metric("sum", "amount", "fraud caught",
-                                  (fraud, Is("leader_label", 1))),
-                           Metric("sum", "amount", "fraud missed",
-                                  (fraud, Is("leader_label", 0)))),
+                           *by_namespace_amounts),
                   width=48),
         ),
         controls=(NS_CONTROL, MODEL_CONTROL),
     )
 
 
-def dashboards(feature_names: Sequence[str] = ()) -> tuple[Dashboard, ...]:
+def dashboards(feature_names: Sequence[str] = (), business: BusinessSpec | None = None
+               ) -> tuple[Dashboard, ...]:
     """All precog dashboards. ``feature_names`` (from the pipeline spec) become columns of
-    the predictions table (``features.<name>`` and ``feature_ages_ms.<name>``).
+    the predictions table (``features.<name>`` and ``feature_ages_ms.<name>``); ``business``
+    (the spec's ``business``) words the business view and says whether it has an amount.
 
     >>> [d.title for d in dashboards()]  # doctest: +NORMALIZE_WHITESPACE
     ['precog: Model performance', 'precog: Drift and alerts',
@@ -472,7 +490,7 @@ def dashboards(feature_names: Sequence[str] = ()) -> tuple[Dashboard, ...]:
      'precog: Business view']
     """
     return (_model_performance(), _drift_and_alerts(), _pipeline_health(),
-            _predictions_provenance(feature_names), _business_view())
+            _predictions_provenance(feature_names), _business_view(business or BusinessSpec()))
 
 
 def all_panels(boards: Iterable[Dashboard]) -> list[Panel]:
@@ -954,7 +972,8 @@ def to_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
                    for o in objects)
 
 
-def export_ndjson(feature_names: Sequence[str] = (), templates_dir: Path = TEMPLATES_DIR
-                  ) -> str:
+def export_ndjson(feature_names: Sequence[str] = (), templates_dir: Path = TEMPLATES_DIR,
+                  business: BusinessSpec | None = None) -> str:
     """The NDJSON ``precog kibana export`` writes to ``kibana/saved_objects.ndjson``."""
-    return to_ndjson(saved_objects(dashboards(feature_names), load_templates(templates_dir)))
+    boards = dashboards(feature_names, business)
+    return to_ndjson(saved_objects(boards, load_templates(templates_dir)))

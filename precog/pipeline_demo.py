@@ -45,7 +45,7 @@ class DemoPlan:
     garbage: float = 0.02
     concept_drift_at: int = 6_000
     data_drift_at: int = 6_000
-    data_drift_feature: str = "amount"
+    data_drift_feature: str | None = None  # None: the spec's simulation.data_drift_feature
     volume_drop_at: int = 12_000
     volume_drop_len: int = 6_000
     volume_drop: float = 0.3
@@ -64,10 +64,10 @@ class DemoPlan:
     def event_ms_per_event(self) -> float:
         return 1000.0 / self.rate * self.time_scale
 
-    def sim_config(self, spec_name: str, **kwargs: Any) -> Any:
-        from precog.simulate import SimConfig
+    def sim_config(self, spec: PipelineSpec, **kwargs: Any) -> Any:
+        from precog.simulate import SimConfig, simulator_name
 
-        return SimConfig(spec_name=spec_name,
+        return SimConfig(spec_name=simulator_name(spec),
                          outcome_delay_median_ms=self.outcome_delay_days * 86_400_000, **kwargs)
 
 
@@ -89,10 +89,11 @@ def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan:
     days = plan.history_events * plan.event_ms_per_event / 86_400_000
     # the live run's latest possible start: it must end before now
     live_start = int(time.time() * 1000 - 1.05 * plan.live_events * plan.event_ms_per_event)
-    say(f"simulating {plan.history_events} historic transactions (seed {plan.seed}) over"
-        f" {days:.1f} days, chargebacks after ~{plan.outcome_delay_days:g} days")
+    say(f"simulating {plan.history_events} historic {spec.business.event_noun} (seed"
+        f" {plan.seed}) over {days:.1f} days, {spec.simulation.outcome_source} after"
+        f" ~{plan.outcome_delay_days:g} days")
     hist = write_history(home / "history", plan.history_events, seed=plan.seed,
-                         end_ms=live_start, config=plan.sim_config(spec.name), days=days)
+                         end_ms=live_start, config=plan.sim_config(spec), days=days)
     say(f"  {hist.events} events, fraud rate {hist.fraud_rate:.2%}, {hist.outcomes} outcomes"
         f" -> {home / 'history'}")
     say("training and registering the leader and the challenger")
@@ -168,15 +169,16 @@ def stream_live(
 
     # the same seed: the same cards, merchants and habits as the history (only the event
     # times and ids differ), so live features continue the world the models learned from
-    cfg = plan.sim_config(spec.name, seed=plan.seed, garbage_fraction=plan.garbage,
-                    concept_drift_at=plan.concept_drift_at, data_drift_at=plan.data_drift_at,
-                    data_drift_feature=plan.data_drift_feature,
-                    volume_drop_at=plan.volume_drop_at, volume_drop_len=plan.volume_drop_len,
-                    volume_drop=plan.volume_drop)
+    drift = plan.data_drift_feature or spec.simulation.data_drift_feature
+    cfg = plan.sim_config(spec, seed=plan.seed, garbage_fraction=plan.garbage,
+                          concept_drift_at=plan.concept_drift_at,
+                          data_drift_at=plan.data_drift_at, data_drift_feature=drift,
+                          volume_drop_at=plan.volume_drop_at,
+                          volume_drop_len=plan.volume_drop_len, volume_drop=plan.volume_drop)
     days = plan.live_events * plan.event_ms_per_event / 86_400_000
     say(f"streaming {plan.live_events} live events ({days:.1f} days of event time) at"
         f" {plan.rate:.0f}/s with {plan.garbage:.0%}"
-        f" garbage; concept + data drift ({plan.data_drift_feature}) at event"
+        f" garbage; concept + data drift ({drift}) at event"
         f" {plan.concept_drift_at}, a {plan.volume_drop:.0%} volume drop from event"
         f" {plan.volume_drop_at} to {plan.volume_drop_at + plan.volume_drop_len}")
     result: dict[str, Any] = {}

@@ -206,9 +206,13 @@ def document_id(prediction: Mapping[str, Any], model: Mapping[str, Any]) -> str:
 
 
 def prediction_documents(
-    prediction: Mapping[str, Any], indexed_time: int, amount_feature: str = "amount"
+    prediction: Mapping[str, Any], indexed_time: int, amount_feature: str | None = None
 ) -> list[tuple[str, dict[str, Any]]]:
-    """One ``{ns}-predictions`` document per model that scored the event (docs/documents.md)."""
+    """One ``{ns}-predictions`` document per model that scored the event (docs/documents.md).
+
+    ``amount_feature`` (the spec's ``business.amount_feature``) names the feature copied
+    into the document's ``amount``, the business amount the dashboards sum.
+    """
     leader = prediction["leader"]
     features = {f["name"]: f["value"] for f in prediction["features"]}
     ages = {f["name"]: f["age_ms"] for f in prediction["features"]}
@@ -230,7 +234,7 @@ def prediction_documents(
         "feature_ages_ms": ages,
         "provenance": prov,
     }
-    if amount_feature in features:
+    if amount_feature is not None and amount_feature in features:
         common["amount"] = features[amount_feature]
     docs = []
     for m in (leader, *prediction["challengers"]):

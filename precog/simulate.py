@@ -1,7 +1,9 @@
 """Event simulator: seeded card transactions (and sensor readings) as history files or live Kafka.
 
 Everything is deterministic given :class:`SimConfig` (seed, start time, rates, drift
-schedule). Two domains, chosen by ``SimConfig.spec_name``:
+schedule). Two simulators, chosen by ``SimConfig.spec_name`` (from a spec:
+:func:`simulator_name`, its ``simulation.simulator``); what a domain calls its outcomes,
+its default history span and drifting input come from its spec's ``simulation``:
 
 * ``transactions`` (:class:`TransactionSimulator`): cards with their own spending
   profiles (typical amount, home country, category mix, online propensity, activity),
@@ -35,11 +37,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
-import fastavro
 from fastavro.write import Writer
 
+from precog import history
 from precog.avro import Codec, SchemaVersion
 from precog.errors import ConfigError, ServiceUnavailable
 from precog.settings import Settings
@@ -63,6 +65,7 @@ class SimConfig:
     """What to simulate. Times are epoch milliseconds; indices count yielded events."""
 
     seed: int = 7
+    #: the simulator: the packaged spec it simulates (a spec's ``simulation.simulator``)
     spec_name: str = "transactions"
     n_cards: int = 2000
     n_merchants: int = 500
@@ -75,7 +78,8 @@ class SimConfig:
     garbage_kinds: tuple[str, ...] = GARBAGE_KINDS
     concept_drift_at: int | None = None
     data_drift_at: int | None = None
-    data_drift_feature: str = "amount"
+    #: None: the simulator's spec's ``simulation.data_drift_feature``
+    data_drift_feature: str | None = None
     volume_drop_at: int | None = None
     volume_drop_len: int = 0
     volume_drop: float = 0.3
@@ -184,18 +188,21 @@ class _Simulator:
     drift_features: tuple[str, ...] = ()  # inputs data drift can shift
 
     def __init__(self, config: SimConfig) -> None:
-        drift = config.data_drift_feature
+        self.spec = load_spec(SPEC_DIR / f"{self.spec_name}.yaml")
+        drift = (config.data_drift_feature or self.spec.simulation.data_drift_feature
+                 or self.drift_features[0])
         if config.data_drift_at is not None and drift not in self.drift_features:
             raise ConfigError(
-                f"data drift of {config.data_drift_feature!r} is not simulated for"
+                f"data drift of {drift!r} is not simulated for"
                 f" {self.spec_name}; choose one of {', '.join(self.drift_features)}"
             )
         self.config = config
+        #: the input data drift shifts (after ``config.data_drift_at``)
+        self.drift_feature = drift
         self.rng = random.Random(f"{config.seed}:{self.spec_name}:world")
         self._garbage_rng = random.Random(f"{config.seed}:garbage")
         self._drop_rng = random.Random(f"{config.seed}:drop")
         self.codec = Codec.for_schema(self.schema_name)
-        self.spec = load_spec(SPEC_DIR / f"{self.spec_name}.yaml")
         self._legacy = _legacy_codec(self.spec)
 
     # -- per domain ------------------------------------------------------------------
@@ -393,7 +400,7 @@ class TransactionSimulator(_Simulator):
 
     def _amount(self, index: int, base: float, category: str, atm: bool) -> float:
         amount = base * _CATEGORY_FACTOR[category]
-        if self._drifted(self.config.data_drift_at, index) and self.config.data_drift_feature \
+        if self._drifted(self.config.data_drift_at, index) and self.drift_feature \
                 == "amount":
             amount *= 2.5
         if atm:
@@ -403,8 +410,8 @@ class TransactionSimulator(_Simulator):
     def _legit_tx(self, index: int, c: int) -> dict[str, Any]:
         rng, card, cfg = self.rng, self.cards[c], self.config
         drift = self._drifted(cfg.data_drift_at, index)
-        travel_p = 0.35 if drift and cfg.data_drift_feature == "country" else 0.03
-        online_p = min(0.95, card.online_p + (0.45 if drift and cfg.data_drift_feature
+        travel_p = 0.35 if drift and self.drift_feature == "country" else 0.03
+        online_p = min(0.95, card.online_p + (0.45 if drift and self.drift_feature
                                                 == "channel" else 0.0))
         if rng.random() < 0.65:
             m = rng.choice(card.favourites)
@@ -528,9 +535,9 @@ class SensorSimulator(_Simulator):
         heat = 0.0 if concept else 25.0 * wear  # after the drift, failures run cool
         temperature = s.temperature + heat + rng.gauss(0.0, 2.0)
         if self._drifted(cfg.data_drift_at, index):
-            if cfg.data_drift_feature == "value":
+            if self.drift_feature == "value":
                 value *= 1.5
-            elif cfg.data_drift_feature == "temperature":
+            elif self.drift_feature == "temperature":
                 temperature += 10.0
         record = {"sensor_id": f"sensor-{j:05d}", "site": s.site, "kind": s.kind,
                   "value": round(value, 4), "temperature": round(temperature, 3),
@@ -554,14 +561,33 @@ _SIMULATORS: dict[str, type[_Simulator]] = {
 }
 
 
+def _simulator_class(name: str) -> type[_Simulator]:
+    cls = _SIMULATORS.get(name)
+    if cls is None:
+        raise ConfigError(f"no simulator for spec {name!r}; known: {', '.join(_SIMULATORS)}")
+    return cls
+
+
 def simulator_for(config: SimConfig) -> _Simulator:
     """The simulator of ``config.spec_name`` (``transactions`` or ``sensors``)."""
-    cls = _SIMULATORS.get(config.spec_name)
-    if cls is None:
-        raise ConfigError(
-            f"no simulator for spec {config.spec_name!r}; known: {', '.join(_SIMULATORS)}"
-        )
-    return cls(config)
+    return _simulator_class(config.spec_name)(config)
+
+
+def simulator_name(spec: PipelineSpec) -> str:
+    """The simulator a spec names (``simulation.simulator``): its events fit the spec's schema.
+
+    >>> simulator_name(load_spec(SPEC_DIR / "sensors.yaml"))
+    'sensors'
+    """
+    name = spec.simulation.simulator
+    if name is None:
+        raise ConfigError(f"spec {spec.name} names no simulator (simulation.simulator); known:"
+                          f" {', '.join(_SIMULATORS)}")
+    cls = _simulator_class(name)
+    if cls.schema_name != spec.event.schema_name:
+        raise ConfigError(f"spec {spec.name}: simulator {name} writes {cls.schema_name} events,"
+                          f" not {spec.event.schema_name}")
+    return name
 
 
 # -- progress --------------------------------------------------------------------------
@@ -595,10 +621,6 @@ class Progress:
 
 
 # -- history ---------------------------------------------------------------------------
-
-#: Default span of a history per domain, in days.
-HISTORY_DAYS = {"transactions": 30.0, "sensors": 7.0}
-
 
 def _history_config(config: SimConfig, n_events: int, end_ms: int, days: float) -> SimConfig:
     """Config whose ``n_events`` end in the day before ``end_ms``.
@@ -635,7 +657,7 @@ def write_history(
 ) -> HistorySummary:
     """Write ``events.avro``, ``outcomes.avro`` and ``manifest.json`` to ``out_dir``.
 
-    Events span about ``days`` days (default 30 for transactions, 7 for sensors) ending
+    Events span about ``days`` days (default: the spec's ``simulation.history_days``) ending
     within the day before ``end_ms`` (default now). Only outcomes known by ``end_ms`` are
     written (``outcomes_pending`` counts the others). History holds no garbage and no
     volume drops.
@@ -645,17 +667,19 @@ def write_history(
     started = time.monotonic()
     end = int(time.time() * 1000) if end_ms is None else end_ms
     base = replace(config or SimConfig(), seed=seed)
-    span = days if days is not None else HISTORY_DAYS.get(base.spec_name, 30.0)
+    packaged = load_spec(SPEC_DIR / f"{_simulator_class(base.spec_name).spec_name}.yaml")
+    span = days if days is not None else packaged.simulation.history_days
     cfg = _history_config(base, n_events, end, span)
     sim = simulator_for(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     out_codec = Codec.for_schema(sim.spec.outcome.schema_name)
-    id_field, time_field = sim.spec.event.id_field, sim.spec.event.time_field
+    time_field = sim.spec.event.time_field
     bar = Progress(f"history {cfg.spec_name}", n_events, progress)
     positives = outcomes = pending = 0
     first = last = 0
-    with open(out / "events.avro", "wb") as ef, open(out / "outcomes.avro", "wb") as of:
+    with open(out / history.EVENTS_FILE, "wb") as ef, \
+            open(out / history.OUTCOMES_FILE, "wb") as of:
         events_w = Writer(ef, sim.codec.schema, codec="deflate")
         outcomes_w = Writer(of, out_codec.schema, codec="deflate")
         for ev in sim.events(n_events):
@@ -666,7 +690,7 @@ def write_history(
             positives += ev.label or 0
             assert ev.outcome_time is not None
             if ev.outcome_time <= end:
-                outcomes_w.write(_outcome(ev, id_field, time_field, ev.outcome_time, sim))
+                outcomes_w.write(_outcome(ev, sim.spec, ev.outcome_time))
                 outcomes += 1
             else:
                 pending += 1
@@ -689,23 +713,16 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _outcome(ev: SimEvent, id_field: str, time_field: str, outcome_time: int,
-             sim: _Simulator) -> dict[str, Any]:
-    return {"event_id": ev.record[id_field], "label": int(ev.label or 0),
-            "event_time": ev.record[time_field], "outcome_time": outcome_time,
-            "source": "chargebacks" if sim.spec_name == "transactions" else "maintenance"}
+def _outcome(ev: SimEvent, spec: PipelineSpec, outcome_time: int) -> dict[str, Any]:
+    """The outcome record of a valid event; ``source`` is the spec's outcome source."""
+    return {"event_id": ev.record[spec.event.id_field], "label": int(ev.label or 0),
+            "event_time": ev.record[spec.event.time_field], "outcome_time": outcome_time,
+            "source": spec.simulation.outcome_source}
 
 
 def read_history(directory: Path | str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The (events, outcomes) of a history written by :func:`write_history`."""
-    d = Path(directory)
-    try:
-        with open(d / "events.avro", "rb") as ef, open(d / "outcomes.avro", "rb") as of:
-            events = [cast(dict[str, Any], r) for r in fastavro.reader(ef)]
-            outcomes = [cast(dict[str, Any], r) for r in fastavro.reader(of)]
-            return events, outcomes
-    except FileNotFoundError as exc:
-        raise ConfigError(f"no history in {d}: {exc.filename} is missing") from None
+    """The (events, outcomes) of a history directory (:func:`precog.history.read_history`)."""
+    return history.read_history(directory)
 
 
 # -- live ------------------------------------------------------------------------------
@@ -771,7 +788,7 @@ class _Live:
             self.valid += 1
             assert ev.outcome_time is not None and ev.label is not None
             due = t + round((ev.outcome_time - t) * self.scale)
-            rec = _outcome(ev, ev_spec.id_field, ev_spec.time_field, due, self.sim)
+            rec = _outcome(ev, self.spec, due)
             heapq.heappush(self.outcomes, (due, ev.index, str(rec["event_id"]).encode(),
                                            self.codec_out.encode(rec)))
         self.sent += 1
@@ -846,7 +863,7 @@ def produce_live(
     elif start_ms + n_events * interarrival > wall_start:
         raise ConfigError("start_ms leaves the accelerated run's event times in the future")
     base = config or SimConfig()
-    cfg = replace(base, spec_name=spec.name, start_ms=start_ms,
+    cfg = replace(base, spec_name=simulator_name(spec), start_ms=start_ms,
                   mean_interarrival_ms=interarrival, diurnal=base.diurnal and time_scale > 1)
 
     def event_now() -> int:  # the simulated clock

@@ -250,6 +250,38 @@ class VolumeSpec(_Strict):
     min_ratio: float = Field(0.8, gt=0, le=1, description="received/expected below this alerts")
 
 
+class BusinessSpec(_Strict):
+    """What the business view calls the domain's events, positives and money.
+
+    The defaults are neutral; a domain with a money-like feature names it in
+    ``amount_feature`` and gets the amount panels of the business dashboard.
+    """
+
+    amount_feature: str | None = Field(
+        None, description="feature whose value is the predictions documents' `amount` (the"
+        " business amount the dashboards sum); null: no amount"
+    )
+    event_noun: str = Field("events", min_length=1,
+                            description="plural noun for the events, e.g. transactions")
+    positive_noun: str = Field("positives", min_length=1,
+                               description="what a positive outcome is called, e.g. fraud")
+
+
+class SimulationSpec(_Strict):
+    """How ``precog simulate`` makes this domain's events (precog.simulate)."""
+
+    simulator: str | None = Field(
+        None, description="the seeded simulator whose events fit this spec's schema"
+        " (transactions, sensors); null: the domain brings its own history"
+    )
+    outcome_source: str = Field("simulator", min_length=1,
+                                description="the `source` of the outcomes it writes")
+    history_days: float = Field(30.0, gt=0, description="default span of a history")
+    data_drift_feature: str | None = Field(
+        None, description="the field --data-drift-at shifts unless told otherwise"
+    )
+
+
 class PipelineSpec(_Strict):
     """One domain, end to end."""
 
@@ -260,6 +292,8 @@ class PipelineSpec(_Strict):
     models: list[ModelSpec]
     outcome: OutcomeSpec = OutcomeSpec()
     volume: VolumeSpec = VolumeSpec()
+    business: BusinessSpec = BusinessSpec()
+    simulation: SimulationSpec = SimulationSpec()
     schema_dirs: list[Path] = Field(
         default_factory=list,
         description="directories of this domain's .avsc files, relative to the spec file;"
@@ -283,6 +317,9 @@ class PipelineSpec(_Strict):
                 unknown = set(m.features) - set(names)
                 if unknown:
                     raise ValueError(f"model {m.model_id} uses unknown features {sorted(unknown)}")
+        amount = self.business.amount_feature
+        if amount is not None and amount not in names:
+            raise ValueError(f"business.amount_feature {amount!r} is not a feature")
         leaders = [m for m in self.models if m.role == "leader"]
         if len(leaders) != 1:
             raise ValueError("exactly one model must have role: leader")

@@ -23,6 +23,7 @@ _GROUPS = [
     ("stack", "stack"),
     ("setup", "setup"),
     ("simulate", "simulate"),
+    ("history", "history"),
     ("train", "train"),
     ("backfill", "backfill"),
     ("models", "models"),

@@ -22,7 +22,7 @@ from precog.dashboards import NDJSON_PATH, TEMPLATES_DIR, export_ndjson, load_te
 from precog.errors import ConfigError, PrecogError, ServiceUnavailable
 from precog.kibana_checks import check_definitions, check_ndjson
 from precog.settings import get_settings
-from precog.spec import load_spec
+from precog.spec import PipelineSpec, load_spec
 
 app = typer.Typer(help="Kibana saved objects: export, check, import.", no_args_is_help=True)
 
@@ -159,9 +159,8 @@ def import_saved_objects(ndjson: bytes, cfg: KibanaSettings) -> list[ObjectResul
 
 
 # ---------------------------------------------------------------------------- commands
-def _feature_names(spec: Path | None) -> list[str]:
-    path = spec or get_settings().spec
-    return [f.name for f in load_spec(path).features]
+def _spec(spec: Path | None) -> PipelineSpec:
+    return load_spec(spec or get_settings().spec)
 
 
 @app.command("export")
@@ -170,7 +169,8 @@ def export_cmd(
     spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
 ) -> None:
     """Generate the saved objects from precog/dashboards.py and write them as NDJSON."""
-    text = export_ndjson(_feature_names(spec))
+    pipeline = _spec(spec)
+    text = export_ndjson(pipeline.feature_names, business=pipeline.business)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     typer.echo(f"wrote {len(text.splitlines())} saved objects to {out}")
@@ -190,9 +190,12 @@ def check_cmd(
         raise ConfigError(f"no index templates in {templates}")
     from precog.dashboards import dashboards
 
-    names = _feature_names(spec)
-    problems = check_ndjson(file.read_text(), tmpl) + check_definitions(dashboards(names), tmpl)
-    stale = file.resolve() == NDJSON_PATH.resolve() and file.read_text() != export_ndjson(names)
+    pipeline = _spec(spec)
+    names, business = pipeline.feature_names, pipeline.business
+    problems = check_ndjson(file.read_text(), tmpl) + check_definitions(
+        dashboards(names, business), tmpl)
+    stale = file.resolve() == NDJSON_PATH.resolve() and file.read_text() != export_ndjson(
+        names, business=business)
     for p in problems:
         typer.echo(str(p))
     if stale:

@@ -61,11 +61,12 @@ def report(
     now_ms = int(now.timestamp() * 1000)
     time_range: TimeRange = (parse_time(since, now_ms), parse_time(until, now_ms))
     out_dir = out or Path("reports") / f"{settings.namespace}-{now.strftime('%Y%m%d-%H%M%S')}"
-    features = [f.name for f in load_spec(settings.spec).features]
+    pipeline = load_spec(settings.spec)
+    boards = dashboards(pipeline.feature_names, pipeline.business)
     echo = typer.echo if verbose else None
     try:
         with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
-            result = write_report(es, settings.namespace, dashboards(features), load_templates(),
+            result = write_report(es, settings.namespace, boards, load_templates(),
                                   out_dir, time_range, echo=echo)
     except TransportError as exc:
         raise ServiceUnavailable("elasticsearch", settings.elasticsearch.url,

@@ -54,10 +54,11 @@ def history(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Write a history (no garbage) for training: events, known outcomes, manifest.json."""
-    from precog.simulate import SimConfig, write_history
+    from precog.simulate import SimConfig, simulator_name, write_history
 
     pipeline = _spec(spec)
-    cfg = SimConfig(seed=seed, spec_name=pipeline.name, n_cards=cards, n_sensors=sensors,
+    cfg = SimConfig(seed=seed, spec_name=simulator_name(pipeline), n_cards=cards,
+                    n_sensors=sensors,
                     fraud_rate=fraud_rate)
     s = write_history(out, events, seed, _epoch_ms(end), progress, config=cfg, days=days)
     typer.echo(
@@ -79,7 +80,8 @@ def live(
     garbage: Annotated[float, typer.Option("--garbage", help="fraction of garbage records")] = 0.0,
     concept_drift_at: Annotated[int | None, typer.Option("--concept-drift-at", min=0)] = None,
     data_drift_at: Annotated[int | None, typer.Option("--data-drift-at", min=0)] = None,
-    data_drift_feature: Annotated[str, typer.Option("--data-drift-feature")] = "amount",
+    data_drift_feature: Annotated[str | None, typer.Option(
+        "--data-drift-feature", help="default: the spec's simulation.data_drift_feature")] = None,
     volume_drop_at: Annotated[int | None, typer.Option("--volume-drop-at", min=0)] = None,
     volume_drop_len: Annotated[int, typer.Option("--volume-drop-len", min=0)] = 0,
     volume_drop: Annotated[float, typer.Option("--volume-drop", help="fraction dropped")] = 0.3,
@@ -95,14 +97,12 @@ def live(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Produce a live stream (event time = now) with outcomes and manifests to Kafka."""
-    from precog.simulate import SimConfig, produce_live
+    from precog.simulate import SimConfig, produce_live, simulator_name
 
     settings = get_settings()
     pipeline = _spec(spec)
-    if data_drift_at is not None and pipeline.name == "sensors" and data_drift_feature == "amount":
-        data_drift_feature = "value"
     cfg = SimConfig(
-        seed=seed, spec_name=pipeline.name, n_cards=cards, n_sensors=sensors,
+        seed=seed, spec_name=simulator_name(pipeline), n_cards=cards, n_sensors=sensors,
         fraud_rate=fraud_rate, garbage_fraction=garbage, concept_drift_at=concept_drift_at,
         data_drift_at=data_drift_at, data_drift_feature=data_drift_feature,
         volume_drop_at=volume_drop_at, volume_drop_len=volume_drop_len, volume_drop=volume_drop,

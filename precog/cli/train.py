@@ -1,4 +1,4 @@
-"""``precog train``: train the spec's models on a simulated history and register them."""
+"""``precog train``: train the spec's models on a history (docs/features.md) and register them."""
 
 from __future__ import annotations
 

@@ -71,6 +71,7 @@ def build_docs(
     codec = rt.codec("prediction")
     index = rt.settings.index("predictions")
     indexed_time = now_ms()
+    amount_feature = rt.spec.business.amount_feature
     docs: list[BulkDoc] = []
     bad: list[tuple[Any, Exception]] = []
     for event in events:
@@ -79,7 +80,7 @@ def build_docs(
         except EventError as exc:
             bad.append((event, exc))
             continue
-        for doc_id, doc in prediction_documents(prediction, indexed_time):
+        for doc_id, doc in prediction_documents(prediction, indexed_time, amount_feature):
             docs.append(BulkDoc(
                 doc_id,
                 orjson.dumps({"create": {"_index": index, "_id": doc_id}}),

@@ -71,8 +71,9 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         from precog.report import write_report
         from precog.spec import load_spec
 
-        features = load_spec(settings.spec).feature_names
-        report = write_report(es, ns, dashboards(features), load_templates(),
+        pipeline = load_spec(settings.spec)
+        boards = dashboards(pipeline.feature_names, pipeline.business)
+        report = write_report(es, ns, boards, load_templates(),
                               tmp_path / "panels")
         empty = [r.panel.id for r in report.results if not r.has_data]
         assert empty == [], f"panels without data: {empty}"

@@ -19,12 +19,15 @@ from precog.dashboards import load_templates as load_kibana_templates
 from precog.io.elasticsearch import elasticsearch_client
 from precog.report import write_report
 from precog.settings import Settings
+from precog.spec import BusinessSpec
 
 pytestmark = pytest.mark.integration
 
 T0 = 1_700_000_000_000
 MIN = 60_000
 FEATURES = ("amount", "count_1h")
+#: the transactions domain's wording and amount (its spec's ``business``)
+BUSINESS = BusinessSpec(amount_feature="amount", event_noun="transactions", positive_noun="fraud")
 MODELS = (("fraud-lgbm", 1, "leader"), ("fraud-logreg", 1, "challenger"))
 
 
@@ -129,7 +132,7 @@ def es(settings: Settings) -> Any:
 def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
         settings: Settings, es: Elasticsearch, tmp_path: Path) -> None:
     _seed(es, settings)
-    boards = dashboards(FEATURES)
+    boards = dashboards(FEATURES, BUSINESS)
     report = write_report(es, settings.namespace, boards, load_kibana_templates(),
                           tmp_path / "report")
 
@@ -183,7 +186,7 @@ def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
 
 def test_empty_namespace_draws_no_data_images(settings: Settings, es: Elasticsearch,
                                               tmp_path: Path) -> None:
-    boards = dashboards(FEATURES)
+    boards = dashboards(FEATURES, BUSINESS)
     report = write_report(es, settings.namespace, boards, load_kibana_templates(),
                           tmp_path / "empty", time_range=(T0, T0 + 1))
     assert report.with_data == 0
@@ -195,7 +198,7 @@ def test_empty_namespace_draws_no_data_images(settings: Settings, es: Elasticsea
 def test_terms_panels_match_template_keyword_fields() -> None:
     """Sanity of the seeded shape: every terms split names a mapped field."""
     templates = load_kibana_templates()
-    for board in dashboards(FEATURES):
+    for board in dashboards(FEATURES, BUSINESS):
         for p in board.panels:
             for b in p.nesting():
                 if isinstance(b, Terms):

@@ -1,0 +1,243 @@
+"""The history format read by ``precog train`` and ``precog backfill``: read, check, convert.
+
+A history is a directory with ``events.avro`` (records of the spec's event schema) and
+``outcomes.avro`` (records of its outcome schema), both Avro object container files; times
+are epoch milliseconds, and a ``timestamp-millis`` / ``timestamp-micros`` field (which
+fastavro reads as a datetime) is turned back into epoch ms. docs/features.md has the
+format; every problem is one line naming the file, the record and the field.
+
+>>> from datetime import UTC, datetime
+>>> to_epoch_ms(datetime(1970, 1, 1, 0, 0, 1, 500_999, tzinfo=UTC)), to_epoch_ms(7)
+(1500, 7)
+>>> coerce("12", "long"), coerce("2.5", ["null", "double"]), coerce("", ["null", "string"])
+(12, 2.5, None)
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.validation import validate
+
+from precog.avro import Codec
+from precog.errors import ConfigError
+from precog.spec import PipelineSpec, epoch_ms
+
+EVENTS_FILE = "events.avro"
+OUTCOMES_FILE = "outcomes.avro"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_NUMBERS = {"int": int, "long": int, "float": float, "double": float}
+_MISSING = object()
+
+
+def to_epoch_ms(value: Any) -> Any:
+    """Epoch ms of a datetime (naive = UTC; micros truncated); anything else unchanged."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return (moment - _EPOCH) // _MS
+    return value
+
+
+def _types(field_type: Any) -> list[Any]:
+    return field_type if isinstance(field_type, list) else [field_type]
+
+
+def _base(t: Any) -> Any:
+    return t["type"] if isinstance(t, dict) and t["type"] not in ("record", "enum") else t
+
+
+def coerce(text: str, field_type: Any) -> Any:
+    """A CSV cell as the Avro type of its field (empty: null if the field may be null)."""
+    types = [_base(t) for t in _types(field_type)]
+    if text == "" and "null" in types:
+        return None
+    for t in types:
+        if t in _NUMBERS:
+            try:
+                return _NUMBERS[t](text)
+            except ValueError:
+                continue
+        if t == "boolean" and text.lower() in ("true", "false", "1", "0"):
+            return text.lower() in ("true", "1")
+        if t == "string" or (isinstance(t, dict) and t.get("type") == "enum"):
+            return text
+    return text  # the check names the field and its type
+
+
+@dataclass(frozen=True)
+class HistoryCheck:
+    """What :func:`check_history` found in a good history."""
+
+    events: int
+    outcomes: int
+    positives: int
+    first_event_time: int | None
+    last_event_time: int | None
+
+    def summary(self) -> str:
+        span = f"events {self.first_event_time}..{self.last_event_time}" if self.events else ""
+        return (f"{self.events:,} events, {self.outcomes:,} outcomes ({self.positives:,}"
+                f" positive) {span}").rstrip()
+
+
+class _Records:
+    """One file's records checked against one schema (a pure function of both)."""
+
+    def __init__(self, path: Path, codec: Codec) -> None:
+        self.path, self.codec = path, codec
+        self.named: dict[str, Any] = {}
+        self.parsed = fastavro.parse_schema(codec.schema, named_schemas=self.named)
+        self.fields: list[dict[str, Any]] = codec.schema["fields"]
+
+    def fail(self, i: int, why: str) -> ConfigError:
+        return ConfigError(f"{self.path}: record {i}: {why}")
+
+    def check(self, i: int, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise self.fail(i, f"not a record but {type(raw).__name__}")
+        record = {k: to_epoch_ms(v) for k, v in raw.items()}
+        for f in self.fields:
+            value = record.get(f["name"], _MISSING)
+            if value is _MISSING:
+                if "default" not in f:
+                    raise self.fail(i, f"field {f['name']} is missing")
+                value = record[f["name"]] = f["default"]
+            if isinstance(value, date) and not isinstance(value, datetime):
+                raise self.fail(i, f"field {f['name']}: a date, not epoch ms")
+            schema = fastavro.parse_schema(f["type"], named_schemas=self.named)
+            if not validate(value, schema, raise_errors=False):
+                raise self.fail(i, f"field {f['name']}: {value!r} is not"
+                                   f" {_type_name(f['type'])}")
+        return record
+
+    def all(self, records: Iterable[Any]) -> Iterator[dict[str, Any]]:
+        for i, raw in enumerate(records):
+            yield self.check(i, raw)
+
+
+def _type_name(field_type: Any) -> str:
+    return " or ".join(str(_base(t)) for t in _types(field_type))
+
+
+def read_avro(path: Path, codec: Codec) -> list[dict[str, Any]]:
+    """The checked records of one Avro container file (times as epoch ms)."""
+    checker = _Records(path, codec)
+    try:
+        with open(path, "rb") as fo:
+            return list(checker.all(fastavro.reader(fo)))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (ValueError, EOFError, OSError) as exc:  # fastavro's "cannot read header" & co
+        raise ConfigError(f"{path}: not an Avro container file: {exc}") from None
+
+
+def read_csv(path: Path, codec: Codec) -> list[dict[str, Any]]:
+    """The checked records of a CSV file with a header row naming the schema's fields.
+
+    A ``timestamp-millis`` field may hold epoch ms or an ISO-8601 time (UTC unless it says).
+    """
+    checker = _Records(path, codec)
+    types = {f["name"]: f["type"] for f in checker.fields}
+    times = {f["name"] for f in codec.writer.raw["fields"] if _is_timestamp(f["type"])}
+    try:
+        with open(path, newline="") as fo:
+            rows = list(csv.DictReader(fo))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: not a CSV file: {exc}") from None
+
+    def typed(i: int, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in row.items():
+            if k is None or k not in types:
+                continue
+            if k in times and v and not v.lstrip("-").isdigit():
+                try:
+                    out[k] = epoch_ms(v)
+                except ConfigError as exc:
+                    raise checker.fail(i, f"field {k}: {exc}") from None
+            else:
+                out[k] = coerce(v or "", types[k])
+        return out
+
+    return list(checker.all(typed(i, r) for i, r in enumerate(rows)))
+
+
+def _is_timestamp(field_type: Any) -> bool:
+    """Whether the ``.avsc`` gives the field a ``timestamp-*`` logical type."""
+    return any(isinstance(t, dict) and str(t.get("logicalType", "")).startswith("timestamp")
+               for t in _types(field_type))
+
+
+def read_records(path: Path, codec: Codec) -> list[dict[str, Any]]:
+    """Records of an Avro (``.avro``), CSV (``.csv``) or Parquet (``.parquet``) file."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path, codec)
+    if suffix in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+        except ModuleNotFoundError:
+            raise ConfigError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
+                              ) from None
+        rows = pq.read_table(path).to_pylist()
+        return list(_Records(path, codec).all(rows))
+    return read_avro(path, codec)
+
+
+def read_history(directory: Path | str, spec: PipelineSpec | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The checked (events, outcomes) of a history directory.
+
+    Without ``spec`` the files are checked against the schemas they were written with.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"history directory not found: {d}")
+    missing = [name for name in (EVENTS_FILE, OUTCOMES_FILE) if not (d / name).exists()]
+    if missing:
+        raise ConfigError(f"no history in {d}: {d / missing[0]} is missing")
+    if spec is None:
+        return _read_as_written(d / EVENTS_FILE), _read_as_written(d / OUTCOMES_FILE)
+    events = read_avro(d / EVENTS_FILE, Codec.for_schema(spec.event.schema_name))
+    outcomes = read_avro(d / OUTCOMES_FILE, Codec.for_schema(spec.outcome.schema_name))
+    return events, outcomes
+
+
+def _read_as_written(path: Path) -> list[dict[str, Any]]:
+    try:
+        with open(path, "rb") as fo:
+            return [{k: to_epoch_ms(v) for k, v in r.items()}  # type: ignore[union-attr]
+                    for r in fastavro.reader(fo)]
+    except (ValueError, EOFError) as exc:
+        raise ConfigError(f"{path}: not an Avro container file: {exc}") from None
+
+
+def check_history(directory: Path | str, spec: PipelineSpec) -> HistoryCheck:
+    """Read a history as ``precog train`` does; a :class:`ConfigError` names what is wrong."""
+    d = Path(directory)
+    events, outcomes = read_history(d, spec)
+    ev, label = spec.event, spec.outcome.label_field
+    times = [e[ev.time_field] for e in events]
+    for i, o in enumerate(outcomes):
+        if o.get(label) not in (0, 1):
+            raise ConfigError(f"{d / OUTCOMES_FILE}: record {i}: field {label}: {o.get(label)!r}"
+                              " is not 0 or 1")
+    return HistoryCheck(len(events), len(outcomes), sum(o[label] for o in outcomes),
+                        min(times, default=None), max(times, default=None))
+
+
+def write_records(path: Path, codec: Codec, records: Iterable[dict[str, Any]]) -> int:
+    """Write records as an Avro container file with the schema precog reads; returns count."""
+    rows = list(records)
+    with open(path, "wb") as fo:
+        fastavro.writer(fo, codec.schema, rows, codec="deflate")
+    return len(rows)
