@@ -245,7 +245,7 @@ class Runtime:
     def es(self) -> Any:
         """AsyncElasticsearch client, created on first use."""
         if self._es is None:
-            from elasticsearch import AsyncElasticsearch
+            from precog.io.elasticsearch import async_elasticsearch_client
 
-            self._es = AsyncElasticsearch(**self.settings.elasticsearch.client_kwargs())
+            self._es = async_elasticsearch_client(self.settings)
         return self._es
