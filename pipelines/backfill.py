@@ -84,7 +84,7 @@ def rebuild_from_topic(
 ) -> int:
     """Rebuild every entity's state from the retained events topic; returns entities.
 
-    Folds the events the worker group has committed (per partition, from the first
+    Folds the events the score agent's group has committed (per partition, from the first
     retained offset up to the committed one, in offset order) through the worker's own
     validation and :meth:`~precog.features.Featurizer.featurize_batch`, so the states and
     their offset watermarks equal what the worker had written; then writes them and the
@@ -97,7 +97,7 @@ def rebuild_from_topic(
     from precog.services.feature_store import committed_offsets
 
     say = log or (lambda _m: None)
-    group = group or settings.group("worker")
+    group = group or settings.group("score")  # the score agent commits the events topic
     committed = committed_offsets(settings, group, spec.event.topic)
     for _ in range(10):
         time.sleep(settle_s)

@@ -162,6 +162,10 @@ class Codec:
         """The parsed writer schema (for fastavro calls)."""
         return self._parsed
 
+    def encode_header(self) -> bytes:
+        """The 10 bytes every record this codec writes starts with (marker + fingerprint)."""
+        return self._header
+
     def encode(self, record: dict[str, Any]) -> bytes:
         """Single-object encoding of ``record``; raises ``ValueError`` if it breaks the schema."""
         buf = io.BytesIO()

@@ -257,6 +257,10 @@ class WorkerSettings(BaseModel):
         2.0, gt=0, le=60, description="how often the Kafka watchdog asks the broker about "
         "the worker's group (services/watchdog.py)"
     )
+    drain_seconds: float = Field(
+        10.0, ge=0, description="seconds a graceful stop waits for the score agent's batch in "
+        "flight to finish and commit before it abandons it (redelivered)"
+    )
     stall_seconds: float = Field(
         60.0, ge=10, description="seconds the broker may answer while the worker's "
         "consumer is out of its group or a held partition does not move, before the "

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the agents import this module
     from precog.services.agents.join import OutcomeJoin
     from precog.services.agents.monitor import MonitorAgent
     from precog.services.agents.role_watcher import RoleWatcher
+    from precog.services.batch_transport import BatchSource
 
 log = logging.getLogger("precog.worker")
 
@@ -214,6 +215,8 @@ class Runtime:
     role_watcher: RoleWatcher | None = None
     join: OutcomeJoin | None = None
     monitor: MonitorAgent | None = None
+    #: consumers the worker owns besides Faust's (services/batch_transport.py)
+    batch_sources: list[BatchSource] = field(default_factory=list)
     _es: Any = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
 

@@ -185,31 +185,36 @@ def register(rt: Any) -> None:
     @rt.app.task
     async def kafka_watchdog() -> None:
         probe = Probe(settings, timeout=max(1.0, every))
-        clock = StallClock(settings.worker.stall_seconds)
-        group, prefix = settings.group("worker"), settings.topic("")
+        clocks: dict[str, StallClock] = {}
+        prefix = settings.topic("")
         try:
             while True:
                 await asyncio.sleep(every)
                 # the partitions Faust assigned to this worker, of the namespace's topics
-                # (not table changelogs, which the group never commits)
-                assigned = sorted((tp.topic, tp.partition)
-                                  for tp in rt.app.consumer.assignment()
-                                  if tp.topic.startswith(prefix))
-                view = await probe.look(group, assigned)
-                if view.error is not None:
+                # (not table changelogs, which the group never commits), and those of the
+                # worker's own batch consumers (services/batch_transport.py)
+                groups = [(settings.group("worker"), sorted(
+                    (tp.topic, tp.partition) for tp in rt.app.consumer.assignment()
+                    if tp.topic.startswith(prefix)))]
+                groups += [(src.group, src.assignment()) for src in rt.batch_sources]
+                views = [await probe.look(group, assigned) for group, assigned in groups]
+                error = next((v.error for v in views if v.error is not None), None)
+                if error is not None:
                     if rt.health.waiting("kafka", f"kafka is not reachable at {address}: "
-                                                  f"{view.error}"):
+                                                  f"{error}"):
                         log.warning("kafka is not reachable at %s (%s); offsets are held "
-                                    "until it answers", address, view.error)
+                                    "until it answers", address, error)
                 elif rt.health.recovered("kafka"):
                     log.info("kafka answers again at %s", address)
                 excused = (bool(rt.health.dependencies) or rt.health.fatal is not None
                            or rt.stopping or (rt.models is None and "score" in rt.agents))
-                stall = clock.observe(view, time.monotonic(), excused)
-                if stall is not None:
-                    rt.health.conditions["kafka-consumer"] = f"stuck: {stall}"
-                    await stop_worker(rt, "kafka watchdog", Stalled(
-                        f"{stall} while the broker at {address} answered; stopping so "
-                        f"that a restart redelivers the held offsets"))
+                for (group, _), view in zip(groups, views, strict=True):
+                    clock = clocks.setdefault(group, StallClock(settings.worker.stall_seconds))
+                    stall = clock.observe(view, time.monotonic(), excused)
+                    if stall is not None:
+                        rt.health.conditions["kafka-consumer"] = f"{group} stuck: {stall}"
+                        await stop_worker(rt, "kafka watchdog", Stalled(
+                            f"{group}: {stall} while the broker at {address} answered; "
+                            "stopping so that a restart redelivers the held offsets"))
         finally:
             await probe.close()

@@ -401,13 +401,13 @@ def bench_memory(lab: Lab) -> dict[str, Any]:
 
 
 def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
-    """Until the worker group has ``members`` members, each with partitions, and is stable."""
+    """Until the score group (the events topic) has ``members`` members with partitions."""
     from confluent_kafka import ConsumerGroupState
 
     from precog.io import kafka
 
     admin = kafka.admin(s)
-    group = s.group("worker")
+    group = s.group("score")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         desc = admin.describe_consumer_groups([group])[group].result(10)

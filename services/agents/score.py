@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from precog.services.batch_transport import BatchProducer, BatchSource
 from precog.services.dlq import Failed, send_dead_letters
 from precog.services.feature_store import (
     OnlineStore,
@@ -28,24 +29,23 @@ from precog.services.feature_store import (
     StateLost,
     committed_offsets,
 )
-from precog.services.reliability import (
-    AppProducer,
-    OutRecord,
-    Producer,
-    consume_in_batches,
-    release,
-    until_available,
-)
+from precog.services.reliability import OutRecord, Producer, until_available
 from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError, ValidationError
 from precog.features import EntityState, Featurizer
 from precog.io.kafka import CONTROL_TOPIC
 from precog.monitor.alerts import make_alert
-from precog.scoring import EventContext, prediction_record, score_batch
+from precog.prediction_writer import BatchRows, PredictionWriter
+from precog.scoring import EventContext, ModelSet, score_batch
 from precog.validation import check_event
 
 log = logging.getLogger("precog.score")
+
+
+def score_group(settings: Any) -> str:
+    """The consumer group of the score agent on the events topic (``precog-{ns}-score``)."""
+    return str(settings.group("score"))
 
 
 class RecordTooLarge(EventError):
@@ -119,53 +119,62 @@ def _featurize(
     return kept, vectors, changed, failed
 
 
+class _Writers:
+    """The prediction writer of the current model set (one per roles revision)."""
+
+    def __init__(self) -> None:
+        self._models: ModelSet | None = None
+        self._writer: PredictionWriter | None = None
+
+    def get(self, rt: Runtime, featurizer: Featurizer, models: ModelSet) -> PredictionWriter:
+        if self._writer is None or self._models is not models:
+            self._writer = PredictionWriter(
+                rt.codec("prediction"), models, featurizer.names, spec_name=rt.spec.name,
+                namespace=rt.settings.namespace, event_schema=rt.event_schema_label(),
+                code_version=rt.code_version, worker=rt.worker_name,
+            )
+            self._models = models
+        return self._writer
+
+
+_WRITERS = _Writers()
+
+
 def _encode_predictions(
-    rt: Runtime, featurizer: Featurizer, models: Any, valid: list[_Valid], vectors: list[Any],
-    limit: int,
+    rt: Runtime, featurizer: Featurizer, models: ModelSet, valid: list[_Valid],
+    vectors: list[Any], limit: int,
 ) -> tuple[list[tuple[_Valid, OutRecord]], list[Failed]]:
     """Prediction records of the batch, encoded; a record that cannot be is a failure."""
     if not valid:  # every record failed before: nothing to score
         return [], []
-    spec = rt.spec
-    entity_field, id_field, time_field = (
-        spec.event.entity_field, spec.event.id_field, spec.event.time_field,
-    )
+    ev = rt.spec.event
     X = np.array([vec.values for vec in vectors], dtype=np.float64)
-    scores = score_batch(models, X)
-    scored_time = now_ms()
-    codec = rt.codec("prediction")
-    event_schema = rt.event_schema_label()
+    rows = BatchRows.from_ages(
+        np.array([vec.ages_ms for vec in vectors], dtype=np.int64).reshape(len(vectors), -1),
+        event_ids=[str(v.record[ev.id_field]) for v in valid],
+        entity_ids=[str(v.record[ev.entity_field]) for v in valid],
+        event_times=np.array([int(v.record[ev.time_field]) for v in valid], dtype=np.int64),
+        X=X, scores=score_batch(models, X), origins=[v.origin for v in valid],
+    )
+    encoded = _WRITERS.get(rt, featurizer, models).encode(rows, now_ms())
     out: list[tuple[_Valid, OutRecord]] = []
     failed: list[Failed] = []
-    for i, (v, vec) in enumerate(zip(valid, vectors, strict=True)):
+    for v, key, value in zip(valid, rows.event_ids, encoded, strict=True):
+        if isinstance(value, Exception):
+            failed.append(_failed(v, "encode", value))
+            continue
         try:
-            record = prediction_record(
-                spec_name=spec.name,
-                event_id=str(v.record[id_field]),
-                entity_id=str(v.record[entity_field]),
-                event_time=int(v.record[time_field]),
-                scored_time=scored_time,
-                models=models,
-                scores=[float(s[i]) for s in scores],
-                feature_names=featurizer.names,
-                values=vec.values,
-                ages_ms=vec.ages_ms,
-                origin=v.origin,
-                namespace=rt.settings.namespace,
-                event_schema=event_schema,
-                code_version=rt.code_version,
-                worker=rt.worker_name,
-            )
-            key, value = record["event_id"].encode(), codec.encode(record)
-        except (ArithmeticError, ValueError, TypeError, EventError) as exc:
+            raw_key = key.encode()
+        except UnicodeEncodeError as exc:
             failed.append(_failed(v, "encode", exc))
             continue
-        if len(key) + len(value) > limit:
+        if len(raw_key) + len(value) > limit:
             failed.append(_failed(v, "encode", RecordTooLarge(
-                f"prediction of {len(key) + len(value)} bytes > {limit} (producer request limit)"
+                f"prediction of {len(raw_key) + len(value)} bytes > {limit}"
+                " (producer request limit)"
             )))
             continue
-        out.append((v, (key, value, None, None)))
+        out.append((v, (raw_key, value, None, None)))
     return out, failed
 
 
@@ -178,8 +187,9 @@ async def score_events(
     Every effect is acknowledged before this returns: dead letters, then predictions, by
     ``producer``, then the new entity states by ``store``. The store and the producer being
     unavailable is waited out (:func:`~precog.services.reliability.until_available`); a bad
-    record goes to the DLQ. ``events`` are Faust events (``event.message``: topic,
-    partition, offset, key, value, timestamp); the Faust app itself is not used.
+    record goes to the DLQ. ``events`` have ``event.message`` with topic, partition,
+    offset, key, value, timestamp (:class:`~precog.services.batch_transport.Record`, or a
+    Faust event); the Faust app itself is not used.
     """
     spec = rt.spec
     rt.metrics.events_in.labels(spec.name).inc(len(events))
@@ -259,7 +269,7 @@ async def ensure_state_marker(rt: Runtime, store: RedisOnlineStore) -> None:
             return
         loop = asyncio.get_running_loop()
         committed = await loop.run_in_executor(None, committed_offsets, rt.settings,
-                                               rt.app.conf.id, rt.spec.event.topic)
+                                               score_group(rt.settings), rt.spec.event.topic)
         if not committed:
             await store.write_marker(f"worker {rt.worker_name} (fresh namespace)")
             log.info("fresh namespace: feature state marker %s written", store.marker_key)
@@ -282,33 +292,46 @@ async def wait_for_models(rt: Runtime) -> None:
 
 
 def register(rt: Runtime) -> None:
-    """Declare the score agent on ``{ns}.events.<source>``."""
+    """Read ``{ns}.events.<source>`` through a :class:`BatchSource` (group ``{ns}-score``).
+
+    The batch transport (services/batch_transport.py) hands each consumed batch to
+    :func:`score_events` and commits its offsets when that returned; predictions, dead
+    letters and alerts go out through a :class:`BatchProducer`.
+    """
     featurizer = Featurizer(rt.spec)
     store = RedisOnlineStore(rt.settings, rt.spec)
-    producer = AppProducer(rt)
-    source = rt.topic(rt.spec.event.topic)
-    size, within = rt.settings.score.batch_size, rt.settings.score.batch_timeout
+    producer: BatchProducer | None = None
+    ready = False
 
-    @rt.app.agent(source, name=f"{rt.settings.namespace}-score")
-    async def score(stream: Any) -> None:
-        ready = False
+    async def handle(events: list[Any]) -> None:
+        nonlocal ready
+        assert producer is not None
+        started = time.perf_counter()
+        if not ready:  # the first batch waits, held, until the models are loaded
+            await wait_for_models(rt)
+            await ensure_state_marker(rt, store)
+            ready = True
+        await score_events(rt, store, producer, featurizer, events)
+        rt.metrics.batch_latency.labels("score").observe(time.perf_counter() - started)
+        rt.metrics.batch_size.labels("score").observe(len(events))
+        rt.last_batch_time = time.time()
 
-        async def handle(events: list[Any]) -> None:
-            nonlocal ready
-            started = time.perf_counter()
-            if not ready:  # the first batch waits, held, until the models are loaded
-                await wait_for_models(rt)
-                await ensure_state_marker(rt, store)
-                ready = True
-            await score_events(rt, store, producer, featurizer, events)
-            await release(stream, events)  # committed only now, every effect acknowledged
-            rt.metrics.batch_latency.labels("score").observe(time.perf_counter() - started)
-            rt.metrics.batch_size.labels("score").observe(len(events))
-            rt.last_batch_time = time.time()
+    source = BatchSource(
+        rt, "score", [rt.settings.topic(rt.spec.event.topic)], score_group(rt.settings),
+        rt.settings.score.batch_size, rt.settings.score.batch_timeout, handle,
+    )
+    rt.batch_sources.append(source)
 
-        # iterate at once: a Faust stream subscribes its channel when iteration starts,
-        # and records fetched before that reach only the topic's other agents (the
-        # monitor), which acknowledge them: their offsets would be committed unscored
-        await consume_in_batches(rt, stream, "score", size, within, handle)
+    @rt.app.task
+    async def start_score() -> None:
+        nonlocal producer
+        producer = BatchProducer(rt, int(rt.app.conf.producer_max_request_size))
+        source.start()
 
-    rt.on_stop.append(store.close)
+    async def stop() -> None:
+        await source.stop()
+        if producer is not None:
+            await producer.close()
+        await store.close()
+
+    rt.on_stop.append(stop)

@@ -450,12 +450,12 @@ def _prediction_ids_per_offset(ns: Settings) -> dict[tuple[int, int], set[str]]:
 
 
 def _group_state(ns: Settings, topic: str) -> str:
-    """The worker group on the broker: state, members, offsets not yet committed (diagnosis)."""
+    """The score group on the broker: state, members, offsets not yet committed (diagnosis)."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(ns.kafka.confluent_config())
-    group = ns.group("worker")
+    group = ns.group("score")
     desc = admin.describe_consumer_groups([group])[group].result(timeout=15)
     parts = [TopicPartition(topic, p) for p in range(ns.kafka.partitions)]
     offsets = admin.list_consumer_group_offsets(

@@ -1,0 +1,340 @@
+"""The batch transport of the hot topics: confluent-kafka underneath, whole batches to the agent.
+
+Faust hands an agent one event at a time through its stream machinery; measured, that
+alone caps a worker near the Faust passthrough's 3,700-4,000 events/s, whatever the agent
+does (docs/scoring.md, "Batch transport"). The score agent reads its topic through a
+:class:`BatchSource` instead: a confluent-kafka consumer of its own group
+(``precog-{ns}-score``) that the worker owns, whose ``consume(num_messages=...)`` returns
+a whole batch with one call, and it produces through a :class:`BatchProducer`
+(confluent-kafka, idempotent, ``acks=all``, the murmur2 partitioner) that waits for a
+batch's delivery reports once. Faust stays the application frame: the app, the other
+agents, timers, tables, the web pages and the stop sequence.
+
+Offsets follow the worker's rule (docs/reliability.md): a batch is consumed, handed to the
+agent, and its offsets are committed (synchronously) only after the agent returned, i.e.
+after every effect was acknowledged; only then is the next batch consumed. Rebalances
+happen inside ``consume``, so a revoked partition never has a batch in flight. An
+unavailable broker is waited out (the commit is retried; the consumer reconnects by
+itself); anything unexpected stops the worker with the batch uncommitted. A graceful stop
+lets the batch in flight finish and commit (bounded by ``worker.drain_seconds``), then
+leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from precog.services.reliability import OutRecord, stop_worker, until_available
+
+from precog.errors import ServiceUnavailable
+from precog.io import kafka
+
+log = logging.getLogger("precog.transport")
+
+
+class Record:
+    """One consumed Kafka record, shaped like a Faust event (``record.message`` is itself)."""
+
+    __slots__ = ("topic", "partition", "offset", "key", "value", "timestamp")
+
+    def __init__(self, msg: Any) -> None:
+        self.topic: str = msg.topic()
+        self.partition: int = msg.partition()
+        self.offset: int = msg.offset()
+        self.key: bytes | None = msg.key()
+        self.value: bytes | None = msg.value()
+        kind, ms = msg.timestamp()
+        self.timestamp: float | None = ms / 1000.0 if kind else None
+
+    @property
+    def message(self) -> Record:
+        return self
+
+
+#: consumer errors that mean "the broker is away": librdkafka reconnects by itself
+_TRANSIENT = {
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+    KafkaError._MSG_TIMED_OUT, KafkaError.REQUEST_TIMED_OUT, KafkaError._RESOLVE,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NETWORK_EXCEPTION,
+    KafkaError._WAIT_COORD, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError._PARTITION_EOF,
+}
+#: commit errors after which this member no longer owns the partitions: the next owner
+#: redelivers from the last commit (at-least-once), nothing to retry here
+_LOST_OWNERSHIP = {
+    KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError._ASSIGNMENT_LOST, KafkaError.FENCED_INSTANCE_ID,
+}
+
+
+def _is_transient(err: KafkaError) -> bool:
+    return err.code() in _TRANSIENT or (err.retriable() and not err.fatal())
+
+
+def kafka_unavailable(address: str) -> Callable[[BaseException], tuple[str, str] | None]:
+    """:func:`until_available`'s test for confluent-kafka errors that waiting fixes."""
+    def check(exc: BaseException) -> tuple[str, str] | None:
+        if isinstance(exc, ServiceUnavailable):
+            return exc.service, str(exc)
+        if isinstance(exc, KafkaException) and _is_transient(exc.args[0]):
+            return "kafka", f"kafka is not reachable at {address}: {exc.args[0]}"
+        return None
+    return check
+
+
+def batch_offsets(records: Sequence[Record]) -> list[TopicPartition]:
+    """The offsets to commit after ``records``: one past the last, per partition.
+
+    >>> class M:
+    ...     def __init__(s, t, p, o): s.topic, s.partition, s.offset = t, p, o
+    >>> done = batch_offsets([M("t", 0, 5), M("t", 1, 9), M("t", 0, 7)])
+    >>> [(tp.partition, tp.offset) for tp in done]
+    [(0, 8), (1, 10)]
+    """
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        if r.offset > last.get(key, -1):
+            last[key] = r.offset
+    return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
+
+
+class BatchSource:
+    """One consumer group member on ``topics``: batches to ``handle``, committed after it."""
+
+    def __init__(self, rt: Any, name: str, topics: Sequence[str], group: str, size: int,
+                 within: float, handle: Callable[[list[Record]], Awaitable[None]]) -> None:
+        self.rt, self.name, self.topics, self.group = rt, name, list(topics), group
+        self.size, self.within, self.handle = size, within, handle
+        self.address = rt.settings.kafka.bootstrap
+        # one thread for every call on the consumer: librdkafka runs the rebalance
+        # callbacks in the thread that calls consume
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"precog-{name}-consumer")
+        self._consumer: Any = None
+        self._assigned: list[tuple[str, int]] = []
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions this member owns now (for the watchdog)."""
+        return list(self._assigned)
+
+    def _on_assign(self, _consumer: Any, parts: list[TopicPartition]) -> None:
+        self._assigned = sorted((tp.topic, tp.partition) for tp in parts)
+        log.info("%s: assigned %s", self.name, _describe(self._assigned))
+
+    def _on_revoke(self, _consumer: Any, parts: list[TopicPartition]) -> None:
+        # nothing is in flight here: the last batch was committed before this consume
+        log.info("%s: revoked %s", self.name, _describe(
+            sorted((tp.topic, tp.partition) for tp in parts)))
+        self._assigned = []
+
+    def _open(self) -> Any:
+        s = self.rt.settings
+        consumer = kafka.consumer(s, self.group, **{
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": int(s.worker.session_timeout * 1000),
+            "fetch.wait.max.ms": s.worker.fetch_max_wait_ms,
+            "client.id": f"precog-{self.name}-{self.rt.worker_name}",
+        })
+        consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        return consumer
+
+    def _consume(self) -> list[Record]:
+        records = []
+        for msg in self._consumer.consume(self.size, self.within):
+            err = msg.error()
+            if err is None:
+                records.append(Record(msg))
+            elif _is_transient(err):
+                log.debug("%s: %s", self.name, err)
+            else:
+                raise KafkaException(err)
+        return records
+
+    async def run(self) -> None:
+        """Consume, handle and commit batch after batch until :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        self._consumer = await loop.run_in_executor(self._pool, self._open)
+        unavailable = kafka_unavailable(self.address)
+        try:
+            while not self._stopping:
+                records = await until_available(
+                    self.rt.health, f"{self.name}: consume",
+                    lambda: loop.run_in_executor(self._pool, self._consume),
+                    is_unavailable=unavailable)
+                if not records:
+                    continue
+                await self.handle(records)
+                await self._commit(loop, records, unavailable)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await stop_worker(self.rt, self.name, exc)
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop, records: list[Record],
+                      unavailable: Callable[[BaseException], tuple[str, str] | None]) -> None:
+        offsets = batch_offsets(records)
+
+        def commit() -> None:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() in _LOST_OWNERSHIP:
+                    log.warning("%s: commit refused after a rebalance (%s); the partitions'"
+                                " new owner redelivers this batch", self.name, exc.args[0])
+                    return
+                raise
+
+        await until_available(self.rt.health, f"{self.name}: commit offsets",
+                              lambda: loop.run_in_executor(self._pool, commit),
+                              is_unavailable=unavailable)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        """Let the batch in flight finish and commit (bounded), then leave the group."""
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done() and self.rt.health.fatal is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.rt.settings.worker.drain_seconds)
+            except TimeoutError:
+                log.warning("%s: the batch in flight did not finish within %.0fs; it is "
+                            "abandoned uncommitted (redelivered)", self.name,
+                            self.rt.settings.worker.drain_seconds)
+                task.cancel()
+            except Exception as exc:  # it has already stopped the worker
+                log.debug("%s ended with %r", self.name, exc)
+        if self._consumer is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, self._consumer.close)
+        self._pool.shutdown(wait=False)
+        if task is not None and not task.done():
+            task.cancel()
+
+
+def _describe(parts: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in parts) or "nothing"
+
+
+class DeliveryFailed(Exception):
+    """Kafka refused records for a reason waiting does not fix."""
+
+
+class BatchProducer:
+    """:class:`~precog.services.reliability.Producer` over a confluent-kafka producer.
+
+    Idempotent, ``acks=all``, murmur2 (``KafkaSettings.producer_config``). One thread
+    serves the delivery reports; :meth:`produce` waits for the reports of its whole batch
+    with one future, and sends again only the records Kafka did not acknowledge.
+    """
+
+    def __init__(self, rt: Any, max_bytes: int) -> None:
+        self.rt = rt
+        self.address = rt.settings.kafka.bootstrap
+        self._max_bytes = max_bytes
+        self._producer = kafka.producer(rt.settings, **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "message.max.bytes": max_bytes,
+            "client.id": f"precog-score-{rt.worker_name}",
+        })
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, name="precog-producer", daemon=True)
+        self._thread.start()
+
+    @property
+    def record_limit(self) -> int:
+        from precog.services.reliability import RECORD_OVERHEAD
+
+        return self._max_bytes - RECORD_OVERHEAD
+
+    def _serve(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    def _send(self, topic: str, records: Sequence[OutRecord],
+              report: Callable[[int, KafkaError | None], None] | None) -> None:
+        p = self._producer
+        for i, (key, value, headers, timestamp) in enumerate(records):
+            kwargs: dict[str, Any] = {"key": key, "value": value}
+            if headers:
+                kwargs["headers"] = headers
+            if timestamp is not None:
+                kwargs["timestamp"] = int(timestamp * 1000)
+            if report is not None:
+                kwargs["on_delivery"] = partial(_delivered, report, i)
+            while True:
+                try:
+                    p.produce(topic, **kwargs)
+                    break
+                except BufferError:  # the local queue is full: wait for deliveries
+                    time.sleep(0.005)
+
+    async def produce(self, topic: str, records: Sequence[OutRecord], what: str) -> None:
+        pending = list(records)
+        loop = asyncio.get_running_loop()
+
+        async def attempt() -> None:
+            nonlocal pending
+            if not pending:
+                return
+            done: asyncio.Future[None] = loop.create_future()
+            failed: list[tuple[int, KafkaError]] = []
+            left = [len(pending)]
+
+            def report(i: int, err: KafkaError | None) -> None:  # in the delivery thread
+                if err is not None:
+                    failed.append((i, err))
+                left[0] -= 1
+                if left[0] == 0:
+                    loop.call_soon_threadsafe(_finish, done)
+
+            await loop.run_in_executor(None, self._send, topic, pending, report)
+            await done
+            if failed:
+                errors = [e for _, e in failed]
+                pending = [pending[i] for i, _ in sorted(failed, key=lambda f: f[0])]
+                permanent = [e for e in errors if not _is_transient(e)]
+                if permanent:
+                    raise DeliveryFailed(f"{what}: kafka refused {len(permanent)} records: "
+                                         f"{permanent[0]}")
+                raise ServiceUnavailable("kafka", self.address,
+                                         f"{len(errors)} records not acknowledged: {errors[0]}")
+
+        await until_available(self.rt.health, what, attempt)
+
+    async def send(self, topic: str, records: Sequence[OutRecord]) -> None:
+        self._send(topic, records, None)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._producer.flush, 30.0)
+        self._running = False
+        self._thread.join(timeout=5)
+
+
+def _delivered(report: Callable[[int, KafkaError | None], None], i: int,
+               err: KafkaError | None, _msg: Any) -> None:
+    report(i, err)
+
+
+def _finish(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,124 @@
+"""The compiled prediction writer writes exactly fastavro's bytes for the same records."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from precog.avro import Codec
+from precog.errors import SchemaError
+from precog.prediction_writer import BatchRows, PredictionWriter, zigzag_varints
+from precog.scoring import EventContext, make_model_set
+
+pytestmark = pytest.mark.unit
+
+CODEC = Codec.for_schema("prediction")
+
+
+@dataclass
+class Model:
+    model_id: str
+    version: int
+    features: list[str]
+    threshold: float = 0.5
+    artifact_sha256: str = "ab" * 32
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - not called
+        raise AssertionError
+
+
+def _avro_long(n: int) -> bytes:
+    """The Avro specification's long encoding, written the slow, obvious way."""
+    z = (n << 1) if n >= 0 else ((-n) << 1) - 1
+    out = b""
+    while True:
+        byte = z & 0x7F
+        z >>= 7
+        if z:
+            out += bytes([byte | 0x80])
+        else:
+            return out + bytes([byte])
+
+
+def test_varints_follow_the_avro_specification_at_every_width():
+    values = [0, 1, -1, 63, -64, 64, -65, 8191, 8192, 2**31, -(2**31), 2**62, 2**63 - 1, -(2**63)]
+    values += [2**k + d for k in range(0, 63, 7) for d in (-1, 0, 1)]
+    assert zigzag_varints(np.array(values, dtype=np.int64)) == [_avro_long(v) for v in values]
+    assert zigzag_varints(np.array([], dtype=np.int64)) == []
+
+
+def _writer(names: list[str], challengers: int, worker: str = "host:1") -> PredictionWriter:
+    leader = Model("lead-\u00fc", 12, names[:2], threshold=0.3)
+    others = [Model(f"ch{i}", 2**20 + i, names[-1:], threshold=0.5 + i / 10)
+              for i in range(challengers)]
+    models = make_model_set(4, leader, others, names)
+    return PredictionWriter(CODEC, models, names, spec_name="tx", namespace="prod",
+                            event_schema="precog.events.Transaction/v1", code_version="abc123",
+                            worker=worker)
+
+
+def _rows(rng: np.random.Generator, n: int, names: list[str], models: int) -> BatchRows:
+    specials = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308]
+    X = rng.normal(0, 1e3, size=(n, len(names)))
+    if len(names):
+        X.flat[rng.choice(X.size, size=min(X.size, 6), replace=False)] = specials[: min(X.size, 6)]
+    gaps = rng.choice([0, 1, 63, 64, 1_000, 3_600_000, 86_400_000 * 400, 2**62], size=n)
+    ids = ["", "e-\u00e9\u4e2d", "x" * 300] + [f"e{rng.integers(1e12)}" for _ in range(n)]
+    return BatchRows(
+        event_ids=ids[:n], entity_ids=[f"card-{i % 7}" for i in range(n)],
+        event_times=rng.integers(946_684_800_000, 2_000_000_000_000, size=n),
+        X=X, gaps_ms=gaps.astype(np.int64),
+        scores=[rng.random(n) for _ in range(models)],
+        origins=[EventContext(f"prod.events.t{i % 2}", int(p), int(o)) for i, (p, o) in enumerate(
+            zip(rng.choice([0, 1, 63, 64, 1023, 1024, 5000], size=n),
+                rng.integers(0, 2**50, size=n), strict=True))],
+        stateful=[j % 3 != 0 for j in range(len(names))],
+    )
+
+
+@pytest.mark.parametrize("challengers", [0, 1, 3])
+@pytest.mark.parametrize("n_features", [1, 2, 14])
+def test_bytes_equal_fastavro_for_seeded_batches(challengers, n_features):
+    rng = np.random.default_rng(100 * challengers + n_features)
+    names = [f"f{j}_\u00e4" if j % 4 == 0 else f"f{j}" for j in range(n_features)]
+    writer = _writer(names, challengers)
+    rows = _rows(rng, 200, names, 1 + challengers)
+    got = writer.encode(rows, scored_time=1_800_000_000_123)
+    expected = [CODEC.encode(writer.record(rows, i, scored_time=1_800_000_000_123,
+                                           feature_names=names)) for i in range(200)]
+    assert got == expected
+    # and they decode to the record prediction_record builds (labels by each threshold)
+    rec = CODEC.decode(got[5])
+    assert rec["leader"]["label"] == int(rows.scores[0][5] >= 0.3)
+    assert [f["age_ms"] for f in rec["features"]] == [
+        int(rows.gaps_ms[5]) if s else 0 for s in rows.stateful]
+
+
+def test_a_bad_id_fails_only_its_own_row():
+    names = ["a", "b"]
+    writer = _writer(names, 1)
+    rows = _rows(np.random.default_rng(3), 5, names, 2)
+    rows = BatchRows(**{**rows.__dict__, "event_ids": ["ok0", "bad\ud800", "ok2", "ok3", "ok4"]})
+    got = writer.encode(rows, scored_time=1)
+    assert isinstance(got[1], UnicodeEncodeError)
+    assert [CODEC.decode(g)["event_id"] for i, g in enumerate(got) if i != 1] == [
+        "ok0", "ok2", "ok3", "ok4"]
+
+
+def test_rows_from_an_age_matrix_need_the_gap_form():
+    base = dict(event_ids=["a", "b"], entity_ids=["x", "y"], event_times=np.array([1, 2]),
+                X=np.zeros((2, 3)), scores=[np.zeros(2)], origins=[EventContext("t", 0, 0)] * 2)
+    rows = BatchRows.from_ages(np.array([[0, 7, 7], [0, 0, 0]]), **base)
+    assert rows.gaps_ms.tolist() == [7, 0] and rows.stateful == [False, True, True]
+    with pytest.raises(ValueError, match="gap"):
+        BatchRows.from_ages(np.array([[0, 7, 8], [0, 0, 0]]), **base)
+
+
+def test_refuses_a_codec_of_another_schema():
+    models = make_model_set(1, Model("m", 1, ["a"]), [], ["a"])
+    with pytest.raises(SchemaError, match="compiled for precog.predictions.Prediction/v1"):
+        PredictionWriter(Codec.for_schema("outcome"), models, ["a"], spec_name="s",
+                         namespace="n", event_schema="e", code_version="c", worker="w")
