@@ -23,6 +23,9 @@ MODEL_CONTROL = Control("model_id", "Model")
 LEADER = Is("role", "leader")
 CUMULATIVE = Is("window", "cumulative")
 BY_MODEL = Terms("model_id", 10, "model")
+#: The predictions documents' business amount: the value of the spec's
+#: ``business.amount_feature`` (docs/documents.md), which the amount panels sum.
+AMOUNT_FIELD = "amount"
 
 
 def _metric_over_time(pid: str, title: str, fld: str) -> Panel:
@@ -178,34 +181,38 @@ def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
 
 
 def _business_view(business: BusinessSpec) -> Dashboard:
-    """Leader decisions in the domain's words; the amount panels only with an amount."""
+    """Leader decisions in the domain's words; the amount panels only with an amount, named
+    after the spec's ``business.amount_feature``."""
     flagged = (LEADER, Is("label", 1))
     positive = Is("outcome_label", 1)
     events, pos = business.event_noun, business.positive_noun
     has_amount = business.amount_feature is not None
+    amount = (business.amount_feature or "").replace("_", " ")
+    title = amount[:1].upper() + amount[1:]
     amount_panels = (
-        Panel("bv-at-risk", "Amount at risk", "predictions", "metric", filters=flagged,
-              metrics=(Metric("sum", "amount", "amount flagged"),), width=12, height=8),
+        Panel("bv-at-risk", f"{title} at risk", "predictions", "metric", filters=flagged,
+              metrics=(Metric("sum", AMOUNT_FIELD, f"{amount} flagged"),), width=12,
+              height=8),
     ) if has_amount else ()
     by_namespace_amounts = (
-        Metric("sum", "amount", "amount at risk", (Is("label", 1),)),
-        Metric("sum", "amount", f"{pos} caught", (positive, Is("leader_label", 1))),
-        Metric("sum", "amount", f"{pos} missed", (positive, Is("leader_label", 0))),
+        Metric("sum", AMOUNT_FIELD, f"{amount} at risk", (Is("label", 1),)),
+        Metric("sum", AMOUNT_FIELD, f"{pos} caught", (positive, Is("leader_label", 1))),
+        Metric("sum", AMOUNT_FIELD, f"{pos} missed", (positive, Is("leader_label", 0))),
     ) if has_amount else ()
     amount_over_time = (
-        Panel("bv-at-risk-time", "Amount at risk over time", "predictions", "line",
+        Panel("bv-at-risk-time", f"{title} at risk over time", "predictions", "line",
               x=DateHistogram("event_time"), filters=flagged,
-              metrics=(Metric("sum", "amount", "amount at risk"),)),
+              metrics=(Metric("sum", AMOUNT_FIELD, f"{amount} at risk"),)),
     ) if has_amount else ()
     caught_missed = (
-        Panel("bv-caught-missed", f"{pos.capitalize()} amount caught vs missed",
+        Panel("bv-caught-missed", f"{pos.capitalize()} {amount} caught vs missed",
               "predictions", "bar_stacked", x=DateHistogram("event_time"),
               filters=(LEADER, positive),
-              metrics=(Metric("sum", "amount", "caught", (Is("leader_label", 1),)),
-                       Metric("sum", "amount", "missed", (Is("leader_label", 0),))),
+              metrics=(Metric("sum", AMOUNT_FIELD, "caught", (Is("leader_label", 1),)),
+                       Metric("sum", AMOUNT_FIELD, "missed", (Is("leader_label", 0),))),
               description=f"labelled {pos} only (outcome_label = 1)"),
     ) if has_amount else ()
-    at_risk = " and amount at risk" if has_amount else ""
+    at_risk = f" and {amount} at risk" if has_amount else ""
     return Dashboard(
         "precog-business", "precog: Business view",
         f"Flagged {events}{at_risk}, approval/decline rate, {pos} caught vs "

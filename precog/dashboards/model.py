@@ -124,8 +124,8 @@ class Metric:
     def name(self) -> str:
         """Label shown in charts and used as the column name of report rows.
 
-        >>> Metric("avg", "f1").name, Metric("count").name, Metric("sum", "amount", "risk").name
-        ('avg f1', 'count', 'risk')
+        >>> Metric("avg", "f1").name, Metric("count").name, Metric("sum", "lag", "total").name
+        ('avg f1', 'count', 'total')
         """
         if self.label:
             return self.label

@@ -55,7 +55,7 @@ def field_type(body: Mapping[str, Any], name: str) -> str | None:
     >>> body = {"template": {"mappings": {"properties": {"features": {"type": "object"}},
     ...     "dynamic_templates": [{"f": {"path_match": "features.*",
     ...                                  "mapping": {"type": "double"}}}]}}}
-    >>> field_type(body, "features.amount"), field_type(body, "amount")
+    >>> field_type(body, "features.size"), field_type(body, "size")
     ('double', None)
     """
     explicit = template_fields(body).get(name)
