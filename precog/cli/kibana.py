@@ -18,9 +18,16 @@ import urllib3
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from precog.dashboards import NDJSON_PATH, TEMPLATES_DIR, export_ndjson, load_templates
+from precog.dashboards import (
+    NDJSON_PATH,
+    TEMPLATES_DIR,
+    check_definitions,
+    check_ndjson,
+    dashboards,
+    export_ndjson,
+    load_templates,
+)
 from precog.errors import ConfigError, PrecogError, ServiceUnavailable
-from precog.kibana_checks import check_definitions, check_ndjson
 from precog.settings import get_settings
 from precog.spec import PipelineSpec, load_spec
 
@@ -168,7 +175,7 @@ def export_cmd(
     out: Annotated[Path, typer.Option(help="where to write the NDJSON")] = NDJSON_PATH,
     spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
 ) -> None:
-    """Generate the saved objects from precog/dashboards.py and write them as NDJSON."""
+    """Generate the saved objects from precog/dashboards/ and write them as NDJSON."""
     pipeline = _spec(spec)
     text = export_ndjson(pipeline.feature_names, business=pipeline.business)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -188,8 +195,6 @@ def check_cmd(
     tmpl = load_templates(templates)
     if not tmpl:
         raise ConfigError(f"no index templates in {templates}")
-    from precog.dashboards import dashboards
-
     pipeline = _spec(spec)
     names, business = pipeline.feature_names, pipeline.business
     problems = check_ndjson(file.read_text(), tmpl) + check_definitions(
@@ -199,7 +204,7 @@ def check_cmd(
     for p in problems:
         typer.echo(str(p))
     if stale:
-        typer.echo(f"{file}: differs from precog/dashboards.py; run `precog kibana export`")
+        typer.echo(f"{file}: differs from precog/dashboards/; run `precog kibana export`")
     n = len(file.read_text().splitlines())
     if problems or stale:
         typer.echo(f"{len(problems)} problem(s) in {n} saved objects")

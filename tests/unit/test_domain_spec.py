@@ -45,6 +45,19 @@ def test_business_view_without_an_amount_has_no_amount_panels() -> None:
     assert board.description.startswith("Flagged readings, approval/decline rate, failures")
 
 
+
+def test_the_amount_panels_are_named_after_the_amount_feature() -> None:
+    board = dashboards((), BusinessSpec(amount_feature="energy_kwh", event_noun="readings",
+                                        positive_noun="failures"))[-1]
+    panels = {p.id: p for p in board.panels}
+    assert (panels["bv-at-risk"].title, panels["bv-at-risk"].metrics[0].name) == (
+        "Energy kwh at risk", "energy kwh flagged")
+    assert panels["bv-at-risk-time"].title == "Energy kwh at risk over time"
+    assert panels["bv-caught-missed"].title == "Failures energy kwh caught vs missed"
+    assert {m.field for m in panels["bv-caught-missed"].metrics} == {"amount"}  # the document
+    assert "energy kwh at risk" in [m.name for m in panels["bv-by-namespace"].metrics]
+    assert board.description.startswith("Flagged readings and energy kwh at risk, approval")
+
 def test_simulator_comes_from_the_spec() -> None:
     tx = load_spec(SPECS / "transactions.yaml")
     assert simulator_name(_with(tx, name="cards")) == "transactions"

@@ -15,13 +15,14 @@ from precog.dashboards import (
     Metric,
     Panel,
     Terms,
+    check_definitions,
+    check_ndjson,
     dashboards,
     export_ndjson,
     load_templates,
     saved_objects,
     to_ndjson,
 )
-from precog.kibana_checks import check_definitions, check_ndjson
 from precog.spec import load_spec
 
 pytestmark = pytest.mark.unit

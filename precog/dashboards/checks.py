@@ -28,13 +28,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from precog.dashboards import (
-    TEMPLATES_DIR,
-    TYPE_MIGRATION_VERSIONS,
-    Dashboard,
-    field_type,
-    load_templates,
-)
+from precog.dashboards.kibana import TYPE_MIGRATION_VERSIONS
+from precog.dashboards.model import Dashboard
+from precog.dashboards.templates import TEMPLATES_DIR, field_type, load_templates
 
 #: Namespaces every data view title must cover.
 NAMESPACES = ("prod", "parallel")
@@ -130,19 +126,26 @@ def _where(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('type')} {obj.get('id')}" + (f" ({title})" if title else "")
 
 
+def _field_problem(where: str, index: str, body: Mapping[str, Any], name: str, use: str
+                   ) -> Problem | None:
+    """What is wrong with ``name`` serving ``use`` in the ``index`` template, if anything."""
+    es_type = field_type(body, name)
+    if es_type is None:
+        return Problem(where, f"field {name!r} ({use}) is not in the {index} index template")
+    if not suits(es_type, use):
+        return Problem(where, f"field {name!r} is {es_type} in the {index} index template, "
+                              f"unsuitable for {use}")
+    return None
+
+
 def _check_field(where: str, ex: _Export, dv_id: str, name: str, use: str,
                  problems: list[Problem]) -> None:
     found = ex.template_of(dv_id)
     if found is None:
         return  # reported by the data view / reference checks
-    index, body = found
-    es_type = field_type(body, name)
-    if es_type is None:
-        problems.append(Problem(where, f"field {name!r} ({use}) is not in the {index} "
-                                       f"index template"))
-    elif not suits(es_type, use):
-        problems.append(Problem(where, f"field {name!r} is {es_type} in the {index} index "
-                                       f"template, unsuitable for {use}"))
+    problem = _field_problem(where, *found, name, use)
+    if problem is not None:
+        problems.append(problem)
 
 
 def _ref(obj: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
@@ -379,15 +382,8 @@ def check_definitions(boards: Iterable[Dashboard], templates: Mapping[str, Any]
                 continue
             uses = [*panel.field_uses(), (panel.time_field, "date_histogram")]
             uses += [(c.field, "control") for c in board.controls]
-            for name, use in uses:
-                es_type = field_type(body, name)
-                if es_type is None:
-                    problems.append(Problem(where, f"field {name!r} ({use}) is not in the "
-                                                   f"{panel.index} index template"))
-                elif not suits(es_type, use):
-                    problems.append(Problem(where, f"field {name!r} is {es_type} in the "
-                                                   f"{panel.index} index template, "
-                                                   f"unsuitable for {use}"))
+            found = (_field_problem(where, panel.index, body, n, use) for n, use in uses)
+            problems += [p for p in found if p is not None]
     return problems
 
 

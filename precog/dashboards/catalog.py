@@ -1,0 +1,265 @@
+"""The catalog: every precog dashboard and its panels, worded by the spec's ``business``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from precog.dashboards.model import (
+    Control,
+    Dashboard,
+    DateHistogram,
+    Exists,
+    Histogram,
+    Is,
+    Metric,
+    Not,
+    Panel,
+    Terms,
+)
+from precog.spec import BusinessSpec
+
+NS_CONTROL = Control("namespace", "Namespace")
+MODEL_CONTROL = Control("model_id", "Model")
+LEADER = Is("role", "leader")
+CUMULATIVE = Is("window", "cumulative")
+BY_MODEL = Terms("model_id", 10, "model")
+#: The predictions documents' business amount: the value of the spec's
+#: ``business.amount_feature`` (docs/documents.md), which the amount panels sum.
+AMOUNT_FIELD = "amount"
+
+
+def _metric_over_time(pid: str, title: str, fld: str) -> Panel:
+    return Panel(
+        pid, title, "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL,
+        metrics=(Metric("avg", fld, title),), filters=(CUMULATIVE,),
+        description=f"cumulative {fld} per model (leader and challengers)",
+    )
+
+
+def _model_performance() -> Dashboard:
+    return Dashboard(
+        "precog-model-performance", "precog: Model performance",
+        "Leader vs challengers over time, label coverage and latency, and which version "
+        "led when.",
+        panels=(
+            _metric_over_time("mp-accuracy", "Accuracy", "accuracy"),
+            _metric_over_time("mp-precision", "Precision", "precision"),
+            _metric_over_time("mp-recall", "Recall", "recall"),
+            _metric_over_time("mp-f1", "F1", "f1"),
+            _metric_over_time("mp-roc-auc", "ROC AUC", "roc_auc"),
+            _metric_over_time("mp-coverage", "Label coverage", "label_coverage"),
+            Panel(
+                "mp-latency", "Label latency (ms)", "metrics", "line",
+                x=DateHistogram("event_time"), split=BY_MODEL, filters=(CUMULATIVE,),
+                metrics=(Metric("avg", "label_latency_p50_ms", "p50 latency"),
+                         Metric("avg", "label_latency_p95_ms", "p95 latency")),
+            ),
+            Panel(
+                "mp-leader-timeline", "Which version was leader when", "predictions", "table",
+                x=Terms("leader_model_id", 10, "leader"),
+                split=Terms("leader_version", 20, "version"), filters=(LEADER,),
+                metrics=(Metric("min", "event_time", "first decision"),
+                         Metric("max", "event_time", "last decision"),
+                         Metric("count", label="events decided")),
+                description="from the predictions: every event carries the leader that "
+                "decided it",
+            ),
+            Panel(
+                "mp-by-namespace", "Side by side: namespace and model", "metrics", "table",
+                x=Terms("namespace", 10, "namespace"), split=Terms("model_id", 10, "model"),
+                filters=(CUMULATIVE,),
+                metrics=(Metric("max", "n_labels", "labels"),
+                         Metric("avg", "accuracy", "accuracy"), Metric("avg", "f1", "F1"),
+                         Metric("avg", "roc_auc", "ROC AUC")),
+                width=48,
+            ),
+        ),
+        controls=(NS_CONTROL, MODEL_CONTROL, Control("role", "Role")),
+    )
+
+
+def _drift_and_alerts() -> Dashboard:
+    return Dashboard(
+        "precog-drift-alerts", "precog: Drift and alerts",
+        "Alert timeline by detector, model and feature; per-feature drift statistics.",
+        panels=(
+            Panel("da-by-detector", "Alerts over time by detector", "alerts", "bar_stacked",
+                  x=DateHistogram("event_time"), split=Terms("detector", 10, "detector"),
+                  metrics=(Metric("count", label="alerts"),)),
+            Panel("da-by-model", "Alerts by model and kind", "alerts", "bar",
+                  x=Terms("model_id", 10, "model"), split=Terms("kind", 10, "kind"),
+                  metrics=(Metric("count", label="alerts"),)),
+            Panel("da-by-feature", "Alerts by feature and detector", "alerts", "bar",
+                  x=Terms("feature", 20, "feature"), split=Terms("detector", 10, "detector"),
+                  metrics=(Metric("count", label="alerts"),)),
+            Panel("da-feature-drift", "Data drift statistic per feature", "alerts", "line",
+                  x=DateHistogram("event_time"), split=Terms("feature", 20, "feature"),
+                  filters=(Is("kind", "data_drift"),),
+                  metrics=(Metric("max", "statistic", "drift statistic"),)),
+            Panel("da-model-drift", "Concept and prediction drift statistic per model",
+                  "alerts", "line", x=DateHistogram("event_time"), split=BY_MODEL,
+                  filters=(Not(Is("kind", "data_drift")), Exists("model_id")),
+                  metrics=(Metric("max", "statistic", "drift statistic"),)),
+            Panel("da-alerts", "Alerts", "alerts", "search", width=48,
+                  columns=("kind", "detector", "severity", "model_id", "version", "feature",
+                           "source", "window", "statistic", "threshold", "message")),
+        ),
+        controls=(NS_CONTROL, MODEL_CONTROL, Control("kind", "Alert kind"),
+                  Control("feature", "Feature")),
+    )
+
+
+def _pipeline_health() -> Dashboard:
+    health = "pipeline-health"
+    ws = DateHistogram("window_start")
+
+    def by_name(pid: str, title: str, kind: str, label: str) -> Panel:
+        return Panel(pid, title, health, "bar_stacked", x=ws, split=Terms("name", 20, kind),
+                     filters=(Is("kind", kind),), metrics=(Metric("sum", "count", label),))
+
+    return Dashboard(
+        "precog-pipeline-health", "precog: Data pipeline health",
+        "Received vs expected per source and window, quality failures, dead letters, "
+        "outliers and consumer lag.",
+        panels=(
+            Panel("ph-volume", "Received vs expected per source", health, "line", x=ws,
+                  split=Terms("source", 10, "source"), filters=(Is("kind", "volume"),),
+                  metrics=(Metric("sum", "received", "received"),
+                           Metric("sum", "expected", "expected (manifests)"),
+                           Metric("sum", "expected_baseline", "expected (baseline)"))),
+            Panel("ph-ratio", "Received / expected per source", health, "line", x=ws,
+                  split=Terms("source", 10, "source"), filters=(Is("kind", "volume"),),
+                  metrics=(Metric("min", "ratio", "received / expected"),)),
+            by_name("ph-quality", "Quality failures by check", "quality", "failures"),
+            by_name("ph-dead-letters", "Dead letters by reason", "dead_letter", "dead letters"),
+            by_name("ph-outliers", "Outliers by feature", "outlier", "outliers"),
+            Panel("ph-lag", "Consumer lag", health, "line", x=ws,
+                  split=Terms("name", 10, "consumer"), filters=(Is("kind", "lag"),),
+                  metrics=(Metric("max", "lag", "lag (messages)"),)),
+        ),
+        controls=(NS_CONTROL, Control("source", "Source"), Control("kind", "Kind")),
+    )
+
+
+def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
+    feature_columns = tuple(f"features.{n}" for n in feature_names) + tuple(
+        f"feature_ages_ms.{n}" for n in feature_names)
+    return Dashboard(
+        "precog-predictions-provenance", "precog: Predictions and provenance",
+        "Score distributions, decision rates, the predictions with their features and "
+        "provenance, and the model index.",
+        panels=(
+            Panel("pp-scores", "Score distribution per model", "predictions", "histogram",
+                  x=Histogram("score", 0.05, 0.0, 1.0), split=BY_MODEL,
+                  metrics=(Metric("count", label="predictions"),)),
+            Panel("pp-decision-rate", "Decision rate per model", "predictions", "line",
+                  x=DateHistogram("event_time"), split=BY_MODEL,
+                  metrics=(Metric("avg", "label", "flagged share"),)),
+            Panel("pp-volume", "Predictions per model version", "predictions", "table",
+                  x=Terms("model_id", 10, "model"), split=Terms("model_version", 20, "version"),
+                  metrics=(Metric("count", label="predictions"),
+                           Metric("avg", "score", "mean score"),
+                           Metric("avg", "label", "flagged share"),
+                           Metric("max", "scored_time", "last scored"))),
+            Panel("pp-predictions", "Predictions", "predictions", "search", width=48,
+                  height=16,
+                  columns=("prediction_id", "event_id", "entity_id", "model_id",
+                           "model_version", "role", "score", "label", "threshold",
+                           "leader_model_id", "leader_version", "outcome_label",
+                           "artifact_sha256", "provenance.code_version",
+                           "provenance.source_topic", "provenance.partition",
+                           "provenance.offset") + feature_columns),
+            Panel("pp-models", "Model index", "models", "search", width=48,
+                  columns=("model_id", "version", "algorithm", "training_window_start",
+                           "training_window_end", "training_rows", "holdout_start",
+                           "holdout_end", "holdout.precision", "holdout.recall",
+                           "holdout.f1", "holdout.roc_auc", "holdout.log_loss", "threshold",
+                           "artifact_sha256", "training_data_sha256", "code_version")),
+        ),
+        controls=(NS_CONTROL, MODEL_CONTROL),
+    )
+
+
+def _business_view(business: BusinessSpec) -> Dashboard:
+    """Leader decisions in the domain's words; the amount panels only with an amount, named
+    after the spec's ``business.amount_feature``."""
+    flagged = (LEADER, Is("label", 1))
+    positive = Is("outcome_label", 1)
+    events, pos = business.event_noun, business.positive_noun
+    has_amount = business.amount_feature is not None
+    amount = (business.amount_feature or "").replace("_", " ")
+    title = amount[:1].upper() + amount[1:]
+    amount_panels = (
+        Panel("bv-at-risk", f"{title} at risk", "predictions", "metric", filters=flagged,
+              metrics=(Metric("sum", AMOUNT_FIELD, f"{amount} flagged"),), width=12,
+              height=8),
+    ) if has_amount else ()
+    by_namespace_amounts = (
+        Metric("sum", AMOUNT_FIELD, f"{amount} at risk", (Is("label", 1),)),
+        Metric("sum", AMOUNT_FIELD, f"{pos} caught", (positive, Is("leader_label", 1))),
+        Metric("sum", AMOUNT_FIELD, f"{pos} missed", (positive, Is("leader_label", 0))),
+    ) if has_amount else ()
+    amount_over_time = (
+        Panel("bv-at-risk-time", f"{title} at risk over time", "predictions", "line",
+              x=DateHistogram("event_time"), filters=flagged,
+              metrics=(Metric("sum", AMOUNT_FIELD, f"{amount} at risk"),)),
+    ) if has_amount else ()
+    caught_missed = (
+        Panel("bv-caught-missed", f"{pos.capitalize()} {amount} caught vs missed",
+              "predictions", "bar_stacked", x=DateHistogram("event_time"),
+              filters=(LEADER, positive),
+              metrics=(Metric("sum", AMOUNT_FIELD, "caught", (Is("leader_label", 1),)),
+                       Metric("sum", AMOUNT_FIELD, "missed", (Is("leader_label", 0),))),
+              description=f"labelled {pos} only (outcome_label = 1)"),
+    ) if has_amount else ()
+    at_risk = f" and {amount} at risk" if has_amount else ""
+    return Dashboard(
+        "precog-business", "precog: Business view",
+        f"Flagged {events}{at_risk}, approval/decline rate, {pos} caught vs "
+        "missed once outcomes arrive. Leader decisions only.",
+        panels=(
+            Panel("bv-flagged", f"Flagged {events}", "predictions", "metric",
+                  filters=flagged, metrics=(Metric("count", label="flagged"),), width=12,
+                  height=8),
+            *amount_panels,
+            Panel("bv-approval", "Approved vs declined", "predictions", "pie",
+                  x=Terms("leader_label", 2, "decision"), filters=(LEADER,),
+                  metrics=(Metric("count", label=events),), height=8),
+            Panel("bv-flagged-time", "Flagged over time", "predictions", "bar_stacked",
+                  x=DateHistogram("event_time"), filters=flagged,
+                  metrics=(Metric("count", label="flagged"),)),
+            *amount_over_time,
+            Panel("bv-decline-rate", "Decline rate over time", "predictions", "line",
+                  x=DateHistogram("event_time"), filters=(LEADER,),
+                  metrics=(Metric("avg", "leader_label", "decline rate"),)),
+            *caught_missed,
+            Panel("bv-by-namespace", "Side by side: namespace", "predictions", "table",
+                  x=Terms("namespace", 10, "namespace"), filters=(LEADER,),
+                  metrics=(Metric("count", label=events),
+                           Metric("count", label="flagged", filters=(Is("label", 1),)),
+                           *by_namespace_amounts),
+                  width=48),
+        ),
+        controls=(NS_CONTROL, MODEL_CONTROL),
+    )
+
+
+def dashboards(feature_names: Sequence[str] = (), business: BusinessSpec | None = None
+               ) -> tuple[Dashboard, ...]:
+    """All precog dashboards. ``feature_names`` (from the pipeline spec) become columns of
+    the predictions table (``features.<name>`` and ``feature_ages_ms.<name>``); ``business``
+    (the spec's ``business``) words the business view and says whether it has an amount.
+
+    >>> [d.title for d in dashboards()]  # doctest: +NORMALIZE_WHITESPACE
+    ['precog: Model performance', 'precog: Drift and alerts',
+     'precog: Data pipeline health', 'precog: Predictions and provenance',
+     'precog: Business view']
+    """
+    return (_model_performance(), _drift_and_alerts(), _pipeline_health(),
+            _predictions_provenance(feature_names), _business_view(business or BusinessSpec()))
+
+
+def all_panels(boards: Iterable[Dashboard]) -> list[Panel]:
+    """Every panel of the given dashboards, in order."""
+    return [p for d in boards for p in d.panels]
+
