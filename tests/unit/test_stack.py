@@ -20,6 +20,7 @@ from precog.errors import ConfigError, StackError
 from precog.namespace import render_template, topics_for
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, load_spec
+from precog.stack import install, processes
 
 pytestmark = pytest.mark.unit
 
@@ -162,8 +163,8 @@ def _fake_jdk(root: Path, name: str, version: str) -> Path:
 
 def test_find_java_home_prefers_17_and_refuses_others(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack.shutil, "which", lambda _name: None)
-    monkeypatch.setattr(stack, "JVM_DIR", tmp_path)
+    monkeypatch.setattr(install.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(install, "JVM_DIR", tmp_path)
     _fake_jdk(tmp_path, "a-25", "25.0.1")
     with pytest.raises(StackError, match="^Java 17 not found"):
         stack.find_java_home()
@@ -174,23 +175,24 @@ def test_find_java_home_prefers_17_and_refuses_others(tmp_path: Path,
 
 
 def test_missing_maven_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(install.shutil, "which", lambda _name: None)
     with pytest.raises(StackError) as err:
         stack.find_maven()
     assert str(err.value) == "Maven not found: install it (apt-get install -y maven)"
 
 
-def test_listening_inodes_reads_only_listen_sockets_on_the_port() -> None:
-    text = (
-        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt uid timeout"
-        " inode\n"
-        "   0: 0100007F:4A9C 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 111 1\n"
-        "   1: 0100007F:4A9C 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000 0 0 222 1\n"
-        "   2: 0100007F:4A9D 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 333 1\n"
-    )
-    assert stack.listening_inodes(text, 19100) == {"111"}
-    assert stack.listening_inodes(text, 19101) == {"333"}
-    assert stack.listening_inodes(text, 80) == set()
+def test_port_holders_are_the_listeners_on_the_port_only() -> None:
+    with socket.socket() as bound, socket.socket() as listener, \
+            socket.socket(socket.AF_INET6) as listener6:
+        bound.bind(("127.0.0.1", 0))  # bound, never listening: holds no port for a service
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener6.bind(("::1", 0))
+        listener6.listen()
+        port, port6 = listener.getsockname()[1], listener6.getsockname()[1]
+        assert stack.port_holders(port) == [os.getpid()]
+        assert stack.port_holders(port6) == [os.getpid()]
+        assert stack.port_holders(bound.getsockname()[1]) == []
 
 
 def test_port_in_use_names_the_holder() -> None:
@@ -199,7 +201,7 @@ def test_port_in_use_names_the_holder() -> None:
         sock.listen()
         port = sock.getsockname()[1]
         with pytest.raises(StackError) as err:
-            stack._ensure_ports_free("kafka", (port,))
+            processes.ensure_ports_free("kafka", (port,))
     assert str(err.value).startswith(
         f"port {port} (kafka) is in use by another process (pid {os.getpid()}:")
     assert "\n" not in str(err.value)
@@ -268,7 +270,7 @@ def _sleeper(marker: Path) -> list[str]:
 
 @pytest.fixture
 def bash_is_a_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack, "_SERVICE_PROGRAMS", ("bash",))
+    monkeypatch.setattr(processes, "_SERVICE_PROGRAMS", ("bash",))
 
 
 def _wait_started(pid: int) -> None:
