@@ -31,19 +31,19 @@ import heapq
 import json
 import math
 import random
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from fastavro.write import Writer
 
 from precog import history
 from precog.avro import Codec, SchemaVersion
 from precog.errors import ConfigError, ServiceUnavailable
+from precog.progress import ProgressLine
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, PipelineSpec, load_spec, parse_duration
 
@@ -590,36 +590,6 @@ def simulator_name(spec: PipelineSpec) -> str:
     return name
 
 
-# -- progress --------------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress report (count, rate, ETA) on stderr, at most twice a second."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True,
-                 stream: TextIO | None = None) -> None:
-        self.label, self.total, self.enabled = label, total, enabled
-        self.stream = stream or sys.stderr
-        self.started = self._last = time.monotonic()
-
-    def update(self, done: int, extra: str = "", force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.5):
-            return
-        self._last = now
-        rate = done / max(now - self.started, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else 0.0
-        line = f"{self.label}: {done:,}/{self.total:,}  {rate:,.0f}/s  ETA {eta:,.0f}s {extra}"
-        self.stream.write("\r" + line.ljust(78))
-        self.stream.flush()
-
-    def close(self, done: int, extra: str = "") -> None:
-        if self.enabled:
-            self.update(done, extra, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 # -- history ---------------------------------------------------------------------------
 
 def _history_config(config: SimConfig, n_events: int, end_ms: int, days: float) -> SimConfig:
@@ -675,11 +645,11 @@ def write_history(
     out.mkdir(parents=True, exist_ok=True)
     out_codec = Codec.for_schema(sim.spec.outcome.schema_name)
     time_field = sim.spec.event.time_field
-    bar = Progress(f"history {cfg.spec_name}", n_events, progress)
     positives = outcomes = pending = 0
     first = last = 0
     with open(out / history.EVENTS_FILE, "wb") as ef, \
-            open(out / history.OUTCOMES_FILE, "wb") as of:
+            open(out / history.OUTCOMES_FILE, "wb") as of, \
+            ProgressLine(f"history {cfg.spec_name}", n_events, enabled=progress) as bar:
         events_w = Writer(ef, sim.codec.schema, codec="deflate")
         outcomes_w = Writer(of, out_codec.schema, codec="deflate")
         for ev in sim.events(n_events):
@@ -697,7 +667,6 @@ def write_history(
             bar.update(ev.index + 1)
         events_w.flush()
         outcomes_w.flush()
-    bar.close(n_events)
     summary = HistorySummary(
         out_dir=str(out), spec=cfg.spec_name, seed=seed, events=n_events, positives=positives,
         fraud_rate=positives / n_events, outcomes=outcomes, outcomes_pending=pending,
@@ -752,6 +721,10 @@ class _Live:
         self.sent = self.valid = self.dropped = 0
         self.outcomes_sent = self.manifests_sent = self.manifest_records = 0
         self.garbage: dict[str, int] = {}
+
+    def note(self) -> str:
+        """What the progress line says after the count."""
+        return f"garbage {sum(self.garbage.values())} outcomes {self.outcomes_sent}"
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
@@ -877,23 +850,22 @@ def produce_live(
     except KafkaException as exc:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from exc
     live = _Live(settings, spec, sim, producer, outcome_delay_scale)
-    bar = Progress(f"live {spec.name} -> {live.topic}", n_events, progress)
     started = time.monotonic()
-    for ev in sim.events(n_events):
-        due = int(ev.record[spec.event.time_field])
-        while (now := event_now()) < due:
+    with ProgressLine(f"live {spec.name} -> {live.topic}", n_events, enabled=progress) as bar:
+        for ev in sim.events(n_events):
+            due = int(ev.record[spec.event.time_field])
+            while (now := event_now()) < due:
+                live.send_due_outcomes(now)
+                time.sleep(min(0.05, (due - now) / 1000 / time_scale))
             live.send_due_outcomes(now)
-            time.sleep(min(0.05, (due - now) / 1000 / time_scale))
-        live.send_due_outcomes(now)
-        live.event(ev)
-        bar.update(ev.index + 1, f"garbage {sum(live.garbage.values())} "
-                                 f"outcomes {live.outcomes_sent}")
-    live.close_windows()
-    deadline = None if outcome_wait_s is None else clock() + outcome_wait_s
-    while live.outcomes and (deadline is None or clock() < deadline):
-        live.send_due_outcomes(event_now())
-        producer.poll(0.05)
-    bar.close(n_events, f"garbage {sum(live.garbage.values())} outcomes {live.outcomes_sent}")
+            live.event(ev)
+            bar.update(ev.index + 1, note=live.note())
+        live.close_windows()
+        deadline = None if outcome_wait_s is None else clock() + outcome_wait_s
+        while live.outcomes and (deadline is None or clock() < deadline):
+            live.send_due_outcomes(event_now())
+            producer.poll(0.05)
+            bar.update(n_events, note=live.note())
     remaining = producer.flush(30)
     summary = LiveSummary(
         topic=live.topic, sent=live.sent, valid=live.valid, garbage=dict(live.garbage),

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
 from confluent_kafka import (
     Consumer,
@@ -31,10 +31,11 @@ from precog.avro import Codec
 from precog.errors import ConfigError, ServiceUnavailable, StackError
 from precog.io import kafka
 from precog.io.kafka import CONTROL_TOPIC
+from precog.progress import ProgressLine
 from precog.replay.checkpoint import AckTracker, Checkpoint, already_delivered
 from precog.replay.compare import CompareReport, compare, documents, latest_outcomes
 from precog.replay.merge import TimeMerge
-from precog.replay.pacing import Pacer, eta_seconds
+from precog.replay.pacing import Pacer, record_time_left_s
 from precog.replay.plan import PartitionRange, parse_offsets, plan_ranges
 from precog.replay.warmup import WarmupResult, rebuild_states
 from precog.roles import Roles
@@ -331,37 +332,6 @@ def _warm_up(source: Settings, target: Settings, spec: PipelineSpec, job: _Job,
     return result
 
 
-class _Progress:
-    """Progress and ETA on stderr, at most twice a second."""
-
-    def __init__(self, label: str, total: int, speed: float | None, enabled: bool,
-                 stream: TextIO | None = None) -> None:
-        self.label, self.total, self.speed, self.enabled = label, total, speed, enabled
-        self.stream = stream or sys.stderr
-        self.started = self._last = time.monotonic()
-        self.last_record_ms: int | None = None
-
-    def update(self, done: int, record_ms: int | None, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.5):
-            return
-        self._last = now
-        elapsed = now - self.started
-        eta = eta_seconds(done, self.total, elapsed, record_ms=record_ms,
-                          last_record_ms=self.last_record_ms, speed=self.speed)
-        pct = 100.0 * done / self.total if self.total else 100.0
-        line = (f"{self.label}: {done:,}/{self.total:,} ({pct:.0f}%)  "
-                f"{done / max(elapsed, 1e-9):,.0f}/s  ETA {eta:,.0f}s")
-        self.stream.write("\r" + line.ljust(78))
-        self.stream.flush()
-
-    def close(self, done: int) -> None:
-        if self.enabled:
-            self.update(done, None, force=True)
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def _skips(target: Settings, job: _Job, ckpt: Checkpoint) -> tuple[dict[tuple[str, int], int],
                                                                       dict[tuple[str, int], int]]:
     """Per stream: the source offset to resume at and how many records to skip because the
@@ -486,8 +456,10 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
                                          "linger.ms": 5, "client.id": "precog-replay"})
     consumer = _consumer(source, target)
     pacer = Pacer(pace)
-    bar = _Progress(f"replay {job.event_topic} -> {summary.target_topic}",
-                    sum(max(0, r.end - resume_at[s]) for s, r in live.items()), pace, progress)
+    last_ms = _last_record_time(source, target, job, resume_at) if pace and progress else None
+    bar = ProgressLine(f"replay {job.event_topic} -> {summary.target_topic}",
+                       sum(max(0, r.end - resume_at[s]) for s, r in live.items()),
+                       enabled=progress)
     paused: set[tuple[str, int]] = set()
     last_ckpt = time.monotonic()
     record_ms: int | None = None
@@ -543,7 +515,7 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
                     producer.poll(0)
                     flush_checkpoint()
                     last_ckpt = time.monotonic()
-                bar.update(sent, record_ms)
+                bar.update(sent, min_eta_s=record_time_left_s(record_ms, last_ms, pace))
                 _flow(consumer, merge, paused)
         if producer.flush(30) > 0 or tracker.errors or tracker.pending:
             detail = tracker.errors[0] if tracker.errors else f"{tracker.pending} undelivered"
@@ -551,11 +523,19 @@ def _send(source: Settings, target: Settings, job: _Job, ckpt: Checkpoint, path:
             raise ServiceUnavailable("kafka", target.kafka.bootstrap,
                                      f"replay incomplete ({detail}); run it again to resume")
         flush_checkpoint(complete=True)
-        bar.close(sent)
     except KafkaException as exc:
         raise _kafka_error(target, exc) from None
     finally:
+        bar.close()
         consumer.close()
+
+
+def _last_record_time(source: Settings, target: Settings, job: _Job,
+                      resume_at: dict[tuple[str, int], int]) -> int | None:
+    """The newest timestamp among the last records still to send (a paced replay's ETA)."""
+    ends = {s: (r.end - 1, r.end) for s, r in job.streams.items() if resume_at[s] < r.end}
+    times = [_timestamp(m) for m in read_range(source, ends, target)]
+    return max(times) if times else None
 
 
 def _take(msg: Message, job: _Job, merge: TimeMerge, skip: dict[tuple[str, int], int],

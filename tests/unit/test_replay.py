@@ -20,7 +20,7 @@ from precog.features import Featurizer
 from precog.replay.checkpoint import AckTracker, Checkpoint, already_delivered
 from precog.replay.compare import LEADER, compare, documents
 from precog.replay.merge import TimeMerge
-from precog.replay.pacing import Pacer, eta_seconds
+from precog.replay.pacing import Pacer, record_time_left_s
 from precog.replay.plan import PartitionRange, parse_offsets, parse_pace, parse_time, plan_ranges
 from precog.replay.warmup import rebuild_states
 from precog.simulate import SimConfig, simulator_for
@@ -71,10 +71,12 @@ def test_pacer_spaces_records_by_record_time_over_speed():
     assert Pacer(None).delay_ms(10**12, 0.0) == 0.0
 
 
-def test_eta_takes_the_slower_of_rate_and_pace():
-    assert eta_seconds(0, 10, 5.0) == 0.0
-    assert eta_seconds(10, 40, 5.0, record_ms=0, last_record_ms=10_000, speed=1.0) == 15.0
-    assert eta_seconds(10, 40, 5.0, record_ms=0, last_record_ms=60_000, speed=1.0) == 60.0
+def test_a_paced_replay_needs_at_least_the_record_time_left_over_the_speed():
+    """The progress line's ETA is the larger of this and its rate-based one (test_progress)."""
+    assert record_time_left_s(0, 60_000, 1.0) == 60.0
+    assert record_time_left_s(0, 60_000, 10.0) == 6.0
+    assert record_time_left_s(70_000, 60_000, 1.0) == 0.0  # an older record came last
+    assert record_time_left_s(0, None, 1.0) is None and record_time_left_s(0, 1, None) is None
 
 
 # --------------------------------------------------------------------------- merge
