@@ -20,7 +20,7 @@ impossible values; garbage and volume drops draw from their own random streams, 
 valid events of a seed are the same with or without them.
 """
 
-from precog.simulate.catalog import simulator_for, simulator_name
+from precog.simulate.catalog import simulator_and_spec, simulator_for, simulator_name
 from precog.simulate.config import (
     DAY,
     DEFAULT_START_MS,
@@ -40,6 +40,6 @@ from precog.simulate.transactions import TransactionSimulator
 __all__ = [
     "DAY", "DEFAULT_START_MS", "GARBAGE_KINDS", "HOUR", "MINUTE", "DeliveryError",
     "HistorySummary", "LiveSummary", "SensorSimulator", "SimConfig", "SimEvent", "Simulator",
-    "TransactionSimulator", "event_id", "produce_live", "read_history", "simulator_for",
-    "simulator_name", "write_history",
+    "TransactionSimulator", "event_id", "produce_live", "read_history", "simulator_and_spec",
+    "simulator_for", "simulator_name", "write_history",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any
 
 from precog.errors import ConfigError
@@ -16,17 +16,22 @@ GARBAGE_KINDS = ("malformed", "wrong_schema", "impossible")
 #: Default start of simulated time when none is given: 2024-01-01T00:00:00Z.
 DEFAULT_START_MS = 1_704_067_200_000
 
+
 @dataclass(frozen=True)
 class SimConfig:
-    """What to simulate. Times are epoch milliseconds; indices count yielded events."""
+    """What to simulate. Times are epoch milliseconds; indices count yielded events.
+
+    Nothing here names a domain: the simulator is the one the spec names
+    (``simulation.simulator``), and so are its words (outcome source, drifting input).
+    """
 
     seed: int = 7
-    #: the simulator: the packaged spec it simulates (a spec's ``simulation.simulator``)
-    spec_name: str = "transactions"
-    n_cards: int = 2000
-    n_merchants: int = 500
-    n_sensors: int = 200
-    fraud_rate: float = 0.02
+    #: a simulator by name instead of the spec's ``simulation.simulator`` (None: the spec's)
+    simulator: str | None = None
+    #: how many entities the world holds (None: the simulator's ``default_entities``)
+    entities: int | None = None
+    #: share of events whose label is 1
+    positive_rate: float = 0.02
     start_ms: int = DEFAULT_START_MS
     mean_interarrival_ms: float = 30_000.0
     diurnal: bool = True
@@ -41,15 +46,21 @@ class SimConfig:
     volume_drop: float = 0.3
     outcome_delay_median_ms: float | None = None  # None: the domain's (3 d / 8 h)
     outcome_delay_sigma: float = 0.5
-    #: >1 compresses a fraud burst's timing (15 min to start, ~5 min apart) by this factor,
-    #: for worlds that run faster than real time (the demo's)
+    #: >1 compresses a burst of positives' timing (transactions: 15 min to start, ~5 min
+    #: apart) by this factor, for worlds that run faster than real time (the demo's)
     burst_time_scale: float = 1.0
+    #: deprecated (precog.bench still passes it): the name of a packaged spec, i.e. ``simulator``
+    spec_name: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, spec_name: str | None) -> None:
+        if spec_name is not None and self.simulator is None:
+            object.__setattr__(self, "simulator", spec_name)
         if not 0 <= self.garbage_fraction < 1:
             raise ConfigError("garbage fraction must be in [0, 1)")
-        if not 0 < self.fraud_rate < 0.5:
-            raise ConfigError("fraud rate must be in (0, 0.5)")
+        if not 0 < self.positive_rate < 0.5:
+            raise ConfigError("positive rate must be in (0, 0.5)")
+        if self.entities is not None and self.entities < 1:
+            raise ConfigError("a world needs at least one entity")
         if not 0 <= self.volume_drop <= 1:
             raise ConfigError("volume drop must be a fraction in [0, 1]")
         if self.mean_interarrival_ms <= 0:

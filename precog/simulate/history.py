@@ -14,10 +14,10 @@ from precog import history
 from precog.avro import Codec
 from precog.errors import ConfigError
 from precog.progress import ProgressLine
-from precog.simulate.catalog import simulator_class, simulator_for
+from precog.simulate.catalog import simulator_and_spec, simulator_for
 from precog.simulate.config import DAY, SimConfig
 from precog.simulate.simulator import outcome_record
-from precog.spec import SPEC_DIR, load_spec
+from precog.spec import PipelineSpec
 
 
 @dataclass
@@ -26,10 +26,11 @@ class HistorySummary:
 
     out_dir: str
     spec: str
+    simulator: str
     seed: int
     events: int
     positives: int
-    fraud_rate: float
+    positive_rate: float
     outcomes: int
     outcomes_pending: int
     first_event_time: int
@@ -38,7 +39,8 @@ class HistorySummary:
     seconds: float
 
 
-def _history_config(config: SimConfig, n_events: int, end_ms: int, days: float) -> SimConfig:
+def _history_config(config: SimConfig, spec: PipelineSpec, n_events: int, end_ms: int,
+                    days: float) -> SimConfig:
     """Config whose ``n_events`` end in the day before ``end_ms``.
 
     Arrivals follow the UTC-hour diurnal profile, so time is shifted only by whole days:
@@ -50,7 +52,7 @@ def _history_config(config: SimConfig, n_events: int, end_ms: int, days: float) 
     start = (end_ms - int(days * DAY)) // DAY * DAY
     probe = replace(config, start_ms=start, mean_interarrival_ms=mean, garbage_fraction=0.0,
                     volume_drop_at=None)
-    sim = simulator_for(probe)
+    sim = simulator_for(probe, spec)
     time_field = sim.spec.event.time_field
     last = start
     for ev in sim.events(n_events):
@@ -70,12 +72,15 @@ def write_history(
     *,
     config: SimConfig | None = None,
     days: float | None = None,
+    spec: PipelineSpec | None = None,
 ) -> HistorySummary:
     """Write ``events.avro``, ``outcomes.avro`` and ``manifest.json`` to ``out_dir``.
 
-    Events span about ``days`` days (default: the spec's ``simulation.history_days``) ending
-    within the day before ``end_ms`` (default now). Only outcomes known by ``end_ms`` are
-    written (``outcomes_pending`` counts the others). History holds no garbage and no
+    The events are those of the simulator ``spec`` names (default: the settings' spec;
+    :func:`~precog.simulate.catalog.simulator_and_spec`). They span about ``days`` days
+    (default: the spec's ``simulation.history_days``) ending within the day before
+    ``end_ms`` (default now). Only outcomes known by ``end_ms`` are written
+    (``outcomes_pending`` counts the others). History holds no garbage and no
     volume drops.
     """
     if n_events <= 0:
@@ -83,10 +88,10 @@ def write_history(
     started = time.monotonic()
     end = int(time.time() * 1000) if end_ms is None else end_ms
     base = replace(config or SimConfig(), seed=seed)
-    packaged = load_spec(SPEC_DIR / f"{simulator_class(base.spec_name).spec_name}.yaml")
-    span = days if days is not None else packaged.simulation.history_days
-    cfg = _history_config(base, n_events, end, span)
-    sim = simulator_for(cfg)
+    cls, spec = simulator_and_spec(base, spec)
+    span = days if days is not None else spec.simulation.history_days
+    cfg = _history_config(replace(base, simulator=cls.name), spec, n_events, end, span)
+    sim = simulator_for(cfg, spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     out_codec = Codec.for_schema(sim.spec.outcome.schema_name)
@@ -95,7 +100,7 @@ def write_history(
     first = last = 0
     with open(out / history.EVENTS_FILE, "wb") as ef, \
             open(out / history.OUTCOMES_FILE, "wb") as of, \
-            ProgressLine(f"history {cfg.spec_name}", n_events, enabled=progress) as bar:
+            ProgressLine(f"history {spec.name}", n_events, enabled=progress) as bar:
         events_w = Writer(ef, sim.codec.schema, codec="deflate")
         outcomes_w = Writer(of, out_codec.schema, codec="deflate")
         for ev in sim.events(n_events):
@@ -114,8 +119,9 @@ def write_history(
         events_w.flush()
         outcomes_w.flush()
     summary = HistorySummary(
-        out_dir=str(out), spec=cfg.spec_name, seed=seed, events=n_events, positives=positives,
-        fraud_rate=positives / n_events, outcomes=outcomes, outcomes_pending=pending,
+        out_dir=str(out), spec=spec.name, simulator=cls.name, seed=seed, events=n_events,
+        positives=positives, positive_rate=positives / n_events, outcomes=outcomes,
+        outcomes_pending=pending,
         first_event_time=first, last_event_time=last, end_ms=end,
         seconds=round(time.monotonic() - started, 3),
     )

@@ -12,7 +12,7 @@ from precog.avro import Codec
 from precog.errors import ConfigError, ServiceUnavailable
 from precog.progress import ProgressLine
 from precog.settings import Settings
-from precog.simulate.catalog import simulator_for, simulator_name
+from precog.simulate.catalog import simulator_for
 from precog.simulate.config import SimConfig, SimEvent
 from precog.simulate.simulator import Simulator, outcome_record
 from precog.spec import PipelineSpec, parse_duration
@@ -154,9 +154,9 @@ def produce_live(
 
     ``time_scale`` > 1 runs the simulated world faster than the wall clock: ``rate`` events
     per wall second still, but event time advances ``time_scale`` times faster and ends at
-    about now (every event time lies in the past, so the skew check holds). Cards then keep
-    their realistic activity (events hours apart in event time), the diurnal profile and
-    fraud bursts are kept, and outcomes arrive after their simulated delay times
+    about now (every event time lies in the past, so the skew check holds). Entities then
+    keep their realistic activity (events hours apart in event time), the diurnal profile
+    and bursts are kept, and outcomes arrive after their simulated delay times
     ``outcome_delay_scale`` in event time (pass 1.0 for realistic delays), i.e. divided by
     ``time_scale`` on the wall clock. ``start_ms`` (accelerated runs only) starts the event
     time there instead, e.g. right after a history; it must leave the run in the past.
@@ -174,13 +174,13 @@ def produce_live(
     elif start_ms + n_events * interarrival > wall_start:
         raise ConfigError("start_ms leaves the accelerated run's event times in the future")
     base = config or SimConfig()
-    cfg = replace(base, spec_name=simulator_name(spec), start_ms=start_ms,
-                  mean_interarrival_ms=interarrival, diurnal=base.diurnal and time_scale > 1)
+    cfg = replace(base, start_ms=start_ms, mean_interarrival_ms=interarrival,
+                  diurnal=base.diurnal and time_scale > 1)
 
     def event_now() -> int:  # the simulated clock
         return start_ms + int((clock() * 1000 - wall_start) * time_scale)
 
-    sim = simulator_for(cfg)
+    sim = simulator_for(cfg, spec)
     producer = kafka.producer(settings, **{"linger.ms": "10", "enable.idempotence": "true",
                                            "client.id": "precog-simulate"})
     try:

@@ -8,6 +8,7 @@ from typing import Any
 
 from precog.simulate.config import HOUR, SimConfig
 from precog.simulate.simulator import Simulator
+from precog.spec import PipelineSpec
 
 SENSOR_KINDS = ["pump", "fan", "compressor"]
 _KIND_VIBRATION = {"pump": 4.0, "fan": 2.0, "compressor": 7.0}
@@ -28,26 +29,28 @@ class SensorSimulator(Simulator):
     """Machine sensor readings; label 1 when the machine fails within 6 hours.
 
     While a machine degrades (the last 24 h before its failure) its vibration and
-    temperature rise; after ``concept_drift_at`` only the vibration does. The
-    positive rate is ``fraud_rate`` (failure horizon / mean machine life).
+    temperature rise; after ``concept_drift_at`` only the vibration does. The entities
+    are machines (200 unless ``config.entities``); the positive rate is
+    ``config.positive_rate`` (failure horizon / mean machine life).
 
-    >>> sim = SensorSimulator(SimConfig(seed=1, spec_name="sensors", n_sensors=20))
+    >>> sim = SensorSimulator(SimConfig(seed=1, entities=20))
     >>> [e.record["sensor_id"] for e in sim.events(2)]
     ['sensor-00011', 'sensor-00001']
     """
 
-    spec_name = "sensors"
+    name = "sensors"
     schema_name = "sensor_reading"
+    default_entities = 200
     outcome_delay_ms = 8 * HOUR  # the failure horizon has to pass before the label is known
     drift_features = ("value", "temperature")
 
-    def __init__(self, config: SimConfig) -> None:
-        super().__init__(config)
-        self._life_ms = FAILURE_HORIZON_MS / config.fraud_rate
+    def __init__(self, config: SimConfig, spec: PipelineSpec | None = None) -> None:
+        super().__init__(config, spec)
+        self._life_ms = FAILURE_HORIZON_MS / config.positive_rate
         self._t = config.start_ms
         rng = self.rng
         self.sensors = []
-        for j in range(config.n_sensors):
+        for j in range(self.entities):
             kind = rng.choice(SENSOR_KINDS)
             self.sensors.append(_Sensor(
                 site=f"site-{j % 8}", kind=kind,

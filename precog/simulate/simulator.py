@@ -34,30 +34,52 @@ def cumulative(weights: list[float]) -> list[float]:
 
 
 class Simulator:
-    """Shared machinery: arrivals, ids, outcome delays, garbage, volume drops, drift."""
+    """Shared machinery: arrivals, ids, outcome delays, garbage, volume drops, drift.
 
-    spec_name = ""
+    A subclass is one domain: its ``name`` (what a spec's ``simulation.simulator`` says),
+    the event ``schema_name`` it writes, how many entities its world holds by default,
+    and ``_next`` / ``_impossible``. ``spec`` is the spec it simulates for (its field names
+    and ``simulation`` words); None: the packaged spec of the same name.
+    """
+
+    name = ""
     schema_name = ""
+    default_entities = 1
     outcome_delay_ms = 3 * DAY  # median delay of outcomes unless the config says otherwise
     drift_features: tuple[str, ...] = ()  # inputs data drift can shift
 
-    def __init__(self, config: SimConfig) -> None:
-        self.spec = load_spec(SPEC_DIR / f"{self.spec_name}.yaml")
+    def __init__(self, config: SimConfig, spec: PipelineSpec | None = None) -> None:
+        self.spec = spec or self.packaged_spec()
+        self.check_fits(self.spec)
         drift = (config.data_drift_feature or self.spec.simulation.data_drift_feature
                  or self.drift_features[0])
         if config.data_drift_at is not None and drift not in self.drift_features:
             raise ConfigError(
                 f"data drift of {drift!r} is not simulated for"
-                f" {self.spec_name}; choose one of {', '.join(self.drift_features)}"
+                f" {self.name}; choose one of {', '.join(self.drift_features)}"
             )
         self.config = config
+        #: how many entities (cards, machines, ...) the world holds
+        self.entities = config.entities or self.default_entities
         #: the input data drift shifts (after ``config.data_drift_at``)
         self.drift_feature = drift
-        self.rng = random.Random(f"{config.seed}:{self.spec_name}:world")
+        self.rng = random.Random(f"{config.seed}:{self.name}:world")
         self._garbage_rng = random.Random(f"{config.seed}:garbage")
         self._drop_rng = random.Random(f"{config.seed}:drop")
         self.codec = Codec.for_schema(self.schema_name)
         self._legacy = _legacy_codec(self.spec)
+
+    @classmethod
+    def packaged_spec(cls) -> PipelineSpec:
+        """The packaged spec of this domain (``pipelines/specs/<name>.yaml``)."""
+        return load_spec(SPEC_DIR / f"{cls.name}.yaml")
+
+    @classmethod
+    def check_fits(cls, spec: PipelineSpec) -> None:
+        """Refuse a spec whose events are not this simulator's records."""
+        if cls.schema_name != spec.event.schema_name:
+            raise ConfigError(f"spec {spec.name}: simulator {cls.name} writes {cls.schema_name}"
+                              f" events, not {spec.event.schema_name}")
 
     # -- per domain ------------------------------------------------------------------
     def _next(self, index: int) -> tuple[dict[str, Any], int]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from precog.simulate.config import HOUR, MINUTE, SimConfig
 from precog.simulate.simulator import DIURNAL, Simulator, cumulative, weighted
+from precog.spec import PipelineSpec
 
 CATEGORIES = ["grocery", "fuel", "restaurant", "travel", "electronics", "fashion",
               "entertainment", "cash", "digital", "health"]
@@ -45,33 +46,39 @@ class _Card:
 class TransactionSimulator(Simulator):
     """Card transactions with learnable fraud bursts (see the module docstring).
 
-    >>> sim = TransactionSimulator(SimConfig(seed=1, n_cards=50, n_merchants=40))
+    The entities are cards (2000 unless ``config.entities``), shopping at ``n_merchants``
+    merchants; ``config.positive_rate`` is the fraud rate.
+
+    >>> sim = TransactionSimulator(SimConfig(seed=1, entities=50), n_merchants=40)
     >>> [e.record["card_id"] for e in sim.events(3)]
     ['card-000009', 'card-000041', 'card-000004']
     """
 
-    spec_name = "transactions"
+    name = "transactions"
     schema_name = "transaction"
+    default_entities = 2000
     drift_features = ("amount", "country", "channel")
     _BURST_MAX = 6  # a compromised card sees 1..6 fraudulent transactions
 
-    def __init__(self, config: SimConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: SimConfig, spec: PipelineSpec | None = None, *,
+                 n_merchants: int = 500) -> None:
+        super().__init__(config, spec)
         rng = self.rng
-        self.merchants = self._make_merchants(rng)
-        self.cards = [self._make_card(rng) for _ in range(config.n_cards)]
+        self.merchants = self._make_merchants(rng, n_merchants)
+        self.cards = [self._make_card(rng) for _ in range(self.entities)]
         self._activity = cumulative([rng.gammavariate(2.0, 1.0) for _ in self.cards])
         burst_mean = (1 + self._BURST_MAX) / 2
-        self._episode_p = config.fraud_rate / ((1 - config.fraud_rate) * burst_mean)
+        rate = config.positive_rate
+        self._episode_p = rate / ((1 - rate) * burst_mean)
         self._t = config.start_ms
         self._next_legit = config.start_ms + self._gap(config.start_ms)
         self._fraud: list[tuple[int, int, int, int]] = []  # (time, seq, card, n-th in burst)
         self._seq = 0
 
-    def _make_merchants(self, rng: random.Random) -> list[tuple[str, str, str]]:
+    def _make_merchants(self, rng: random.Random, n: int) -> list[tuple[str, str, str]]:
         merchants = []
         cum_home, cum_cat = cumulative(_HOME_WEIGHTS), cumulative(_CATEGORY_POPULARITY)
-        for j in range(self.config.n_merchants):
+        for j in range(n):
             if rng.random() < 0.85:
                 country = HOME_COUNTRIES[weighted(rng, cum_home)]
             else:

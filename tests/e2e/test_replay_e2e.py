@@ -160,7 +160,7 @@ def _produce_production(s: Settings, spec: PipelineSpec, n: int) -> tuple[int, i
     (known by now) keyed by event id at its outcome time. Returns (valid, garbage, outcomes).
     """
     start = int(time.time() * 1000) - 30 * 86_400_000
-    sim = simulator_for(SimConfig(seed=3, garbage_fraction=0.05, fraud_rate=0.05,
+    sim = simulator_for(SimConfig(seed=3, garbage_fraction=0.05, positive_rate=0.05,
                                   start_ms=start, diurnal=False, mean_interarrival_ms=60_000))
     codec, out_codec = Codec.for_schema("transaction"), Codec.for_schema("outcome")
     producer = Producer({**s.kafka.producer_config(), "enable.idempotence": True})
@@ -198,7 +198,7 @@ def production(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     setup_namespace(s, spec)
     try:
         write_history(tmp / "history", 10_000, seed=1, progress=False,
-                      config=SimConfig(spec_name=spec.name))
+                      spec=spec)
         train(s, spec, tmp / "history")
         with running_worker(s, tmp, agents=AGENTS):
             valid, garbage, n_out = _produce_production(s, spec, 500)

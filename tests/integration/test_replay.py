@@ -182,7 +182,7 @@ def test_a_replay_killed_mid_way_resumes_with_every_record_exactly_once(
 def test_warm_up_rebuilds_state_without_watermarks_and_leaves_production_alone(
         settings, parallel, tmp_path, redis_client):
     spec = load_spec(settings.spec)
-    sim = simulator_for(SimConfig(seed=5, n_cards=30, start_ms=T0, diurnal=False,
+    sim = simulator_for(SimConfig(seed=5, entities=30, start_ms=T0, diurnal=False,
                                   mean_interarrival_ms=1000.0, garbage_fraction=0.05))
     codec = Codec.for_schema(spec.event.schema_name)
     evs = list(sim.events(400))

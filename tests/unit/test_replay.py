@@ -154,7 +154,7 @@ def test_checkpoint_round_trip_and_resume_positions(tmp_path):
 
 def test_warm_up_states_equal_the_online_states_without_watermarks():
     spec = load_spec(SPEC_DIR / "transactions.yaml")
-    sim = simulator_for(SimConfig(seed=4, n_cards=25, diurnal=False, garbage_fraction=0.1,
+    sim = simulator_for(SimConfig(seed=4, entities=25, diurnal=False, garbage_fraction=0.1,
                                   mean_interarrival_ms=60_000.0))
     codec = Codec.for_schema("transaction")
     evs = list(sim.events(500))
