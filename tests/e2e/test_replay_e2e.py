@@ -29,6 +29,7 @@ from precog.io.redis import redis_client
 from precog.namespace import drop_namespace, setup_namespace
 from precog.replay.compare import LEADER, latest_outcomes
 from precog.replay.runner import (
+    ReplayRequest,
     compare_namespaces,
     copy_roles,
     namespace_settings,
@@ -254,8 +255,8 @@ def _assert_metrics(report: Any, side: str, expected: dict[str, float], n: int) 
 def test_same_models_and_code_reproduce_every_score_and_dead_letter(production, parallel):
     prod, spec = production.settings, production.spec
     roles = copy_roles(prod, parallel, spec)
-    summary = replay(prod, parallel, spec, with_outcomes=True, progress=False,
-                     checkpoint_dir=production.tmp / "ckpt")
+    summary = replay(ReplayRequest(prod, parallel, spec, with_outcomes=True, progress=False,
+                                   checkpoint_dir=production.tmp / "ckpt"))
     assert summary.sent == 500 and summary.outcomes_sent == production.live.outcomes_sent
     with running_worker(parallel, production.tmp, agents=AGENTS):
         par_preds = _predictions(parallel, production.live.valid)
@@ -308,8 +309,9 @@ def test_warm_up_a_different_leader_and_code_version_in_parallel(production, par
         assert done.returncode == 0, done.stderr
     # replay the second half; the first half only rebuilds the feature state
     times = sorted(m.timestamp()[1] for m in read_topic(prod, spec.event.topic))
-    summary = replay(prod, par, spec, start_ms=times[250], warmup_start_ms=times[0],
-                     with_outcomes=True, progress=False, checkpoint_dir=production.tmp / "c2")
+    summary = replay(ReplayRequest(prod, par, spec, start_ms=times[250],
+                                   warmup_start_ms=times[0], with_outcomes=True,
+                                   progress=False, checkpoint_dir=production.tmp / "c2"))
     assert summary.warmup_entities > 0 and summary.sent == 250
     ranges = json.loads(Path(summary.checkpoint).read_text())["ranges"][prod.topic(
         spec.event.topic)]

@@ -22,12 +22,45 @@ from precog.replay.compare import LEADER, compare, documents
 from precog.replay.merge import TimeMerge
 from precog.replay.pacing import Pacer, record_time_left_s
 from precog.replay.plan import PartitionRange, parse_offsets, parse_pace, parse_time, plan_ranges
+from precog.replay.request import ReplayRequest
 from precog.replay.warmup import rebuild_states
+from precog.settings import Settings
 from precog.simulate import SimConfig, simulator_for
 from precog.spec import SPEC_DIR, load_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- request
+
+PROD = Settings(namespace="prod")
+PARALLEL = PROD.model_copy(update={"namespace": "parallel"})
+
+
+def test_a_request_names_its_topic_and_checkpoint_from_the_spec_and_the_target(tmp_path):
+    spec = load_spec(SPEC_DIR / "transactions.yaml")
+    r = ReplayRequest(PROD, PARALLEL, spec, checkpoint_dir=tmp_path)
+    assert (r.replayed_topic, r.checkpoint_path) == (
+        "events.transactions", tmp_path / "parallel" / "events.transactions.json")
+    other = ReplayRequest(PROD, PARALLEL, spec, topic="events.other", checkpoint_dir=tmp_path)
+    assert other.checkpoint_path == tmp_path / "parallel" / "events.other.json"
+    assert (r.pace, r.resume, r.progress, r.stop_after) == (None, True, True, None)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"target": PROD}, "--from-namespace and --to-namespace are both 'prod'"),
+    ({"start_ms": 1, "start_offsets": "0"}, "give --start or --start-offset, not both"),
+    ({"end_ms": 1, "end_offsets": "0"}, "give --end or --end-offset, not both"),
+    ({"warmup_start_ms": 1, "topic": "outcomes"},
+     "--warmup-start needs the spec's event topic events.transactions"),
+    ({"warmup_start_ms": 2, "start_ms": 1}, "--warmup-start must not be after --start"),
+])
+def test_a_request_that_cannot_run_is_refused_before_anything_connects(kw, message):
+    spec = load_spec(SPEC_DIR / "transactions.yaml")
+    with pytest.raises(ConfigError) as err:
+        ReplayRequest(**{"source": PROD, "target": PARALLEL, "spec": spec, **kw})
+    assert str(err.value) == message
 
 
 # --------------------------------------------------------------------------- plan
