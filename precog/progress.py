@@ -98,7 +98,8 @@ class ProgressLine:
         self._rich = Progress(*columns, console=console, get_time=clock,
                               disable=not self.terminal)
         self._task = self._rich.add_task(label, total=total, note="", min_eta_s=None)
-        self._done, self._note, self._min_eta_s = 0, "", None
+        self._done, self._note = 0, ""
+        self._min_eta_s: float | None = None
         self._sampled = self._printed = clock()
         self._last_line = ""
         self._closed = not enabled

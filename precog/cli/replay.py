@@ -43,7 +43,7 @@ def run(
     from_namespace: FromOption,
     to_namespace: ToOption,
     topic: Annotated[str | None, typer.Option(
-        "--topic", help="topic without namespace (default: the spec's, events.transactions)")
+        "--topic", help="topic without namespace (default: the spec's event.topic)")
     ] = None,
     start: Annotated[str | None, typer.Option(
         "--start", help="first record time (ISO 8601 or epoch ms), via offsets-for-times")

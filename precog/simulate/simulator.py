@@ -15,17 +15,23 @@ from precog.errors import ConfigError
 from precog.simulate.config import DAY, HOUR, SimConfig, SimEvent, event_id
 from precog.spec import SPEC_DIR, PipelineSpec, load_spec
 
-# relative arrival intensity of legitimate transactions per UTC hour (mean 1 after scaling)
+# relative arrival intensity per UTC hour, quiet nights (mean 1 after scaling)
 _DIURNAL_RAW = [0.15, 0.1, 0.08, 0.08, 0.1, 0.2, 0.5, 0.9, 1.2, 1.3, 1.4, 1.5,
                 1.6, 1.5, 1.4, 1.4, 1.5, 1.6, 1.7, 1.6, 1.4, 1.1, 0.7, 0.35]
 DIURNAL = [x * 24 / sum(_DIURNAL_RAW) for x in _DIURNAL_RAW]
 
 
 def weighted(rng: random.Random, cum: list[float]) -> int:
+    """An index drawn with the weights whose running sums are ``cum``."""
     return bisect.bisect_right(cum, rng.random() * cum[-1])
 
 
 def cumulative(weights: list[float]) -> list[float]:
+    """Running sums of ``weights`` (what :func:`weighted` draws from).
+
+    >>> cumulative([1.0, 2.0, 0.5])
+    [1.0, 3.0, 3.5]
+    """
     out, total = [], 0.0
     for w in weights:
         total += w
