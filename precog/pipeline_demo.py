@@ -64,11 +64,11 @@ class DemoPlan:
     def event_ms_per_event(self) -> float:
         return 1000.0 / self.rate * self.time_scale
 
-    def sim_config(self, spec: PipelineSpec, **kwargs: Any) -> Any:
-        from precog.simulate import SimConfig, simulator_name
+    def sim_config(self, **kwargs: Any) -> Any:
+        """The simulator's config; the spec passed with it chooses the simulator."""
+        from precog.simulate import SimConfig
 
-        return SimConfig(spec_name=simulator_name(spec),
-                         outcome_delay_median_ms=self.outcome_delay_days * 86_400_000, **kwargs)
+        return SimConfig(outcome_delay_median_ms=self.outcome_delay_days * 86_400_000, **kwargs)
 
 
 def reset_namespace(settings: Settings, spec: PipelineSpec, home: Path) -> None:
@@ -93,8 +93,8 @@ def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan:
         f" {plan.seed}) over {days:.1f} days, {spec.simulation.outcome_source} after"
         f" ~{plan.outcome_delay_days:g} days")
     hist = write_history(home / "history", plan.history_events, seed=plan.seed,
-                         end_ms=live_start, config=plan.sim_config(spec), days=days)
-    say(f"  {hist.events} events, fraud rate {hist.fraud_rate:.2%}, {hist.outcomes} outcomes"
+                         end_ms=live_start, config=plan.sim_config(), days=days, spec=spec)
+    say(f"  {hist.events} events, fraud rate {hist.positive_rate:.2%}, {hist.outcomes} outcomes"
         f" -> {home / 'history'}")
     say("training and registering the leader and the challenger")
     metas = train(settings, spec, home / "history", log=lambda m: say(f"  {m}"))
@@ -170,7 +170,7 @@ def stream_live(
     # the same seed: the same cards, merchants and habits as the history (only the event
     # times and ids differ), so live features continue the world the models learned from
     drift = plan.data_drift_feature or spec.simulation.data_drift_feature
-    cfg = plan.sim_config(spec, seed=plan.seed, garbage_fraction=plan.garbage,
+    cfg = plan.sim_config(seed=plan.seed, garbage_fraction=plan.garbage,
                           concept_drift_at=plan.concept_drift_at,
                           data_drift_at=plan.data_drift_at, data_drift_feature=drift,
                           volume_drop_at=plan.volume_drop_at,

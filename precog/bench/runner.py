@@ -97,12 +97,12 @@ class Lab:
         """Train the spec's models, register extra challenger copies, generate events."""
         from precog.pipelines.train import train
         from precog.registry import ModelRegistry
-        from precog.simulate import SimConfig, write_history
+        from precog.simulate import write_history
 
         cfg = self.config
         started = time.monotonic()
         write_history(self.work / "history", cfg.history_events, seed=1, progress=False,
-                      config=SimConfig(spec_name=self.spec.name))
+                      spec=self.spec)
         metas = train(self.template, self.spec, self.work / "history", index=False, roles=False)
         registry = ModelRegistry(self.template.registry_dir)
         for meta in metas:  # two more versions of each model: the 2- and 4-challenger sets
@@ -117,7 +117,7 @@ class Lab:
                   f"{time.monotonic() - started:.0f}s")
         need = max(cfg.events, cfg.memory_events if "memory" in cfg.sections else 0,
                    cfg.scaling_events, cfg.challenger_events, cfg.profile_events, 50_000)
-        self.pool = generate_events(self.spec.name, need)
+        self.pool = generate_events(self.spec, need)
         self.echo(f"generated {len(self.pool)} events")
 
     def leader(self) -> str:
@@ -203,12 +203,13 @@ def _command(kind: str) -> list[str]:
     }[kind]
 
 
-def generate_events(spec_name: str, n: int, seed: int = 42) -> list[tuple[bytes, bytes, bytes]]:
-    """``n`` valid simulator events as (key = entity id, Avro value, event id)."""
+def generate_events(spec: Any, n: int, seed: int = 42) -> list[tuple[bytes, bytes, bytes]]:
+    """``n`` valid events of the simulator ``spec`` names, as (key = entity id, Avro value,
+    event id)."""
     from precog.avro import Codec
     from precog.simulate import SimConfig, simulator_for
 
-    sim = simulator_for(SimConfig(seed=seed, spec_name=spec_name))
+    sim = simulator_for(SimConfig(seed=seed), spec)
     codec = Codec.for_schema(sim.spec.event.schema_name)
     ev = sim.spec.event
     out = []

@@ -13,6 +13,7 @@ import typer
 from precog.errors import ConfigError
 from precog.replay.compare import CompareReport
 from precog.replay.plan import parse_pace, parse_time
+from precog.replay.request import DEFAULT_CHECKPOINT_DIR, ReplayRequest
 from precog.settings import Settings, get_settings
 from precog.spec import PipelineSpec, load_spec
 
@@ -42,7 +43,7 @@ def run(
     from_namespace: FromOption,
     to_namespace: ToOption,
     topic: Annotated[str | None, typer.Option(
-        "--topic", help="topic without namespace (default: the spec's, events.transactions)")
+        "--topic", help="topic without namespace (default: the spec's event.topic)")
     ] = None,
     start: Annotated[str | None, typer.Option(
         "--start", help="first record time (ISO 8601 or epoch ms), via offsets-for-times")
@@ -64,7 +65,7 @@ def run(
         "--resume/--restart", help="continue after the checkpoint, or start over")] = True,
     checkpoint_dir: Annotated[Path, typer.Option(
         "--checkpoint-dir", help="checkpoints live in <dir>/<to-ns>/<topic>.json")
-    ] = Path(".precog/replay"),
+    ] = DEFAULT_CHECKPOINT_DIR,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress line")] = False,
     spec: SpecOption = None,
 ) -> None:
@@ -73,7 +74,7 @@ def run(
     from precog.replay.runner import replay
 
     settings, pipeline = _context(spec)
-    summary = replay(
+    request = ReplayRequest(
         _ns(settings, from_namespace), _ns(settings, to_namespace), pipeline,
         topic=topic,
         start_ms=parse_time(start) if start else None,
@@ -84,6 +85,7 @@ def run(
         with_outcomes=with_outcomes, resume=resume, checkpoint_dir=checkpoint_dir,
         progress=not quiet,
     )
+    summary = replay(request)
     typer.echo(
         f"replayed {summary.sent:,} records {summary.source_topic} -> {summary.target_topic}"
         f" ({summary.planned:,} planned offsets; outcomes {summary.outcomes_sent:,};"

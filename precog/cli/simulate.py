@@ -19,6 +19,13 @@ app = typer.Typer(help="Seeded event simulator: history files or a live Kafka st
 SpecOption = Annotated[
     Path | None, typer.Option("--spec", help="pipeline spec (default: settings.spec)")
 ]
+# the spec names the simulator (simulation.simulator); these words fit every domain
+EntitiesOption = Annotated[int | None, typer.Option(
+    "--entities", min=1,
+    help="entities in the simulated world (values of the spec's event.entity_field);"
+         " default: the simulator's")]
+PositiveRateOption = Annotated[float, typer.Option(
+    "--positive-rate", min=0.0, help="share of events labelled 1")]
 
 
 def _spec(path: Path | None) -> PipelineSpec:
@@ -48,21 +55,18 @@ def history(
     end: Annotated[str | None, typer.Option("--end", help="last event time (default now)")] = None,
     days: Annotated[float | None, typer.Option("--days", min=0.01, help="span")] = None,
     spec: SpecOption = None,
-    cards: Annotated[int, typer.Option("--cards", min=1, help="cards (transactions)")] = 2000,
-    sensors: Annotated[int, typer.Option("--sensors", min=1, help="sensors domain")] = 200,
-    fraud_rate: Annotated[float, typer.Option("--fraud-rate", help="positive rate")] = 0.02,
+    entities: EntitiesOption = None,
+    positive_rate: PositiveRateOption = 0.02,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Write a history (no garbage) for training: events, known outcomes, manifest.json."""
-    from precog.simulate import SimConfig, simulator_name, write_history
+    from precog.simulate import SimConfig, write_history
 
-    pipeline = _spec(spec)
-    cfg = SimConfig(seed=seed, spec_name=simulator_name(pipeline), n_cards=cards,
-                    n_sensors=sensors,
-                    fraud_rate=fraud_rate)
-    s = write_history(out, events, seed, _epoch_ms(end), progress, config=cfg, days=days)
+    cfg = SimConfig(seed=seed, entities=entities, positive_rate=positive_rate)
+    s = write_history(out, events, seed, _epoch_ms(end), progress, config=cfg, days=days,
+                      spec=_spec(spec))
     typer.echo(
-        f"wrote {s.events:,} events ({s.positives:,} positive, rate {s.fraud_rate:.4f}) and"
+        f"wrote {s.events:,} events ({s.positives:,} positive, rate {s.positive_rate:.4f}) and"
         f" {s.outcomes:,} outcomes ({s.outcomes_pending:,} not yet known) to {s.out_dir}"
         f" in {s.seconds:.1f}s; events {s.first_event_time}..{s.last_event_time}"
     )
@@ -74,9 +78,8 @@ def live(
     rate: Annotated[float, typer.Option("--rate", min=0.001, help="events per second")] = 100.0,
     seed: Annotated[int, typer.Option("--seed")] = 11,
     spec: SpecOption = None,
-    cards: Annotated[int, typer.Option("--cards", min=1)] = 2000,
-    sensors: Annotated[int, typer.Option("--sensors", min=1)] = 200,
-    fraud_rate: Annotated[float, typer.Option("--fraud-rate")] = 0.02,
+    entities: EntitiesOption = None,
+    positive_rate: PositiveRateOption = 0.02,
     garbage: Annotated[float, typer.Option("--garbage", help="fraction of garbage records")] = 0.0,
     concept_drift_at: Annotated[int | None, typer.Option("--concept-drift-at", min=0)] = None,
     data_drift_at: Annotated[int | None, typer.Option("--data-drift-at", min=0)] = None,
@@ -97,13 +100,13 @@ def live(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Produce a live stream (event time = now) with outcomes and manifests to Kafka."""
-    from precog.simulate import SimConfig, produce_live, simulator_name
+    from precog.simulate import SimConfig, produce_live
 
     settings = get_settings()
     pipeline = _spec(spec)
     cfg = SimConfig(
-        seed=seed, spec_name=simulator_name(pipeline), n_cards=cards, n_sensors=sensors,
-        fraud_rate=fraud_rate, garbage_fraction=garbage, concept_drift_at=concept_drift_at,
+        seed=seed, entities=entities, positive_rate=positive_rate,
+        garbage_fraction=garbage, concept_drift_at=concept_drift_at,
         data_drift_at=data_drift_at, data_drift_feature=data_drift_feature,
         volume_drop_at=volume_drop_at, volume_drop_len=volume_drop_len, volume_drop=volume_drop,
     )

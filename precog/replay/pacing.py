@@ -1,4 +1,4 @@
-"""When to send each replayed record: paced by record timestamp (event time), and the ETA.
+"""When to send each replayed record: paced by record timestamp (event time), and the time left.
 
 A pace is a speed relative to record time: ``None`` sends as fast as possible, ``1.0`` in
 real time, ``N`` N times faster. The first record fixes the origin; a record ``dt`` ms of
@@ -39,17 +39,16 @@ class Pacer:
                    - wall_ms)
 
 
-def eta_seconds(done: int, total: int, elapsed_s: float, *, record_ms: int | None = None,
-                last_record_ms: int | None = None, speed: float | None = None) -> float:
-    """Seconds left: the larger of the rate-based estimate and, when paced, the record time
-    still to cover divided by the speed.
+def record_time_left_s(record_ms: int | None, last_record_ms: int | None,
+                       speed: float | None) -> float | None:
+    """Wall seconds a paced replay needs at least: the record time still to cover divided by
+    the speed (None when not paced or not known).
 
-    >>> eta_seconds(50, 100, 10.0)
-    10.0
-    >>> eta_seconds(50, 100, 10.0, record_ms=0, last_record_ms=600_000, speed=2.0)
+    >>> record_time_left_s(0, 600_000, 2.0)
     300.0
+    >>> record_time_left_s(0, 600_000, None) is None
+    True
     """
-    rate_eta = (total - done) * elapsed_s / done if done > 0 else 0.0
     if speed is None or record_ms is None or last_record_ms is None:
-        return max(0.0, rate_eta)
-    return max(0.0, rate_eta, (last_record_ms - record_ms) / 1000.0 / speed)
+        return None
+    return max(0.0, (last_record_ms - record_ms) / 1000.0 / speed)

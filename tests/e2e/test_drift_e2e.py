@@ -252,12 +252,12 @@ def test_data_drift_on_one_feature_alerts_for_that_feature_only(settings: Settin
     from precog.pipelines.train import train
 
     from precog.registry import ModelRegistry
-    from precog.simulate import SimConfig, write_history
+    from precog.simulate import write_history
     from precog.spec import load_spec
 
     spec = load_spec(settings.spec)
     write_history(tmp_path / "history", 8000, seed=1, progress=False,
-                  config=SimConfig(spec_name=spec.name))
+                  spec=spec)
     metas = {m.model_id: m for m in train(settings, spec, tmp_path / "history",
                                           index=False, roles=False)}
     meta = metas[MODEL]

@@ -29,6 +29,7 @@ from precog.io.redis import redis_client
 from precog.namespace import drop_namespace, setup_namespace
 from precog.replay.compare import LEADER, latest_outcomes
 from precog.replay.runner import (
+    ReplayRequest,
     compare_namespaces,
     copy_roles,
     namespace_settings,
@@ -160,7 +161,7 @@ def _produce_production(s: Settings, spec: PipelineSpec, n: int) -> tuple[int, i
     (known by now) keyed by event id at its outcome time. Returns (valid, garbage, outcomes).
     """
     start = int(time.time() * 1000) - 30 * 86_400_000
-    sim = simulator_for(SimConfig(seed=3, garbage_fraction=0.05, fraud_rate=0.05,
+    sim = simulator_for(SimConfig(seed=3, garbage_fraction=0.05, positive_rate=0.05,
                                   start_ms=start, diurnal=False, mean_interarrival_ms=60_000))
     codec, out_codec = Codec.for_schema("transaction"), Codec.for_schema("outcome")
     producer = Producer({**s.kafka.producer_config(), "enable.idempotence": True})
@@ -198,7 +199,7 @@ def production(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     setup_namespace(s, spec)
     try:
         write_history(tmp / "history", 10_000, seed=1, progress=False,
-                      config=SimConfig(spec_name=spec.name))
+                      spec=spec)
         train(s, spec, tmp / "history")
         with running_worker(s, tmp, agents=AGENTS):
             valid, garbage, n_out = _produce_production(s, spec, 500)
@@ -254,8 +255,8 @@ def _assert_metrics(report: Any, side: str, expected: dict[str, float], n: int) 
 def test_same_models_and_code_reproduce_every_score_and_dead_letter(production, parallel):
     prod, spec = production.settings, production.spec
     roles = copy_roles(prod, parallel, spec)
-    summary = replay(prod, parallel, spec, with_outcomes=True, progress=False,
-                     checkpoint_dir=production.tmp / "ckpt")
+    summary = replay(ReplayRequest(prod, parallel, spec, with_outcomes=True, progress=False,
+                                   checkpoint_dir=production.tmp / "ckpt"))
     assert summary.sent == 500 and summary.outcomes_sent == production.live.outcomes_sent
     with running_worker(parallel, production.tmp, agents=AGENTS):
         par_preds = _predictions(parallel, production.live.valid)
@@ -308,8 +309,9 @@ def test_warm_up_a_different_leader_and_code_version_in_parallel(production, par
         assert done.returncode == 0, done.stderr
     # replay the second half; the first half only rebuilds the feature state
     times = sorted(m.timestamp()[1] for m in read_topic(prod, spec.event.topic))
-    summary = replay(prod, par, spec, start_ms=times[250], warmup_start_ms=times[0],
-                     with_outcomes=True, progress=False, checkpoint_dir=production.tmp / "c2")
+    summary = replay(ReplayRequest(prod, par, spec, start_ms=times[250],
+                                   warmup_start_ms=times[0], with_outcomes=True,
+                                   progress=False, checkpoint_dir=production.tmp / "c2"))
     assert summary.warmup_entities > 0 and summary.sent == 250
     ranges = json.loads(Path(summary.checkpoint).read_text())["ranges"][prod.topic(
         spec.event.topic)]

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 def _trained(settings: Settings, tmp_path: Path, events: int = 12_000, seed: int = 1) -> Any:
     spec = load_spec(settings.spec)
     write_history(tmp_path / "history", events, seed=seed, progress=False,
-                  config=SimConfig(spec_name=spec.name))
+                  spec=spec)
     metas = train(settings, spec, tmp_path / "history")
     return spec, {m.model_id: m for m in metas}
 
@@ -207,7 +207,7 @@ def test_a_second_domain_needs_only_a_spec_and_a_schema(stack, tmp_path):
         spec, metas = _trained(s, tmp_path, events=8000, seed=2)
         with running_worker(s, tmp_path):
             summary = produce_live(s, spec, 200, 200.0,
-                                   SimConfig(seed=4, spec_name=spec.name, garbage_fraction=0.05),
+                                   SimConfig(seed=4, garbage_fraction=0.05),
                                    progress=False, outcome_wait_s=0)
             records = decode_all(read_topic(s, s.topic("predictions"), summary.valid),
                                  "prediction")

@@ -9,7 +9,7 @@ import pytest
 from precog.pipelines.train import train
 
 from precog.settings import Settings
-from precog.simulate import SimConfig, write_history
+from precog.simulate import write_history
 from precog.spec import load_spec
 
 
@@ -24,6 +24,6 @@ def trained(settings: Settings, tmp_path: Path) -> Any:
     """The namespace's spec after training and publishing roles on a small seeded history."""
     spec = load_spec(settings.spec)
     write_history(tmp_path / "history", 4_000, seed=11, progress=False,
-                  config=SimConfig(spec_name=spec.name))
+                  spec=spec)
     train(settings, spec, tmp_path / "history")
     return spec

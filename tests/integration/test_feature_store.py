@@ -21,7 +21,7 @@ SPEC = load_spec(SPEC_DIR / "transactions.yaml")
 
 
 def stream(n: int) -> list[dict]:
-    sim = TransactionSimulator(SimConfig(seed=17, n_cards=150, mean_interarrival_ms=20_000))
+    sim = TransactionSimulator(SimConfig(seed=17, entities=150, mean_interarrival_ms=20_000))
     return sorted((e.record for e in sim.events(n)), key=sort_key(SPEC))
 
 

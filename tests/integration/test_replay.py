@@ -21,7 +21,7 @@ from precog.services.feature_store import RedisOnlineStore
 from precog.avro import Codec
 from precog.features import Featurizer
 from precog.namespace import drop_namespace, setup_namespace
-from precog.replay.runner import ReplayInterrupted, read_topic, replay
+from precog.replay.runner import ReplayInterrupted, ReplayRequest, read_topic, replay
 from precog.settings import Settings
 from precog.simulate import SimConfig, simulator_for
 from precog.spec import load_spec
@@ -67,6 +67,13 @@ def _raw_records(n: int, partitions: int = 4, step_ms: int = 100, seed: int = 0
     return out
 
 
+def _request(settings: Settings, parallel: Settings, tmp_path: Any, **kw: Any
+             ) -> ReplayRequest:
+    """A replay of the spec's events from ``settings`` into ``parallel``, quiet."""
+    return ReplayRequest(settings, parallel, load_spec(settings.spec), checkpoint_dir=tmp_path,
+                         progress=False, **kw)
+
+
 def _as_written(messages: list[Any]) -> dict[int, list[tuple]]:
     """partition -> [(key, value, headers, timestamp)] in offset order."""
     out: dict[int, list[tuple]] = defaultdict(list)
@@ -80,13 +87,13 @@ def test_a_replay_keeps_keys_headers_times_partitions_and_order(settings, parall
     spec = load_spec(settings.spec)
     records = _raw_records(300)
     _produce(settings, settings.topic(spec.event.topic), records)
-    summary = replay(settings, parallel, spec, checkpoint_dir=tmp_path, progress=False)
+    summary = replay(_request(settings, parallel, tmp_path))
     assert summary.sent == summary.planned == 300 and summary.complete
     source = _as_written(read_topic(settings, spec.event.topic))
     target = _as_written(read_topic(parallel, spec.event.topic))
     assert target == source
     # a second run of a finished replay sends nothing
-    again = replay(settings, parallel, spec, checkpoint_dir=tmp_path, progress=False)
+    again = replay(_request(settings, parallel, tmp_path))
     assert again.sent == 0 and again.resumed
     assert sum(map(len, _as_written(read_topic(parallel, spec.event.topic)).values())) == 300
 
@@ -100,8 +107,8 @@ def test_time_range_uses_offsets_for_times_and_merges_outcomes_by_time(
     _produce(settings, settings.topic(spec.event.topic), events)
     _produce(settings, settings.topic(spec.outcome.topic), outcomes)
     start, end = T0 + 50_000, T0 + 150_000
-    summary = replay(settings, parallel, spec, start_ms=start, end_ms=end, with_outcomes=True,
-                     checkpoint_dir=tmp_path, progress=False)
+    summary = replay(_request(settings, parallel, tmp_path, start_ms=start, end_ms=end,
+                              with_outcomes=True))
     got = read_topic(parallel, spec.event.topic)
     assert sorted(m.timestamp()[1] for m in got) == list(range(start, end, 1000))
     got_out = read_topic(parallel, spec.outcome.topic)
@@ -114,8 +121,8 @@ def test_offset_range_per_partition(settings, parallel, tmp_path):
     spec = load_spec(settings.spec)
     _produce(settings, settings.topic(spec.event.topic), _raw_records(200))
     source = _as_written(read_topic(settings, spec.event.topic))
-    replay(settings, parallel, spec, start_offsets="5", end_offsets="0:20,1:20,2:20,3:20",
-           checkpoint_dir=tmp_path, progress=False)
+    replay(_request(settings, parallel, tmp_path, start_offsets="5",
+                    end_offsets="0:20,1:20,2:20,3:20"))
     target = _as_written(read_topic(parallel, spec.event.topic))
     assert target == {p: rows[5:20] for p, rows in source.items()}
 
@@ -127,10 +134,9 @@ def test_stop_after_k_records_then_resume_sends_each_record_once(settings, paral
     with pytest.raises(ReplayInterrupted):
         # the checkpoint is never written after the start: everything sent before the stop
         # is found on the target when resuming
-        replay(settings, parallel, spec, checkpoint_dir=tmp_path, progress=False,
-               stop_after=437, checkpoint_every_s=3600)
+        replay(_request(settings, parallel, tmp_path, stop_after=437, checkpoint_every_s=3600))
     assert len(read_topic(parallel, spec.event.topic)) == 437
-    summary = replay(settings, parallel, spec, checkpoint_dir=tmp_path, progress=False)
+    summary = replay(_request(settings, parallel, tmp_path))
     assert summary.resumed and summary.skipped_delivered == 437
     assert summary.sent == 1000 - 437
     target = _as_written(read_topic(parallel, spec.event.topic))
@@ -182,7 +188,7 @@ def test_a_replay_killed_mid_way_resumes_with_every_record_exactly_once(
 def test_warm_up_rebuilds_state_without_watermarks_and_leaves_production_alone(
         settings, parallel, tmp_path, redis_client):
     spec = load_spec(settings.spec)
-    sim = simulator_for(SimConfig(seed=5, n_cards=30, start_ms=T0, diurnal=False,
+    sim = simulator_for(SimConfig(seed=5, entities=30, start_ms=T0, diurnal=False,
                                   mean_interarrival_ms=1000.0, garbage_fraction=0.05))
     codec = Codec.for_schema(spec.event.schema_name)
     evs = list(sim.events(400))
@@ -194,8 +200,7 @@ def test_warm_up_rebuilds_state_without_watermarks_and_leaves_production_alone(
                      "ts": int(ev.record[spec.event.time_field])})
     _produce(settings, settings.topic(spec.event.topic), rows)
     start = rows[250]["ts"]
-    summary = replay(settings, parallel, spec, start_ms=start, warmup_start_ms=T0,
-                     checkpoint_dir=tmp_path, progress=False)
+    summary = replay(_request(settings, parallel, tmp_path, start_ms=start, warmup_start_ms=T0))
     valid_before = [ev.record for ev in evs[:250] if ev.valid
                     and ev.garbage is None]
     # the simulator's "impossible" garbage decodes but fails validation: skipped too

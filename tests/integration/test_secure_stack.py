@@ -297,7 +297,7 @@ def test_worker_runs_the_pipeline_with_credentials_and_leaks_nothing(
     spec = load_spec(s.spec)
     setup_namespace(s, spec)
     write_history(tmp_path / "history", 3000, seed=11, progress=False,
-                  config=SimConfig(spec_name=spec.name))
+                  spec=spec)
     train(s, spec, tmp_path / "history")
     os.environ.update(secure.env)  # the worker subprocess inherits them (worker_env)
     try:

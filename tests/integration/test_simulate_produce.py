@@ -42,7 +42,7 @@ def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 
 
 
 def test_live_produce_counts_match_what_kafka_holds(settings: Settings) -> None:
-    cfg = SimConfig(seed=5, garbage_fraction=0.05, n_cards=100,
+    cfg = SimConfig(seed=5, garbage_fraction=0.05, entities=100,
                     volume_drop_at=200, volume_drop_len=100, volume_drop=0.3)
     summary = produce_live(settings, SPEC, 500, rate=1000.0, config=cfg, progress=False,
                            outcome_delay_scale=1e-7)

@@ -9,7 +9,7 @@ import pytest
 from precog import resources
 from precog.dashboards import dashboards
 from precog.errors import ConfigError
-from precog.simulate import SimConfig, read_history, simulator_name, write_history
+from precog.simulate import read_history, simulator_name, write_history
 from precog.spec import BusinessSpec, PipelineSpec, load_spec
 
 pytestmark = pytest.mark.unit
@@ -73,11 +73,11 @@ def test_outcome_source_and_history_span_come_from_the_spec(
         tmp_path: Path, spec: str, source: str) -> None:
     end = 1_750_000_000_000
     summary = write_history(tmp_path, 200, seed=3, end_ms=end, progress=False,
-                            config=SimConfig(spec_name=spec))
+                            spec=load_spec(SPECS / f"{spec}.yaml"))
     _, outcomes = read_history(tmp_path)
     assert {o["source"] for o in outcomes} == {source}
     days = load_spec(SPECS / f"{spec}.yaml").simulation.history_days
     explicit = write_history(tmp_path / "explicit", 200, seed=3, end_ms=end, progress=False,
-                             config=SimConfig(spec_name=spec), days=days)
+                             spec=load_spec(SPECS / f"{spec}.yaml"), days=days)
     assert (summary.first_event_time, summary.last_event_time) == (
         explicit.first_event_time, explicit.last_event_time)

@@ -27,7 +27,7 @@ END = 1_750_000_000_000
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("good")
-    write_history(out, 400, seed=5, end_ms=END, progress=False, config=SimConfig(n_cards=40))
+    write_history(out, 400, seed=5, end_ms=END, progress=False, config=SimConfig(entities=40))
     return out
 
 

@@ -20,14 +20,47 @@ from precog.features import Featurizer
 from precog.replay.checkpoint import AckTracker, Checkpoint, already_delivered
 from precog.replay.compare import LEADER, compare, documents
 from precog.replay.merge import TimeMerge
-from precog.replay.pacing import Pacer, eta_seconds
+from precog.replay.pacing import Pacer, record_time_left_s
 from precog.replay.plan import PartitionRange, parse_offsets, parse_pace, parse_time, plan_ranges
+from precog.replay.request import ReplayRequest
 from precog.replay.warmup import rebuild_states
+from precog.settings import Settings
 from precog.simulate import SimConfig, simulator_for
 from precog.spec import SPEC_DIR, load_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# --------------------------------------------------------------------------- request
+
+PROD = Settings(namespace="prod")
+PARALLEL = PROD.model_copy(update={"namespace": "parallel"})
+
+
+def test_a_request_names_its_topic_and_checkpoint_from_the_spec_and_the_target(tmp_path):
+    spec = load_spec(SPEC_DIR / "transactions.yaml")
+    r = ReplayRequest(PROD, PARALLEL, spec, checkpoint_dir=tmp_path)
+    assert (r.replayed_topic, r.checkpoint_path) == (
+        "events.transactions", tmp_path / "parallel" / "events.transactions.json")
+    other = ReplayRequest(PROD, PARALLEL, spec, topic="events.other", checkpoint_dir=tmp_path)
+    assert other.checkpoint_path == tmp_path / "parallel" / "events.other.json"
+    assert (r.pace, r.resume, r.progress, r.stop_after) == (None, True, True, None)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"target": PROD}, "--from-namespace and --to-namespace are both 'prod'"),
+    ({"start_ms": 1, "start_offsets": "0"}, "give --start or --start-offset, not both"),
+    ({"end_ms": 1, "end_offsets": "0"}, "give --end or --end-offset, not both"),
+    ({"warmup_start_ms": 1, "topic": "outcomes"},
+     "--warmup-start needs the spec's event topic events.transactions"),
+    ({"warmup_start_ms": 2, "start_ms": 1}, "--warmup-start must not be after --start"),
+])
+def test_a_request_that_cannot_run_is_refused_before_anything_connects(kw, message):
+    spec = load_spec(SPEC_DIR / "transactions.yaml")
+    with pytest.raises(ConfigError) as err:
+        ReplayRequest(**{"source": PROD, "target": PARALLEL, "spec": spec, **kw})
+    assert str(err.value) == message
 
 
 # --------------------------------------------------------------------------- plan
@@ -71,10 +104,12 @@ def test_pacer_spaces_records_by_record_time_over_speed():
     assert Pacer(None).delay_ms(10**12, 0.0) == 0.0
 
 
-def test_eta_takes_the_slower_of_rate_and_pace():
-    assert eta_seconds(0, 10, 5.0) == 0.0
-    assert eta_seconds(10, 40, 5.0, record_ms=0, last_record_ms=10_000, speed=1.0) == 15.0
-    assert eta_seconds(10, 40, 5.0, record_ms=0, last_record_ms=60_000, speed=1.0) == 60.0
+def test_a_paced_replay_needs_at_least_the_record_time_left_over_the_speed():
+    """The progress line's ETA is the larger of this and its rate-based one (test_progress)."""
+    assert record_time_left_s(0, 60_000, 1.0) == 60.0
+    assert record_time_left_s(0, 60_000, 10.0) == 6.0
+    assert record_time_left_s(70_000, 60_000, 1.0) == 0.0  # an older record came last
+    assert record_time_left_s(0, None, 1.0) is None and record_time_left_s(0, 1, None) is None
 
 
 # --------------------------------------------------------------------------- merge
@@ -152,7 +187,7 @@ def test_checkpoint_round_trip_and_resume_positions(tmp_path):
 
 def test_warm_up_states_equal_the_online_states_without_watermarks():
     spec = load_spec(SPEC_DIR / "transactions.yaml")
-    sim = simulator_for(SimConfig(seed=4, n_cards=25, diurnal=False, garbage_fraction=0.1,
+    sim = simulator_for(SimConfig(seed=4, entities=25, diurnal=False, garbage_fraction=0.1,
                                   mean_interarrival_ms=60_000.0))
     codec = Codec.for_schema("transaction")
     evs = list(sim.events(500))

@@ -171,8 +171,10 @@ def test_volume_drop_removes_the_fraction_only_inside_the_window() -> None:
 def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         SimConfig(garbage_fraction=1.5)
-    with pytest.raises(ConfigError, match="no simulator for spec 'weather'"):
-        simulator_for(SimConfig(spec_name="weather"))
+    with pytest.raises(ConfigError, match="no simulator named 'weather'"):
+        simulator_for(SimConfig(simulator="weather"))
+    with pytest.raises(ConfigError, match="at least one entity"):
+        SimConfig(entities=0)
 
 
 def test_history_round_trip(tmp_path) -> None:
@@ -198,7 +200,7 @@ def test_history_round_trip(tmp_path) -> None:
 def test_sensors_spec_loads_featurizes_and_is_learnable() -> None:
     assert SENSORS.event.entity_field == "sensor_id" and SENSORS.event.topic == "events.sensors"
     assert [m.algorithm for m in SENSORS.models] == ["lightgbm", "sklearn-logistic"]
-    sim = SensorSimulator(SimConfig(seed=42, spec_name="sensors",
+    sim = SensorSimulator(SimConfig(seed=42,
                                     mean_interarrival_ms=7 * DAY / 20_000))
     events = list(sim.events(20_000))
     now = events[-1].record["event_time"]
@@ -217,7 +219,7 @@ def test_sensors_spec_loads_featurizes_and_is_learnable() -> None:
 
 
 def test_sensor_garbage_fails() -> None:
-    sim = SensorSimulator(SimConfig(seed=3, spec_name="sensors", garbage_fraction=0.3,
+    sim = SensorSimulator(SimConfig(seed=3, garbage_fraction=0.3,
                                     garbage_kinds=("impossible",)))
     bad = [e for e in sim.events(500) if e.garbage is not None]
     assert len(bad) > 100
@@ -236,3 +238,41 @@ def test_cli_history_writes_files(tmp_path) -> None:
     events, _ = read_history(tmp_path)
     assert events[-1]["event_time"] <= 1_735_689_600_000
 
+
+
+def test_cli_history_takes_the_simulator_and_its_words_from_the_spec(tmp_path) -> None:
+    """``--spec`` picks the simulator; ``--entities`` sizes its world whatever the domain;
+    the progress line (captured output, so plain lines) ends with the whole count."""
+    from precog.cli import app
+
+    result = CliRunner().invoke(app, [
+        "simulate", "history", "--out", str(tmp_path), "--events", "300", "--seed", "3",
+        "--end", "2025-01-01T00:00:00", "--spec", str(SPEC_DIR / "sensors.yaml"),
+        "--entities", "5", "--positive-rate", "0.03"])
+    assert result.exit_code == 0, result.output
+    assert "history sensors: 300/300 (100%)" in result.output
+    assert "wrote 300 events" in result.output
+    events, outcomes = read_history(tmp_path)
+    assert {e["sensor_id"] for e in events} <= {f"sensor-{j:05d}" for j in range(5)}
+    assert {o["source"] for o in outcomes} == {SENSORS.simulation.outcome_source}
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (manifest["spec"], manifest["simulator"], manifest["config"]["entities"],
+            manifest["config"]["positive_rate"]) == ("sensors", "sensors", 5, 0.03)
+    same = run(50, seed=3, simulator="sensors", entities=5)
+    assert [e.record["sensor_id"] for e in same] == [
+        e.record["sensor_id"] for e in simulator_for(SimConfig(seed=3, entities=5),
+                                                     SENSORS).events(50)]
+
+
+def test_a_spec_that_names_no_simulator_is_one_line_before_anything_is_written(
+        tmp_path) -> None:
+    from precog.cli import app
+
+    own = tmp_path / "own.yaml"
+    own.write_text((SPEC_DIR / "transactions.yaml").read_text().replace(
+        "name: transactions", "name: own").replace("simulator: transactions", "simulator: null"))
+    result = CliRunner().invoke(app, ["simulate", "history", "--out", str(tmp_path / "h"),
+                                      "--spec", str(own), "--no-progress"])
+    assert isinstance(result.exception, ConfigError)
+    assert str(result.exception).startswith("spec own names no simulator")
+    assert not (tmp_path / "h").exists()
