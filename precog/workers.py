@@ -29,11 +29,10 @@ def metric_total(text: str, name: str) -> float:
     >>> metric_total('a_total{x="1"} 2.0\na_total{x="2"} 3.0\nb 1.0', "a_total")
     5.0
     """
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == name)
 
 
 def stop_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -109,21 +110,43 @@ def batch_offsets(records: Sequence[Record]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
 
 
+class _InFlight:
+    """One handed-over batch: the task doing its effects and the offsets it will commit."""
+
+    __slots__ = ("task", "offsets")
+
+    def __init__(self, task: asyncio.Task[None], offsets: list[TopicPartition]) -> None:
+        self.task, self.offsets = task, offsets
+
+
 class BatchSource:
-    """One consumer group member on ``topics``: batches to ``handle``, committed after it."""
+    """One consumer group member on ``topics``: batches to ``handle``, committed after it.
+
+    Up to ``inflight`` batches are handled at once (the index agent builds the next bulk
+    request while Elasticsearch writes the last); their offsets are committed in
+    consumption order, each only after its own and every earlier batch's ``handle``
+    returned. A rebalance that revokes partitions first lets the batches in flight finish
+    and commits them (inside librdkafka's revoke callback, bounded by the session
+    timeout), so a partition changes hands with nothing of it in flight.
+    """
 
     def __init__(self, rt: Any, name: str, topics: Sequence[str], group: str, size: int,
-                 within: float, handle: Callable[[list[Record]], Awaitable[None]]) -> None:
+                 within: float, handle: Callable[[list[Record]], Awaitable[None]],
+                 inflight: int = 1) -> None:
         self.rt, self.name, self.topics, self.group = rt, name, list(topics), group
         self.size, self.within, self.handle = size, within, handle
+        self.inflight = max(1, inflight)
         self.address = rt.settings.kafka.bootstrap
         # one thread for every call on the consumer: librdkafka runs the rebalance
         # callbacks in the thread that calls consume
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"precog-{name}-consumer")
         self._consumer: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned: list[tuple[str, int]] = []
+        self._pending: deque[_InFlight] = deque()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._unavailable = kafka_unavailable(self.address)
 
     def assignment(self) -> list[tuple[str, int]]:
         """The partitions this member owns now (for the watchdog)."""
@@ -133,11 +156,40 @@ class BatchSource:
         self._assigned = sorted((tp.topic, tp.partition) for tp in parts)
         log.info("%s: assigned %s", self.name, _describe(self._assigned))
 
-    def _on_revoke(self, _consumer: Any, parts: list[TopicPartition]) -> None:
-        # nothing is in flight here: the last batch was committed before this consume
+    def _on_revoke(self, consumer: Any, parts: list[TopicPartition]) -> None:
+        """In the consumer thread, inside ``consume``: finish and commit what is in flight."""
         log.info("%s: revoked %s", self.name, _describe(
             sorted((tp.topic, tp.partition) for tp in parts)))
         self._assigned = []
+        if self._loop is None or not self._pending:
+            return
+        timeout = float(self.rt.settings.worker.session_timeout)
+        try:
+            offsets = asyncio.run_coroutine_threadsafe(
+                self._finish_pending(), self._loop).result(timeout)
+        except Exception as exc:  # failed or too slow: the new owner redelivers
+            log.warning("%s: batches in flight at the rebalance not committed (%r); their "
+                        "partitions' new owner redelivers them", self.name, exc)
+            return
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("%s: commit at the rebalance failed (%s); redelivered",
+                            self.name, exc.args[0])
+
+    async def _finish_pending(self) -> list[TopicPartition]:
+        """Await every batch in flight (in the loop); the offsets to commit after them."""
+        done: list[TopicPartition] = []
+        while self._pending:
+            head = self._pending.popleft()
+            try:
+                await head.task
+            except Exception as exc:  # nothing later is committed either; the worker stops
+                asyncio.ensure_future(stop_worker(self.rt, self.name, exc))
+                raise
+            done += head.offsets
+        return _latest(done)
 
     def _open(self) -> Any:
         s = self.rt.settings
@@ -150,8 +202,14 @@ class BatchSource:
             "client.id": f"precog-{self.name}-{self.rt.worker_name}",
         })
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
+                           on_lost=self._on_lost)
         return consumer
+
+    def _on_lost(self, _consumer: Any, parts: list[TopicPartition]) -> None:
+        # the group already gave them away (session timeout): nothing may be committed
+        log.warning("%s: partitions lost %s; their batches in flight are redelivered",
+                    self.name, _describe(sorted((tp.topic, tp.partition) for tp in parts)))
+        self._assigned = []
 
     def _consume(self) -> list[Record]:
         records = []
@@ -167,27 +225,42 @@ class BatchSource:
 
     async def run(self) -> None:
         """Consume, handle and commit batch after batch until :meth:`stop`."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._consumer = await loop.run_in_executor(self._pool, self._open)
-        unavailable = kafka_unavailable(self.address)
         try:
             while not self._stopping:
+                await self._commit_finished(wait=len(self._pending) >= self.inflight)
+                if self._stopping:
+                    break
+                if len(self._pending) >= self.inflight:
+                    continue
                 records = await until_available(
                     self.rt.health, f"{self.name}: consume",
                     lambda: loop.run_in_executor(self._pool, self._consume),
-                    is_unavailable=unavailable)
-                if not records:
-                    continue
-                await self.handle(records)
-                await self._commit(loop, records, unavailable)
+                    is_unavailable=self._unavailable)
+                if records:
+                    task = asyncio.ensure_future(self.handle(records))
+                    self._pending.append(_InFlight(task, batch_offsets(records)))
+            await self._commit_finished(wait=True, every=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             await stop_worker(self.rt, self.name, exc)
 
-    async def _commit(self, loop: asyncio.AbstractEventLoop, records: list[Record],
-                      unavailable: Callable[[BaseException], tuple[str, str] | None]) -> None:
-        offsets = batch_offsets(records)
+    async def _commit_finished(self, wait: bool, every: bool = False) -> None:
+        """Commit the batches at the head that are done (waiting for the first if ``wait``)."""
+        done: list[TopicPartition] = []
+        while self._pending and (self._pending[0].task.done() or wait):
+            head = self._pending[0]
+            await head.task  # a failure raises here: it and every later batch stay held
+            self._pending.popleft()
+            done += head.offsets
+            wait = every
+        if done:
+            await self._commit(_latest(done))
+
+    async def _commit(self, offsets: list[TopicPartition]) -> None:
+        loop = asyncio.get_running_loop()
 
         def commit() -> None:
             try:
@@ -201,31 +274,42 @@ class BatchSource:
 
         await until_available(self.rt.health, f"{self.name}: commit offsets",
                               lambda: loop.run_in_executor(self._pool, commit),
-                              is_unavailable=unavailable)
+                              is_unavailable=self._unavailable)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
-        """Let the batch in flight finish and commit (bounded), then leave the group."""
+        """Let the batches in flight finish and commit (bounded), then leave the group."""
         self._stopping = True
         task = self._task
+        drain = self.rt.settings.worker.drain_seconds
         if task is not None and not task.done() and self.rt.health.fatal is None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), self.rt.settings.worker.drain_seconds)
+                await asyncio.wait_for(asyncio.shield(task), drain)
             except TimeoutError:
-                log.warning("%s: the batch in flight did not finish within %.0fs; it is "
-                            "abandoned uncommitted (redelivered)", self.name,
-                            self.rt.settings.worker.drain_seconds)
-                task.cancel()
+                log.warning("%s: the batches in flight did not finish within %.0fs; they are"
+                            " abandoned uncommitted (redelivered)", self.name, drain)
             except Exception as exc:  # it has already stopped the worker
                 log.debug("%s ended with %r", self.name, exc)
+        if task is not None and not task.done():
+            task.cancel()
+        for pending in self._pending:
+            pending.task.cancel()
+        self._pending.clear()
         if self._consumer is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._pool, self._consumer.close)
         self._pool.shutdown(wait=False)
-        if task is not None and not task.done():
-            task.cancel()
+
+
+def _latest(offsets: list[TopicPartition]) -> list[TopicPartition]:
+    """The highest offset per partition of ``offsets``."""
+    best: dict[tuple[str, int], int] = {}
+    for tp in offsets:
+        key = (tp.topic, tp.partition)
+        best[key] = max(best.get(key, -1), tp.offset)
+    return [TopicPartition(t, p, o) for (t, p), o in sorted(best.items())]
 
 
 def _describe(parts: list[tuple[str, int]]) -> str:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the agents import this module
     from precog.services.agents.join import OutcomeJoin
     from precog.services.agents.monitor import MonitorAgent
     from precog.services.agents.role_watcher import RoleWatcher
-    from precog.services.batch_transport import BatchSource
+    from precog.services.batch_transport import BatchProducer, BatchSource
 
 log = logging.getLogger("precog.worker")
 
@@ -218,6 +218,7 @@ class Runtime:
     #: consumers the worker owns besides Faust's (services/batch_transport.py)
     batch_sources: list[BatchSource] = field(default_factory=list)
     _es: Any = None
+    _producer: BatchProducer | None = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
 
     def codec(self, schema_name: str) -> Codec:
@@ -243,6 +244,22 @@ class Runtime:
                 **kwargs,
             )
         return self._topics[name]
+
+    def producer(self) -> BatchProducer:
+        """The worker's confluent-kafka producer for the batch agents, created on first use.
+
+        Closed (flushed) by :meth:`close_producer` after every agent has stopped.
+        """
+        if self._producer is None:
+            from precog.services.batch_transport import BatchProducer
+
+            self._producer = BatchProducer(self, int(self.app.conf.producer_max_request_size))
+        return self._producer
+
+    async def close_producer(self) -> None:
+        if self._producer is not None:
+            await self._producer.close()
+            self._producer = None
 
     @property
     def es(self) -> Any:

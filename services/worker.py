@@ -72,6 +72,7 @@ def build_runtime(settings: Settings, agents: tuple[str, ...] = DEFAULT_AGENTS) 
             log.warning("final commit failed (the next worker redelivers more): %s", exc)
         for stop in rt.on_stop:
             await stop()
+        await rt.close_producer()  # last: the agents' final dead letters go out through it
 
     return rt
 

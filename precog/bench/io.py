@@ -92,14 +92,13 @@ class Proc:
         raise BenchError(f"{self.log_path.name} not healthy after {timeout}s:\n{self.log_tail()}")
 
     def rss_bytes(self) -> int:
-        """Resident set size from /proc/<pid>/status (0 when the process is gone)."""
+        """Resident set size (psutil; 0 when the process is gone)."""
+        import psutil
+
         try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
+            return int(psutil.Process(self.pid).memory_info().rss)
+        except psutil.Error:
+            return 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         stop_group(self.proc, sig, timeout)

@@ -9,10 +9,10 @@ reason. The bulk body is written with orjson and the response filtered to the st
 JSON on both sides was most of this agent's time in the profile (docs/benchmarks.md).
 
 Up to ``inflight_batches`` batches are written at once: while Elasticsearch indexes one,
-the agent decodes and builds the next. Each event holds a reference on its Kafka message
-until its own batch is acknowledged, so Faust commits an offset only after Elasticsearch
-acknowledged it (or its dead letter was written), in any completion order: Faust commits
-up to the first offset not yet acknowledged.
+the agent decodes and builds the next. The agent reads through the batch transport
+(services/batch_transport.py), which commits a batch's offsets only after its documents
+were acknowledged (or dead-lettered) and every earlier batch's were, in any completion
+order.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
+from precog.services.batch_transport import BatchSource
 from precog.services.dlq import Failed, send_dead_letters
-from precog.services.reliability import AppProducer, consume_in_batches, release
 from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError
@@ -225,7 +224,7 @@ async def index_events(
     failed: list[tuple[Any, Exception]] = list(bad)
     rejected = await bulk_until_acknowledged(rt, docs) if docs else []
     failed += [(d.owner, IndexRejected(f"{d.doc_id}: {reason}")) for d, reason in rejected]
-    await send_dead_letters(rt, AppProducer(rt), [_failed(event, exc) for event, exc in failed])
+    await send_dead_letters(rt, rt.producer(), [_failed(event, exc) for event, exc in failed])
     done = len(docs) - len(rejected)
     rt.metrics.documents_indexed.labels(rt.settings.index("predictions")).inc(done)
     return done
@@ -237,73 +236,29 @@ def _failed(event: Any, exc: Exception) -> Failed:
     return Failed(origin, "index", exc, msg.key, msg.value, msg.timestamp)
 
 
-def _log_failure(task: asyncio.Task[int]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("index batch failed (its events stay uncommitted and are redelivered): %r",
-                  task.exception())
-
-
-class BatchWindow:
-    """At most ``limit`` index batches in flight; their offsets are released in order.
-
-    The events come held (:func:`~precog.services.reliability.consume_in_batches`), so the
-    stream's own acknowledgement does not commit them. Each batch's task writes
-    its documents (and dead letters), then waits for the batch before it and releases its
-    events: offsets become committable in the order they were consumed, whichever write
-    finished first. A failed batch re-raises in the agent at the next :meth:`submit` or
-    :meth:`drain`; neither it nor any later batch is released (all are redelivered).
-    """
-
-    def __init__(self, rt: Runtime, stream: Any, limit: int) -> None:
-        self.rt, self.stream, self.limit = rt, stream, limit
-        self.tasks: deque[asyncio.Task[int]] = deque()
-        self._last: asyncio.Task[int] | None = None
-
-    async def _run(self, events: Sequence[Any], built: Any, started: float,
-                   before: asyncio.Task[int] | None) -> int:
-        done = await index_events(self.rt, events, built)
-        if before is not None:
-            await asyncio.shield(before)  # raises when it failed: this batch stays held too
-        await release(self.stream, events)
-        self.rt.metrics.batch_latency.labels("index").observe(time.perf_counter() - started)
-        self.rt.metrics.batch_size.labels("index").observe(len(events))
-        return done
-
-    async def submit(self, events: Sequence[Any]) -> None:
-        """Build the batch's documents now and write them in the background."""
-        started = time.perf_counter()
-        built = build_docs(self.rt, events)  # the events are held by the caller
-        before = self._last if self._last is not None and not self._last.done() else None
-        if self._last is not None and self._last.done():
-            self._last.result()  # raises what it raised
-        task = asyncio.ensure_future(self._run(events, built, started, before))
-        task.add_done_callback(_log_failure)
-        self.tasks.append(task)
-        self._last = task
-        while self.tasks and (len(self.tasks) >= self.limit or self.tasks[0].done()):
-            await self.tasks.popleft()  # raises what the batch raised
-
-    async def drain(self) -> None:
-        while self.tasks:
-            await self.tasks.popleft()
-
-    def cancel(self) -> None:
-        """Stop the batches still in flight; their events were not released (redelivered)."""
-        for task in self.tasks:
-            task.cancel()
-        self.tasks.clear()
-        self._last = None
-
-
 def register(rt: Runtime) -> None:
-    """Declare the index agent on ``{ns}.predictions``."""
+    """Read ``{ns}.predictions`` through a :class:`BatchSource` (group ``{ns}-index``).
+
+    Up to ``PRECOG_INDEXER_INFLIGHT_BATCHES`` batches are written at once: while
+    Elasticsearch indexes one, the next is decoded and built. The batch transport commits
+    their offsets in consumption order, each after its documents (and dead letters) were
+    acknowledged.
+    """
     cfg = rt.settings.indexer
 
-    @rt.app.agent(rt.topic("predictions"), name=f"{rt.settings.namespace}-index")
-    async def index(stream: Any) -> None:
-        window = BatchWindow(rt, stream, cfg.inflight_batches)
-        try:
-            await consume_in_batches(rt, stream, "index", cfg.batch_size, cfg.batch_timeout,
-                                     window.submit)
-        finally:
-            window.cancel()
+    async def handle(events: list[Any]) -> None:
+        started = time.perf_counter()
+        await index_events(rt, events)
+        rt.metrics.batch_latency.labels("index").observe(time.perf_counter() - started)
+        rt.metrics.batch_size.labels("index").observe(len(events))
+
+    source = BatchSource(rt, "index", [rt.settings.topic("predictions")],
+                         rt.settings.group("index"), cfg.batch_size, cfg.batch_timeout, handle,
+                         inflight=cfg.inflight_batches)
+    rt.batch_sources.append(source)
+
+    @rt.app.task
+    async def start_index() -> None:
+        source.start()
+
+    rt.on_stop.append(source.stop)

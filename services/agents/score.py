@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from precog.services.batch_transport import BatchProducer, BatchSource
+from precog.services.batch_transport import BatchSource
 from precog.services.dlq import Failed, send_dead_letters
 from precog.services.feature_store import (
     OnlineStore,
@@ -296,22 +296,21 @@ def register(rt: Runtime) -> None:
 
     The batch transport (services/batch_transport.py) hands each consumed batch to
     :func:`score_events` and commits its offsets when that returned; predictions, dead
-    letters and alerts go out through a :class:`BatchProducer`.
+    letters and alerts go out through the worker's confluent-kafka producer
+    (:meth:`Runtime.producer`).
     """
     featurizer = Featurizer(rt.spec)
     store = RedisOnlineStore(rt.settings, rt.spec)
-    producer: BatchProducer | None = None
     ready = False
 
     async def handle(events: list[Any]) -> None:
         nonlocal ready
-        assert producer is not None
         started = time.perf_counter()
         if not ready:  # the first batch waits, held, until the models are loaded
             await wait_for_models(rt)
             await ensure_state_marker(rt, store)
             ready = True
-        await score_events(rt, store, producer, featurizer, events)
+        await score_events(rt, store, rt.producer(), featurizer, events)
         rt.metrics.batch_latency.labels("score").observe(time.perf_counter() - started)
         rt.metrics.batch_size.labels("score").observe(len(events))
         rt.last_batch_time = time.time()
@@ -324,14 +323,10 @@ def register(rt: Runtime) -> None:
 
     @rt.app.task
     async def start_score() -> None:
-        nonlocal producer
-        producer = BatchProducer(rt, int(rt.app.conf.producer_max_request_size))
         source.start()
 
     async def stop() -> None:
         await source.stop()
-        if producer is not None:
-            await producer.close()
         await store.close()
 
     rt.on_stop.append(stop)

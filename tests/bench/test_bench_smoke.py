@@ -12,7 +12,7 @@ from precog.bench.runner import BenchConfig, run_bench
 
 pytestmark = pytest.mark.bench
 
-SECTIONS = ("throughput", "outcome")
+SECTIONS = ("throughput", "outcome", "core")
 
 
 def test_quick_bench_writes_a_complete_report(stack, tmp_path):

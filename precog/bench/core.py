@@ -1,0 +1,103 @@
+"""The score agent's core in process, no I/O: microseconds per event of each stage.
+
+The same stages, in the same order, as ``services/agents/score.py`` runs on one batch:
+decode (Avro), validate (the spec's checks), featurize (entity states chained through the
+batch, starting empty as in a fresh namespace), score (one ``predict_proba`` per model)
+and encode (the compiled prediction writer). In the same run the *reference* encode path
+is timed too: one :func:`~precog.scoring.prediction_record` dict per event, then fastavro,
+which is what the agent did before the writer; ``encode_vs_reference`` is their ratio.
+Medians over ``reps`` passes over the same events.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+STAGES = ("decode", "validate", "featurize", "score", "encode")
+
+
+def _models(lab: Any) -> Any:
+    from precog.features import Featurizer
+    from precog.registry import ModelRegistry
+    from precog.scoring import make_model_set
+
+    registry = ModelRegistry(lab.template.registry_dir)
+    roles = lab.roles(1)
+    return make_model_set(1, registry.load(roles.leader.model_id, roles.leader.version),
+                          [registry.load(c.model_id, c.version) for c in roles.challengers],
+                          Featurizer(lab.spec).names)
+
+
+def core_pass(spec: Any, models: Any, values: list[bytes], batch: int) -> dict[str, float]:
+    """Seconds spent in each stage (and the reference encode) over ``values``."""
+    from precog.avro import Codec
+    from precog.features import Featurizer
+    from precog.prediction_writer import BatchRows, PredictionWriter
+    from precog.scoring import EventContext, score_batch
+    from precog.validation import check_event
+
+    fz = Featurizer(spec)
+    codec = Codec.for_schema(spec.event.schema_name)
+    out = Codec.for_schema("prediction")
+    writer = PredictionWriter(out, models, fz.names, spec_name=spec.name, namespace="bench",
+                              event_schema=codec.writer.label, code_version="bench",
+                              worker="bench:0")
+    ev = spec.event
+    spent = dict.fromkeys((*STAGES, "reference_encode"), 0.0)
+    now = int(time.time() * 1000)
+    for start in range(0, len(values), batch):
+        chunk = values[start:start + batch]
+        t0 = time.perf_counter()
+        records = [codec.decode(v) for v in chunk]
+        t1 = time.perf_counter()
+        bad = [r for r in records if check_event(spec, r, now)]
+        t2 = time.perf_counter()
+        vectors, _ = fz.featurize_batch({}, [(r, 0, start + i) for i, r in enumerate(records)])
+        t3 = time.perf_counter()
+        X = np.array([v.values for v in vectors], dtype=np.float64)
+        scores = score_batch(models, X)
+        t4 = time.perf_counter()
+        rows = BatchRows.from_ages(
+            np.array([v.ages_ms for v in vectors], dtype=np.int64),
+            event_ids=[str(r[ev.id_field]) for r in records],
+            entity_ids=[str(r[ev.entity_field]) for r in records],
+            event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),
+            X=X, scores=scores,
+            origins=[EventContext("bench", 0, start + i) for i in range(len(records))])
+        encoded = writer.encode(rows, now)
+        t5 = time.perf_counter()
+        reference = [out.encode(writer.record(rows, i, scored_time=now, feature_names=fz.names))
+                     for i in range(len(records))]
+        t6 = time.perf_counter()
+        if bad or encoded != reference:
+            raise AssertionError("the core bench's events must be valid and the writer exact")
+        for stage, a, b in zip((*STAGES, "reference_encode"), (t0, t1, t2, t3, t4, t5),
+                               (t1, t2, t3, t4, t5, t6), strict=True):
+            spent[stage] += b - a
+    return spent
+
+
+def bench_core(lab: Any) -> dict[str, Any]:
+    """Per-event microseconds of each stage, medians of ``reps`` passes (docs/benchmarks.md)."""
+    from precog.settings import Settings
+
+    cfg = lab.config
+    n = min(cfg.events, len(lab.pool))
+    values = [v for _, v, _ in lab.pool[:n]]
+    models = _models(lab)
+    batch = Settings().score.batch_size
+    passes = [core_pass(lab.spec, models, values, batch) for _ in range(max(cfg.reps, 3))]
+    us = {stage: statistics.median(p[stage] for p in passes) / n * 1e6
+          for stage in (*STAGES, "reference_encode")}
+    total = sum(us[s] for s in STAGES)
+    return {
+        "events": n, "batch": batch, "passes": len(passes),
+        "us_per_event": {k: round(v, 2) for k, v in us.items()},
+        "total_us_per_event": round(total, 2),
+        "reference_total_us_per_event": round(total - us["encode"] + us["reference_encode"], 2),
+        "encode_vs_reference": round(us["encode"] / us["reference_encode"], 3),
+    }
