@@ -1,5 +1,7 @@
 """The full pipeline demo: history -> training -> a live worker -> reconciliation, metrics, report.
 
+(About 400 lines: one script read top to bottom, each step a function in the order it runs.)
+
 Runs in its own namespace (``demo`` unless told otherwise), which it resets first, so it
 gives the same result every time and never touches ``prod``. The model registry, the
 history and the worker's log live under ``.precog/demo/<ns>/``.

@@ -1,5 +1,8 @@
 """Online classification metrics per model with River: cumulative, newest N, last T.
 
+(Just over 400 lines: the windows and the book that holds them share one clock and are
+read together; splitting them would separate a definition from its only user.)
+
 Each (model_id, version, role) gets three windows of the same bundle of River metrics. A
 window is a function of the labels received so far and of one clock, never of the order
 the labels arrived in:
