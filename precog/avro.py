@@ -141,8 +141,10 @@ class Codec:
         self._header = _MARKER + _fingerprint(self._parsed)
         # fingerprint -> (writer schema, reader schema or None when it is the writer)
         self._readers: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None]] = {}
+        self._headers: dict[int, bytes] = {}
         for v in versions:
             fp = _fingerprint(parse_schema(_plain(v.raw), _write_hint=False))  # type: ignore[arg-type]
+            self._headers[v.version] = _MARKER + fp
             if v is self.writer:
                 self._readers[fp] = (self._fast, None)
             else:
@@ -161,6 +163,10 @@ class Codec:
     def schema(self) -> dict[str, Any]:
         """The parsed writer schema (for fastavro calls)."""
         return self._parsed
+
+    def header_of(self, version: int) -> bytes:
+        """The 10 header bytes of a record written with ``version`` of this schema."""
+        return self._headers[version]
 
     def encode_header(self) -> bytes:
         """The 10 bytes every record this codec writes starts with (marker + fingerprint)."""

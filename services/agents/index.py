@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -30,7 +31,9 @@ from precog.services.batch_transport import BatchSource
 from precog.services.dlq import Failed, send_dead_letters
 from precog.services.runtime import Runtime, now_ms
 
+from precog.avro import Codec
 from precog.errors import EventError
+from precog.prediction_reader import PredictionReader
 from precog.scoring import EventContext, prediction_documents
 
 log = logging.getLogger("precog.index")
@@ -67,7 +70,7 @@ def build_docs(
     rt: Runtime, events: Sequence[Any]
 ) -> tuple[list[BulkDoc], list[tuple[Any, Exception]]]:
     """The bulk documents of a batch of prediction events, and the undecodable events."""
-    codec = rt.codec("prediction")
+    reader = _reader(rt.codec("prediction"))
     index = rt.settings.index("predictions")
     indexed_time = now_ms()
     amount_feature = rt.spec.business.amount_feature
@@ -75,7 +78,7 @@ def build_docs(
     bad: list[tuple[Any, Exception]] = []
     for event in events:
         try:
-            prediction = codec.decode(event.message.value)
+            prediction = reader.decode(event.message.value)
         except EventError as exc:
             bad.append((event, exc))
             continue
@@ -87,6 +90,11 @@ def build_docs(
                 event,
             ))
     return docs, bad
+
+
+@lru_cache(maxsize=4)
+def _reader(codec: Codec) -> PredictionReader:
+    return PredictionReader(codec)
 
 
 def classify(docs: Sequence[BulkDoc], response: dict[str, Any]) -> BulkOutcome:

@@ -1,0 +1,60 @@
+"""The compiled prediction reader returns what fastavro returns, and the codec's errors."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from precog.avro import Codec
+from precog.errors import DecodeError
+from precog.prediction_reader import PredictionReader
+from precog.prediction_writer import _long, _string
+from tests.unit.test_prediction_writer import _rows, _writer
+
+pytestmark = pytest.mark.unit
+
+CODEC = Codec.for_schema("prediction")
+READER = PredictionReader(CODEC)
+
+
+def _records(challengers: int, n_features: int, seed: int) -> list[bytes]:
+    names = [f"f{j}_\u00e4" if j % 4 == 0 else f"f{j}" for j in range(n_features)]
+    rows = _rows(np.random.default_rng(seed), 120, names, 1 + challengers)
+    return [r for r in _writer(names, challengers).encode(rows, scored_time=5)
+            if isinstance(r, bytes)]
+
+
+@pytest.mark.parametrize(("challengers", "n_features"), [(0, 1), (1, 14), (3, 2)])
+def test_same_dicts_as_fastavro(challengers, n_features):
+    for data in _records(challengers, n_features, seed=challengers + 10 * n_features):
+        got, expected = READER.decode(data), CODEC.decode(data)
+        # NaN != NaN: compare the encodings of both results, then the values themselves
+        assert CODEC.encode(got) == CODEC.encode(expected) == data
+        assert repr(got) == repr(expected)
+
+
+def test_every_bad_record_gets_the_codecs_own_error():
+    data = _records(1, 3, seed=1)[0]
+    bad = [None, b"", data[:5], data[:40], data + b"\x00", data[:12] + b"\xff" * 30,
+           data[:-3], b"\xc3\x01" + bytes(8) + data[10:]]
+    for b in bad:
+        with pytest.raises(DecodeError) as mine:
+            READER.decode(b)
+        with pytest.raises(DecodeError) as theirs:
+            CODEC.decode(b)
+        assert str(mine.value) == str(theirs.value)
+
+
+def test_negative_block_counts_of_other_writers_are_read():
+    # Avro lets a writer prefix an array block with -count and its byte size (Java does)
+    data = _records(0, 2, seed=3)[0]
+    rec = CODEC.decode(data)
+    items = b"".join(_string(f["name"]) + struct.pack("<d", f["value"]) + _long(f["age_ms"])
+                     for f in rec["features"])
+    plain = _long(2) + items + b"\x00"
+    assert data.count(plain) == 1
+    rewritten = data.replace(plain, _long(-2) + _long(len(items)) + items + b"\x00")
+    assert READER.decode(rewritten) == CODEC.decode(rewritten)
+    assert READER.decode(rewritten)["features"] == rec["features"]
