@@ -1,9 +1,9 @@
 """Feature engine: pure (entity state, event) -> (feature vector, new state), in event time.
 
 The same :class:`Featurizer` serves the score agent online (entity state in Redis, one
-micro-batch at a time, see :meth:`Featurizer.featurize_batch`) and the training pipeline
-offline (:func:`build_training_frame`), so online and offline features are bit-identical
-for the same ordered event stream.
+micro-batch at a time, see :meth:`Featurizer.featurize_columns`) and the training pipeline
+offline (:func:`build_training_frame`) through the same code, so online and offline
+features are bit-identical for the same ordered event stream.
 
 Definitions (all in *event* time, never the wall clock):
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,53 +129,174 @@ class TrainingFrame:
     event_times: np.ndarray
 
 
-def _number(event: Mapping[str, Any], name: str) -> float:
-    """The field as float; NaN when it is missing."""
-    v = event.get(name)
-    return math.nan if v is None else float(v)
+@dataclass(frozen=True)
+class FeatureColumns:
+    """A batch's features as columns (:meth:`Featurizer.featurize_columns`).
+
+    ``X[i, j]`` is feature ``j`` (spec order) of item ``i``. Its age is ``gaps_ms[i]`` (the
+    event time minus the entity's previous event time, 0 for its first event) when
+    ``stateful[j]``, else 0: :meth:`ages_ms`. ``changed`` holds the new states of the
+    entities whose state moved (write those back).
+    """
+
+    X: np.ndarray
+    gaps_ms: np.ndarray
+    stateful: tuple[bool, ...]
+    changed: dict[str, EntityState]
+
+    def ages_ms(self) -> np.ndarray:
+        """The features' ages (ms), an int64 matrix shaped like ``X``."""
+        mask = np.array(self.stateful, dtype=bool)
+        return np.where(mask, self.gaps_ms[:, None], 0).astype(np.int64)
+
+
+def _numbers(events: Sequence[Mapping[str, Any]], name: str) -> list[float]:
+    """The field of each event as float; NaN where it is missing."""
+    return [math.nan if (v := e.get(name)) is None else float(v) for e in events]
+
+
+def _strings(events: Sequence[Mapping[str, Any]], name: str) -> list[str | None]:
+    """The field of each event as str; None where it is missing."""
+    return [None if (v := e.get(name)) is None else str(v) for e in events]
+
+
+def _transpose(seqs: Sequence[Sequence[Any]], n: int) -> list[tuple[Any, ...]]:
+    """The transpose of ``seqs``, each ``n`` long (``n`` empty tuples when there are none)."""
+    return list(zip(*seqs, strict=False)) if seqs else [()] * n  # equal lengths: built so
+
+
+def _columns(flat: list[float], width: int) -> list[list[float]]:
+    """The ``width`` columns of rows laid out one after the other in ``flat``.
+
+    >>> _columns([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2)
+    [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+    """
+    return [flat[k::width] for k in range(width)]
 
 
 def _sum_key(field_name: str, horizon_ms: int) -> str:
     return f"{field_name}@{horizon_ms}"
 
 
-@dataclass
-class _Now:
-    """The state's aggregates decayed to the current event's time (before adding it)."""
+@dataclass(slots=True)
+class _Working:
+    """One entity's state while a batch runs: the aggregates as lists in the plan's order.
 
-    counts: dict[str, float]
-    sums: dict[str, float]
-    gap_ms: int | None  # None for the entity's first event
+    ``recent`` and ``applied`` are this object's own dicts (a novelty list is replaced when
+    it changes, never changed in place: it may be the given state's); ``stored`` says whether
+    the entity has a state (only then does the watermark apply).
+    """
+
+    last: int | None
+    counts: Sequence[float]
+    sums: Sequence[float]
+    recent: dict[str, list[str]]
+    applied: dict[str, int]
+    stored: bool
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What the feature columns are read from: the events' fields and the chain's outputs."""
+
+    events: Sequence[Mapping[str, Any]]
+    times: list[int]
+    numbers: dict[str, list[float]]
+    gaps: list[int | None]  # None: the entity's first event
+    counts: list[list[float]]  # per count key: the decayed counts before each event
+    sums: list[list[float]]  # per sum key
+    novelty: list[list[float]]  # per novelty feature: its values
+
+
+_Column = Callable[[_Batch], Sequence[float]]
 
 
 class Featurizer:
-    """Computes a spec's features from (entity state, event); holds no state itself."""
+    """Computes a spec's features from (entity state, event); holds no state itself.
+
+    The spec is compiled once into a plan: the state's aggregates become lists indexed by
+    position, and each feature one function from the batch to its column, so nothing per
+    event looks at a feature's kind.
+    """
 
     def __init__(self, spec: PipelineSpec) -> None:
         self.spec = spec
         self.entity_field = spec.event.entity_field
         self.time_field = spec.event.time_field
         self.id_field = spec.event.id_field
-        self._count_horizons: dict[str, int] = {}
-        self._sum_fields: dict[str, tuple[str, int]] = {}
-        self._novelty: dict[str, int] = {}
-        self._plan = [(f, parse_duration(getattr(f, "horizon", 0))) for f in spec.features]
+        counts: dict[str, int] = {}  # key -> horizon (ms)
+        sums: dict[str, tuple[str, int]] = {}  # key -> (field, horizon)
+        keep: dict[str, int] = {}  # novelty field -> the largest capacity
         for f in spec.features:
-            if isinstance(f, DecayedCountFeature):
+            if isinstance(f, DecayedCountFeature | RatioToMeanFeature):
+                counts.setdefault(str(parse_duration(f.horizon)), parse_duration(f.horizon))
+            if isinstance(f, DecayedSumFeature | RatioToMeanFeature):
                 h = parse_duration(f.horizon)
-                self._count_horizons[str(h)] = h
-            elif isinstance(f, DecayedSumFeature | RatioToMeanFeature):
-                h = parse_duration(f.horizon)
-                self._sum_fields[_sum_key(f.field, h)] = (f.field, h)
-                if isinstance(f, RatioToMeanFeature):
-                    self._count_horizons[str(h)] = h
-            elif isinstance(f, NoveltyFeature):
-                self._novelty[f.field] = max(f.capacity, self._novelty.get(f.field, 0))
+                sums.setdefault(_sum_key(f.field, h), (f.field, h))
+            if isinstance(f, NoveltyFeature):
+                keep[f.field] = max(f.capacity, keep.get(f.field, 0))
+        self._count_keys = list(counts)
+        self._sum_keys = list(sums)
+        self._count_horizons = list(counts.values())
+        self._sum_horizons = [h for _, h in sums.values()]
+        self._sum_fields = list(dict.fromkeys(name for name, _ in sums.values()))
+        self._sum_x = [self._sum_fields.index(name) for name, _ in sums.values()]
+        self._novelty_fields = list(keep)
+        self._novelty_keep = [(name, k, keep[name]) for k, name in enumerate(keep)]
+        novelty = [f for f in spec.features if isinstance(f, NoveltyFeature)]
+        self._novelty_names = [f.name for f in novelty]
+        # per novelty feature: (field, the field's position in _novelty_fields, capacity)
+        self._novelty_reads = [(f.field, self._novelty_fields.index(f.field), f.capacity)
+                               for f in novelty]
+        self._number_fields = list(dict.fromkeys(
+            [f.field for f in spec.features
+             if isinstance(f, ValueFeature | Log1pFeature | RatioToMeanFeature)]
+            + self._sum_fields
+        ))
+        plan = [self._column(f) for f in spec.features]
+        self._columns = [column for column, _ in plan]
+        #: per feature: whether its age is the gap since the entity's previous event
+        self.stateful = tuple(stateful for _, stateful in plan)
 
     @property
     def names(self) -> list[str]:
         """Feature names in spec order."""
         return self.spec.feature_names
+
+    def _column(self, f: Any) -> tuple[_Column, bool]:
+        """How to compute one feature's column from a batch, and whether it is stateful."""
+        if isinstance(f, ValueFeature):
+            name = f.field
+            return (lambda b: b.numbers[name]), False
+        if isinstance(f, Log1pFeature):
+            name = f.field
+            return (lambda b: [math.log1p(max(x, 0.0)) for x in b.numbers[name]]), False
+        if isinstance(f, EqualsFeature):
+            name, value = f.field, f.value
+            return (lambda b: [1.0 if str(e.get(name)) == value else 0.0
+                               for e in b.events]), False
+        if isinstance(f, HourOfDayFeature):
+            return (lambda b: [float((t // _HOUR_MS) % 24) for t in b.times]), False
+        if isinstance(f, DecayedCountFeature):
+            c = self._count_keys.index(str(parse_duration(f.horizon)))
+            return (lambda b: b.counts[c]), True
+        if isinstance(f, DecayedSumFeature):
+            s = self._sum_keys.index(_sum_key(f.field, parse_duration(f.horizon)))
+            return (lambda b: b.sums[s]), True
+        if isinstance(f, TimeSinceLastFeature):
+            return (lambda b: [FIRST_EVENT_SECONDS if gap is None else gap / 1000.0
+                               for gap in b.gaps]), True
+        if isinstance(f, RatioToMeanFeature):
+            name, h = f.field, parse_duration(f.horizon)
+            c, s = self._count_keys.index(str(h)), self._sum_keys.index(_sum_key(name, h))
+            return (lambda b: [
+                x / (total / count) if count > 0.0 and total > 0.0 else 1.0
+                for x, count, total in zip(b.numbers[name], b.counts[c], b.sums[s], strict=True)
+            ]), True
+        if isinstance(f, NoveltyFeature):
+            k = self._novelty_names.index(f.name)
+            return (lambda b: b.novelty[k]), True
+        raise TypeError(f"unknown feature kind {f!r}")  # pragma: no cover - spec validates
 
     def featurize(
         self, state: EntityState | None, event: Mapping[str, Any]
@@ -184,105 +305,194 @@ class Featurizer:
 
         Pure: ``state`` is not modified. The returned state carries ``state``'s watermark.
         """
-        state = state or EntityState()
-        t = int(event[self.time_field])
-        now = self._decay(state, t)
-        age = now.gap_ms or 0
-        values: list[float] = []
-        ages: list[int] = []
-        for f, h in self._plan:
-            value, stateful = self._feature(f, h, state, event, t, now)
-            values.append(value)
-            ages.append(age if stateful else 0)
-        return FeatureVector(values, ages), self._advance(state, event, t, now)
+        entity = str(event[self.entity_field])
+        b, moved = self._run({entity: state}, [(event, 0, 0)], watermark=False)
+        gap = b.gaps[0] or 0
+        vector = FeatureVector([column(b)[0] for column in self._columns],
+                               [gap if stateful else 0 for stateful in self.stateful])
+        return vector, self._stored(moved[entity])
 
     def featurize_batch(
         self,
         states: Mapping[str, EntityState | None],
         items: Sequence[tuple[Mapping[str, Any], int, int]],
     ) -> tuple[list[FeatureVector], dict[str, EntityState]]:
+        """:meth:`featurize_columns` as one :class:`FeatureVector` per item, and the new states.
+
+        Same semantics (chaining, watermark, redeliveries); the values are ``X``'s rows.
+        """
+        columns = self.featurize_columns(states, items)
+        vectors = [FeatureVector(values, ages) for values, ages
+                   in zip(columns.X.tolist(), columns.ages_ms().tolist(), strict=True)]
+        return vectors, columns.changed
+
+    def featurize_columns(
+        self,
+        states: Mapping[str, EntityState | None],
+        items: Sequence[tuple[Mapping[str, Any], int, int]],
+    ) -> FeatureColumns:
         """Featurize (event, partition, offset) items in order, chaining each entity's state.
 
-        Returns one vector per item and the new states of the entities that changed.
-        An item whose (partition, offset) the entity's watermark already covers (a Kafka
-        redelivery) does not update the state again; its features are computed from the
-        state as it is, which already contains the event, so they may differ from the
-        first delivery's (the prediction id, derived from the event id, stays the same).
+        Returns the items' features as columns and the new states of the entities that
+        changed. An item whose (partition, offset) the entity's watermark already covers (a
+        Kafka redelivery) does not update the state again; its features are computed from the
+        state as it is, which already contains the event, so they may differ from the first
+        delivery's (the prediction id, derived from the event id, stays the same).
         """
-        changed: dict[str, EntityState] = {}
-        vectors: list[FeatureVector] = []
-        for event, partition, offset in items:
-            entity = str(event[self.entity_field])
-            state = changed[entity] if entity in changed else states.get(entity)
-            vector, new = self.featurize(state, event)
-            vectors.append(vector)
-            part = str(partition)
-            if state is not None and state.applied.get(part, -1) >= offset:
-                continue
-            new.applied[part] = offset
-            changed[entity] = new
-        return vectors, changed
+        return self._columns_of(states, items, watermark=True)
 
-    def _decay(self, state: EntityState, t: int) -> _Now:
-        if state.last_time is None:
-            return _Now({}, {}, None)
-        gap = max(0, t - state.last_time)
-        factors = {h: 0.5 ** (gap / h) for h in {*self._count_horizons.values()}}
-        for _, h in self._sum_fields.values():
-            factors.setdefault(h, 0.5 ** (gap / h))
-        counts = {k: state.counts.get(k, 0.0) * factors[h] for k, h in self._count_horizons.items()}
-        sums = {k: state.sums.get(k, 0.0) * factors[h] for k, (_, h) in self._sum_fields.items()}
-        return _Now(counts, sums, gap)
+    def _columns_of(
+        self,
+        states: Mapping[str, EntityState | None],
+        items: Sequence[tuple[Mapping[str, Any], int, int]],
+        watermark: bool,
+    ) -> FeatureColumns:
+        """:meth:`featurize_columns`; without ``watermark`` every item moves its entity."""
+        b, moved = self._run(states, items, watermark)
+        X = np.empty((len(items), len(self._columns)), dtype=np.float64)
+        if items:
+            X[:] = np.array([column(b) for column in self._columns], dtype=np.float64).T
+        gaps = np.array([gap or 0 for gap in b.gaps], dtype=np.int64)
+        changed = {entity: self._stored(w) for entity, w in moved.items()}
+        return FeatureColumns(X, gaps, self.stateful, changed)
 
-    def _feature(
-        self, f: Any, h: int, state: EntityState, event: Mapping[str, Any], t: int, now: _Now
-    ) -> tuple[float, bool]:
-        """One feature's value and whether it depends on the entity state (``h``: horizon)."""
-        if isinstance(f, ValueFeature):
-            return _number(event, f.field), False
-        if isinstance(f, Log1pFeature):
-            return math.log1p(max(_number(event, f.field), 0.0)), False
-        if isinstance(f, EqualsFeature):
-            return (1.0 if str(event.get(f.field)) == f.value else 0.0), False
-        if isinstance(f, HourOfDayFeature):
-            return float((t // _HOUR_MS) % 24), False
-        if isinstance(f, DecayedCountFeature):
-            return now.counts.get(str(h), 0.0), True
-        if isinstance(f, DecayedSumFeature):
-            return now.sums.get(_sum_key(f.field, h), 0.0), True
-        if isinstance(f, TimeSinceLastFeature):
-            gap = now.gap_ms
-            return (FIRST_EVENT_SECONDS if gap is None else gap / 1000.0), True
-        if isinstance(f, RatioToMeanFeature):
-            count = now.counts.get(str(h), 0.0)
-            total = now.sums.get(_sum_key(f.field, h), 0.0)
-            x = _number(event, f.field)
-            return (x / (total / count) if count > 0.0 and total > 0.0 else 1.0), True
-        if isinstance(f, NoveltyFeature):
-            value = event.get(f.field)
-            seen = state.recent.get(f.field, [])[-f.capacity :]
-            return (0.0 if value is None or str(value) in seen else 1.0), True
-        raise TypeError(f"unknown feature kind {f!r}")  # pragma: no cover - spec validates
+    def _run(
+        self,
+        states: Mapping[str, EntityState | None],
+        items: Sequence[tuple[Mapping[str, Any], int, int]],
+        watermark: bool,
+    ) -> tuple[_Batch, dict[str, _Working]]:
+        """The batch the columns are read from, and the entities whose state moved."""
+        events = [event for event, _, _ in items]
+        b = _Batch(events, [int(e[self.time_field]) for e in events],
+                   {name: _numbers(events, name) for name in self._number_fields}, [], [], [],
+                   [])
+        return b, self._chain(states, items, watermark, b)
 
-    def _advance(
-        self, state: EntityState, event: Mapping[str, Any], t: int, now: _Now
-    ) -> EntityState:
-        """The state after adding ``event``: aggregates decayed to the newest time, +1."""
-        counts = {k: now.counts.get(k, 0.0) + 1.0 for k in self._count_horizons}
-        sums = {}
-        for k, (name, _) in self._sum_fields.items():
-            x = _number(event, name)
-            sums[k] = now.sums.get(k, 0.0) + (x if math.isfinite(x) else 0.0)
-        recent = {k: list(v) for k, v in state.recent.items()}
-        for name, capacity in self._novelty.items():
-            value = event.get(name)
-            if value is None:
-                continue
-            kept = [v for v in recent.get(name, []) if v != str(value)]
-            kept.append(str(value))
-            recent[name] = kept[-capacity:]
-        last = t if state.last_time is None else max(state.last_time, t)
-        return EntityState(last, counts, sums, recent, dict(state.applied))
+    def _chain(
+        self,
+        states: Mapping[str, EntityState | None],
+        items: Sequence[tuple[Mapping[str, Any], int, int]],
+        watermark: bool,
+        b: _Batch,
+    ) -> dict[str, _Working]:
+        """Run the items through their entities' states; fills ``b``'s gaps, counts, sums
+        and novelty; returns the states that moved, in the order they first moved."""
+        events, n = b.events, len(b.events)
+        finite = _transpose([[x if math.isfinite(x) else 0.0 for x in b.numbers[name]]
+                             for name in self._sum_fields], n)
+        seen = _transpose([_strings(events, name) for name in self._novelty_fields], n)
+        entities = [str(e[self.entity_field]) for e in events]
+        parts = {p: str(p) for p in {p for _, p, _ in items}}
+        count_horizons, sum_horizons, sum_x = self._count_horizons, self._sum_horizons, self._sum_x
+        reads, keep = self._novelty_reads, self._novelty_keep
+        no_counts: Sequence[float] = (0.0,) * len(count_horizons)
+        no_sums: Sequence[float] = (0.0,) * len(sum_horizons)
+        ones = (1.0,) * len(count_horizons)  # the counts after a first event
+        work: dict[str, _Working] = {}
+        moved: dict[str, _Working] = {}
+        # the chain's outputs, item after item (k-th value of item i at i * width + k)
+        gaps = b.gaps
+        counts: list[float] = []
+        sums: list[float] = []
+        novelty: list[float] = []
+        flag = novelty.append
+        now_counts: Sequence[float]
+        now_sums: Sequence[float]
+        for (_, partition, offset), entity, t, xs, values in zip(
+            items, entities, b.times, finite, seen, strict=True
+        ):
+            w = work.get(entity)
+            if w is None:
+                state = states.get(entity)
+                w = work[entity] = (_Working(None, (), (), {}, {}, False) if state is None
+                                    else self._working(state))
+            last = w.last
+            if last is None:
+                gap, now_counts, now_sums = None, no_counts, no_sums
+            elif t > last:
+                gap = t - last
+                now_counts = [c * 0.5 ** (gap / h)
+                              for c, h in zip(w.counts, count_horizons, strict=False)]
+                now_sums = [s * 0.5 ** (gap / h)
+                            for s, h in zip(w.sums, sum_horizons, strict=False)]
+            else:  # same time, or out of order: decays by 0 (x * 1.0 == x)
+                gap, now_counts, now_sums = 0, w.counts, w.sums
+            recent = w.recent
+            for name, k, capacity in reads:
+                value = values[k]
+                kept = recent.get(name)
+                if value is None:
+                    flag(0.0)
+                elif kept is None:
+                    flag(1.0)
+                elif len(kept) > capacity:
+                    flag(0.0 if value in kept[-capacity:] else 1.0)
+                else:
+                    flag(0.0 if value in kept else 1.0)
+            gaps.append(gap)
+            counts.extend(now_counts)
+            sums.extend(now_sums)
+            if watermark:
+                part = parts[partition]
+                if w.stored and w.applied.get(part, -1) >= offset:
+                    continue  # a redelivery: the state already contains this event
+                w.applied[part] = offset
+            # the state after the event: aggregates decayed to the newest time, plus it
+            w.counts = ones if last is None else [c + 1.0 for c in now_counts]
+            w.sums = [s + xs[i] for s, i in zip(now_sums, sum_x, strict=False)]
+            for name, k, capacity in keep:
+                value = values[k]
+                if value is not None:
+                    recent[name] = _remembered(recent.get(name), value, capacity)
+            if last is None or t > last:
+                w.last = t
+            w.stored = True
+            moved.setdefault(entity, w)
+        b.counts = _columns(counts, len(count_horizons))
+        b.sums = _columns(sums, len(sum_horizons))
+        b.novelty = _columns(novelty, len(reads))
+        return moved
+
+    def _working(self, state: EntityState) -> _Working:
+        return _Working(
+            state.last_time,
+            [state.counts.get(k, 0.0) for k in self._count_keys],
+            [state.sums.get(k, 0.0) for k in self._sum_keys],
+            dict(state.recent),  # its lists are replaced, never changed: see _remembered
+            dict(state.applied),
+            True,
+        )
+
+    def _stored(self, w: _Working) -> EntityState:
+        """The :class:`EntityState` of a working state (which is not used afterwards)."""
+        return EntityState(w.last, dict(zip(self._count_keys, w.counts, strict=False)),
+                           dict(zip(self._sum_keys, w.sums, strict=False)), w.recent, w.applied)
+
+
+def _remembered(kept: list[str] | None, value: str, capacity: int) -> list[str]:
+    """The field's distinct recent values with ``value`` the newest, at most ``capacity``.
+
+    Returns ``kept`` itself when nothing moves, else a new list: ``kept`` is never changed
+    (it may be a list of the caller's state).
+
+    >>> _remembered(["a", "b", "c"], "a", 3), _remembered(["a", "b", "c"], "d", 3)
+    (['b', 'c', 'a'], ['b', 'c', 'd'])
+    """
+    if kept is None:
+        return [value]
+    n = kept.count(value)
+    if n == 1 and kept[-1] == value and len(kept) <= capacity:
+        return kept
+    if n == 1:
+        i = kept.index(value)
+        new = kept[:i] + kept[i + 1 :]
+    elif n:  # a state written elsewhere may hold a value twice
+        new = [v for v in kept if v != value]
+    else:
+        new = kept[-(capacity - 1) :] if capacity > 1 else []
+    new.append(value)
+    return new[-capacity:] if len(new) > capacity else new
 
 
 def sort_key(spec: PipelineSpec) -> Any:
@@ -304,18 +514,13 @@ def build_training_frame(spec: PipelineSpec, events: Iterable[Mapping[str, Any]]
     """
     fz = Featurizer(spec)
     ordered = sorted(events, key=sort_key(spec))
-    states: dict[str, EntityState] = {}
-    X = np.empty((len(ordered), len(fz.names)), dtype=np.float64)
-    entity_ids: list[str] = []
-    for i, event in enumerate(ordered):
-        entity = str(event[fz.entity_field])
-        vector, states[entity] = fz.featurize(states.get(entity), event)
-        X[i] = vector.values
-        entity_ids.append(entity)
+    # the online path without the watermark: one chain over the whole history
+    columns = fz._columns_of({}, [(event, 0, i) for i, event in enumerate(ordered)],
+                             watermark=False)
     return TrainingFrame(
-        X=X,
+        X=columns.X,
         names=list(fz.names),
         event_ids=[str(e[fz.id_field]) for e in ordered],
-        entity_ids=entity_ids,
+        entity_ids=[str(e[fz.entity_field]) for e in ordered],
         event_times=np.array([int(e[fz.time_field]) for e in ordered], dtype=np.int64),
     )

@@ -21,7 +21,8 @@ Checks, each named ``<field>.<check>`` so monitors can count failures per check:
 * ``<time field>.skew``: the event time is more than ``event.max_time_skew`` after now.
 
 Every check is cheap and reads nothing but the record, so the score agent runs them all
-before any entity state is read or written. Messages quote at most :data:`SHOWN_CHARS`
+before any entity state is read or written; :func:`check_batch` does it for a batch, with a
+short path for the valid records. Messages quote at most :data:`SHOWN_CHARS`
 characters of a value, so a dead letter's reason stays small.
 
 >>> from precog.spec import SPEC_DIR, load_spec
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -96,6 +97,11 @@ class _Rules:
     min_time: int
     max_age: int | None
     max_skew: int
+    # the spec's event.checks for :func:`check_batch`'s fast path, compiled
+    bounds: tuple[tuple[str, float, float], ...]  # (field, min or -inf, max or inf)
+    categories: tuple[tuple[str, frozenset[str]], ...]
+    # (field, fullmatch, values seen to match: at most _KNOWN_MATCHES, saves the regex)
+    patterns: tuple[tuple[str, Callable[[str], re.Match[str] | None], set[str]], ...]
 
 
 @lru_cache(maxsize=256)
@@ -104,6 +110,8 @@ def _pattern(text: str) -> re.Pattern[str]:
 
 
 _RULES: dict[int, tuple[PipelineSpec, _Rules]] = {}
+#: how many matching values :func:`check_batch` remembers per pattern (entity ids, codes)
+_KNOWN_MATCHES = 4096
 
 
 def _rules(spec: PipelineSpec) -> _Rules:
@@ -156,6 +164,14 @@ def _derive_rules(spec: PipelineSpec) -> _Rules:
         min_time=ev.min_event_time,
         max_age=None if ev.max_time_age is None else parse_duration(ev.max_time_age),
         max_skew=parse_duration(ev.max_time_skew),
+        bounds=tuple(
+            (name, -math.inf if c.min is None else c.min, math.inf if c.max is None else c.max)
+            for name, c in ev.checks.items() if c.min is not None or c.max is not None
+        ),
+        categories=tuple((name, frozenset(c.categories)) for name, c in ev.checks.items()
+                         if c.categories is not None),
+        patterns=tuple((name, _pattern(c.pattern).fullmatch, set())
+                       for name, c in ev.checks.items() if c.pattern is not None),
     )
 
 
@@ -256,6 +272,71 @@ def check_event(spec: PipelineSpec, record: Mapping[str, Any], now_ms: int) -> l
     if time_field not in failed:
         failures.extend(_time_bounds(rules, time_field, record.get(time_field), now_ms, spec))
     return failures
+
+
+def check_batch(
+    spec: PipelineSpec, records: Iterable[Mapping[str, Any]], now_ms: int
+) -> list[list[CheckFailure]]:
+    """:func:`check_event` of each record (the same failures in the same order), faster.
+
+    A record that passes every check on a short path compiled once per spec (plain values
+    of ordinary size, the spec's checks, the time bounds) gets ``[]`` without building any
+    failure; any other record is checked by :func:`check_event` itself.
+
+    >>> from precog.spec import SPEC_DIR, load_spec
+    >>> spec = load_spec(SPEC_DIR / "transactions.yaml")
+    >>> ok = {"event_id": "e1", "card_id": "card-1", "merchant_id": "m1", "category": "fuel",
+    ...       "amount": 40.0, "country": "DE", "channel": "pos", "event_time": 10**12}
+    >>> [[f.check for f in fs] for fs in check_batch(spec, [ok, {**ok, "amount": 0.0}], 10**12)]
+    [[], ['amount.min']]
+    """
+    rules = _rules(spec)
+    time_field = spec.event.time_field
+    return [[] if _passes(rules, time_field, r, now_ms) else check_event(spec, r, now_ms)
+            for r in records]
+
+
+def _passes(rules: _Rules, time_field: str, record: Mapping[str, Any], now_ms: int) -> bool:
+    """True only if :func:`check_event` finds nothing (False: it has to look closer)."""
+    get = record.get
+    for name in rules.required:
+        value = get(name)
+        if value is None or value == "":
+            return False
+    numeric, short, small = rules.numeric, rules.short_chars, rules.small_abs
+    for name, value in record.items():  # what check_event's own fast path lets through
+        cls = type(value)
+        if cls is str:
+            if len(value) > short or name in numeric:
+                return False
+        elif cls is float or cls is int:
+            if not -small <= value <= small:  # also NaN and infinities
+                return False
+        elif value is not None:
+            return False
+    # every value is now a short str of a non-numeric field, a finite number or None
+    for name, low, high in rules.bounds:
+        value = get(name)
+        if value is not None and not low <= value <= high:  # numeric: never a str here
+            return False
+    for name, allowed in rules.categories:
+        value = get(name)
+        if value is not None and value != "" and str(value) not in allowed:
+            return False
+    for name, fullmatch, known in rules.patterns:
+        value = get(name)
+        if value is None or value == "":
+            continue
+        text = str(value)
+        if text not in known:
+            if fullmatch(text) is None:
+                return False
+            if len(known) < _KNOWN_MATCHES:
+                known.add(text)
+    t = record[time_field]  # required and numeric: a number
+    if t < rules.min_time or t - now_ms > rules.max_skew:
+        return False
+    return rules.max_age is None or now_ms - t <= rules.max_age
 
 
 def _iso(ms: int) -> str:

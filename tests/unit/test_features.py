@@ -15,6 +15,7 @@ from precog.features import (
     build_training_frame,
 )
 from precog.spec import SPEC_DIR, PipelineSpec, load_spec
+from tests.unit.reference_features import reference_batch, reference_featurize
 
 pytestmark = pytest.mark.unit
 
@@ -206,3 +207,189 @@ def test_batch_chains_several_events_of_one_entity(spec: PipelineSpec) -> None:
     assert [v.values[i1h] for v in vectors] == [0.0, 0.5, 0.75]
     assert changed["card-1"].applied == {"2": 42}
     assert changed["card-1"].counts[str(H)] == 1.75  # 0.75 seen by e2 (third event), plus itself
+
+
+# the columnar batch path against the plain definitions (tests/unit/reference_features.py)
+
+def _spec_with_shared_fields() -> PipelineSpec:
+    """Transactions plus features that share a field or horizon with another one."""
+    raw = load_spec(SPEC_DIR / "transactions.yaml").model_dump()
+    raw["features"] += [
+        {"name": "new_merchant_3", "kind": "novelty", "field": "merchant_id", "capacity": 3},
+        {"name": "sum_1h", "kind": "decayed_sum", "field": "amount", "horizon": "1h"},
+        {"name": "amount_vs_mean_1h", "kind": "ratio_to_mean", "field": "amount",
+         "horizon": "1h"},
+        {"name": "is_de", "kind": "equals", "field": "country", "value": "DE"},
+        {"name": "count_5m", "kind": "decayed_count", "horizon": "5m"},
+    ]
+    raw["models"] = [{**m, "features": "all"} for m in raw["models"]]
+    return PipelineSpec.model_validate(raw)
+
+
+SPECS = {"transactions": lambda: load_spec(SPEC_DIR / "transactions.yaml"),
+         "sensors": lambda: load_spec(SPEC_DIR / "sensors.yaml"),
+         "shared": _spec_with_shared_fields}
+
+
+def spec_stream(spec: PipelineSpec, seed: int, n: int, n_entities: int = 30) -> list[dict]:
+    """Seeded events of any spec: every field a feature reads, sometimes odd or missing.
+
+    Numbers include NaN, infinities, -0.0, negatives and None; strings come from a small
+    vocabulary (with each equals feature's value) and are sometimes None; times have
+    bursts, equal timestamps, long gaps and some events out of order.
+    """
+    rng = random.Random(seed)
+    numeric = {f.field for f in spec.features
+               if f.kind in ("value", "log1p", "decayed_sum", "ratio_to_mean")}
+    strings = {f.field: [getattr(f, "value", "v0")] for f in spec.features
+               if f.kind in ("equals", "novelty")}
+    odd = [None, math.nan, math.inf, -math.inf, -0.0, 0.0, -3.5, 1e12]
+    t = 1_700_000_000_000
+    out = []
+    for i in range(n):
+        t += rng.choice([0, 0, 1, 500, 60_000, 3_600_000, 40 * 86_400_000,
+                         int(rng.expovariate(1 / 600_000))])
+        ev: dict = {spec.event.id_field: f"e{i:06d}", spec.event.entity_field:
+                    f"ent-{rng.randrange(n_entities)}",
+                    spec.event.time_field: t - rng.choice([0] * 9 + [7_200_000])}
+        for name in numeric:
+            ev[name] = rng.choice(odd) if rng.random() < 0.08 else round(
+                rng.lognormvariate(3, 1), 2)
+        for name, vocab in strings.items():
+            ev[name] = None if rng.random() < 0.05 else rng.choice(
+                [*vocab, *(f"v{k}" for k in range(rng.choice([2, 6, 60])))])
+        out.append(ev)
+    return out
+
+
+def bits(X: np.ndarray) -> np.ndarray:
+    """The float64 values as their bit patterns: equal means bit for bit (NaN, -0.0 too)."""
+    return np.ascontiguousarray(X, dtype=np.float64).view(np.int64)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_featurize_columns_equals_the_definitions_bit_for_bit(name: str) -> None:
+    spec = SPECS[name]()
+    fz = Featurizer(spec)
+    events = spec_stream(spec, seed=3, n=2500)
+    rng = random.Random(4)
+    store: dict[str, bytes] = {}
+    expected_store: dict[str, EntityState] = {}
+    offset = 0
+    i = 0
+    while i < len(events):
+        batch = events[i : i + rng.randint(1, 80)]
+        i += len(batch)
+        items = []
+        for e in batch:
+            items.append((e, offset % 3, offset))
+            offset += 1
+        if rng.random() < 0.2:  # a redelivery of the batch's first half, then the rest
+            items = items[: len(items) // 2] + items
+        entities = {str(e[spec.event.entity_field]) for e, _, _ in items}
+        states = {k: EntityState.from_bytes(store[k]) if k in store else None for k in entities}
+        rows, ages, expected = reference_batch(
+            spec, {k: expected_store.get(k) for k in entities}, items)
+        columns = fz.featurize_columns(states, items)
+        assert columns.X.shape == (len(items), len(spec.features))
+        assert columns.X.dtype == np.float64 and columns.X.flags.c_contiguous
+        assert np.array_equal(bits(columns.X), bits(np.array(rows, dtype=np.float64)))
+        assert columns.ages_ms().tolist() == ages
+        assert columns.gaps_ms.dtype == np.int64
+        assert [s.to_bytes() for s in columns.changed.values()] == [
+            s.to_bytes() for s in expected.values()]
+        assert list(columns.changed) == list(expected)
+        vectors, changed = fz.featurize_batch(states, items)
+        assert np.array_equal(bits(np.array([v.values for v in vectors])), bits(columns.X))
+        assert [v.ages_ms for v in vectors] == ages
+        assert changed == columns.changed
+        store.update({k: s.to_bytes() for k, s in columns.changed.items()})
+        expected_store.update(expected)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_training_frame_and_featurize_equal_the_definitions(name: str) -> None:
+    spec = SPECS[name]()
+    fz = Featurizer(spec)
+    events = spec_stream(spec, seed=8, n=1500, n_entities=12)
+    frame = build_training_frame(spec, events)
+    states: dict[str, EntityState] = {}
+    ref_states: dict[str, EntityState] = {}
+    rows = []
+    for event in sorted(events, key=lambda e: (e["event_time"], e["event_id"])):
+        entity = event[spec.event.entity_field]
+        values, ages, ref_states[entity] = reference_featurize(spec, ref_states.get(entity),
+                                                                event)
+        vector, states[entity] = fz.featurize(states.get(entity), event)
+        assert np.array_equal(bits(np.array(vector.values)), bits(np.array(values)))
+        assert vector.ages_ms == ages
+        assert states[entity] == ref_states[entity]
+        rows.append(values)
+    assert np.array_equal(bits(frame.X), bits(np.array(rows, dtype=np.float64)))
+    assert frame.X.flags.c_contiguous
+
+
+def test_columns_report_gaps_and_which_features_age() -> None:
+    spec = load_spec(SPEC_DIR / "transactions.yaml")
+    fz = Featurizer(spec)
+    items = [(tx("a", 10 * H, 10.0), 0, 0), (tx("b", 11 * H, 10.0), 0, 1),
+             (tx("c", 11 * H, 10.0, card="card-2"), 0, 2),
+             (tx("d", 10 * H + 5, 10.0), 0, 3)]  # out of order: gap clamped to 0
+    columns = fz.featurize_columns({}, items)
+    assert columns.gaps_ms.tolist() == [0, H, 0, 0]
+    assert columns.stateful == tuple(
+        f.kind not in ("value", "log1p", "equals", "hour_of_day") for f in spec.features)
+    ages = columns.ages_ms()
+    assert ages.dtype == np.int64 and ages.shape == columns.X.shape
+    assert ages[1].tolist() == [H if s else 0 for s in columns.stateful]
+    assert not ages[[0, 2, 3]].any()
+    assert list(columns.changed) == ["card-1", "card-2"]
+    assert columns.changed["card-1"].applied == {"0": 3}
+    assert columns.changed["card-1"].last_time == 11 * H
+
+
+def test_empty_batch() -> None:
+    fz = Featurizer(load_spec(SPEC_DIR / "transactions.yaml"))
+    columns = fz.featurize_columns({"card-1": None}, [])
+    assert columns.X.shape == (0, 14) and columns.gaps_ms.shape == (0,)
+    assert columns.ages_ms().shape == (0, 14) and columns.changed == {}
+    assert fz.featurize_batch({}, []) == ([], {})
+
+
+def test_featurize_columns_leaves_the_given_states_as_they_were(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    events = random_stream(5, 400, n_cards=4)
+    _, states = fz.featurize_batch({}, [(e, 0, i) for i, e in enumerate(events[:300])])
+    before = {k: s.to_bytes() for k, s in states.items()}
+    items = [(e, 1, i) for i, e in enumerate(events[300:])]
+    first = fz.featurize_columns(states, items)
+    again = fz.featurize_columns(states, items)
+    assert {k: s.to_bytes() for k, s in states.items()} == before
+    assert np.array_equal(first.X, again.X) and first.changed == again.changed
+
+
+def test_novelty_state_written_elsewhere_with_repeats_and_overflow(spec: PipelineSpec) -> None:
+    """A state holding a value twice, or more values than the capacity, is read as defined."""
+    fz = Featurizer(spec)
+    odd = EntityState(last_time=0, recent={"category": ["a", "fuel", "b", "fuel"],
+                                           "country": [f"C{i}" for i in range(15)],
+                                           "merchant_id": [], "other": ["kept"]})
+    events = [tx("x", H, 5.0, category="fuel", country="C2"),
+              tx("y", 2 * H, 5.0, category="b", country="C14")]
+    items = [(e, 0, i) for i, e in enumerate(events)]
+    rows, _, expected = reference_batch(spec, {"card-1": odd}, items)
+    columns = fz.featurize_columns({"card-1": odd}, items)
+    assert columns.X.tolist() == rows
+    assert columns.changed == expected
+    assert expected["card-1"].recent["category"] == ["a", "fuel", "b"]
+    assert expected["card-1"].recent["other"] == ["kept"]
+
+
+def test_watermark_covers_only_a_stored_state(spec: PipelineSpec) -> None:
+    """A new entity takes any offset; a stored one skips what its watermark covers."""
+    fz = Featurizer(spec)
+    items = [(tx("a", H, 1.0), 0, -1), (tx("b", 2 * H, 1.0), 0, -1)]  # a redelivered -1
+    columns = fz.featurize_columns({"card-1": None}, items)
+    assert columns.changed["card-1"].applied == {"0": -1}
+    assert columns.changed["card-1"].counts[str(H)] == 1.0  # b did not count again
+    assert reference_batch(spec, {"card-1": None}, items)[2] == columns.changed

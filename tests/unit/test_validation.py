@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from precog.errors import ValidationError
 from precog.spec import SPEC_DIR, PipelineSpec, load_spec
-from precog.validation import CheckFailure, check_event, validate_event
+from precog.validation import CheckFailure, check_batch, check_event, validate_event
 
 pytestmark = pytest.mark.unit
 
@@ -174,3 +175,116 @@ def test_bad_limits_are_refused_at_load(bad: dict) -> None:
     raw["event"].update(bad)
     with pytest.raises(ValueError, match=next(iter(bad))):
         PipelineSpec.model_validate(raw)
+
+
+# check_batch: the fast path must never hide a failure, nor change one
+
+#: values that sit on, just inside or just outside every limit and check of the specs below
+HOSTILE_VALUES: list[object] = [
+    None, "", " ", "x", "E" * 16, "E" * 17, "a" * 63, "a" * 64, "a" * 65, "\u00e9" * 64,
+    "\u00e9" * 65, "e" * 256, "e" * 257, "c" * 1024, "c" * 1025, "\ud800", b"", b"x" * 1025,
+    True, False, 0, 0.0, -0.0, -1, 1, 0.01, 0.009, 40.0, 50000, 50000.0, 50000.5, 1000.5,
+    999.0, -50, -51.0, 200, 201.0, 1e15, -1e15, 1e15 + 2, 10**15, 10**15 + 1, 1e300, math.nan,
+    math.inf, -math.inf, "12", "nan", "DE", "de", "D\n", "DEU", "US", "pos", "online", "fax",
+    "fuel", "weapons", "card-7", "card-x", "card-", "sensor-1", "site-2", "pump", [], {},
+    NOW, NOW + DAY, NOW + DAY + 1, NOW + 3600_000, NOW + 3600_001, NOW - 3650 * DAY,
+    NOW - 3650 * DAY - 1, MIN_TIME, MIN_TIME - 1, 1_577_836_799_999, 1_577_836_800_000,
+    -(2**63), 2**63 - 1, float(NOW), NOW + 0.5,
+]
+
+
+def _specs() -> dict[str, PipelineSpec]:
+    limited = load_spec(SPEC_DIR / "transactions.yaml").model_dump()
+    limited["event"].update(min_event_time="2020-01-01", max_time_age=None, max_abs=1e6,
+                            max_id_bytes=8, max_string_bytes=16)
+    limited["event"]["checks"]["amount"]["max_abs"] = 1e3
+    limited["event"]["checks"]["customer_id"] = {"max_bytes": 2}
+    limited["event"]["checks"]["currency"] = {"categories": ["EUR", "USD"], "required": False}
+    limited["event"]["checks"]["extra"] = {"categories": ["0", "1"], "required": False}
+    return {"transactions": load_spec(SPEC_DIR / "transactions.yaml"),
+            "sensors": load_spec(SPEC_DIR / "sensors.yaml"),
+            "limited": PipelineSpec.model_validate(limited)}
+
+
+SENSOR_OK = {"event_id": "r1", "sensor_id": "sensor-1", "site": "site-2", "kind": "pump",
+             "value": 3.5, "temperature": 40.0, "event_time": NOW}
+
+
+def hostile_corpus(seed: int, base: dict, n: int) -> list[dict]:
+    """Valid records with 0 to 3 fields (existing or new) set to hostile values or removed."""
+    rng = random.Random(seed)
+    names = [*base, "extra", "note"]
+    out = []
+    for _ in range(n):
+        record = dict(base)
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+            name = rng.choice(names)
+            if rng.random() < 0.1:
+                record.pop(name, None)
+            else:
+                record[name] = rng.choice(HOSTILE_VALUES)
+        out.append(record)
+    return out
+
+
+def decoded_hostile_records() -> list[dict]:
+    """The records of the hostile corpus (tests/unit/test_hostile.py) that decode."""
+    from precog.errors import EventError
+    from tests.unit.test_hostile import CORPUS, TX
+
+    records = []
+    for value, _ in CORPUS.values():
+        try:
+            records.append(TX.decode(value))
+        except EventError:
+            continue
+    return records
+
+
+@pytest.mark.parametrize("name", ["transactions", "sensors", "limited"])
+def test_check_batch_equals_check_event_on_a_hostile_corpus(name: str, ok: dict) -> None:
+    spec = _specs()[name]
+    base = SENSOR_OK if name == "sensors" else {**ok, "event_id": "e" * 8, "currency": "EUR",
+                                                 "customer_id": "c1"}
+    records = [base, *hostile_corpus(7, base, 4000)]
+    if name == "transactions":
+        records += decoded_hostile_records()
+    assert check_batch(spec, records, MIN_TIME) == [check_event(spec, r, MIN_TIME)
+                                                    for r in records]  # all in the future
+    expected = [check_event(spec, r, NOW) for r in records]
+    assert check_batch(spec, records, NOW) == expected
+    # the corpus reaches both sides of every kind of check
+    kinds = {f.check.split(".")[1] for fs in expected for f in fs}
+    assert kinds >= {"required", "length", "type", "finite", "range", "min", "categories",
+                     "pattern", "skew"}
+    if name != "limited":  # there amount's range (max_abs 1e3) comes before its max
+        assert {"max", "age"} <= kinds
+    valid = sum(not fs for fs in expected)
+    assert 1000 < valid < len(records) - 1000
+
+
+def test_check_batch_sends_only_the_records_with_failures_to_check_event(
+    spec: PipelineSpec, ok: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from precog import validation
+
+    records = hostile_corpus(11, ok, 500)
+    expected = [check_event(spec, r, NOW) for r in records]
+    slow: list[dict] = []
+
+    def counting(spec_: PipelineSpec, record: dict, now_ms: int) -> list[CheckFailure]:
+        slow.append(record)
+        return check_event(spec_, record, now_ms)
+
+    monkeypatch.setattr(validation, "check_event", counting)
+    assert validation.check_batch(spec, records, NOW) == expected
+    # what reaches check_event: every invalid record, and valid ones with an unusual value
+    invalid = [r for r, fs in zip(records, expected, strict=True) if fs]
+    assert [r for r in slow if r in invalid] == invalid
+    assert ok not in slow and len(slow) < len(invalid) + 50
+
+
+def test_check_batch_of_nothing_and_of_valid_records(spec: PipelineSpec, ok: dict) -> None:
+    assert check_batch(spec, [], NOW) == []
+    edge = {**ok, "amount": 50000.0, "event_time": NOW + DAY, "merchant_id": "m" * 64}
+    assert check_batch(spec, [ok, edge, {**ok, "amount": 0.01}], NOW) == [[], [], []]
