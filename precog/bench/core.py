@@ -38,7 +38,7 @@ def core_pass(spec: Any, models: Any, values: list[bytes], batch: int) -> dict[s
     from precog.features import Featurizer
     from precog.prediction_writer import BatchRows, PredictionWriter
     from precog.scoring import EventContext, score_batch
-    from precog.validation import check_event
+    from precog.validation import check_batch
 
     fz = Featurizer(spec)
     codec = Codec.for_schema(spec.event.schema_name)
@@ -54,15 +54,15 @@ def core_pass(spec: Any, models: Any, values: list[bytes], batch: int) -> dict[s
         t0 = time.perf_counter()
         records = [codec.decode(v) for v in chunk]
         t1 = time.perf_counter()
-        bad = [r for r in records if check_event(spec, r, now)]
+        bad = [f for f in check_batch(spec, records, now) if f]
         t2 = time.perf_counter()
-        vectors, _ = fz.featurize_batch({}, [(r, 0, start + i) for i, r in enumerate(records)])
+        cols = fz.featurize_columns({}, [(r, 0, start + i) for i, r in enumerate(records)])
         t3 = time.perf_counter()
-        X = np.array([v.values for v in vectors], dtype=np.float64)
+        X = cols.X
         scores = score_batch(models, X)
         t4 = time.perf_counter()
-        rows = BatchRows.from_ages(
-            np.array([v.ages_ms for v in vectors], dtype=np.int64),
+        rows = BatchRows(
+            gaps_ms=cols.gaps_ms, stateful=cols.stateful,
             event_ids=[str(r[ev.id_field]) for r in records],
             entity_ids=[str(r[ev.entity_field]) for r in records],
             event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),

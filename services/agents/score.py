@@ -33,12 +33,12 @@ from precog.services.reliability import OutRecord, Producer, until_available
 from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError, ValidationError
-from precog.features import EntityState, Featurizer
+from precog.features import EntityState, FeatureColumns, Featurizer
 from precog.io.kafka import CONTROL_TOPIC
 from precog.monitor.alerts import make_alert
 from precog.prediction_writer import BatchRows, PredictionWriter
 from precog.scoring import EventContext, ModelSet, score_batch
-from precog.validation import check_event
+from precog.validation import check_batch
 
 log = logging.getLogger("precog.score")
 
@@ -71,26 +71,28 @@ def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> tuple[list[_Valid],
     """The batch's valid records, and the failures (decode, validation) for the DLQ."""
     codec = rt.codec(rt.spec.event.schema_name)
     now = now_ms()
-    valid: list[_Valid] = []
+    decoded: list[tuple[dict[str, Any], Any]] = []
     failed: list[Failed] = []
     for event in events:
         msg = event.message
         try:
-            record = codec.decode(msg.value)
-            failures = check_event(rt.spec, record, now)
-            if failures:
-                raise ValidationError("; ".join(f"{f.check}: {f.message}" for f in failures))
+            decoded.append((codec.decode(msg.value), msg))
         except EventError as exc:
-            stage = "validate" if isinstance(exc, ValidationError) else "decode"
-            failed.append(_failed(msg, stage, exc))
-            continue
-        valid.append(_Valid(record, EventContext(msg.topic, msg.partition, msg.offset), msg))
+            failed.append(_failed(msg, "decode", exc))
+    valid: list[_Valid] = []
+    checks = check_batch(rt.spec, [record for record, _ in decoded], now)
+    for (record, msg), failures in zip(decoded, checks, strict=True):
+        if failures:
+            reason = "; ".join(f"{f.check}: {f.message}" for f in failures)
+            failed.append(_failed(msg, "validate", ValidationError(reason)))
+        else:
+            valid.append(_Valid(record, EventContext(msg.topic, msg.partition, msg.offset), msg))
     return valid, failed
 
 
 def _featurize(
     featurizer: Featurizer, states: dict[str, EntityState | None], valid: list[_Valid],
-) -> tuple[list[_Valid], list[Any], dict[str, EntityState], list[Failed]]:
+) -> tuple[list[_Valid], FeatureColumns, list[Failed]]:
     """Features of the batch in one pass; record by record when one of them breaks the pass.
 
     The record-by-record pass chains the same states in the same order, so its results
@@ -99,24 +101,28 @@ def _featurize(
     """
     items = [(v.record, v.origin.partition, v.origin.offset) for v in valid]
     try:
-        vectors, new_states = featurizer.featurize_batch(states, items)
-        return valid, vectors, new_states, []
+        return valid, featurizer.featurize_columns(states, items), []
     except (ArithmeticError, ValueError, TypeError) as exc:
         log.warning("featurize failed for the batch (%r); isolating the record", exc)
     current: dict[str, EntityState | None] = dict(states)
     changed: dict[str, EntityState] = {}
-    kept, vectors, failed = [], [], []
+    kept, rows, failed = [], [], []
     for v, item in zip(valid, items, strict=True):
         try:
-            (vector,), new = featurizer.featurize_batch(current, [item])
+            one = featurizer.featurize_columns(current, [item])
         except (ArithmeticError, ValueError, TypeError) as exc:
             failed.append(_failed(v, "featurize", exc))
             continue
-        current.update(new)
-        changed.update(new)
+        current.update(one.changed)
+        changed.update(one.changed)
         kept.append(v)
-        vectors.append(vector)
-    return kept, vectors, changed, failed
+        rows.append(one)
+    n = len(featurizer.names)
+    return kept, FeatureColumns(
+        X=np.vstack([r.X for r in rows]) if rows else np.empty((0, n)),
+        gaps_ms=np.concatenate([r.gaps_ms for r in rows]) if rows else np.empty(0, np.int64),
+        stateful=featurizer.stateful, changed=changed,
+    ), failed
 
 
 class _Writers:
@@ -142,15 +148,15 @@ _WRITERS = _Writers()
 
 def _encode_predictions(
     rt: Runtime, featurizer: Featurizer, models: ModelSet, valid: list[_Valid],
-    vectors: list[Any], limit: int,
+    columns: FeatureColumns, limit: int,
 ) -> tuple[list[tuple[_Valid, OutRecord]], list[Failed]]:
     """Prediction records of the batch, encoded; a record that cannot be is a failure."""
     if not valid:  # every record failed before: nothing to score
         return [], []
     ev = rt.spec.event
-    X = np.array([vec.values for vec in vectors], dtype=np.float64)
-    rows = BatchRows.from_ages(
-        np.array([vec.ages_ms for vec in vectors], dtype=np.int64).reshape(len(vectors), -1),
+    X = columns.X
+    rows = BatchRows(
+        gaps_ms=columns.gaps_ms, stateful=columns.stateful,
         event_ids=[str(v.record[ev.id_field]) for v in valid],
         entity_ids=[str(v.record[ev.entity_field]) for v in valid],
         event_times=np.array([int(v.record[ev.time_field]) for v in valid], dtype=np.int64),
@@ -204,9 +210,10 @@ async def score_events(
         states = await until_available(rt.health, "score: read entity state",
                                        lambda: _read_states(rt, store, producer, entities))
         while True:
-            kept, vectors, new_states, bad = _featurize(featurizer, states, valid)
+            kept, columns, bad = _featurize(featurizer, states, valid)
+            new_states = columns.changed
             failed += bad
-            out, bad = _encode_predictions(rt, featurizer, models, kept, vectors,
+            out, bad = _encode_predictions(rt, featurizer, models, kept, columns,
                                            producer.record_limit)
             if not bad:
                 break
