@@ -7,7 +7,6 @@ record for a key is the spec's current :class:`~precog.roles.Roles`.
 from __future__ import annotations
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -17,6 +16,7 @@ from confluent_kafka import (
 
 from precog.avro import Codec
 from precog.errors import ConfigError, ServiceUnavailable
+from precog.io import kafka
 from precog.io.kafka import CONTROL_TOPIC
 from precog.roles import Roles
 from precog.settings import Settings
@@ -66,28 +66,26 @@ def publish_roles(settings: Settings, roles: Roles) -> None:
 def read_roles(settings: Settings, spec_name: str) -> Roles | None:
     """The spec's current roles: the last record for its key, or None if it has none.
 
-    Reads the topic from the beginning up to the high watermark of every partition.
+    Reads the topic from its first retained offset up to the high watermark of every
+    partition (:func:`precog.io.kafka.read_ranges`).
     """
     topic = settings.topic(CONTROL_TOPIC)
-    consumer = Consumer(
-        {
-            **settings.kafka.confluent_config(),
-            "group.id": settings.group("control-reader"),
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = kafka.reader(settings, settings.group("control-reader"))
+    key = spec_name.encode()
+    found: Roles | None = None
     try:
-        partitions = _partitions(consumer, settings, topic)
-        ends: dict[int, int] = {}
-        for p in partitions:
+        ranges = {}
+        for p in _partitions(consumer, settings, topic):
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), _TIMEOUT)
             if high > low:
-                ends[p] = high
-        if not ends:
-            return None
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        return _last_for_key(consumer, settings, spec_name.encode(), ends)
+                ranges[(topic, p)] = (low, high)
+        for msg in kafka.read_ranges(consumer, ranges, idle_timeout=_TIMEOUT):
+            if msg.key() == key:
+                found = decode_roles(msg.value())
+        return found
+    except TimeoutError:
+        raise ServiceUnavailable("kafka", settings.kafka.bootstrap,
+                                 "timed out reading model-control") from None
     except KafkaException as exc:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
     finally:
@@ -103,36 +101,6 @@ def _partitions(consumer: Consumer, settings: Settings, topic: str) -> list[int]
     if tmeta is None or tmeta.error is not None or not tmeta.partitions:
         raise _missing_topic(settings)
     return sorted(tmeta.partitions)
-
-
-def _last_for_key(
-    consumer: Consumer, settings: Settings, key: bytes, ends: dict[int, int]
-) -> Roles | None:
-    remaining = dict(ends)
-    found: Roles | None = None
-    idle = 0
-    while remaining:
-        msg = consumer.poll(1.0)
-        if msg is None:
-            idle += 1
-            if idle > _TIMEOUT:
-                raise ServiceUnavailable(
-                    "kafka", settings.kafka.bootstrap, "timed out reading model-control"
-                )
-            continue
-        idle = 0
-        partition = int(msg.partition() or 0)
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                remaining.pop(partition, None)
-                continue
-            raise KafkaException(err)
-        if msg.key() == key:
-            found = decode_roles(msg.value())
-        if int(msg.offset() or 0) + 1 >= remaining.get(partition, 0):
-            remaining.pop(partition, None)
-    return found
 
 
 def _missing_topic(settings: Settings) -> ConfigError:
