@@ -5,10 +5,11 @@ alone caps a worker near the Faust passthrough's 3,700-4,000 events/s, whatever 
 does (docs/scoring.md, "Batch transport"). The score agent reads its topic through a
 :class:`BatchSource` instead: a confluent-kafka consumer of its own group
 (``precog-{ns}-score``) that the worker owns, whose ``consume(num_messages=...)`` returns
-a whole batch with one call, and it produces through a :class:`BatchProducer`
-(confluent-kafka, idempotent, ``acks=all``, the murmur2 partitioner) that waits for a
-batch's delivery reports once. Faust stays the application frame: the app, the other
-agents, timers, tables, the web pages and the stop sequence.
+a whole batch with one call, and it produces through a
+:class:`~precog.services.batch_producer.BatchProducer` (confluent-kafka, idempotent,
+``acks=all``, the murmur2 partitioner) that waits for a batch's delivery reports once.
+Faust stays the application frame: the app, the other agents, timers, tables, the web
+pages and the stop sequence.
 
 Offsets follow the worker's rule (docs/reliability.md): a batch is consumed, handed to the
 agent, and its offsets are committed (synchronously) only after the agent returned, i.e.
@@ -24,16 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from precog.services.reliability import OutRecord, stop_worker, until_available
+from precog.services.reliability import stop_worker, until_available
 
 from precog.errors import ServiceUnavailable
 from precog.io import kafka
@@ -78,7 +76,8 @@ _LOST_OWNERSHIP = {
 }
 
 
-def _is_transient(err: KafkaError) -> bool:
+def is_transient(err: KafkaError) -> bool:
+    """Whether waiting fixes ``err`` (the broker is away, a leader moves)."""
     return err.code() in _TRANSIENT or (err.retriable() and not err.fatal())
 
 
@@ -87,7 +86,7 @@ def kafka_unavailable(address: str) -> Callable[[BaseException], tuple[str, str]
     def check(exc: BaseException) -> tuple[str, str] | None:
         if isinstance(exc, ServiceUnavailable):
             return exc.service, str(exc)
-        if isinstance(exc, KafkaException) and _is_transient(exc.args[0]):
+        if isinstance(exc, KafkaException) and is_transient(exc.args[0]):
             return "kafka", f"kafka is not reachable at {address}: {exc.args[0]}"
         return None
     return check
@@ -217,7 +216,7 @@ class BatchSource:
             err = msg.error()
             if err is None:
                 records.append(Record(msg))
-            elif _is_transient(err):
+            elif is_transient(err):
                 log.debug("%s: %s", self.name, err)
             else:
                 raise KafkaException(err)
@@ -314,111 +313,3 @@ def _latest(offsets: list[TopicPartition]) -> list[TopicPartition]:
 
 def _describe(parts: list[tuple[str, int]]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in parts) or "nothing"
-
-
-class DeliveryFailed(Exception):
-    """Kafka refused records for a reason waiting does not fix."""
-
-
-class BatchProducer:
-    """:class:`~precog.services.reliability.Producer` over a confluent-kafka producer.
-
-    Idempotent, ``acks=all``, murmur2 (``KafkaSettings.producer_config``). One thread
-    serves the delivery reports; :meth:`produce` waits for the reports of its whole batch
-    with one future, and sends again only the records Kafka did not acknowledge.
-    """
-
-    def __init__(self, rt: Any, max_bytes: int) -> None:
-        self.rt = rt
-        self.address = rt.settings.kafka.bootstrap
-        self._max_bytes = max_bytes
-        self._producer = kafka.producer(rt.settings, **{
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "message.max.bytes": max_bytes,
-            "client.id": f"precog-score-{rt.worker_name}",
-        })
-        self._running = True
-        self._thread = threading.Thread(target=self._serve, name="precog-producer", daemon=True)
-        self._thread.start()
-
-    @property
-    def record_limit(self) -> int:
-        from precog.services.reliability import RECORD_OVERHEAD
-
-        return self._max_bytes - RECORD_OVERHEAD
-
-    def _serve(self) -> None:
-        while self._running:
-            self._producer.poll(0.05)
-
-    def _send(self, topic: str, records: Sequence[OutRecord],
-              report: Callable[[int, KafkaError | None], None] | None) -> None:
-        p = self._producer
-        for i, (key, value, headers, timestamp) in enumerate(records):
-            kwargs: dict[str, Any] = {"key": key, "value": value}
-            if headers:
-                kwargs["headers"] = headers
-            if timestamp is not None:
-                kwargs["timestamp"] = int(timestamp * 1000)
-            if report is not None:
-                kwargs["on_delivery"] = partial(_delivered, report, i)
-            while True:
-                try:
-                    p.produce(topic, **kwargs)
-                    break
-                except BufferError:  # the local queue is full: wait for deliveries
-                    time.sleep(0.005)
-
-    async def produce(self, topic: str, records: Sequence[OutRecord], what: str) -> None:
-        pending = list(records)
-        loop = asyncio.get_running_loop()
-
-        async def attempt() -> None:
-            nonlocal pending
-            if not pending:
-                return
-            done: asyncio.Future[None] = loop.create_future()
-            failed: list[tuple[int, KafkaError]] = []
-            left = [len(pending)]
-
-            def report(i: int, err: KafkaError | None) -> None:  # in the delivery thread
-                if err is not None:
-                    failed.append((i, err))
-                left[0] -= 1
-                if left[0] == 0:
-                    loop.call_soon_threadsafe(_finish, done)
-
-            await loop.run_in_executor(None, self._send, topic, pending, report)
-            await done
-            if failed:
-                errors = [e for _, e in failed]
-                pending = [pending[i] for i, _ in sorted(failed, key=lambda f: f[0])]
-                permanent = [e for e in errors if not _is_transient(e)]
-                if permanent:
-                    raise DeliveryFailed(f"{what}: kafka refused {len(permanent)} records: "
-                                         f"{permanent[0]}")
-                raise ServiceUnavailable("kafka", self.address,
-                                         f"{len(errors)} records not acknowledged: {errors[0]}")
-
-        await until_available(self.rt.health, what, attempt)
-
-    async def send(self, topic: str, records: Sequence[OutRecord]) -> None:
-        self._send(topic, records, None)
-
-    async def close(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._producer.flush, 30.0)
-        self._running = False
-        self._thread.join(timeout=5)
-
-
-def _delivered(report: Callable[[int, KafkaError | None], None], i: int,
-               err: KafkaError | None, _msg: Any) -> None:
-    report(i, err)
-
-
-def _finish(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

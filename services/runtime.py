@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # the agents import this module
     from precog.services.agents.join import OutcomeJoin
     from precog.services.agents.monitor import MonitorAgent
     from precog.services.agents.role_watcher import RoleWatcher
-    from precog.services.batch_transport import BatchProducer, BatchSource
+    from precog.services.batch_producer import BatchProducer
+    from precog.services.batch_transport import BatchSource
 
 log = logging.getLogger("precog.worker")
 
@@ -251,7 +252,7 @@ class Runtime:
         Closed (flushed) by :meth:`close_producer` after every agent has stopped.
         """
         if self._producer is None:
-            from precog.services.batch_transport import BatchProducer
+            from precog.services.batch_producer import BatchProducer
 
             self._producer = BatchProducer(self, int(self.app.conf.producer_max_request_size))
         return self._producer

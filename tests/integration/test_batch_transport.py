@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
-from precog.services.batch_transport import BatchProducer, BatchSource
+from precog.services.batch_producer import BatchProducer
+from precog.services.batch_transport import BatchSource
 from precog.services.reliability import WorkerHealth
 
 from precog.io import kafka
