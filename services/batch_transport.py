@@ -12,8 +12,10 @@ Faust stays the application frame: the app, the other agents, timers, tables, th
 pages and the stop sequence.
 
 Offsets follow the worker's rule (docs/reliability.md): a batch is consumed, handed to the
-agent, and its offsets are committed (synchronously) only after the agent returned, i.e.
-after every effect was acknowledged; only then is the next batch consumed. Rebalances
+agent, and its offsets are committed only after the agent returned, i.e. after every
+effect was acknowledged. Between batches the commit is asynchronous (no broker round trip
+on the hot path; librdkafka sends commits in order); when partitions are revoked and when
+the source stops, every handled offset is committed synchronously. Rebalances
 happen inside ``consume``, so a revoked partition never has a batch in flight. An
 unavailable broker is waited out (the commit is retried; the consumer reconnects by
 itself); anything unexpected stops the worker with the batch uncommitted. A graceful stop
@@ -28,6 +30,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -143,6 +146,9 @@ class BatchSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assigned: list[tuple[str, int]] = []
         self._pending: deque[_InFlight] = deque()
+        #: offsets of the handled batches, committed asynchronously; made durable
+        #: synchronously when partitions are revoked and when the source stops
+        self._done: dict[tuple[str, int], int] = {}
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._unavailable = kafka_unavailable(self.address)
@@ -160,16 +166,16 @@ class BatchSource:
         log.info("%s: revoked %s", self.name, _describe(
             sorted((tp.topic, tp.partition) for tp in parts)))
         self._assigned = []
-        if self._loop is None or not self._pending:
-            return
-        timeout = float(self.rt.settings.worker.session_timeout)
-        try:
-            offsets = asyncio.run_coroutine_threadsafe(
-                self._finish_pending(), self._loop).result(timeout)
-        except Exception as exc:  # failed or too slow: the new owner redelivers
-            log.warning("%s: batches in flight at the rebalance not committed (%r); their "
-                        "partitions' new owner redelivers them", self.name, exc)
-            return
+        offsets: list[TopicPartition] = []
+        if self._loop is not None and self._pending:
+            timeout = float(self.rt.settings.worker.session_timeout)
+            try:
+                offsets = asyncio.run_coroutine_threadsafe(
+                    self._finish_pending(), self._loop).result(timeout)
+            except Exception as exc:  # failed or too slow: the new owner redelivers
+                log.warning("%s: batches in flight at the rebalance not committed (%r); "
+                            "their partitions' new owner redelivers them", self.name, exc)
+        offsets = self._durable(offsets)
         if offsets:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
@@ -199,6 +205,7 @@ class BatchSource:
             "session.timeout.ms": int(s.worker.session_timeout * 1000),
             "fetch.wait.max.ms": s.worker.fetch_max_wait_ms,
             "client.id": f"precog-{self.name}-{self.rt.worker_name}",
+            "on_commit": self._on_commit,
         })
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
@@ -241,6 +248,9 @@ class BatchSource:
                     task = asyncio.ensure_future(self.handle(records))
                     self._pending.append(_InFlight(task, batch_offsets(records)))
             await self._commit_finished(wait=True, every=True)
+            final = self._durable([])
+            if final:
+                await self._commit(final, sync=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -256,10 +266,33 @@ class BatchSource:
             done += head.offsets
             wait = every
         if done:
-            await self._commit(_latest(done))
+            await self._commit(_latest(done), sync=False)
 
-    async def _commit(self, offsets: list[TopicPartition]) -> None:
+    def _durable(self, offsets: list[TopicPartition]) -> list[TopicPartition]:
+        """Every handled offset (``offsets`` and those committed asynchronously), to commit
+        synchronously; forgets them, since after a revoke or a stop they are not ours."""
+        for tp in offsets:
+            key = (tp.topic, tp.partition)
+            self._done[key] = max(self._done.get(key, -1), tp.offset)
+        out = [TopicPartition(t, p, o) for (t, p), o in sorted(self._done.items())]
+        self._done.clear()
+        return out
+
+    def _on_commit(self, err: KafkaError | None, _parts: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            log.warning("%s: an asynchronous commit failed (%s); a later commit covers it,"
+                        " or the batch is redelivered", self.name, err)
+
+    async def _commit(self, offsets: list[TopicPartition], sync: bool) -> None:
+        """Commit ``offsets``: asynchronously between batches (no round trip on the hot
+        path; the commits reach the broker in order), synchronously at the end."""
         loop = asyncio.get_running_loop()
+        if not sync:
+            for tp in offsets:
+                self._done[(tp.topic, tp.partition)] = tp.offset
+            await loop.run_in_executor(
+                self._pool, partial(self._consumer.commit, offsets=offsets, asynchronous=True))
+            return
 
         def commit() -> None:
             try:

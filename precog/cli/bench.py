@@ -24,7 +24,7 @@ def bench(
     events: int = typer.Option(0, help="events per throughput run (default 50000, quick 3000)"),
     memory_events: int = typer.Option(0, help="events of the memory run (default 1000000)"),
     sections: str = typer.Option(
-        "throughput,latency,memory,scaling,outcome,profile", help="comma-separated sections"
+        "throughput,latency,memory,scaling,outcome,core,profile", help="comma-separated sections"
     ),
     out: Annotated[Path, typer.Option(help="directory for the JSON results")] = DEFAULT_OUT,
     doc: Annotated[Path | None, typer.Option(help=_DOC_HELP)] = None,
