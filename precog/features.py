@@ -1,5 +1,8 @@
 """Feature engine: pure (entity state, event) -> (feature vector, new state), in event time.
 
+(Over 400 lines: the per-event definition, the plan compiled from it for batches and the
+offline frame must stay side by side; their bit-for-bit parity is the module's contract.)
+
 The same :class:`Featurizer` serves the score agent online (entity state in Redis, one
 micro-batch at a time, see :meth:`Featurizer.featurize_columns`) and the training pipeline
 offline (:func:`build_training_frame`) through the same code, so online and offline
