@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,7 +64,7 @@ _HOUR_MS = 3_600_000
 _STATE_VERSION = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class EntityState:
     """What the feature engine remembers about one entity; JSON on the wire.
 
@@ -113,7 +114,7 @@ class EntityState:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FeatureVector:
     """Feature values and their ages (ms), in the spec's feature order."""
 
@@ -149,8 +150,12 @@ class FeatureColumns:
 
     def ages_ms(self) -> np.ndarray:
         """The features' ages (ms), an int64 matrix shaped like ``X``."""
-        mask = np.array(self.stateful, dtype=bool)
-        return np.where(mask, self.gaps_ms[:, None], 0).astype(np.int64)
+        return _ages(self.stateful, self.gaps_ms)
+
+
+def _ages(stateful: tuple[bool, ...], gaps_ms: np.ndarray) -> np.ndarray:
+    """Per row and feature: the row's gap where the feature is stateful, else 0 (int64)."""
+    return np.where(np.array(stateful, dtype=bool), gaps_ms[:, None], 0).astype(np.int64)
 
 
 def _numbers(events: Sequence[Mapping[str, Any]], name: str) -> list[float]:
@@ -168,10 +173,10 @@ def _transpose(seqs: Sequence[Sequence[Any]], n: int) -> list[tuple[Any, ...]]:
     return list(zip(*seqs, strict=False)) if seqs else [()] * n  # equal lengths: built so
 
 
-def _columns(flat: list[float], width: int) -> list[list[float]]:
+def _deinterleave(flat: list[float], width: int) -> list[list[float]]:
     """The ``width`` columns of rows laid out one after the other in ``flat``.
 
-    >>> _columns([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2)
+    >>> _deinterleave([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2)
     [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
     """
     return [flat[k::width] for k in range(width)]
@@ -191,8 +196,7 @@ class _Working:
     """
 
     last: int | None
-    counts: Sequence[float]
-    sums: Sequence[float]
+    aggregates: Sequence[float]  # the counts, then the sums
     recent: dict[str, list[str]]
     applied: dict[str, int]
     stored: bool
@@ -206,8 +210,7 @@ class _Batch:
     times: list[int]
     numbers: dict[str, list[float]]
     gaps: list[int | None]  # None: the entity's first event
-    counts: list[list[float]]  # per count key: the decayed counts before each event
-    sums: list[list[float]]  # per sum key
+    aggregates: list[list[float]]  # per count key, then sum key: decayed, before each event
     novelty: list[list[float]]  # per novelty feature: its values
 
 
@@ -240,8 +243,11 @@ class Featurizer:
                 keep[f.field] = max(f.capacity, keep.get(f.field, 0))
         self._count_keys = list(counts)
         self._sum_keys = list(sums)
-        self._count_horizons = list(counts.values())
-        self._sum_horizons = [h for _, h in sums.values()]
+        # the aggregates of a working state: the counts, then the sums (their half-lives)
+        self._horizons = [*counts.values(), *(h for _, h in sums.values())]
+        self._no_counts, self._no_sums = (0.0,) * len(counts), (0.0,) * len(sums)
+        self._count_at = list(enumerate(self._count_keys))  # (position, key)
+        self._sum_at = list(enumerate(self._sum_keys, start=len(counts)))
         self._sum_fields = list(dict.fromkeys(name for name, _ in sums.values()))
         self._sum_x = [self._sum_fields.index(name) for name, _ in sums.values()]
         self._novelty_fields = list(keep)
@@ -282,19 +288,22 @@ class Featurizer:
             return (lambda b: [float((t // _HOUR_MS) % 24) for t in b.times]), False
         if isinstance(f, DecayedCountFeature):
             c = self._count_keys.index(str(parse_duration(f.horizon)))
-            return (lambda b: b.counts[c]), True
+            return (lambda b: b.aggregates[c]), True
         if isinstance(f, DecayedSumFeature):
-            s = self._sum_keys.index(_sum_key(f.field, parse_duration(f.horizon)))
-            return (lambda b: b.sums[s]), True
+            s = len(self._count_keys) + self._sum_keys.index(
+                _sum_key(f.field, parse_duration(f.horizon)))
+            return (lambda b: b.aggregates[s]), True
         if isinstance(f, TimeSinceLastFeature):
             return (lambda b: [FIRST_EVENT_SECONDS if gap is None else gap / 1000.0
                                for gap in b.gaps]), True
         if isinstance(f, RatioToMeanFeature):
             name, h = f.field, parse_duration(f.horizon)
-            c, s = self._count_keys.index(str(h)), self._sum_keys.index(_sum_key(name, h))
+            c = self._count_keys.index(str(h))
+            s = len(self._count_keys) + self._sum_keys.index(_sum_key(name, h))
             return (lambda b: [
                 x / (total / count) if count > 0.0 and total > 0.0 else 1.0
-                for x, count, total in zip(b.numbers[name], b.counts[c], b.sums[s], strict=True)
+                for x, count, total in zip(b.numbers[name], b.aggregates[c], b.aggregates[s],
+                                           strict=True)
             ]), True
         if isinstance(f, NoveltyFeature):
             k = self._novelty_names.index(f.name)
@@ -322,12 +331,14 @@ class Featurizer:
     ) -> tuple[list[FeatureVector], dict[str, EntityState]]:
         """:meth:`featurize_columns` as one :class:`FeatureVector` per item, and the new states.
 
-        Same semantics (chaining, watermark, redeliveries); the values are ``X``'s rows.
+        Same semantics (chaining, watermark, redeliveries) and values (``X``'s rows), built
+        from the same columns without going through an array.
         """
-        columns = self.featurize_columns(states, items)
-        vectors = [FeatureVector(values, ages) for values, ages
-                   in zip(columns.X.tolist(), columns.ages_ms().tolist(), strict=True)]
-        return vectors, columns.changed
+        b, moved = self._run(states, items, watermark=True)
+        rows = zip(*[column(b) for column in self._columns], strict=True)
+        ages = _ages(self.stateful, self._gaps(b)).tolist()
+        vectors = list(map(FeatureVector, map(list, rows), ages))
+        return vectors, self._changed(moved)
 
     def featurize_columns(
         self,
@@ -342,9 +353,9 @@ class Featurizer:
         state as it is, which already contains the event, so they may differ from the first
         delivery's (the prediction id, derived from the event id, stays the same).
         """
-        return self._columns_of(states, items, watermark=True)
+        return self._featurize_columns(states, items, watermark=True)
 
-    def _columns_of(
+    def _featurize_columns(
         self,
         states: Mapping[str, EntityState | None],
         items: Sequence[tuple[Mapping[str, Any], int, int]],
@@ -352,12 +363,18 @@ class Featurizer:
     ) -> FeatureColumns:
         """:meth:`featurize_columns`; without ``watermark`` every item moves its entity."""
         b, moved = self._run(states, items, watermark)
-        X = np.empty((len(items), len(self._columns)), dtype=np.float64)
-        if items:
-            X[:] = np.array([column(b) for column in self._columns], dtype=np.float64).T
-        gaps = np.array([gap or 0 for gap in b.gaps], dtype=np.int64)
-        changed = {entity: self._stored(w) for entity, w in moved.items()}
-        return FeatureColumns(X, gaps, self.stateful, changed)
+        n = len(items)
+        X = np.ascontiguousarray(np.array(
+            [np.fromiter(column(b), np.float64, n) for column in self._columns],
+            dtype=np.float64,
+        ).reshape(len(self._columns), n).T)
+        return FeatureColumns(X, self._gaps(b), self.stateful, self._changed(moved))
+
+    def _gaps(self, b: _Batch) -> np.ndarray:
+        return np.array([gap or 0 for gap in b.gaps], dtype=np.int64)
+
+    def _changed(self, moved: Mapping[str, _Working]) -> dict[str, EntityState]:
+        return {entity: self._stored(w) for entity, w in moved.items()}
 
     def _run(
         self,
@@ -368,8 +385,7 @@ class Featurizer:
         """The batch the columns are read from, and the entities whose state moved."""
         events = [event for event, _, _ in items]
         b = _Batch(events, [int(e[self.time_field]) for e in events],
-                   {name: _numbers(events, name) for name in self._number_fields}, [], [], [],
-                   [])
+                   {name: _numbers(events, name) for name in self._number_fields}, [], [], [])
         return b, self._chain(states, items, watermark, b)
 
     def _chain(
@@ -379,48 +395,44 @@ class Featurizer:
         watermark: bool,
         b: _Batch,
     ) -> dict[str, _Working]:
-        """Run the items through their entities' states; fills ``b``'s gaps, counts, sums
-        and novelty; returns the states that moved, in the order they first moved."""
+        """Run the items through their entities' states; fills ``b``'s gaps, aggregates and
+        novelty; returns the states that moved, in the order they first moved."""
         events, n = b.events, len(b.events)
-        finite = _transpose([[x if math.isfinite(x) else 0.0 for x in b.numbers[name]]
-                             for name in self._sum_fields], n)
+        finite = [[x if math.isfinite(x) else 0.0 for x in b.numbers[name]]
+                  for name in self._sum_fields]
+        # what each event adds to the aggregates: 1 to every count, its value to every sum
+        adds = _transpose([*([[1.0] * n] * len(self._count_keys)),
+                           *(finite[i] for i in self._sum_x)], n)
         seen = _transpose([_strings(events, name) for name in self._novelty_fields], n)
         entities = [str(e[self.entity_field]) for e in events]
         parts = {p: str(p) for p in {p for _, p, _ in items}}
-        count_horizons, sum_horizons, sum_x = self._count_horizons, self._sum_horizons, self._sum_x
-        reads, keep = self._novelty_reads, self._novelty_keep
-        no_counts: Sequence[float] = (0.0,) * len(count_horizons)
-        no_sums: Sequence[float] = (0.0,) * len(sum_horizons)
-        ones = (1.0,) * len(count_horizons)  # the counts after a first event
+        horizons, reads, keep = self._horizons, self._novelty_reads, self._novelty_keep
+        nothing: Sequence[float] = (0.0,) * len(horizons)  # before an entity's first event
         work: dict[str, _Working] = {}
         moved: dict[str, _Working] = {}
         # the chain's outputs, item after item (k-th value of item i at i * width + k)
         gaps = b.gaps
-        counts: list[float] = []
-        sums: list[float] = []
+        aggregates: list[float] = []
         novelty: list[float] = []
         flag = novelty.append
-        now_counts: Sequence[float]
-        now_sums: Sequence[float]
-        for (_, partition, offset), entity, t, xs, values in zip(
-            items, entities, b.times, finite, seen, strict=True
+        now: Sequence[float]
+        for (_, partition, offset), entity, t, add, values in zip(
+            items, entities, b.times, adds, seen, strict=True
         ):
             w = work.get(entity)
             if w is None:
                 state = states.get(entity)
-                w = work[entity] = (_Working(None, (), (), {}, {}, False) if state is None
+                w = work[entity] = (_Working(None, (), {}, {}, False) if state is None
                                     else self._working(state))
             last = w.last
             if last is None:
-                gap, now_counts, now_sums = None, no_counts, no_sums
+                gap, now = None, nothing
             elif t > last:
                 gap = t - last
-                now_counts = [c * 0.5 ** (gap / h)
-                              for c, h in zip(w.counts, count_horizons, strict=False)]
-                now_sums = [s * 0.5 ** (gap / h)
-                            for s, h in zip(w.sums, sum_horizons, strict=False)]
+                now = list(map(operator.mul, w.aggregates,
+                               [0.5 ** (gap / h) for h in horizons]))
             else:  # same time, or out of order: decays by 0 (x * 1.0 == x)
-                gap, now_counts, now_sums = 0, w.counts, w.sums
+                gap, now = 0, w.aggregates
             recent = w.recent
             for name, k, capacity in reads:
                 value = values[k]
@@ -434,34 +446,34 @@ class Featurizer:
                 else:
                     flag(0.0 if value in kept else 1.0)
             gaps.append(gap)
-            counts.extend(now_counts)
-            sums.extend(now_sums)
+            aggregates.extend(now)
             if watermark:
                 part = parts[partition]
                 if w.stored and w.applied.get(part, -1) >= offset:
                     continue  # a redelivery: the state already contains this event
                 w.applied[part] = offset
             # the state after the event: aggregates decayed to the newest time, plus it
-            w.counts = ones if last is None else [c + 1.0 for c in now_counts]
-            w.sums = [s + xs[i] for s, i in zip(now_sums, sum_x, strict=False)]
+            w.aggregates = list(map(operator.add, now, add))
             for name, k, capacity in keep:
                 value = values[k]
                 if value is not None:
-                    recent[name] = _remembered(recent.get(name), value, capacity)
+                    kept = recent.get(name)
+                    recent[name] = ([value] if kept is None
+                                    else _remembered(kept, value, capacity))
             if last is None or t > last:
                 w.last = t
             w.stored = True
             moved.setdefault(entity, w)
-        b.counts = _columns(counts, len(count_horizons))
-        b.sums = _columns(sums, len(sum_horizons))
-        b.novelty = _columns(novelty, len(reads))
+        b.aggregates = _deinterleave(aggregates, len(horizons))
+        b.novelty = _deinterleave(novelty, len(reads))
         return moved
 
     def _working(self, state: EntityState) -> _Working:
+        counts, sums = state.counts.get, state.sums.get
         return _Working(
             state.last_time,
-            [state.counts.get(k, 0.0) for k in self._count_keys],
-            [state.sums.get(k, 0.0) for k in self._sum_keys],
+            [*map(counts, self._count_keys, self._no_counts),
+             *map(sums, self._sum_keys, self._no_sums)],  # .get(key, 0.0)
             dict(state.recent),  # its lists are replaced, never changed: see _remembered
             dict(state.applied),
             True,
@@ -469,11 +481,13 @@ class Featurizer:
 
     def _stored(self, w: _Working) -> EntityState:
         """The :class:`EntityState` of a working state (which is not used afterwards)."""
-        return EntityState(w.last, dict(zip(self._count_keys, w.counts, strict=False)),
-                           dict(zip(self._sum_keys, w.sums, strict=False)), w.recent, w.applied)
+        # by position: zip(..., strict=) would build a keyword dict on every call
+        agg = w.aggregates
+        return EntityState(w.last, {k: agg[i] for i, k in self._count_at},
+                           {k: agg[i] for i, k in self._sum_at}, w.recent, w.applied)
 
 
-def _remembered(kept: list[str] | None, value: str, capacity: int) -> list[str]:
+def _remembered(kept: list[str], value: str, capacity: int) -> list[str]:
     """The field's distinct recent values with ``value`` the newest, at most ``capacity``.
 
     Returns ``kept`` itself when nothing moves, else a new list: ``kept`` is never changed
@@ -482,8 +496,6 @@ def _remembered(kept: list[str] | None, value: str, capacity: int) -> list[str]:
     >>> _remembered(["a", "b", "c"], "a", 3), _remembered(["a", "b", "c"], "d", 3)
     (['b', 'c', 'a'], ['b', 'c', 'd'])
     """
-    if kept is None:
-        return [value]
     n = kept.count(value)
     if n == 1 and kept[-1] == value and len(kept) <= capacity:
         return kept
@@ -518,8 +530,8 @@ def build_training_frame(spec: PipelineSpec, events: Iterable[Mapping[str, Any]]
     fz = Featurizer(spec)
     ordered = sorted(events, key=sort_key(spec))
     # the online path without the watermark: one chain over the whole history
-    columns = fz._columns_of({}, [(event, 0, i) for i, event in enumerate(ordered)],
-                             watermark=False)
+    items = [(event, 0, i) for i, event in enumerate(ordered)]
+    columns = fz._featurize_columns({}, items, watermark=False)
     return TrainingFrame(
         X=columns.X,
         names=list(fz.names),

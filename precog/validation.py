@@ -319,13 +319,16 @@ def _passes(rules: _Rules, time_field: str, record: Mapping[str, Any], now_ms: i
         value = get(name)
         if value is not None and not low <= value <= high:  # numeric: never a str here
             return False
+    # values are hashable here; a str is looked up as it is before str() is called
     for name, allowed in rules.categories:
         value = get(name)
-        if value is not None and value != "" and str(value) not in allowed:
+        if value in allowed or value is None or value == "":
+            continue
+        if str(value) not in allowed:
             return False
     for name, fullmatch, known in rules.patterns:
         value = get(name)
-        if value is None or value == "":
+        if value in known or value is None or value == "":
             continue
         text = str(value)
         if text not in known:
