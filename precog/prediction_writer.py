@@ -126,20 +126,6 @@ class BatchRows:
     origins: Sequence[EventContext]
     stateful: Sequence[bool]
 
-    @classmethod
-    def from_ages(cls, ages_ms: np.ndarray, **fields: Any) -> BatchRows:
-        """Rows from a full (n, features) age matrix, which must have the gap form.
-
-        Every feature's age is either 0 or its row's gap (the featurizer's definition,
-        precog.features); a matrix of another form is refused rather than written wrong.
-        """
-        ages = np.asarray(ages_ms, dtype=np.int64)
-        gaps = ages.max(axis=1) if ages.size else np.zeros(len(ages), dtype=np.int64)
-        stateful = ages.any(axis=0) if ages.size else np.zeros(ages.shape[1:], dtype=bool)
-        if not np.array_equal(ages, np.where(stateful[None, :], gaps[:, None], 0)):
-            raise ValueError("feature ages are not each 0 or the row's gap")
-        return cls(gaps_ms=gaps, stateful=stateful.tolist(), **fields)
-
 
 class PredictionWriter:
     """Encodes a batch's prediction records (single-object Avro) for one model set."""

@@ -171,14 +171,8 @@ async def until_available(
         return result
 
 
-def hold(events: Sequence[Any]) -> None:
-    """One more reference on every event's message: the stream's own ack cannot commit it."""
-    for event in events:
-        event.message.incref()
-
-
 async def release(stream: Any, events: Sequence[Any]) -> None:
-    """Drop :func:`hold`'s reference: the batch's offsets may now be committed."""
+    """Drop :func:`consume_in_batches`'s reference: the batch's offsets may now be committed."""
     for event in events:
         await stream.ack(event)
 

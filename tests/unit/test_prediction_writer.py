@@ -108,15 +108,6 @@ def test_a_bad_id_fails_only_its_own_row():
         "ok0", "ok2", "ok3", "ok4"]
 
 
-def test_rows_from_an_age_matrix_need_the_gap_form():
-    base = dict(event_ids=["a", "b"], entity_ids=["x", "y"], event_times=np.array([1, 2]),
-                X=np.zeros((2, 3)), scores=[np.zeros(2)], origins=[EventContext("t", 0, 0)] * 2)
-    rows = BatchRows.from_ages(np.array([[0, 7, 7], [0, 0, 0]]), **base)
-    assert rows.gaps_ms.tolist() == [7, 0] and rows.stateful == [False, True, True]
-    with pytest.raises(ValueError, match="gap"):
-        BatchRows.from_ages(np.array([[0, 7, 8], [0, 0, 0]]), **base)
-
-
 def test_refuses_a_codec_of_another_schema():
     models = make_model_set(1, Model("m", 1, ["a"]), [], ["a"])
     with pytest.raises(SchemaError, match="compiled for precog.predictions.Prediction/v1"):
