@@ -36,7 +36,8 @@ PLACEHOLDER = "{ns}"
 #: Data topics every namespace has besides the spec's event topic.
 #: outcomes re-keyed by the join agent (internal: nothing outside precog writes it)
 REKEYED_OUTCOMES_TOPIC = "outcomes-rekeyed"
-DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests")
+DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests",
+               "decisions")
 
 Echo = Callable[[str], None]
 

@@ -149,14 +149,7 @@ def reindex() -> None:
 
 def verify_ref(registry: ModelRegistry, pipeline: PipelineSpec, ref: ModelRef) -> ModelMetadata:
     """The version exists, belongs to the spec, uses its features and loads (sha256)."""
-    meta = registry.get(ref.model_id, ref.version)
-    if meta.spec != pipeline.name:
-        raise ConfigError(f"{ref} was trained for spec {meta.spec!r}, not {pipeline.name!r}")
-    missing = [f for f in meta.features if f not in pipeline.feature_names]
-    if missing:
-        raise ConfigError(f"{ref} uses features the spec {pipeline.name} lacks: {missing}")
-    registry.load(ref.model_id, ref.version)
-    return meta
+    return registry.verify_for(pipeline, ref.model_id, ref.version)
 
 
 def _change(spec: Path | None, change: str, ref: ModelRef | None, reason: str) -> None:

@@ -78,6 +78,30 @@ def _model_performance() -> Dashboard:
     )
 
 
+def _lifecycle() -> Dashboard:
+    return Dashboard(
+        "precog-lifecycle", "precog: Model lifecycle",
+        "The promotion policy's decisions: the leader at each evaluation, what it was"
+        " compared with, and the evidence.",
+        panels=(
+            Panel(
+                "lc-decisions-timeline", "Promotion policy: leader at each evaluation",
+                "decisions", "bar_stacked", x=DateHistogram("evaluated_time"),
+                split=Terms("leader_model", 10, "leader"),
+                metrics=(Metric("count", label="evaluations"),),
+                description="one decision per evaluation interval (docs/lifecycle.md); the"
+                " colour is the leader it was made on",
+            ),
+            Panel("lc-decisions", "Promotion decisions and their evidence", "decisions",
+                  "search", width=48,
+                  columns=("action", "leader_model", "chosen_model", "metric", "test",
+                           "margin", "candidates.gain", "candidates.p_value", "candidates.n",
+                           "reason")),
+        ),
+        controls=(NS_CONTROL, Control("action", "Action"), Control("leader_model", "Leader")),
+    )
+
+
 def _drift_and_alerts() -> Dashboard:
     return Dashboard(
         "precog-drift-alerts", "precog: Drift and alerts",
@@ -253,10 +277,11 @@ def dashboards(feature_names: Sequence[str] = (), business: BusinessSpec | None 
     >>> [d.title for d in dashboards()]  # doctest: +NORMALIZE_WHITESPACE
     ['precog: Model performance', 'precog: Drift and alerts',
      'precog: Data pipeline health', 'precog: Predictions and provenance',
-     'precog: Business view']
+     'precog: Model lifecycle', 'precog: Business view']
     """
     return (_model_performance(), _drift_and_alerts(), _pipeline_health(),
-            _predictions_provenance(feature_names), _business_view(business or BusinessSpec()))
+            _predictions_provenance(feature_names), _lifecycle(),
+            _business_view(business or BusinessSpec()))
 
 
 def all_panels(boards: Iterable[Dashboard]) -> list[Panel]:

@@ -26,6 +26,7 @@ TIME_FIELDS: dict[str, str] = {
     "alerts": "event_time",
     "pipeline-health": "window_start",
     "replay-compare": "computed_time",
+    "decisions": "evaluated_time",
 }
 
 Kind = Literal["line", "bar_stacked", "bar", "histogram", "pie", "metric", "table", "search"]

@@ -68,13 +68,14 @@ def test_shipped_export_has_every_dashboard_and_data_view(shipped: list[dict]) -
     titles = {o["attributes"]["title"] for o in shipped if o["type"] == "dashboard"}
     assert titles == {"precog: Model performance", "precog: Drift and alerts",
                       "precog: Data pipeline health", "precog: Predictions and provenance",
-                      "precog: Business view"}
+                      "precog: Business view", "precog: Model lifecycle"}
     views = {o["attributes"]["title"]: o["attributes"]["timeFieldName"]
              for o in shipped if o["type"] == "index-pattern"}
     assert views == {"*-predictions": "event_time", "*-models": "created_time",
                      "*-metrics": "event_time", "*-alerts": "event_time",
                      "*-pipeline-health": "window_start",
-                     "*-replay-compare": "computed_time"}
+                     "*-replay-compare": "computed_time",
+                     "*-decisions": "evaluated_time"}
     for board in (o for o in shipped if o["type"] == "dashboard"):
         controls = json.loads(board["attributes"]["controlGroupInput"]["panelsJSON"])
         fields = {c["explicitInput"]["fieldName"] for c in controls.values()}
