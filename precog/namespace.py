@@ -12,7 +12,7 @@ as ``{ns}-<file stem>``.
 >>> topics["model-control"]
 TopicSpec(name='demo.model-control', partitions=1, config={'cleanup.policy': 'compact'})
 >>> sorted(t.name for t in topics.values())[:3]
-['demo.alerts', 'demo.dlq', 'demo.events.transactions']
+['demo.alerts', 'demo.decisions', 'demo.dlq']
 """
 
 from __future__ import annotations
