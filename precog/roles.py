@@ -189,10 +189,12 @@ def promote(roles: Roles, ref: ModelRef, *, at: int, by: str, reason: str = "") 
     >>> r = initial_roles("s", ModelRef("a", 1), [ModelRef("b", 1), ModelRef("c", 1)], at=0, by="t")
     >>> r2 = promote(r, ModelRef("b", 1), at=5, by="t")
     >>> r2.leader, r2.challengers, r2.previous_leaders
-    (ModelRef(model_id='b', version=1), (ModelRef(model_id='c', version=1), ModelRef(model_id='a', version=1)), (ModelRef(model_id='a', version=1),))
+    (ModelRef(model_id='b', version=1), (ModelRef(model_id='c', version=1), \
+ModelRef(model_id='a', version=1)), (ModelRef(model_id='a', version=1),))
     """
     if ref not in roles.challengers:
-        raise ConfigError(f"{ref} is not a challenger of {roles.spec}: only challengers are promoted")
+        raise ConfigError(f"{ref} is not a challenger of {roles.spec}: only challengers are"
+                          " promoted")
     rest = tuple(c for c in roles.challengers if c != ref)
     return _next(
         roles,

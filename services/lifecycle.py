@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from elasticsearch import ApiError, ConflictError, NotFoundError
 from elasticsearch import ConnectionError as EsConnectionError
+from precog.services.model_control import publish_roles, read_roles
 
 from precog.avro import Codec
 from precog.errors import ConfigError, PrecogError, ServiceUnavailable
@@ -47,7 +48,6 @@ from precog.lifecycle.policy import (
 )
 from precog.registry import ModelRegistry
 from precog.roles import ModelRef, Roles, promote
-from precog.services.model_control import publish_roles, read_roles
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
