@@ -49,6 +49,21 @@ def _model_performance() -> Dashboard:
             _metric_over_time("mp-roc-auc", "ROC AUC", "roc_auc"),
             _metric_over_time("mp-coverage", "Label coverage", "label_coverage"),
             Panel(
+                "mp-f1-estimated", "F1 estimated from the scores, before labels (hourly)",
+                "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL,
+                metrics=(Metric("max", "f1", "estimated F1"),),
+                filters=(Is("window", "estimated_1h"),),
+                description="confidence-based estimate per event-time hour (docs/monitoring.md);"
+                " trust it only while no calibration alert is open",
+            ),
+            Panel(
+                "mp-f1-realised", "F1 realised in the same hours, as labels arrive",
+                "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL,
+                metrics=(Metric("max", "f1", "realised F1"),
+                         Metric("max", "label_coverage", "label coverage")),
+                filters=(Is("window", "realised_1h"),),
+            ),
+            Panel(
                 "mp-latency", "Label latency (ms)", "metrics", "line",
                 x=DateHistogram("event_time"), split=BY_MODEL, filters=(CUMULATIVE,),
                 metrics=(Metric("avg", "label_latency_p50_ms", "p50 latency"),
