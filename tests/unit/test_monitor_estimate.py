@@ -1,4 +1,4 @@
-"""Performance estimated from scores: close to the realised metric when calibrated, flagged when not."""
+"""Performance estimated from scores: near the realised metric if calibrated, else flagged."""
 
 from __future__ import annotations
 
