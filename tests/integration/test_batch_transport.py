@@ -19,6 +19,7 @@ from confluent_kafka import TopicPartition
 from precog.services.batch_producer import BatchProducer
 from precog.services.batch_transport import BatchSource
 from precog.services.reliability import WorkerHealth
+from precog.services.runtime import WorkerMetrics
 
 from precog.io import kafka
 from precog.settings import Settings
@@ -33,6 +34,7 @@ def _rt(settings: Settings, name: str = "test:1") -> Any:
         crashed.append(exc)
 
     return SimpleNamespace(settings=settings, health=WorkerHealth(), worker_name=name,
+                           metrics=WorkerMetrics(),
                            app=SimpleNamespace(crash=crash, conf=SimpleNamespace(
                                producer_max_request_size=1_000_000)), crashed=crashed)
 

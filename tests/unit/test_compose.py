@@ -41,7 +41,7 @@ def _tag(service: dict[str, Any]) -> str:
 
 def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"kafka", "redis", "elasticsearch", "kibana", "setup",
-                                        "worker"}
+                                        "worker", "prometheus", "grafana"}
 
 
 def test_versions_match_the_local_stack_pins(compose: dict[str, Any]) -> None:
