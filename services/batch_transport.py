@@ -376,6 +376,9 @@ class BatchSource:
         if self._consumer is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._pool, self._consumer.close)
+        for topic, partition in self._lag_series:  # this member owns nothing any more
+            self.rt.metrics.consumer_lag.remove(self.group, topic, str(partition))
+        self._lag_series = set()
         self._pool.shutdown(wait=False)
 
 
