@@ -56,7 +56,8 @@ def helm(*args: str) -> str:
 
 
 def render(*args: str) -> list[dict[str, Any]]:
-    out = helm("template", "precog", str(CHART), "--namespace", "streaming", *args)
+    out = helm("template", "precog", str(CHART), "--namespace", "streaming",
+               "--kube-version", K8S_VERSION, *args)
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -111,6 +112,13 @@ def test_every_manifest_matches_its_schema(values: list[str]) -> None:
                 pytest.fail(f"{where}: {exc.message} at {list(exc.path)}")
 
 
+def test_the_kubernetes_schemas_catch_a_broken_deployment() -> None:
+    worker = one(render(), "Deployment", "-worker")
+    worker["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, K8S_VERSION, strict=True)
+
+
 def test_the_crd_schemas_catch_a_broken_scaledobject() -> None:
     docs = render(*PRODUCTION)
     scaled = one(docs, "ScaledObject")
@@ -152,7 +160,7 @@ def test_the_scaler_reads_the_spec_it_mounts() -> None:
     spec = load_spec(ROOT / "pipelines" / "specs" / "sensors.yaml")
     topic = one(docs, "ScaledObject")["spec"]["triggers"][0]["metadata"]["topic"]
     assert topic == Settings(namespace="parallel").topic(spec.event.topic)
-    data = one(docs, "ConfigMap", "-spec")["data"]
+    data = one(docs, "ConfigMap", "precog-spec")["data"]
     assert data == {"sensors.yaml": (ROOT / "pipelines/specs/sensors.yaml").read_text()}
     (_, c), = containers([one(docs, "Deployment", "-worker")])
     assert env_of(c)["PRECOG_SPEC"]["value"] == "/etc/precog/spec/sensors.yaml"
@@ -189,6 +197,36 @@ def test_every_credential_comes_from_a_secret() -> None:
     for values in ("values.yaml", "values-production.yaml"):
         text = (CHART / values).read_text()
         assert not re.search(r"(?i)(password|api_?key)\s*:\s*\S", text), values
+
+
+def is_setting(var: str) -> bool:
+    """Whether ``var`` is a ``PRECOG_*`` name that Settings reads (it ignores others)."""
+    name = var.removeprefix("PRECOG_").lower()
+    if name in Settings.model_fields:
+        return True
+    section, _, field = name.partition("_")
+    model = Settings.model_fields[section].annotation if section in Settings.model_fields \
+        else None
+    return isinstance(model, type) and field in getattr(model, "model_fields", {})
+
+
+def test_the_workers_environment_is_settings_precog_reads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = render(*PRODUCTION)
+    for name, c in containers(docs):
+        for var in env_of(c):
+            assert is_setting(var), f"{name}: {var} is no setting of precog/settings.py"
+    (_, c), = containers([one(docs, "Deployment", "-worker")])
+    for var, e in env_of(c).items():
+        monkeypatch.setenv(var, e.get("value", "from-a-secret"))
+    s = Settings()
+    assert (s.namespace, s.kafka.partitions, s.kafka.replication_factor) == ("prod", 12, 3)
+    assert (s.kafka.security_protocol, s.kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert str(s.kafka.ssl_cafile) == "/etc/precog/tls/ca.crt"
+    assert s.kafka.sasl_password is not None and s.elasticsearch.api_key is not None
+    assert (s.worker.web_host, s.worker.web_port) == ("0.0.0.0", 6066)
+    assert str(s.spec) == "/etc/precog/spec/transactions.yaml"
+    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": True}
 
 
 def test_tls_files_are_mounted_where_the_settings_point() -> None:
