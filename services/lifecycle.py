@@ -112,7 +112,7 @@ def health(registry: ModelRegistry, spec: PipelineSpec, roles: Roles, window: La
     return bad
 
 
-def _document(record: dict[str, Any], namespace: str) -> dict[str, Any]:
+def decision_document(record: dict[str, Any], namespace: str) -> dict[str, Any]:
     """The ``{ns}-decisions`` document: the record, NaN as null (JSON has no NaN)."""
     def clean(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
@@ -170,7 +170,7 @@ def _record(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
     es = elasticsearch_client(settings)
     try:
         es.create(index=settings.index(DECISIONS_INDEX), id=record["decision_id"],
-                  document=_document(record, settings.namespace), refresh="wait_for")
+                  document=decision_document(record, settings.namespace), refresh="wait_for")
         return record
     except ConflictError:
         found = find_decision(settings, record["decision_id"])

@@ -195,10 +195,19 @@ def _flatten(panel: Panel, level: int, aggs: Mapping[str, Any], doc_count: int,
 
 
 def _dotted(source: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted field names; an array of objects gives one list per field, as Discover shows.
+
+    >>> _dotted({"a": {"b": 1}, "c": [{"d": 1}, {"d": 2, "e": 3}]})
+    {'a.b': 1, 'c.d': [1, 2], 'c.e': [3]}
+    """
     out: dict[str, Any] = {}
     for k, v in source.items():
         if isinstance(v, Mapping):
             out.update(_dotted(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            for item in v:
+                for name, value in _dotted(item, f"{prefix}{k}.").items():
+                    out.setdefault(name, []).append(value)
         else:
             out[prefix + k] = v
     return out

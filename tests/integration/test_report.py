@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
@@ -66,7 +67,8 @@ def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         "label_coverage": 0.2 + t / 100, "label_latency_p50_ms": 3.6e6,
         "label_latency_p95_ms": 7.2e6, "event_time": T0 + t * 30 * MIN,
         "computed_time": T0 + t * 30 * MIN + 5})
-        for m, v, r in MODELS for w in ("cumulative", "last_1000") for t in range(10)]
+        for m, v, r in MODELS
+        for w in ("cumulative", "last_1000", "estimated_1h", "realised_1h") for t in range(10)]
     alerts = [(f"a{i}", {
         "alert_id": f"a{i}", "namespace": ns, "kind": kind, "detector": det, "severity":
         "warning", "model_id": "fraud-lgbm", "version": 1, "feature": feat,
@@ -102,8 +104,36 @@ def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         "holdout_rows": 2_000, "threshold": 0.7,
         "holdout": {"precision": 0.5, "recall": 0.4, "f1": 0.44, "roc_auc": 0.8,
                     "log_loss": 0.3, "positive_rate": 0.02}}) for m, v, r in MODELS]
+    decisions = [(d["decision_id"], d) for d in _decisions(ns)]
     return {"predictions": preds, "metrics": metrics, "alerts": alerts,
-            "pipeline-health": health, "models": models}
+            "pipeline-health": health, "models": models, "decisions": decisions}
+
+
+def _decisions(ns: str) -> list[dict[str, Any]]:
+    """Documents of real decisions: the policy on seeded labels, one per hour."""
+    from precog.services.lifecycle import decision_document
+
+    from precog.lifecycle.policy import LabelledWindow, decide
+    from precog.roles import ModelRef, initial_roles
+    from precog.spec import PromotionSpec
+
+    rng = np.random.default_rng(4)
+    policy = PromotionSpec(policy="best-recent", min_labels=50, bootstrap_samples=100,
+                           cooldown="0s")
+    roles = initial_roles("transactions", ModelRef("fraud-lgbm", 1),
+                          [ModelRef("fraud-logreg", 1)], at=T0, by="t")
+    out = []
+    for h in range(6):
+        recs = [{"model_id": m, "version": 1, "event_id": f"e{i}", "event_time": T0 + i,
+                 "score": float(s), "label": int(s >= 0.5), "outcome": int(i % 5 == 0)}
+                for i in range(200) for m, s in (("fraud-lgbm", rng.random()),
+                                                  ("fraud-logreg", rng.random()))]
+        window = LabelledWindow.from_records(recs, T0, T0 + 10**6)
+        d = decide(policy, roles, window, now_ms=T0 + h * 3_600_000)
+        out.append(decision_document(
+            {**d.to_record(), "decision_id": f"d{h}", "evaluated_time": T0 + h * 3_600_000},
+            ns))
+    return out
 
 
 def _seed(es: Elasticsearch, settings: Settings) -> None:
