@@ -1,10 +1,11 @@
-"""Namespace setup: a namespace's Kafka topics and Elasticsearch index templates, idempotently.
+"""Namespace setup: a namespace's Kafka topics, index templates and indices, idempotently.
 
 Topics are ``{ns}.<name>``: the spec's event topic plus predictions, dlq, outcomes, labeled,
 metrics, alerts, manifests (``settings.kafka.partitions`` partitions each) and model-control
 (one partition, compacted). Index templates come from ``kibana/templates/*.json``; each file
 is a composable template body whose ``index_patterns`` carry the placeholder ``{ns}``, applied
-as ``{ns}-<file stem>``.
+as ``{ns}-<file stem>``; then each index ``{ns}-<file stem>`` is created (empty, mapped by its
+template), so Kibana's data views have every field before the first document arrives.
 
 >>> from precog.settings import Settings
 >>> from precog.spec import SPEC_DIR, load_spec
@@ -169,11 +170,54 @@ def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR,
     return list(templates)
 
 
+def index_stems(template_dir: Path = TEMPLATE_DIR) -> list[str]:
+    """The index names (``{ns}-<stem>``) setup creates: one per template file.
+
+    >>> index_stems()  # doctest: +NORMALIZE_WHITESPACE
+    ['alerts', 'metrics', 'models', 'pipeline-health', 'predictions', 'replay-compare']
+    """
+    return [p.stem for p in sorted(template_dir.glob("*.json"))] if template_dir.is_dir() else []
+
+
+def ensure_indices(settings: Settings, template_dir: Path = TEMPLATE_DIR, *,
+                   echo: Echo | None = None) -> list[str]:
+    """Create the namespace's missing indices (their templates must be in place); returns
+    the names created. An existing index, and its documents, is left as it is."""
+    from elasticsearch import ApiError, TransportError
+
+    from precog.io.elasticsearch import elasticsearch_client
+
+    say = echo or (lambda _msg: None)
+    created = []
+    try:
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
+            for name in (settings.index(stem) for stem in index_stems(template_dir)):
+                if es.indices.exists(index=name):
+                    say(f"index {name}: already there")
+                    continue
+                try:
+                    es.indices.create(index=name)
+                except ApiError as exc:
+                    if exc.error != "resource_already_exists_exception":
+                        raise
+                    say(f"index {name}: already there")  # a concurrent setup made it
+                    continue
+                created.append(name)
+                say(f"index {name}: created")
+    except ApiError as exc:
+        raise ConfigError(f"index rejected by Elasticsearch: {exc}") from exc
+    except TransportError as exc:
+        raise ServiceUnavailable("elasticsearch", settings.elasticsearch.url, str(exc)) from exc
+    return created
+
+
 def setup_namespace(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
                     template_dir: Path = TEMPLATE_DIR) -> None:
-    """Topics and index templates of ``settings.namespace``; safe to run any number of times."""
+    """Topics, index templates and indices of ``settings.namespace``; safe to run any number
+    of times."""
     ensure_topics(settings, spec, echo=echo)
     apply_index_templates(settings, template_dir, echo=echo)
+    ensure_indices(settings, template_dir, echo=echo)
 
 
 def drop_namespace(settings: Settings, *, force: bool = False, timeout: float = 30.0) -> None:
