@@ -18,7 +18,6 @@ TopicSpec(name='demo.model-control', partitions=1, config={'cleanup.policy': 'co
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,68 +220,10 @@ def setup_namespace(settings: Settings, spec: PipelineSpec, *, echo: Echo | None
 
 
 def drop_namespace(settings: Settings, *, force: bool = False, timeout: float = 30.0) -> None:
-    """Delete everything named for ``settings.namespace``: topics, indices, templates, Redis keys
-    and consumer groups. For test and replay namespaces; ``prod`` only with ``force=True``.
+    """Delete exactly what ``settings.namespace`` owns: topics, indices, templates, Redis keys
+    and consumer groups (:func:`precog.teardown.drop`). For test and replay namespaces;
+    ``prod`` only with ``force=True``.
     """
-    ns = settings.namespace
-    if ns == "prod" and not force:
-        raise ConfigError("refusing to drop namespace 'prod' without force=True")
-    _drop_kafka(settings, timeout)
-    _drop_elasticsearch(settings)
-    _drop_redis(settings)
+    from precog.teardown import drop
 
-
-def _ours(name: str, settings: Settings) -> bool:
-    ns = settings.namespace
-    return name.startswith((f"{ns}.", f"{ns}-", settings.group("")))
-
-
-def _drop_kafka(settings: Settings, timeout: float) -> None:
-    from confluent_kafka import KafkaException
-
-    from precog.io import kafka
-
-    # log_level 3: errors only (no "purging unserved events" notice when the handle closes)
-    admin = kafka.admin(settings, log_level=3)
-    topics = [t for t in admin.list_topics(timeout=timeout).topics if _ours(t, settings)]
-    if topics:
-        for fut in admin.delete_topics(topics, operation_timeout=timeout).values():
-            with contextlib.suppress(KafkaException):
-                fut.result(timeout=timeout)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=timeout).valid
-              if _ours(g.group_id, settings)]
-    if groups:
-        for fut in admin.delete_consumer_groups(groups, request_timeout=timeout).values():
-            with contextlib.suppress(KafkaException):  # a group with live members stays
-                fut.result(timeout=timeout)
-
-
-def _drop_elasticsearch(settings: Settings) -> None:
-    from elasticsearch import NotFoundError
-
-    from precog.io.elasticsearch import elasticsearch_client
-
-    pattern = f"{settings.namespace}-*"
-    with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
-        # Explicit names: wildcard deletes are refused by action.destructive_requires_name.
-        indices = list(es.indices.get(index=pattern, expand_wildcards="all",
-                                      allow_no_indices=True, ignore_unavailable=True))
-        if indices:
-            es.indices.delete(index=",".join(indices), ignore_unavailable=True)
-        with contextlib.suppress(NotFoundError):
-            names = [t["name"] for t in es.indices.get_index_template(name=pattern)
-                     ["index_templates"]]
-            if names:
-                es.indices.delete_index_template(name=",".join(names))
-
-
-def _drop_redis(settings: Settings) -> None:
-    from precog.io.redis import redis_client
-
-    client = redis_client(settings, 5.0)
-    try:
-        keys = list(client.scan_iter(match=f"{settings.namespace}:*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-    finally:
-        client.close()
+    drop(settings, settings.namespace, force=force, timeout=timeout)

@@ -22,6 +22,7 @@ app = typer.Typer(
 _GROUPS = [
     ("stack", "stack"),
     ("setup", "setup"),
+    ("namespace", "namespace"),
     ("simulate", "simulate"),
     ("history", "history"),
     ("train", "train"),
