@@ -35,6 +35,7 @@ import contextlib
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from precog import resources
 from precog.errors import ConfigError, ServiceUnavailable
@@ -149,9 +150,9 @@ def find(settings: Settings, *, only: str | None = None, timeout: float = 30.0
         of(ns).redis_keys = count
     topics, groups = _kafka_names(settings, timeout)
     # every namespace seen by an exact name, to read precog-{ns}-... names against
-    known = {owner_of_topic(t) for t in topics if "." in t}
-    known |= {owner_of_index(n, stems) for n in [*indices, *templates]} | set(found)
-    known = (known | ({only} if only else set())) - {None}
+    seen = {owner_of_topic(t) for t in topics if "." in t}
+    seen |= {owner_of_index(n, stems) for n in [*indices, *templates]}
+    known = {ns for ns in seen if ns is not None} | set(found) | ({only} if only else set())
     wanted = [t for t in topics if keep(owner_of_topic(t, known))]
     for name, records in _records(settings, wanted, timeout).items():
         of(owner_of_topic(name, known)).topics[name] = records  # type: ignore[arg-type]
@@ -204,7 +205,8 @@ def _indices(settings: Settings) -> dict[str, int]:
 
     try:
         with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
-            rows = es.cat.indices(format="json", h="index,docs.count", expand_wildcards="all")
+            rows = cast(list[dict[str, str]], es.cat.indices(
+                format="json", h="index,docs.count", expand_wildcards="all").body)
     except TransportError as exc:
         raise ServiceUnavailable("elasticsearch", settings.elasticsearch.url, str(exc)) from exc
     return {r["index"]: int(r.get("docs.count") or 0) for r in rows}
