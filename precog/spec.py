@@ -269,6 +269,12 @@ class BusinessSpec(_Strict):
                             description="plural noun for the events, e.g. transactions")
     positive_noun: str = Field("positives", min_length=1,
                                description="what a positive outcome is called, e.g. fraud")
+    positive_decision: str = Field("flagged", min_length=1,
+                                   description="what a leader decision of 1 is called, e.g."
+                                   " declined")
+    negative_decision: str = Field("passed", min_length=1,
+                                   description="what a leader decision of 0 is called, e.g."
+                                   " approved")
 
 
 class SimulationSpec(_Strict):
