@@ -183,6 +183,8 @@ def _kafka_names(settings: Settings, timeout: float) -> tuple[list[str], list[st
 
 def _records(settings: Settings, topics: list[str], timeout: float) -> dict[str, int]:
     """Records per topic now (high - low watermark, summed over partitions)."""
+    from confluent_kafka import KafkaError, KafkaException
+
     from precog.io import kafka
 
     if not topics:
@@ -191,8 +193,13 @@ def _records(settings: Settings, topics: list[str], timeout: float) -> dict[str,
     try:
         out = {}
         for t in topics:
-            parts = kafka.partitions(c, t, timeout) or []
-            marks = kafka.watermarks(c, t, parts, timeout)
+            try:
+                parts = kafka.partitions(c, t, timeout) or []
+                marks = kafka.watermarks(c, t, parts, timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+                continue  # deleted since it was listed (another drop, a test's cleanup)
             out[t] = sum(high - low for low, high in marks.values())
         return out
     finally:
