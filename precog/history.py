@@ -19,6 +19,7 @@ format; every problem is one line naming the file, the record and the field.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
 from precog.avro import Codec
@@ -133,12 +135,31 @@ def _type_name(field_type: Any) -> str:
 def _avro_rows(path: Path, checker: _Records) -> Iterator[dict[str, Any] | ConfigError]:
     try:
         with open(path, "rb") as fo:
-            for i, raw in enumerate(fastavro.reader(fo)):
+            reader = fastavro.reader(fo)
+            if _written_with(reader.metadata.get("avro.schema", ""), checker.codec):
+                yield from reader  # records of the schema itself: nothing to check or convert
+                return
+            for i, raw in enumerate(reader):
                 yield _checked(checker, i, raw)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (ValueError, EOFError, OSError) as exc:  # fastavro's "cannot read header" & co
         raise ConfigError(f"{path}: not an Avro container file: {exc}") from None
+
+
+def _written_with(schema_json: str, codec: Codec) -> bool:
+    """Whether a container file's schema is ``codec``'s, without logical types.
+
+    Its records then have every field with a value of the field's type (fastavro decoded
+    them with it), and times are already epoch ms.
+    """
+    if not schema_json or "logicalType" in schema_json:
+        return False
+    try:
+        written = to_parsing_canonical_form(fastavro.parse_schema(json.loads(schema_json)))
+    except (ValueError, TypeError, fastavro.schema.SchemaParseException):
+        return False
+    return bool(written == to_parsing_canonical_form(fastavro.parse_schema(codec.schema)))
 
 
 def _checked(checker: _Records, i: int, raw: Any) -> dict[str, Any] | ConfigError:

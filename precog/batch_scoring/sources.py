@@ -124,12 +124,14 @@ class TopicSource:
         return sum(max(0, end - start) for start, end in self.ranges.values())
 
     def chunks(self, size: int) -> Iterator[Chunk]:
+        from precog.io import kafka
         from precog.replay.runner.topics import read_range
 
         def rows() -> Iterator[tuple[EventContext, dict[str, Any] | Undecodable, bytes | None]]:
             ranges = {(self.topic, p): r for p, r in self.ranges.items()}
             for msg in read_range(self.settings, ranges):
-                origin = EventContext(self.topic, int(msg.partition()), int(msg.offset()))
+                (_, partition), offset = kafka.where(msg)
+                origin = EventContext(self.topic, partition, offset)
                 key, value = msg.key(), msg.value()
                 try:
                     yield origin, self.codec.decode(value), key

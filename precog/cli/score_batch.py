@@ -72,7 +72,7 @@ def score_batch(
         "--index-namespace", help="index into <ns>-predictions (default: PRECOG_NAMESPACE)")
     ] = None,
     chunk_size: Annotated[int, typer.Option(
-        "--chunk-size", help="input rows per chunk: one featurize and predict each")] = 50_000,
+        "--chunk-size", help="input rows per chunk: one featurize and predict each")] = 10_000,
     max_chunks: Annotated[int | None, typer.Option(
         "--max-chunks", help="stop after writing this many chunks (resume later)")] = None,
     resume: Annotated[bool, typer.Option(
