@@ -75,6 +75,9 @@ class BatchRequest:
             raise ConfigError(f"--format {self.out_format!r}: parquet or avro")
         if (self.state == "snapshot") != (self.snapshot is not None):
             raise ConfigError("--from-snapshot needs its file")
+        if self.input is not None and self.input.resolve() in {
+                p.resolve() for p in (self.out, self.checkpoint_path, self.rejects_path)}:
+            raise ConfigError(f"--out {self.out} would overwrite --input {self.input}")
 
     @property
     def format(self) -> str:
@@ -118,7 +121,13 @@ class BatchSummary:
 
 
 def _remove(path: Path) -> None:
+    """Delete an output of an earlier run: a file, or a directory of Parquet parts only."""
     if path.is_dir():
+        other = [p.name for p in path.iterdir()
+                 if not (p.name.startswith("part-") and p.name.endswith((".parquet", ".tmp")))]
+        if other:
+            raise ConfigError(f"--out {path} holds other files than Parquet parts"
+                              f" ({', '.join(sorted(other)[:3])}): not deleting it")
         for p in path.iterdir():
             p.unlink()
         path.rmdir()
@@ -215,7 +224,9 @@ class _Run:
             event_ids=[str(r[ev.id_field]) for r in records],
             entity_ids=[str(r[ev.entity_field]) for r in records],
             event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),
-            X=cols.X, gaps_ms=cols.gaps_ms, scores=score_batch(self.models, cols.X),
+            X=cols.X, gaps_ms=cols.gaps_ms,
+            scores=(score_batch(self.models, cols.X) if records
+                    else [np.empty(0) for _ in self.models.all]),
             origins=[origins[i] for i in kept], stateful=cols.stateful)
         return rows, rejects
 

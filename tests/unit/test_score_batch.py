@@ -281,6 +281,8 @@ def test_refuses_another_run_in_the_same_output(lab, spec):
     (["--input", "x", "--out", "o", "--format", "orc", "--leader", "m:1"], "--format 'orc'"),
     (["--input", "x", "--out", "o", "--chunk-size", "0", "--leader", "m:1"],
      "--chunk-size must be at least 1"),
+    (["--input", "e.avro", "--out", "e.avro", "--leader", "m:1"],
+     "--out e.avro would overwrite --input e.avro"),
 ])
 def test_bad_arguments_are_one_line_errors_naming_the_option(args, message, tmp_path,
                                                              monkeypatch):
@@ -309,3 +311,21 @@ def test_state_watermarks_of_a_snapshot_do_not_skip_file_rows(lab, spec):
     assert len(mine) > 1
     count = [next(f["value"] for f in r["features"] if f["name"] == "count_24h") for r in mine]
     assert count[1] > 0  # the first row moved the state: not taken for a redelivery
+
+
+def test_a_chunk_without_any_valid_event_writes_an_empty_part(lab, spec):
+    events = [{**e, "amount": -1.0} for e in lab["events"][:CHUNK]] + lab["events"][CHUNK:200]
+    source = write_input(lab, "avro", events, name="first-chunk-invalid")
+    for fmt in ("parquet", "avro"):
+        out = lab["root"] / f"first-chunk-invalid-out.{fmt}"
+        summary = run_batch(request(lab, spec, source, out, resume=False))
+        assert (summary.rows, summary.predictions, summary.rejects) == (200, 200 - CHUNK, CHUNK)
+        assert [r["provenance"]["offset"] for r in rows_of(out)] == list(range(CHUNK, 200))
+
+
+def test_restart_never_deletes_a_directory_of_other_files(lab, spec, tmp_path):
+    source = write_input(lab, "avro", lab["events"][:10], name="tiny")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files than Parquet parts"):
+        run_batch(request(lab, spec, source, tmp_path, resume=False))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
