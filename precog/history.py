@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
@@ -137,7 +137,8 @@ def _avro_rows(path: Path, checker: _Records) -> Iterator[dict[str, Any] | Confi
         with open(path, "rb") as fo:
             reader = fastavro.reader(fo)
             if _written_with(reader.metadata.get("avro.schema", ""), checker.codec):
-                yield from reader  # records of the schema itself: nothing to check or convert
+                # records of the schema itself: nothing to check or convert
+                yield from cast(Iterator[dict[str, Any]], reader)
                 return
             for i, raw in enumerate(reader):
                 yield _checked(checker, i, raw)

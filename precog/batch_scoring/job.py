@@ -239,7 +239,7 @@ class _Run:
 def _load_models(req: BatchRequest, record: dict[str, Any] | None) -> ModelSet:
     """The models of a model-control record (the checkpoint's, the request's or the roles')."""
     from precog.registry import ModelRegistry
-    from precog.services.agents.role_watcher import model_set_from_roles
+    from precog.registry.model_set import model_set_from_roles
 
     if record is None:
         record = req.models
