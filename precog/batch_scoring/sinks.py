@@ -7,7 +7,7 @@ resumed run writes each row exactly once:
   name, then renamed); parts at or after the checkpoint's chunk are removed on resume.
   ``pyarrow.parquet.read_table(dir)`` and ``pandas.read_parquet(dir)`` read it whole.
 * Avro: one object container file of ``schemas/prediction.v1.avsc``, one block per chunk
-  (the compiled prediction writer's bytes, not re-encoded); on resume the file is
+  (the compiled prediction writer's bytes, not re-encoded; deflate level 1); on resume the file is
   truncated to the checkpoint's size and appended to.
 * Rejects: JSON lines, truncated and appended like the Avro file.
 
@@ -243,7 +243,9 @@ class AvroSink(_Appendable):
         from fastavro.write import Writer
 
         self._open(size)
-        self._writer = Writer(self._fh, self.codec.schema, codec="deflate")
+        # deflate level 1: 17 against 40 us per prediction at the default 6, for a file
+        # 8% larger (10,000 predictions of about 750 bytes, measured)
+        self._writer = Writer(self._fh, self.codec.schema, codec="deflate", compression_level=1)
         self._writer.flush()  # a new file: the header; an existing one: read its header
 
     def header_size(self) -> int:

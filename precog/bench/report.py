@@ -271,8 +271,9 @@ def _batch(report: dict[str, Any]) -> list[str]:
     return ["### Batch scoring (`precog score-batch`, in process)", "",
             f"{ba['events']:,} events from an Avro file, leader + challenger, states rebuilt"
             f" from the input, chunks of {ba['chunk']:,} (precog/bench/batch.py): rows/s after"
-            f" the first chunk (the whole run, with start-up and model loading, in brackets"
-            f" after the ratio); the worker's rate from the {ba['worker_from']}.", "",
+            f" the first chunk, as the worker's rate leaves out its start (the whole run, with"
+            f" start-up and model loading, beside the ratio); the worker's rate:"
+            f" {ba['worker_from']}.", "",
             "| pipeline | events/s per process | vs the worker |", "|---|---|---|",
             f"| streaming worker (`control,score`) | {_fmt(ba['worker_events_per_s'])} | 1 |",
             f"| score-batch -> Parquet | {_fmt(ba['events_per_s'])} |"
