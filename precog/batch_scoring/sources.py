@@ -49,7 +49,10 @@ class FileSource:
         if not path.is_file():
             raise ConfigError(f"--input {path}: no such file")
         self.path, self.codec = path.resolve(), codec
-        self.format = file_format(path, fmt)
+        try:
+            self.format = file_format(path, fmt)
+        except ConfigError as exc:
+            raise ConfigError(f"--input-format: {exc}") from None
         self.topic = f"file:{self.path}"  # provenance source_topic of its rows
 
     def identity(self) -> dict[str, Any]:
@@ -159,14 +162,17 @@ def resolve_ranges(settings: Settings, topic: str, want: TopicRange
     try:
         parts = partitions(reader, topic)
 
-        def bound(ms: int | None, offsets: str | None) -> dict[int, int | None]:
+        def bound(ms: int | None, offsets: str | None, option: str) -> dict[int, int | None]:
             if ms is not None:
                 return offsets_for_time(reader, topic, parts, ms)
-            return dict(parse_offsets(offsets, parts)) if offsets is not None else {}
+            try:
+                return dict(parse_offsets(offsets, parts)) if offsets is not None else {}
+            except ConfigError as exc:
+                raise ConfigError(f"{option}: {exc}") from None
 
         planned = plan_ranges(watermarks(reader, topic, parts),
-                              bound(want.start_ms, want.start_offsets),
-                              bound(want.end_ms, want.end_offsets))
+                              bound(want.start_ms, want.start_offsets, "--start-offset"),
+                              bound(want.end_ms, want.end_offsets, "--end-offset"))
     except KafkaException as exc:
         raise kafka_error(settings, exc) from None
     finally:

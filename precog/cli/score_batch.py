@@ -95,6 +95,13 @@ def score_batch(
     if index_namespace is not None and not index:
         raise ConfigError("--index-namespace needs --index")
     settings = get_settings()
+
+    def when(text: str | None, option: str) -> int | None:
+        try:
+            return parse_time(text) if text else None
+        except ConfigError as exc:
+            raise ConfigError(f"{option}: {exc}") from None
+
     models = None
     if leader is not None:
         models = {"revision": 0, "leader": parse_ref(leader, "--leader"),
@@ -102,14 +109,16 @@ def score_batch(
     if index:
         from precog.replay.runner import namespace_settings
 
-        index_namespace = namespace_settings(settings, index_namespace or settings.namespace
-                                             ).namespace
+        try:
+            index_namespace = namespace_settings(settings, index_namespace or settings.namespace
+                                                 ).namespace
+        except ConfigError as exc:
+            raise ConfigError(f"--index-namespace: {exc}") from None
     request = BatchRequest(
         settings=settings, spec=load_spec(spec or settings.spec), out=out, input=input,
         input_format=input_format,
         topic=None if topic is None else TopicRange(
-            topic, start_ms=parse_time(start) if start else None,
-            end_ms=parse_time(end) if end else None,
+            topic, start_ms=when(start, "--start"), end_ms=when(end, "--end"),
             start_offsets=start_offset, end_offsets=end_offset),
         out_format=out_format,
         state="redis" if from_redis else "snapshot" if from_snapshot else "input",

@@ -283,12 +283,18 @@ def test_refuses_another_run_in_the_same_output(lab, spec):
      "--chunk-size must be at least 1"),
     (["--input", "e.avro", "--out", "e.avro", "--leader", "m:1"],
      "--out e.avro would overwrite --input e.avro"),
+    (["--topic", "events.transactions", "--start", "soon", "--out", "o"], "--start: not a time"),
+    (["--input", "x", "--out", "o", "--index", "--index-namespace", "Bad NS"],
+     "--index-namespace: bad namespace"),
+    (["--input", "e.avro", "--input-format", "orc", "--out", "o", "--leader", "m:1"],
+     "--input-format: unknown format 'orc'"),
 ])
 def test_bad_arguments_are_one_line_errors_naming_the_option(args, message, tmp_path,
                                                              monkeypatch):
     from precog.cli import app
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "e.avro").write_bytes(b"")
     result = CliRunner().invoke(app, ["score-batch", *args])
     assert isinstance(result.exception, ConfigError), result.output
     assert message in str(result.exception) and "\n" not in str(result.exception)
