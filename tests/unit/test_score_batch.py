@@ -335,3 +335,38 @@ def test_restart_never_deletes_a_directory_of_other_files(lab, spec, tmp_path):
     with pytest.raises(ConfigError, match="holds other files than Parquet parts"):
         run_batch(request(lab, spec, source, tmp_path, resume=False))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_rows_equal_what_the_score_agent_publishes_for_the_same_events(lab, spec, baseline):
+    """The worker's own handler (``score_events``), micro-batches of 500 through an in-memory
+    store and producer: the same predictions (but for when and where), the same rejects."""
+    import asyncio
+
+    from precog.services.agents.score import score_events
+    from precog.services.runtime import Runtime
+
+    from tests.unit.memory import MemoryStore, RecordingProducer, event
+
+    registry = ModelRegistry(lab["settings"].registry_dir)
+    fz = Featurizer(spec)
+    models = make_model_set(7, registry.load("fraud-lgbm", 1), [registry.load("fraud-logreg", 1)],
+                            fz.names)
+    rt = Runtime(settings=Settings(namespace="unitbatch"), spec=spec, app=None,  # type: ignore[arg-type]
+                 models=models, code_version="test")
+    store, producer = MemoryStore(), RecordingProducer()
+    codec = lab["codec"]
+    records = [event("unitbatch.events.transactions", 0, i, codec.encode(e),
+                     key=e["card_id"].encode(), timestamp=0.0)
+               for i, e in enumerate(lab["events"])]
+    for start in range(0, len(records), 500):
+        asyncio.run(score_events(rt, store, producer, fz, records[start:start + 500]))
+    published = [Codec.for_schema("prediction").decode(s.value)
+                 for s in producer.on(rt.settings.topic("predictions"))]
+    assert [comparable(p) for p in published] == [comparable(r) for r in baseline]
+    dead = [Codec.for_schema("dead_letter").decode(s.value)
+            for s in producer.on(rt.settings.topic("dlq"))]
+    out = lab["root"] / "baseline.parquet"
+    rejected = [json.loads(line) for line in
+                out.with_name(out.name + ".rejects.jsonl").read_text().splitlines()]
+    assert [(d["offset"], d["stage"], d["error_class"], d["error_message"]) for d in dead] == [
+        (r["offset"], r["stage"], r["error_class"], r["error_message"]) for r in rejected]
