@@ -159,7 +159,10 @@ class _Run:
         self.working: dict[str, EntityState | None] = {}
         from precog.registry.provenance import code_version
 
-        context = dict(spec_name=req.spec.name, namespace=req.settings.namespace,
+        # the namespace the predictions belong to: where they are indexed, if they are
+        # (its dashboards filter on it), else the one the run reads
+        context = dict(spec_name=req.spec.name,
+                       namespace=req.index_namespace or req.settings.namespace,
                        event_schema=self.event_codec.writer.label,
                        code_version=code_version(req.settings),
                        worker=f"score-batch@{socket.gethostname()}:{os.getpid()}")
