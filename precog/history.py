@@ -1,5 +1,8 @@
 """The history format read by ``precog train`` and ``precog backfill``: read, check, convert.
 
+(About 400 lines: the readers of the four file formats share one record check, kept here
+with the format it checks.)
+
 Events files in Avro, CSV, JSON lines or Parquet are read record by record with
 :func:`read_rows` (``precog history write`` and ``precog score-batch`` read them so).
 

@@ -5,6 +5,7 @@ and models, into Parquet or Avro with the prediction record's fields (docs/batch
 * :mod:`~precog.batch_scoring.state` — where entity states start (input, Redis, snapshot);
 * :mod:`~precog.batch_scoring.sinks` — Parquet parts, the Avro file, the rejects file;
 * :mod:`~precog.batch_scoring.checkpoint` — how far a run got, to resume it;
+* :mod:`~precog.batch_scoring.chunks` — what one chunk becomes: scored rows and rejects;
 * :mod:`~precog.batch_scoring.index` — the documents of the index agent, into Elasticsearch;
 * :mod:`~precog.batch_scoring.job` — the run: :func:`run_batch` of a :class:`BatchRequest`.
 """

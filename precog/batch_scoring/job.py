@@ -12,10 +12,7 @@ earlier row), then writes from there on: each row exactly once.
 
 from __future__ import annotations
 
-import base64
 import gc
-import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,21 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from precog.avro import Codec
 from precog.batch_scoring import checkpoint as ckpts
-from precog.batch_scoring.sinks import AvroSink, ParquetRows, ParquetSink, RejectsSink
+from precog.batch_scoring.chunks import ChunkScorer, reject_line, take_rows
+from precog.batch_scoring.sinks import AvroSink, ParquetSink, RejectsSink
 from precog.batch_scoring.sources import Chunk, FileSource, TopicRange, TopicSource
 from precog.batch_scoring.state import StateStart, file_sha256, write_snapshot
-from precog.errors import ConfigError, ValidationError
-from precog.features import EntityState, FeatureColumns, Featurizer
-from precog.prediction_writer import BatchRows, PredictionWriter
+from precog.errors import ConfigError
+from precog.features import EntityState, Featurizer
+from precog.prediction_writer import BatchRows
 from precog.progress import ProgressLine
-from precog.scoring import EventContext, ModelSet, dead_letter, score_batch
+from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
-from precog.validation import check_batch, failure_reason
 
 OUT_FORMATS = ("parquet", "avro")
 
@@ -135,110 +130,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _reject(origin: EventContext, stage: str, error: BaseException, *, key: bytes | None,
-            payload: bytes | None, record: dict[str, Any] | None, now: int) -> dict[str, Any]:
-    """A rejects line: the dead letter's fields and reason, and the row as JSON."""
-    dl, _ = dead_letter(origin=origin, stage=stage, error=error, key=key, payload=payload,
-                        failed_time=now)
-    line = {k: dl[k] for k in ("source_topic", "partition", "offset", "stage", "error_class",
-                               "error_message", "failed_time")}
-    line["key"] = None if key is None else key.decode("utf-8", "backslashreplace")
-    line["record"] = record
-    line["payload_base64"] = (base64.b64encode(dl["payload"]).decode()
-                              if record is None and dl["payload"] is not None else None)
-    return line
-
-
-class _Run:
-    """The state of one run: models, featurizer, the entity states, the writers."""
-
-    def __init__(self, req: BatchRequest, models: ModelSet, source: Any) -> None:
-        self.req, self.spec, self.models, self.source = req, req.spec, models, source
-        self.featurizer = Featurizer(req.spec)
-        self.event_codec = Codec.for_schema(req.spec.event.schema_name)
-        self.working: dict[str, EntityState | None] = {}
-        from precog.registry.provenance import code_version
-
-        # the namespace the predictions belong to: where they are indexed, if they are
-        # (its dashboards filter on it), else the one the run reads
-        context = dict(spec_name=req.spec.name,
-                       namespace=req.index_namespace or req.settings.namespace,
-                       event_schema=self.event_codec.writer.label,
-                       code_version=code_version(req.settings),
-                       worker=f"score-batch@{socket.gethostname()}:{os.getpid()}")
-        self.codec = Codec.for_schema("prediction")
-        self.writer = PredictionWriter(self.codec, models, self.featurizer.names, **context)
-        self.parquet = (ParquetRows(self.codec, models, self.featurizer.names, **context)
-                        if req.format == "parquet" else None)
-
-    def featurize(self, records: list[dict[str, Any]], origins: list[EventContext]
-                  ) -> tuple[list[int], FeatureColumns, list[tuple[int, Exception]]]:
-        """Features of the chunk in one pass; record by record if one of them breaks it."""
-        items = [(r, o.partition, o.offset) for r, o in zip(records, origins, strict=True)]
-        try:
-            cols = self.featurizer.featurize_columns(self.working, items)
-            return list(range(len(items))), cols, []
-        except (ArithmeticError, ValueError, TypeError):
-            pass
-        kept: list[int] = []
-        parts: list[FeatureColumns] = []
-        failed: list[tuple[int, Exception]] = []
-        for i, item in enumerate(items):
-            try:
-                one = self.featurizer.featurize_columns(self.working, [item])
-            except (ArithmeticError, ValueError, TypeError) as exc:
-                failed.append((i, exc))
-                continue
-            self.working.update(one.changed)
-            kept.append(i)
-            parts.append(one)
-        n = len(self.featurizer.names)
-        return kept, FeatureColumns(
-            X=np.vstack([p.X for p in parts]) if parts else np.empty((0, n)),
-            gaps_ms=(np.concatenate([p.gaps_ms for p in parts]) if parts
-                     else np.empty(0, np.int64)),
-            stateful=self.featurizer.stateful, changed={}), failed
-
-    def score(self, chunk: Chunk, now: int, start: StateStart, write: bool
-              ) -> tuple[BatchRows | None, list[dict[str, Any]]]:
-        """The chunk's scored rows and its rejects; the entity states move on either way."""
-        ev = self.spec.event
-        checks = check_batch(self.spec, chunk.records, now)
-        rejects = [_reject(u.origin, "decode", u.error, key=u.key, payload=u.payload,
-                           record=None, now=now) for u in chunk.undecodable] if write else []
-        valid = [i for i, failures in enumerate(checks) if not failures]
-        if write:
-            for i, failures in enumerate(checks):
-                if failures:
-                    rejects.append(self._reject_row(chunk, i, "validate",
-                                                    ValidationError(failure_reason(failures)),
-                                                    now))
-        records = [chunk.records[i] for i in valid]
-        origins = [chunk.origins[i] for i in valid]
-        start.fill(self.working, [str(r[ev.entity_field]) for r in records])
-        kept, cols, failed = self.featurize(records, origins)
-        self.working.update(cols.changed)
-        if not write:
-            return None, []
-        rejects += [self._reject_row(chunk, valid[i], "featurize", exc, now)
-                    for i, exc in failed]
-        records = [records[i] for i in kept]
-        rows = BatchRows(
-            event_ids=[str(r[ev.id_field]) for r in records],
-            entity_ids=[str(r[ev.entity_field]) for r in records],
-            event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),
-            X=cols.X, gaps_ms=cols.gaps_ms,
-            scores=(score_batch(self.models, cols.X) if records
-                    else [np.empty(0) for _ in self.models.all]),
-            origins=[origins[i] for i in kept], stateful=cols.stateful)
-        return rows, rejects
-
-    def _reject_row(self, chunk: Chunk, i: int, stage: str, exc: BaseException, now: int
-                    ) -> dict[str, Any]:
-        return _reject(chunk.origins[i], stage, exc, key=chunk.keys[i], payload=None,
-                       record=chunk.records[i], now=now)
-
-
 def _load_models(req: BatchRequest, record: dict[str, Any] | None) -> ModelSet:
     """The models of a model-control record (the checkpoint's, the request's or the roles')."""
     from precog.registry import ModelRegistry
@@ -334,7 +225,13 @@ def run_batch(req: BatchRequest) -> BatchSummary:
     summary = _summary(req, ckpt, started, models, resumed_at=ckpt.chunks)
     if ckpt.complete:
         return summary
-    run = _Run(req, models, source)
+    from precog.registry.provenance import code_version
+
+    # the namespace the predictions belong to: where they are indexed, if they are (its
+    # dashboards filter on it), else the one the run reads
+    run = ChunkScorer(req.spec, models,
+                      namespace=req.index_namespace or req.settings.namespace,
+                      code_version=code_version(req.settings), parquet=req.format == "parquet")
     start = _state_start(req, isinstance(source, FileSource))
     with _lean_gc(req.settings):
         _execute(req, run, source, start, ckpt, summary)
@@ -379,7 +276,7 @@ def _summary(req: BatchRequest, c: ckpts.Checkpoint, started: float, models: Mod
                         models=models.describe(), reject_stages=dict(c.counts))
 
 
-def _execute(req: BatchRequest, run: _Run, source: Any, start: StateStart,
+def _execute(req: BatchRequest, run: ChunkScorer, source: Any, start: StateStart,
              ckpt: ckpts.Checkpoint, summary: BatchSummary) -> None:
     """The chunk loop: replay the chunks already written, then score, write, checkpoint."""
     from precog.replay.runner.job import replace_file
@@ -434,7 +331,8 @@ def _execute(req: BatchRequest, run: _Run, source: Any, start: StateStart,
             indexer.close()
 
 
-def _write_chunk(run: _Run, chunk: Chunk, rows: BatchRows, lines: list[dict[str, Any]],
+def _write_chunk(run: ChunkScorer, chunk: Chunk, rows: BatchRows,
+                 lines: list[dict[str, Any]],
                  avro: AvroSink | None, parquet: ParquetSink | None, rejects: RejectsSink,
                  indexer: Any, ckpt: ckpts.Checkpoint, summary: BatchSummary
                  ) -> tuple[int, list[str]]:
@@ -445,13 +343,13 @@ def _write_chunk(run: _Run, chunk: Chunk, rows: BatchRows, lines: list[dict[str,
         keep = []
         for i, value in enumerate(run.writer.encode(rows, scored_time)):
             if isinstance(value, Exception):
-                lines.append(_reject(rows.origins[i], "encode", value, key=None, payload=None,
-                                     record=None, now=scored_time))
+                lines.append(reject_line(rows.origins[i], "encode", value, key=None,
+                                         payload=None, record=None, now=scored_time))
                 continue
             keep.append(i)
             encoded.append(value)
         if len(keep) < len(rows.event_ids):
-            rows = _take(rows, keep)
+            rows = take_rows(rows, keep)
     if avro is not None:
         header = len(run.codec.encode_header())
         ckpt.out_bytes = avro.write([v[header:] for v in encoded])
@@ -462,12 +360,3 @@ def _write_chunk(run: _Run, chunk: Chunk, rows: BatchRows, lines: list[dict[str,
         summary.indexed_documents += indexer.write(encoded)
     ckpt.rejects_bytes = rejects.write(lines)
     return len(rows.event_ids), [str(line["stage"]) for line in lines]
-
-
-def _take(rows: BatchRows, keep: list[int]) -> BatchRows:
-    return BatchRows(
-        event_ids=[rows.event_ids[i] for i in keep],
-        entity_ids=[rows.entity_ids[i] for i in keep],
-        event_times=rows.event_times[keep], X=rows.X[keep], gaps_ms=rows.gaps_ms[keep],
-        scores=[s[keep] for s in rows.scores], origins=[rows.origins[i] for i in keep],
-        stateful=rows.stateful)
