@@ -67,9 +67,9 @@ def _scored(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {r["event_id"]: (r["features"], r["leader"], r["challengers"]) for r in rows}
 
 
-def _produce(s: Settings, spec: PipelineSpec, values: list[tuple[bytes, bytes]]
+def _produce(s: Settings, spec: PipelineSpec, values: list[tuple[bytes, bytes, int]]
              ) -> list[tuple[int, int]]:
-    """Produce (key, value) records; their (partition, offset) in order."""
+    """Produce (key, value, record time) records; their (partition, offset) in order."""
     producer = Producer({**s.kafka.producer_config(), "enable.idempotence": True})
     where: list[Any] = [None] * len(values)
 
@@ -79,8 +79,9 @@ def _produce(s: Settings, spec: PipelineSpec, values: list[tuple[bytes, bytes]]
             where[i] = (msg.partition(), msg.offset())
         return done
 
-    for i, (key, value) in enumerate(values):
-        producer.produce(s.topic(spec.event.topic), key=key, value=value, on_delivery=report(i))
+    for i, (key, value, ms) in enumerate(values):
+        producer.produce(s.topic(spec.event.topic), key=key, value=value, timestamp=ms,
+                         on_delivery=report(i))
         producer.poll(0)
     assert producer.flush(30) == 0
     return where
@@ -90,8 +91,9 @@ def test_a_kafka_offset_range_scores_like_the_same_events_from_a_file(settings, 
                                                                       tmp_path):
     s, spec, events = _settings(settings, trained), trained["spec"], trained["events"]
     codec = Codec.for_schema(spec.event.schema_name)
-    values = [(e["card_id"].encode(), codec.encode(e)) for e in events]
-    garbage = [(b"card-000001", b"\xc3\x01not a record"), (b"card-000002", b"junk")]
+    values = [(e["card_id"].encode(), codec.encode(e), e["event_time"]) for e in events]
+    t = events[150]["event_time"]
+    garbage = [(b"card-000001", b"\xc3\x01not a record", t), (b"card-000002", b"junk", t)]
     values[150:150] = garbage
     where = _produce(s, spec, values)
     out = tmp_path / "topic.parquet"
@@ -103,7 +105,7 @@ def test_a_kafka_offset_range_scores_like_the_same_events_from_a_file(settings, 
     rows = _rows(out)
     topic = s.topic(spec.event.topic)
     by_id = {r["event_id"]: r for r in rows}
-    produced = [values[i] for i in kept if values[i] not in garbage]
+    produced = [values[i][:2] for i in kept if values[i] not in garbage]
     assert len(produced) == len(rows)
     for i in kept:
         if values[i] in garbage:
@@ -124,7 +126,13 @@ def test_a_kafka_offset_range_scores_like_the_same_events_from_a_file(settings, 
     assert [(r["stage"], r["error_class"], r["source_topic"]) for r in rejected] == [
         ("decode", "DecodeError", topic)] * 2
     assert sorted(base64.b64decode(r["payload_base64"]) for r in rejected) == sorted(
-        v for _, v in garbage)
+        v for _, v, _ in garbage)
+    # a time range: the records from the 400th event's record time on (offsets-for-times)
+    since = events[400]["event_time"]
+    late = tmp_path / "late.parquet"
+    run_batch(_request(s, spec, late, topic=TopicRange(spec.event.topic, start_ms=since)))
+    want = {e["event_id"] for e in events if e["event_time"] >= since}
+    assert {r["event_id"] for r in _rows(late)} == want and len(want) == len(events) - 400
 
 
 def test_from_redis_continues_from_the_online_state_and_never_writes_it(settings, trained,
