@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from precog.errors import ConfigError
-from precog.settings import Settings
+from precog.settings import settings_with
 
-app = typer.Typer(help="Create the namespace's Kafka topics and Elasticsearch index templates.",
-                  invoke_without_command=True)
+app = typer.Typer(help="Create the namespace's Kafka topics, Elasticsearch index templates "
+                  "and indices.", invoke_without_command=True)
 
 
 @app.callback()
@@ -26,15 +25,12 @@ def setup(
         Path | None, typer.Option("--templates", help="default: kibana/templates")
     ] = None,
 ) -> None:
-    """Idempotent: existing topics and templates are reported, never recreated or lost."""
+    """Idempotent: existing topics, templates and indices are reported, never recreated or
+    lost."""
     from precog.namespace import TEMPLATE_DIR, setup_namespace
     from precog.spec import load_spec
 
-    try:
-        settings = Settings(namespace=namespace) if namespace else Settings()
-    except ValueError as exc:
-        raise ConfigError(f"bad --namespace {namespace!r}: lowercase letters, digits, - or _"
-                          ) from exc
+    settings = settings_with(namespace=("--namespace", namespace), spec=("--spec", spec))
     spec_path = spec or settings.spec
     pipeline = load_spec(spec_path)  # the relative default falls back to the packaged specs
     typer.echo(f"namespace {settings.namespace}: spec {spec_path}")
