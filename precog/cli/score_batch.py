@@ -109,11 +109,8 @@ def score_batch(
     if index:
         from precog.replay.runner import namespace_settings
 
-        try:
-            index_namespace = namespace_settings(settings, index_namespace or settings.namespace
-                                                 ).namespace
-        except ConfigError as exc:
-            raise ConfigError(f"--index-namespace: {exc}") from None
+        index_namespace = namespace_settings(settings, index_namespace or settings.namespace,
+                                             "--index-namespace").namespace
     request = BatchRequest(
         settings=settings, spec=load_spec(spec or settings.spec), out=out, input=input,
         input_format=input_format,

@@ -285,7 +285,7 @@ def test_refuses_another_run_in_the_same_output(lab, spec):
      "--out e.avro would overwrite --input e.avro"),
     (["--topic", "events.transactions", "--start", "soon", "--out", "o"], "--start: not a time"),
     (["--input", "x", "--out", "o", "--index", "--index-namespace", "Bad NS"],
-     "--index-namespace: bad namespace"),
+     "bad --index-namespace 'Bad NS': must be lowercase letters"),
     (["--input", "e.avro", "--input-format", "orc", "--out", "o", "--leader", "m:1"],
      "--input-format: unknown format 'orc'"),
 ])
