@@ -108,6 +108,7 @@ class ChunkScorer:
             return None, []
         rejects += [self._reject_row(chunk, valid[i], "featurize", exc, now)
                     for i, exc in failed]
+        rejects.sort(key=lambda line: (line["partition"], line["offset"]))  # input order
         records = [records[i] for i in kept]
         rows = BatchRows(
             event_ids=[str(r[ev.id_field]) for r in records],
