@@ -367,6 +367,15 @@ def _time_bounds(
     return []
 
 
+def failure_reason(failures: Iterable[CheckFailure]) -> str:
+    """The reason a dead letter (and a batch reject) carries for an event's failed checks.
+
+    >>> failure_reason([CheckFailure("amount", "amount.min", "-1.0 is below 0.01")])
+    'amount.min: -1.0 is below 0.01'
+    """
+    return "; ".join(str(f) for f in failures)
+
+
 def validate_event(spec: PipelineSpec, record: Mapping[str, Any], now_ms: int) -> None:
     """Raise :class:`~precog.errors.ValidationError` naming every failed check.
 
@@ -379,5 +388,5 @@ def validate_event(spec: PipelineSpec, record: Mapping[str, Any], now_ms: int) -
     """
     failures = check_event(spec, record, now_ms)
     if failures:
-        detail = "; ".join(str(f) for f in failures)
+        detail = failure_reason(failures)
         raise ValidationError(f"{len(failures)} failed checks: {detail}")

@@ -28,6 +28,7 @@ REQUIRED = {
     "outcome": ("labels_per_s", "predictions_per_s", "join_state"),
     "profile": ("self", "inclusive", "total_s"),
     "core": ("us_per_event", "total_us_per_event", "reference_total_us_per_event"),
+    "batch": ("events", "events_per_s", "worker_events_per_s", "ratio"),
 }
 
 
@@ -95,6 +96,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
          _med(report, "throughput", "ratios", "precog_index_vs_naive_index"),
          lambda v: v >= 10),
         ("p99 latency at 50% of max", "<= 50 ms", p50, lambda v: v <= 50),
+        ("batch scoring / streaming worker (events/s per process)", ">= 20x",
+         _med(report, "batch", "ratio"), lambda v: v >= 20),
         ("RSS growth after warm-up", "<= 10%",
          None if "memory" not in report else float(report["memory"]["growth"]),
          lambda v: v <= 0.10),
@@ -155,7 +158,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{shown} | {verdict} |")
         lines.append("")
     lines += _throughput(report) + _latency(report) + _memory(report) + _scaling(report)
-    lines += _core(report) + _outcome(report) + _profile(report)
+    lines += _core(report) + _batch(report) + _outcome(report) + _profile(report)
     for section, error in (report.get("errors") or {}).items():
         lines += [f"**Section {section} failed:** `{_short(error)[:300]}`", ""]
     lines += [END]
@@ -259,6 +262,25 @@ def _core(report: dict[str, Any]) -> list[str]:
             f"agent's path before the compiled writer) took {us['reference_encode']:.1f} us/event"
             f" in the same passes: total {co['reference_total_us_per_event']:.1f} us/event.", ""]
     return out
+
+
+def _batch(report: dict[str, Any]) -> list[str]:
+    ba = report.get("batch")
+    if not ba:
+        return []
+    return ["### Batch scoring (`precog score-batch`, in process)", "",
+            f"{ba['events']:,} events from an Avro file, leader + challenger, states rebuilt"
+            f" from the input, chunks of {ba['chunk']:,} (precog/bench/batch.py): rows/s after"
+            f" the first chunk, as the worker's rate leaves out its start (the whole run, with"
+            f" start-up and model loading, beside the ratio); the worker's rate:"
+            f" {ba['worker_from']}.", "",
+            "| pipeline | events/s per process | vs the worker |", "|---|---|---|",
+            f"| streaming worker (`control,score`) | {_fmt(ba['worker_events_per_s'])} | 1 |",
+            f"| score-batch -> Parquet | {_fmt(ba['events_per_s'])} |"
+            f" {_fmt(ba['ratio'], 2)} (whole run {_fmt(ba['whole_run_events_per_s'])}/s) |",
+            f"| score-batch -> Avro | {_fmt(ba['avro_events_per_s'])} |"
+            f" {_fmt(ba['avro_ratio'], 2)} (whole run"
+            f" {_fmt(ba['avro_whole_run_events_per_s'])}/s) |", ""]
 
 
 def _outcome(report: dict[str, Any]) -> list[str]:

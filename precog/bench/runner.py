@@ -62,6 +62,10 @@ def _section(lab: Lab, section: str, report: dict[str, Any]) -> dict[str, Any]:
         from precog.bench.core import bench_core
 
         return bench_core(lab)
+    if section == "batch":
+        from precog.bench.batch import bench_batch
+
+        return bench_batch(lab, report)
     return bench_profile(lab)
 
 

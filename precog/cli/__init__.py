@@ -12,7 +12,8 @@ from precog.errors import PrecogError
 
 app = typer.Typer(
     name="precog",
-    help="Streaming inference on Kafka: stack, simulate, train, models, worker, replay, report.",
+    help="Streaming inference on Kafka: stack, simulate, train, models, worker, replay,"
+         " score-batch, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -32,6 +33,7 @@ _GROUPS = [
     ("kibana", "kibana"),
     ("report", "report"),
     ("replay", "replay"),
+    ("score_batch", "score-batch"),
     ("bench", "bench"),
 ]
 

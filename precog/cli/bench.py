@@ -23,8 +23,11 @@ def bench(
     reps: int = typer.Option(0, help="runs per measurement (default 3, --quick 1)"),
     events: int = typer.Option(0, help="events per throughput run (default 50000, quick 3000)"),
     memory_events: int = typer.Option(0, help="events of the memory run (default 1000000)"),
+    batch_events: int = typer.Option(0, help="events of the batch scoring runs (default"
+                                             " 200000, quick 5000)"),
     sections: str = typer.Option(
-        "throughput,latency,memory,scaling,outcome,core,profile", help="comma-separated sections"
+        "throughput,latency,memory,scaling,outcome,core,batch,profile",
+        help="comma-separated sections"
     ),
     out: Annotated[Path, typer.Option(help="directory for the JSON results")] = DEFAULT_OUT,
     doc: Annotated[Path | None, typer.Option(help=_DOC_HELP)] = None,
@@ -37,8 +40,9 @@ def bench(
     unknown = set(chosen) - set(SECTIONS)
     if unknown or not chosen:
         raise ConfigError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
-    if reps < 0 or events < 0 or memory_events < 0:
-        raise ConfigError("--reps, --events and --memory-events must be positive")
+    if reps < 0 or events < 0 or memory_events < 0 or batch_events < 0:
+        raise ConfigError("--reps, --events, --memory-events and --batch-events must be"
+                          " positive")
     overrides: dict[str, object] = {"sections": chosen}
     if reps:
         overrides["reps"] = reps
@@ -46,6 +50,8 @@ def bench(
         overrides["events"] = events
     if memory_events:
         overrides["memory_events"] = memory_events
+    if batch_events:
+        overrides["batch_events"] = batch_events
     config = (BenchConfig.quick_config(**overrides) if quick
               else BenchConfig(**overrides))  # type: ignore[arg-type]
     if doc is None:

@@ -25,6 +25,14 @@ SpecOption = Annotated[
 ]
 FromOption = Annotated[str, typer.Option("--from-namespace", help="namespace to read (e.g. prod)")]
 ToOption = Annotated[str, typer.Option("--to-namespace", help="namespace to write (e.g. parallel)")]
+#: a range of a topic (also ``precog score-batch --topic``)
+StartOption = Annotated[str | None, typer.Option(
+    "--start", help="first record time (ISO 8601 or epoch ms), via offsets-for-times")]
+EndOption = Annotated[str | None, typer.Option("--end", help="records before this time")]
+StartOffsetOption = Annotated[str | None, typer.Option(
+    "--start-offset", help="N for every partition, or P:N,P:N")]
+EndOffsetOption = Annotated[str | None, typer.Option(
+    "--end-offset", help="exclusive end offsets: N or P:N,P:N")]
 
 
 def _context(spec: Path | None) -> tuple[Settings, PipelineSpec]:
@@ -45,14 +53,10 @@ def run(
     topic: Annotated[str | None, typer.Option(
         "--topic", help="topic without namespace (default: the spec's event.topic)")
     ] = None,
-    start: Annotated[str | None, typer.Option(
-        "--start", help="first record time (ISO 8601 or epoch ms), via offsets-for-times")
-    ] = None,
-    end: Annotated[str | None, typer.Option("--end", help="records before this time")] = None,
-    start_offset: Annotated[str | None, typer.Option(
-        "--start-offset", help="N for every partition, or P:N,P:N")] = None,
-    end_offset: Annotated[str | None, typer.Option(
-        "--end-offset", help="exclusive end offsets: N or P:N,P:N")] = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    start_offset: StartOffsetOption = None,
+    end_offset: EndOffsetOption = None,
     pace: Annotated[str, typer.Option(
         "--pace", help="max | realtime | Nx (by record timestamp)")] = "max",
     warmup_start: Annotated[str | None, typer.Option(

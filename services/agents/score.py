@@ -38,7 +38,7 @@ from precog.io.kafka import CONTROL_TOPIC
 from precog.monitor.alerts import make_alert
 from precog.prediction_writer import BatchRows, PredictionWriter
 from precog.scoring import EventContext, ModelSet, score_batch
-from precog.validation import check_batch
+from precog.validation import check_batch, failure_reason
 
 log = logging.getLogger("precog.score")
 
@@ -83,8 +83,7 @@ def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> tuple[list[_Valid],
     checks = check_batch(rt.spec, [record for record, _ in decoded], now)
     for (record, msg), failures in zip(decoded, checks, strict=True):
         if failures:
-            reason = "; ".join(f"{f.check}: {f.message}" for f in failures)
-            failed.append(_failed(msg, "validate", ValidationError(reason)))
+            failed.append(_failed(msg, "validate", ValidationError(failure_reason(failures))))
         else:
             valid.append(_Valid(record, EventContext(msg.topic, msg.partition, msg.offset), msg))
     return valid, failed

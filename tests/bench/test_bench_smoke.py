@@ -12,7 +12,7 @@ from precog.bench.runner import BenchConfig, run_bench
 
 pytestmark = pytest.mark.bench
 
-SECTIONS = ("throughput", "outcome", "core")
+SECTIONS = ("throughput", "outcome", "core", "batch")
 
 
 def test_quick_bench_writes_a_complete_report(stack, tmp_path):
@@ -33,6 +33,8 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     assert t["ratios"]["precog_vs_naive"]["median"] > 0
     assert saved["outcome"]["labels_per_s"]["median"] > 0
     assert saved["outcome"]["join_state"]["json_bytes_per_entry"] > 0
+    assert saved["batch"]["events_per_s"]["median"] > 0 and saved["batch"]["ratio"]["median"] > 0
+    assert saved["batch"]["worker_from"] == "the throughput section's precog median"
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["services"]["redis"]
     names = {x["name"] for x in saved["targets"]}
     assert "precog / Faust passthrough" in names and "precog / naive" in names
@@ -40,3 +42,4 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     page = doc.read_text()
     assert page.startswith("# Benchmarks\n\nhand-written intro") and page.rstrip().endswith("notes")
     assert "old" not in page and "| **precog** worker" in page and "Outcome path" in page
+    assert "| score-batch -> Parquet |" in page
