@@ -14,8 +14,10 @@ from precog.spec import load_spec
 app = typer.Typer(
     help="Retrain the spec's models on the events and outcomes of the namespace's topics and "
     "add the new versions as challengers (docs/lifecycle.md).",
-    invoke_without_command=True,
+    no_args_is_help=True,
 )
+SpecOption = Annotated[Path | None, typer.Option("--spec", help="pipeline spec (default:"
+                                                  " PRECOG_SPEC)")]
 
 
 def window_ms(since: str, until: str | None, now_ms: int) -> tuple[int, int]:
@@ -47,14 +49,19 @@ def window_ms(since: str, until: str | None, now_ms: int) -> tuple[int, int]:
                           " or a time (ISO date or epoch ms)") from None
 
 
-@app.callback()
+def _show(rec: dict) -> None:
+    typer.echo(f"retrain {rec['decision_id']}: {rec['action']}: {rec['reason']}")
+    for c in rec.get("candidates", []):
+        typer.echo(f"  {c['model_id']} v{c['version']}: {c['reason']}")
+
+
+@app.command("run")
 def retrain(
     since: Annotated[str, typer.Option("--since", help="window start: a duration back from"
                                        " --until (e.g. 7d) or a time")] = "7d",
     until: Annotated[str | None, typer.Option("--until", help="window end (default now)")
                      ] = None,
-    spec: Annotated[Path | None, typer.Option("--spec", help="pipeline spec (default:"
-                                              " PRECOG_SPEC)")] = None,
+    spec: SpecOption = None,
     max_challengers: Annotated[int, typer.Option("--max-challengers", min=1,
                                                  help="no run when it would exceed this")
                                ] = 3,
@@ -73,6 +80,37 @@ def retrain(
     rec = run(settings, pipeline, start, end, trigger=trigger, seed=seed,
               holdout_fraction=holdout_fraction, max_challengers=max_challengers,
               log=typer.echo)
-    typer.echo(f"retrain {rec['decision_id']}: {rec['action']}: {rec['reason']}")
-    for c in rec.get("candidates", []):
-        typer.echo(f"  {c['model_id']} v{c['version']}: {c['reason']}")
+    _show(rec)
+
+
+@app.command("check")
+def check_cmd(spec: SpecOption = None) -> None:
+    """Check the spec's retraining triggers once; retrain when one fired (for cron)."""
+    from precog.pipelines.retrain_triggers import check
+
+    settings = Settings()
+    rec = check(settings, load_spec(spec or settings.spec), log=typer.echo)
+    if rec is not None:
+        _show(rec)
+
+
+@app.command("watch")
+def watch_cmd(
+    spec: SpecOption = None,
+    every: Annotated[float, typer.Option("--every", min=1.0, help="seconds between checks")
+                     ] = 300.0,
+) -> None:
+    """Check the triggers every ``--every`` seconds until interrupted (its own process)."""
+    from precog.errors import ServiceUnavailable
+    from precog.pipelines.retrain_triggers import check
+
+    settings = Settings()
+    pipeline = load_spec(spec or settings.spec)
+    while True:
+        try:
+            rec = check(settings, pipeline, log=typer.echo)
+            if rec is not None:
+                _show(rec)
+        except ServiceUnavailable as exc:  # wait it out, like the worker
+            typer.echo(f"precog: warning: {exc}; checking again in {every:.0f} s", err=True)
+        time.sleep(every)

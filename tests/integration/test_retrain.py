@@ -70,7 +70,7 @@ def test_retrain_from_topics_registers_challengers_with_their_data_window(settin
     assert data.events_read == len(events) and data.invalid == 0
     assert sum(b - a for a, b in data.offsets.values()) == len(events)
 
-    out = _cli(settings, "retrain", "--since", str(started - 1), "--until", str(until),
+    out = _cli(settings, "retrain", "run", "--since", str(started - 1), "--until", str(until),
                "--max-challengers", "3", "--seed", "1")
     assert ": registered:" in out
     roles = read_roles(settings, spec.name)
@@ -92,7 +92,40 @@ def test_retrain_from_topics_registers_challengers_with_their_data_window(settin
     assert lgbm["value"] == meta.holdout.f1 and lgbm["leader_value"] == v1.holdout.f1
 
     # the cap: three challengers already, a run would add two more
-    again = _cli(settings, "retrain", "--since", str(started - 1), "--until", str(until),
+    again = _cli(settings, "retrain", "run", "--since", str(started - 1), "--until", str(until),
                  "--max-challengers", "3")
     assert ": skipped: 3 challengers already" in again
     assert read_roles(settings, spec.name).revision == roles.revision
+
+
+def test_a_drift_alert_triggers_exactly_one_run_within_the_cooldown(settings, history, es_client):
+    from precog.pipelines.retrain_triggers import check
+
+    from precog.monitor.alerts import make_alert
+    from precog.spec import RetrainingSpec
+
+    _cli(settings, "train", "--history", str(history), "--seed", "1")
+    spec = load_spec(settings.spec).model_copy(update={"retraining": RetrainingSpec(
+        triggers=["concept_drift"], window="3650d", cooldown="1d", max_challengers=5)})
+    events, outcomes = read_history(history, spec)
+    _produce(settings, spec.event.topic, spec.event.schema_name, events, "card_id")
+    _produce(settings, spec.outcome.topic, spec.outcome.schema_name, outcomes, "event_id")
+    now = int(time.time() * 1000)
+    assert check(settings, spec, now_ms=now) is None  # no alert yet: nothing runs
+    alert = make_alert(settings.namespace, "concept_drift", "ADWIN", model_id="fraud-lgbm",
+                       version=1, window="labels#10", statistic=0.3, threshold=0.002,
+                       message="error rate up", event_time=now, detected_time=now)
+    es_client.index(index=settings.index("alerts"), id=alert["alert_id"], document=alert,
+                    refresh="wait_for")
+
+    first = check(settings, spec, now_ms=now + 1000)
+    assert first is not None and first["action"] == "registered"
+    assert first["policy"].startswith(f"concept_drift: alert {alert['alert_id']}")
+    es_client.indices.refresh(index=settings.index("decisions"))
+    # the same alert, and a new one, within the cool-down: no second run
+    later = {**alert, "alert_id": "a2", "detected_time": now + 5000}
+    es_client.index(index=settings.index("alerts"), id="a2", document=later, refresh="wait_for")
+    assert check(settings, spec, now_ms=now + 10_000) is None
+    runs = [d for d in recent_decisions(settings, spec.name) if d["kind"] == "retrain"]
+    assert len(runs) == 1
+    assert len(read_roles(settings, spec.name).challengers) == 3
