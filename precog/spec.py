@@ -327,6 +327,31 @@ class PromotionSpec(_Strict):
         return _valid_duration(v)
 
 
+class RetrainingSpec(_Strict):
+    """When ``precog retrain watch`` retrains the spec's models on its own topics.
+
+    Each trigger in ``triggers`` fires at most once per ``cooldown``: ``schedule`` every
+    ``schedule``; ``concept_drift`` on a concept-drift alert of the leader;
+    ``data_drift`` on a data-drift alert of one of ``data_drift_features`` (any feature when
+    empty); ``performance`` when the leader's newest ``last_<T>`` F1 is below ``min_f1``
+    on at least ``min_labels`` labels (docs/lifecycle.md).
+    """
+
+    triggers: list[Literal["schedule", "concept_drift", "data_drift", "performance"]] = []
+    schedule: str = Field("7d", description="the schedule trigger's period")
+    window: str = Field("14d", description="the data window of a run, back from its start")
+    data_drift_features: list[str] = []
+    min_f1: float = Field(0.0, ge=0, le=1)
+    min_labels: int = Field(200, ge=1)
+    cooldown: str = Field("1d", description="no run sooner than this after the last")
+    max_challengers: int = Field(3, ge=1, description="a run that would exceed it is skipped")
+
+    @field_validator("schedule", "window", "cooldown")
+    @classmethod
+    def _is_duration(cls, v: str) -> str:
+        return _valid_duration(v)
+
+
 class PipelineSpec(_Strict):
     """One domain, end to end."""
 
@@ -340,6 +365,7 @@ class PipelineSpec(_Strict):
     business: BusinessSpec = BusinessSpec()
     simulation: SimulationSpec = SimulationSpec()
     promotion: PromotionSpec = PromotionSpec()
+    retraining: RetrainingSpec = RetrainingSpec()
     schema_dirs: list[Path] = Field(
         default_factory=list,
         description="directories of this domain's .avsc files, relative to the spec file;"
@@ -366,6 +392,10 @@ class PipelineSpec(_Strict):
         amount = self.business.amount_feature
         if amount is not None and amount not in names:
             raise ValueError(f"business.amount_feature {amount!r} is not a feature")
+        unknown_drift = set(self.retraining.data_drift_features) - set(names)
+        if unknown_drift:
+            raise ValueError(f"retraining.data_drift_features {sorted(unknown_drift)} are not"
+                             " features")
         leaders = [m for m in self.models if m.role == "leader"]
         if len(leaders) != 1:
             raise ValueError("exactly one model must have role: leader")

@@ -164,7 +164,7 @@ def find_decision(settings: Settings, did: str) -> dict[str, Any] | None:
         raise _es_unavailable(settings, exc) from None
 
 
-def _record(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
+def record_decision(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
     """Publish and index ``record``; the decision that ends up in the index is returned."""
     _publish(settings, record)
     es = elasticsearch_client(settings)
@@ -225,7 +225,7 @@ def evaluate(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = Non
     record = decision.to_record()
     if not apply:
         return Outcome(record, True, False, roles, "dry run: nothing recorded")
-    kept = _record(settings, record)
+    kept = record_decision(settings, record)
     applied, after, note = _apply(settings, spec, registry, kept, now)
     return Outcome(kept, kept is record, applied, after, note)
 

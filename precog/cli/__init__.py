@@ -27,6 +27,7 @@ _GROUPS = [
     ("simulate", "simulate"),
     ("history", "history"),
     ("train", "train"),
+    ("retrain", "retrain"),
     ("backfill", "backfill"),
     ("models", "models"),
     ("worker", "worker"),

@@ -116,6 +116,7 @@ def describe(meta: ModelMetadata, registry: ModelRegistry) -> str:
         f"training window {_iso(meta.training_window_start)} .. {_iso(meta.training_window_end)}"
         f"  ({meta.training_rows} rows, {meta.training_positives} positive)",
         f"training data   sha256 {meta.training_data_sha256}",
+        f"training source {meta.training_source or '-'}",
         f"holdout         {_iso(meta.holdout_start)} .. {_iso(meta.holdout_end)}"
         f"  ({meta.holdout_rows} rows)",
         f"holdout metrics precision {h.precision:.4f}  recall {h.recall:.4f}  f1 {h.f1:.4f}"
