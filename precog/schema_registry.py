@@ -1,0 +1,173 @@
+"""Schema Registry mode: a namespace's schemas in a Confluent-compatible registry.
+
+A namespace listed in ``PRECOG_SCHEMA_REGISTRY_CONFLUENT_NAMESPACES`` writes the Confluent
+wire format (byte 0, the 4-byte schema id, the Avro body) on its topics instead of Avro
+single-object encoding, so Kafka Connect, ksqlDB, Flink's ``avro-confluent`` and
+confluent-kafka's ``AvroDeserializer`` read them with the registry's URL alone. Subjects
+follow the topic names (TopicNameStrategy: ``{topic}-value``). :func:`register_schemas`
+(``precog setup``) sets compatibility BACKWARD on every subject and registers each version
+of its schema in order, so the registry refuses an incompatible schema before any record
+with it reaches the topic. :func:`namespace_codec` is what the worker, the simulator and
+the CLI encode and decode with: the schema ids are looked up once, the hot path stays
+precog's own encoder with a 5-byte header.
+
+Which schema each topic carries (:func:`topic_schemas`): the spec's event and outcome
+schemas on their topics, ``prediction``, ``dead_letter``, ``labeled``, ``metrics``,
+``alert`` and ``manifest`` on theirs. The model-control topic stays single-object in every
+namespace (precog alone reads it, docs/schemas.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from precog.avro import Codec, SchemaVersion, schema_versions
+from precog.errors import ConfigError, ServiceUnavailable, redacted
+from precog.settings import Settings
+from precog.spec import PipelineSpec
+
+Echo = Callable[[str], None]
+COMPATIBILITY = "BACKWARD"
+
+#: data topics (short names, as in :mod:`precog.namespace`) and the schema each carries
+DATA_TOPIC_SCHEMAS = {
+    "predictions": "prediction",
+    "dlq": "dead_letter",
+    "labeled": "labeled",
+    "metrics": "metrics",
+    "alerts": "alert",
+    "manifests": "manifest",
+}
+
+
+def subject(topic: str) -> str:
+    """The value subject of a topic (Confluent's TopicNameStrategy).
+
+    >>> subject("prod.predictions")
+    'prod.predictions-value'
+    """
+    return f"{topic}-value"
+
+
+def topic_schemas(settings: Settings, spec: PipelineSpec) -> dict[str, str]:
+    """Full topic name -> schema name, for every topic precog writes Avro records to.
+
+    >>> from precog.spec import SPEC_DIR, load_spec
+    >>> t = topic_schemas(Settings(namespace="d"), load_spec(SPEC_DIR / "transactions.yaml"))
+    >>> t["d.events.transactions"], t["d.outcomes"], t["d.outcomes-rekeyed"], t["d.alerts"]
+    ('transaction', 'outcome', 'outcome', 'alert')
+    """
+    found = {settings.topic(spec.event.topic): spec.event.schema_name,
+             settings.topic(spec.outcome.topic): spec.outcome.schema_name,
+             # the join's re-keyed copy of the outcomes (services/agents/join.py)
+             settings.topic("outcomes-rekeyed"): spec.outcome.schema_name}
+    found.update({settings.topic(t): s for t, s in DATA_TOPIC_SCHEMAS.items()})
+    return found
+
+
+def client(settings: Settings) -> Any:
+    """confluent-kafka's ``SchemaRegistryClient`` on ``settings.schema_registry``."""
+    try:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+    except ImportError as exc:  # pragma: no cover - the extra is missing
+        raise ConfigError("Schema Registry mode needs confluent-kafka's registry client:"
+                          " pip install 'confluent-kafka[avro,schemaregistry]'") from exc
+    return SchemaRegistryClient(settings.schema_registry.client_config())
+
+
+def _unavailable(settings: Settings, exc: Exception, name: str = "schema-registry") -> Exception:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ServiceUnavailable(name, redacted(settings.schema_registry.url), text[:200])
+
+
+def _call(settings: Settings, fn: Callable[[], Any], refused: tuple[int, ...] = ()) -> Any:
+    """``fn()``; a registry error whose HTTP status is in ``refused`` is raised as it is,
+    anything else (transport, 5xx, auth) becomes ServiceUnavailable naming the registry."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    try:
+        return fn()
+    except SchemaRegistryError as exc:
+        if exc.http_status_code in refused:
+            raise
+        raise _unavailable(settings, exc) from None
+    except Exception as exc:  # httpx's transport errors (connection refused, TLS, timeout)
+        raise _unavailable(settings, exc) from None
+
+
+def _schema(version: SchemaVersion) -> Any:
+    from confluent_kafka.schema_registry import Schema
+
+    # the .avsc as written (logical types included), so consumers see timestamps as such;
+    # the binary body is the same with or without them
+    return Schema(json.dumps(version.raw), "AVRO")
+
+
+def register_schemas(settings: Settings, spec: PipelineSpec, *,
+                     echo: Echo | None = None) -> dict[str, list[int]]:
+    """Compatibility BACKWARD on every subject of the namespace, then each version of its
+    schema registered in order; returns subject -> schema ids (one per version).
+
+    Idempotent: a version already registered keeps its id. A version the registry refuses
+    (not backward compatible with what the subject holds) is a one-line ConfigError naming
+    the subject; nothing is written to the topic by this function.
+    """
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    say = echo or (lambda _msg: None)
+    sr = client(settings)
+    versions = schema_versions()
+    out: dict[str, list[int]] = {}
+    for topic, schema_name in topic_schemas(settings, spec).items():
+        name = subject(topic)
+        _call(settings, lambda n=name: sr.set_compatibility(n, COMPATIBILITY))
+        ids = []
+        for v in versions[schema_name]:
+            try:
+                ids.append(int(_call(settings, lambda n=name, v=v: sr.register_schema(
+                    n, _schema(v)), refused=(409, 422))))
+            except SchemaRegistryError as exc:
+                raise ConfigError(
+                    f"schema registry refused {v.label} for subject {name}: not"
+                    f" {COMPATIBILITY} compatible with its registered versions"
+                    f" ({exc.error_message[:200]})") from None
+        out[name] = ids
+        say(f"subject {name}: {schema_name} v{versions[schema_name][-1].version}"
+            f" (ids {', '.join(map(str, ids))}), compatibility {COMPATIBILITY}")
+    return out
+
+
+def schema_ids(settings: Settings, topic: str, codec: Codec) -> dict[int, int]:
+    """Version -> registry id of each version of ``codec``'s schema under ``topic``'s subject."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    sr = client(settings)
+    name = subject(topic)
+    ids = {}
+    for v in codec.versions:
+        try:
+            found = _call(settings, lambda v=v: sr.lookup_schema(name, _schema(v)), refused=(404,))
+        except SchemaRegistryError:
+            raise ConfigError(f"subject {name} has no {v.label} in the schema registry at"
+                              f" {redacted(settings.schema_registry.url)}: run"
+                              f" 'precog setup -n {settings.namespace}'") from None
+        ids[v.version] = int(found.schema_id)
+    return ids
+
+
+def namespace_codec(settings: Settings, spec: PipelineSpec, schema_name: str) -> Codec:
+    """The codec of ``schema_name`` in ``settings.namespace``'s wire format.
+
+    Single-object: :meth:`Codec.for_schema`. Confluent: the same codec framed with the
+    registry's ids, looked up under the first topic that carries the schema (ids belong to
+    the schema's content, so every subject holding it gives the same ones).
+    """
+    codec = Codec.for_schema(schema_name)
+    if settings.wire_format != "confluent":
+        return codec
+    topics = [t for t, s in topic_schemas(settings, spec).items() if s == schema_name]
+    if not topics:
+        return codec  # not a topic schema (model_control): single-object everywhere
+    return codec.confluent(schema_ids(settings, topics[0], codec))
