@@ -147,8 +147,8 @@ class PredictionReader:
         v1 = next((v for v in codec.versions if v.version == 1), None)
         if v1 is None or v1.full_name != "precog.predictions.Prediction":
             raise ValueError("the compiled reader reads precog.predictions.Prediction v1")
-        # v1's header (single-object, or Confluent's id); a v1 record read as the newest version (a later
-        # writer) must go through the codec, which fills the newer fields' defaults
+        # v1's header (single-object, or Confluent's id); a v1 record read as the newest
+        # version (a later writer) must go through the codec, which fills the newer fields' defaults
         self._header = (codec.header_of(1) if codec.writer.version == 1 else None)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:

@@ -108,35 +108,51 @@ def _schema(version: SchemaVersion) -> Any:
 def register_schemas(settings: Settings, spec: PipelineSpec, *,
                      echo: Echo | None = None) -> dict[str, list[int]]:
     """Compatibility BACKWARD on every subject of the namespace, then each version of its
-    schema registered in order; returns subject -> schema ids (one per version).
-
-    Idempotent: a version already registered keeps its id. A version the registry refuses
-    (not backward compatible with what the subject holds) is a one-line ConfigError naming
-    the subject; nothing is written to the topic by this function.
+    schema registered in order (:func:`register_versions`); returns subject -> schema ids.
     """
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
-
     say = echo or (lambda _msg: None)
-    sr = client(settings)
     versions = schema_versions()
     out: dict[str, list[int]] = {}
     for topic, schema_name in topic_schemas(settings, spec).items():
         name = subject(topic)
-        _call(settings, lambda n=name: sr.set_compatibility(n, COMPATIBILITY))
-        ids = []
-        for v in versions[schema_name]:
-            try:
-                ids.append(int(_call(settings, lambda n=name, v=v: sr.register_schema(
-                    n, _schema(v)), refused=(409, 422))))
-            except SchemaRegistryError as exc:
-                raise ConfigError(
-                    f"schema registry refused {v.label} for subject {name}: not"
-                    f" {COMPATIBILITY} compatible with its registered versions"
-                    f" ({exc.error_message[:200]})") from None
-        out[name] = ids
+        out[name] = register_versions(settings, name, versions[schema_name])
         say(f"subject {name}: {schema_name} v{versions[schema_name][-1].version}"
-            f" (ids {', '.join(map(str, ids))}), compatibility {COMPATIBILITY}")
+            f" (ids {', '.join(map(str, out[name]))}), compatibility {COMPATIBILITY}")
     return out
+
+
+def register_versions(settings: Settings, name: str, versions: list[SchemaVersion]) -> list[int]:
+    """Compatibility BACKWARD on subject ``name``, then ``versions`` registered in order.
+
+    Idempotent: a version already registered keeps its id. A version the registry refuses
+    (not backward compatible with what the subject holds) is a one-line ConfigError naming
+    the subject and the version, before any record with it reaches the topic.
+    """
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    sr = client(settings)
+    _call(settings, lambda: sr.set_compatibility(name, COMPATIBILITY))
+    ids = []
+    for v in versions:
+        try:
+            ids.append(int(_call(settings, lambda v=v: sr.register_schema(name, _schema(v)),
+                                 refused=(409, 422))))
+        except SchemaRegistryError as exc:
+            raise ConfigError(
+                f"schema registry refused {v.label} for subject {name}: not {COMPATIBILITY}"
+                f" compatible with its registered versions ({exc.error_message[:200]})"
+            ) from None
+    return ids
+
+
+def delete_subjects(settings: Settings) -> list[str]:
+    """Delete every subject of ``settings.namespace`` (``{ns}.*-value``); returns their names."""
+    sr = client(settings)
+    prefix = f"{settings.namespace}."
+    names = [n for n in _call(settings, sr.get_subjects) if n.startswith(prefix)]
+    for n in names:
+        _call(settings, lambda n=n: sr.delete_subject(n))
+    return names
 
 
 def schema_ids(settings: Settings, topic: str, codec: Codec) -> dict[int, int]:

@@ -206,7 +206,9 @@ class StackSettings(BaseModel):
     elasticsearch_transport_port: int = Field(
         LOCAL_ELASTICSEARCH_TRANSPORT_PORT, ge=1, le=65535, description="node-to-node transport"
     )
-    schema_registry_port: int = Field(LOCAL_SCHEMA_REGISTRY_PORT, ge=1, le=65535, description="HTTP")
+    schema_registry_port: int = Field(
+        LOCAL_SCHEMA_REGISTRY_PORT, ge=1, le=65535, description="Schema Registry HTTP"
+    )
     secure: bool = Field(
         False, description="authentication and TLS on every service (docs/security.md); home "
         "and ports not given default to SECURE_STACK_DEFAULTS"

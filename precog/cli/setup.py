@@ -39,4 +39,16 @@ def setup(
     pipeline = load_spec(spec_path)  # the relative default falls back to the packaged specs
     typer.echo(f"namespace {settings.namespace}: spec {spec_path}")
     setup_namespace(settings, pipeline, echo=typer.echo, template_dir=templates or TEMPLATE_DIR)
+    _register_schemas(settings, pipeline)
     typer.echo(f"namespace {settings.namespace}: ready")
+
+
+def _register_schemas(settings: Settings, pipeline: object) -> None:
+    """Schema Registry mode (docs/schemas.md): every topic's subject, compatibility BACKWARD."""
+    if settings.wire_format != "confluent":
+        return
+    from precog.schema_registry import register_schemas
+
+    typer.echo(f"namespace {settings.namespace}: Confluent wire format, schema registry"
+               f" {settings.schema_registry.url}")
+    register_schemas(settings, pipeline, echo=typer.echo)  # type: ignore[arg-type]

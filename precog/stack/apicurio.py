@@ -143,8 +143,8 @@ def schema_registry_command(layout: Layout, java_home: Path, heap: str, port: in
 
     >>> cmd = schema_registry_command(Layout(Path("/h"), Path("/c"), "k", "e"), Path("/j"),
     ...                               "256m", 18081)
-    >>> cmd[0], cmd[-2:]
-    ('/j/bin/java', ['-jar', '/c/apicurio-registry-2.4.2.Final/target/precog-apicurio-registry-1-runner.jar'])
+    >>> cmd[0], cmd[-1]
+    ('/j/bin/java', '/c/apicurio-registry-2.4.2.Final/target/precog-apicurio-registry-1-runner.jar')
     >>> "-Dquarkus.datasource.jdbc.url=jdbc:h2:file:/h/schema-registry/data/registry" in cmd
     True
     """
