@@ -13,8 +13,7 @@ precog's own encoder with a 5-byte header.
 
 Which schema each topic carries (:func:`topic_schemas`): the spec's event and outcome
 schemas on their topics, ``prediction``, ``dead_letter``, ``labeled``, ``metrics``,
-``alert`` and ``manifest`` on theirs. The model-control topic stays single-object in every
-namespace (precog alone reads it, docs/schemas.md).
+``alert``, ``manifest`` and ``model_control`` on theirs.
 """
 
 from __future__ import annotations
@@ -39,6 +38,9 @@ DATA_TOPIC_SCHEMAS = {
     "metrics": "metrics",
     "alerts": "alert",
     "manifests": "manifest",
+    # precog.io.kafka.CONTROL_TOPIC (an adapter beside this one: not imported; a unit test
+    # keeps the two equal)
+    "model-control": "model_control",
 }
 
 
@@ -58,6 +60,9 @@ def topic_schemas(settings: Settings, spec: PipelineSpec) -> dict[str, str]:
     >>> t = topic_schemas(Settings(namespace="d"), load_spec(SPEC_DIR / "transactions.yaml"))
     >>> t["d.events.transactions"], t["d.outcomes"], t["d.outcomes-rekeyed"], t["d.alerts"]
     ('transaction', 'outcome', 'outcome', 'alert')
+    >>> t["d.model-control"]
+    'model_control'
+    
     """
     found = {settings.topic(spec.event.topic): spec.event.schema_name,
              settings.topic(spec.outcome.topic): spec.outcome.schema_name,
@@ -185,5 +190,14 @@ def namespace_codec(settings: Settings, spec: PipelineSpec, schema_name: str) ->
         return codec
     topics = [t for t, s in topic_schemas(settings, spec).items() if s == schema_name]
     if not topics:
-        return codec  # not a topic schema (model_control): single-object everywhere
+        raise ConfigError(f"schema {schema_name!r} is on no topic of namespace"
+                          f" {settings.namespace}")
     return codec.confluent(schema_ids(settings, topics[0], codec))
+
+
+def control_codec(settings: Settings) -> Codec:
+    """The model-control topic's codec in the namespace's wire format (no spec needed)."""
+    codec = Codec.for_schema("model_control")
+    if settings.wire_format != "confluent":
+        return codec
+    return codec.confluent(schema_ids(settings, settings.topic("model-control"), codec))

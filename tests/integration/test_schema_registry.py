@@ -68,7 +68,7 @@ def test_setup_registers_every_topic_backward_and_again_changes_nothing(confluen
     topics = topic_schemas(confluent, spec)
     mine = sorted(n for n in sr.get_subjects() if n.startswith(f"{confluent.namespace}."))
     assert mine == sorted(subject(t) for t in topics)
-    assert len(mine) == 9
+    assert len(mine) == 10
     for topic, schema_name in topics.items():
         assert sr.get_compatibility(subject(topic)) == COMPATIBILITY
         registered = sr.get_latest_version(subject(topic))
@@ -159,6 +159,8 @@ def test_a_plain_confluent_consumer_reads_every_topic_the_worker_writes(confluen
     assert _plain_consumer_reads(settings, settings.topic("labeled"), len(labeled))
     assert _plain_consumer_reads(settings, settings.topic("metrics"), len(metrics))
     assert _plain_consumer_reads(settings, settings.topic("manifests"), 1)
+    roles = _plain_consumer_reads(settings, settings.topic("model-control"), 1)
+    assert [r["spec"] for r in roles] == [spec.name]  # published by train(), read by the worker
     framed_events = [m for m in read_topic(settings, events_topic, 206, settle=0.5)
                      if m.value()[:1] == b"\x00" and len(m.value()) > 10]
     assert len(framed_events) == 200

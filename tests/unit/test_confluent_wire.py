@@ -99,3 +99,10 @@ def test_the_apicurio_build_replaces_what_maven_central_lacks() -> None:
         assert f"<artifactId>{excluded}</artifactId></exclusion>" in pom
     assert "<artifactId>everit-json-schema</artifactId><version>1.14.2</version>" in pom
     assert "<artifactId>apicurio-registry</artifactId><version>2.4.2.Final</version>" in pom
+
+
+def test_the_control_topic_name_is_the_adapters_own() -> None:
+    from precog.io.kafka import CONTROL_TOPIC
+    from precog.schema_registry import DATA_TOPIC_SCHEMAS
+
+    assert DATA_TOPIC_SCHEMAS[CONTROL_TOPIC] == "model_control"
