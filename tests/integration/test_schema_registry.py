@@ -171,3 +171,26 @@ def test_a_plain_confluent_consumer_reads_every_topic_the_worker_writes(confluen
     for m in alerts:  # alerts need a monitor to fire; whatever was written must decode
         assert AvroDeserializer(_registry(settings))(
             m.value(), SerializationContext(settings.topic("alerts"), MessageField.VALUE))
+
+
+def test_precog_setup_registers_the_subjects_of_a_confluent_namespace(stack):
+    from typer.testing import CliRunner
+
+    from precog.cli import app
+
+    ns = unique_namespace()
+    settings = Settings(namespace=ns, schema_registry={"confluent_namespaces": [ns]})
+    env = {"PRECOG_SCHEMA_REGISTRY_CONFLUENT_NAMESPACES": f"other,{ns}",
+           "PRECOG_SPEC": str(ROOT / "pipelines/specs/transactions.yaml")}
+    try:
+        result = CliRunner().invoke(app, ["setup", "-n", ns], env=env)
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert f"namespace {ns}: Confluent wire format, schema registry" \
+               f" {settings.schema_registry.url}" in lines
+        assert f"subject {ns}.predictions-value: prediction v1 (ids" in result.output
+        assert sum(ln.startswith(f"subject {ns}.") for ln in lines) == 10
+        assert len([n for n in _registry(settings).get_subjects() if n.startswith(f"{ns}.")]) == 10
+    finally:
+        drop_namespace(settings)
+        delete_subjects(settings)
