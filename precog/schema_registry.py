@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from precog.avro import Codec, SchemaVersion, schema_versions
@@ -140,7 +141,7 @@ def register_versions(settings: Settings, name: str, versions: list[SchemaVersio
     ids = []
     for v in versions:
         try:
-            ids.append(int(_call(settings, lambda v=v: sr.register_schema(name, _schema(v)),
+            ids.append(int(_call(settings, partial(sr.register_schema, name, _schema(v)),
                                  refused=(409, 422))))
         except SchemaRegistryError as exc:
             raise ConfigError(
@@ -156,7 +157,7 @@ def delete_subjects(settings: Settings) -> list[str]:
     prefix = f"{settings.namespace}."
     names = [n for n in _call(settings, sr.get_subjects) if n.startswith(prefix)]
     for n in names:
-        _call(settings, lambda n=n: sr.delete_subject(n))
+        _call(settings, partial(sr.delete_subject, n))
     return names
 
 
@@ -169,7 +170,7 @@ def schema_ids(settings: Settings, topic: str, codec: Codec) -> dict[int, int]:
     ids = {}
     for v in codec.versions:
         try:
-            found = _call(settings, lambda v=v: sr.lookup_schema(name, _schema(v)), refused=(404,))
+            found = _call(settings, partial(sr.lookup_schema, name, _schema(v)), refused=(404,))
         except SchemaRegistryError:
             raise ConfigError(f"subject {name} has no {v.label} in the schema registry at"
                               f" {redacted(settings.schema_registry.url)}: run"
