@@ -18,12 +18,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from precog.errors import ConfigError
 
 #: Default ports of the local stack (:class:`StackSettings`, ``PRECOG_STACK_*_PORT``);
 #: deliberately not the services' defaults, so a system-wide Kafka, Redis or Elasticsearch on
@@ -394,8 +404,9 @@ class Settings(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _namespace_is_safe(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
-            raise ValueError("namespace must be lowercase letters, digits, '-' or '_'")
+        problem = namespace_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -454,6 +465,74 @@ class Settings(BaseSettings):
             "schema-registry": "schema_registry" in given
             and "url" in self.schema_registry.model_fields_set,
         }
+
+
+def namespace_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as a namespace, or None.
+
+    >>> namespace_problem("parallel"), namespace_problem("Bad")
+    (None, "must be lowercase letters, digits, '-' or '_'")
+    """
+    if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
+        return None
+    return "must be lowercase letters, digits, '-' or '_'"
+
+
+_SECRET = re.compile(r"password|api_key|secret|token", re.IGNORECASE)
+
+
+def validation_message(exc: ValidationError, options: Mapping[str, str] | None = None) -> str:
+    """One line naming what was wrong: the command-line option when the field's value came
+    from one (``options``: field -> option name), else the ``PRECOG_*`` variable; the value
+    too, unless it is a secret.
+
+    >>> try:
+    ...     Settings(namespace="Bad")
+    ... except ValidationError as exc:
+    ...     print(validation_message(exc, {"namespace": "--namespace"}))
+    ...     print(validation_message(exc))
+    bad --namespace 'Bad': must be lowercase letters, digits, '-' or '_'
+    invalid setting PRECOG_NAMESPACE='Bad': must be lowercase letters, digits, '-' or '_'
+    >>> try:
+    ...     Settings(kafka={"partitions": 0})
+    ... except ValidationError as exc:
+    ...     print(validation_message(exc))
+    invalid setting PRECOG_KAFKA_PARTITIONS=0: Input should be greater than or equal to 1
+    """
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    value: Any = first.get("input")
+    shown = "" if isinstance(value, dict) or _SECRET.search(loc[-1] if loc else "") \
+        else f" {value!r}"
+    if loc and options and loc[0] in options:
+        return f"bad {options[loc[0]]}{shown}: {msg}"
+    name = "PRECOG_" + "_".join(p.upper() for p in loc)
+    field = Settings.model_fields.get(loc[0]) if len(loc) == 1 else None
+    section = field.annotation if field is not None else None
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        name += "_*"  # a check across a section's fields (e.g. the stack's ports)
+    return f"invalid setting {name}{'=' + shown.strip() if shown else ''}: {msg}"
+
+
+def settings_with(**options: tuple[str, Any]) -> Settings:
+    """Settings from the environment, with the command-line options given (field ->
+    (option name, value); None values are not given) taking precedence; an invalid value
+    raises :class:`ConfigError` naming the option, or the ``PRECOG_*`` variable, it came
+    from.
+
+    >>> settings_with(namespace=("--namespace", "t1")).namespace
+    't1'
+    >>> settings_with(namespace=("--namespace", "T1"))
+    Traceback (most recent call last):
+    precog.errors.ConfigError: bad --namespace 'T1': must be lowercase letters, digits, '-' or '_'
+    """
+    given = {name: value for name, (_, value) in options.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        names = {name: option for name, (option, _) in options.items() if name in given}
+        raise ConfigError(validation_message(exc, names)) from None
 
 
 @lru_cache(maxsize=1)

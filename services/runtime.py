@@ -78,6 +78,12 @@ class WorkerMetrics:
             ["model_id", "version", "role", "artifact_sha256"],
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "precog_consumer_lag",
+            "Records of a partition this worker owns not yet committed by its group "
+            "(high watermark - committed offset; the batch transport's groups)",
+            ["group", "topic", "partition"], registry=r,
+        )
         self.roles_revision = Gauge(
             "precog_roles_revision", "Revision of the model-control record in use", registry=r
         )

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import faust
 from precog.services import watchdog, web
-from precog.services.agents import index, join, monitor, role_watcher, score
+from precog.services.agents import index, join, lifecycle, monitor, role_watcher, score
 from precog.services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 from precog.errors import ConfigError
@@ -24,6 +24,7 @@ AGENTS: dict[str, Callable[[Runtime], None]] = {
     "index": index.register,
     "join": join.register,
     "monitor": monitor.register,
+    "lifecycle": lifecycle.register,
 }
 DEFAULT_AGENTS = tuple(AGENTS)
 

@@ -22,6 +22,7 @@ app = typer.Typer(
 _GROUPS = [
     ("stack", "stack"),
     ("setup", "setup"),
+    ("namespace", "namespace"),
     ("simulate", "simulate"),
     ("history", "history"),
     ("train", "train"),
@@ -52,12 +53,10 @@ def main() -> None:
         typer.secho(f"precog: error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except pydantic.ValidationError as exc:  # a PRECOG_* setting is invalid
-        first = exc.errors()[0]
-        where = "_".join(str(p).upper() for p in first["loc"])
-        typer.secho(
-            f"precog: error: invalid setting PRECOG_{where}: {first['msg']}",
-            fg=typer.colors.RED, err=True,
-        )
+        from precog.settings import validation_message
+
+        typer.secho(f"precog: error: {validation_message(exc)}", fg=typer.colors.RED,
+                    err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("precog: interrupted", err=True)

@@ -32,10 +32,10 @@ def _context(spec: Path | None) -> tuple[Settings, PipelineSpec]:
     return settings, load_spec(spec or settings.spec)
 
 
-def _ns(settings: Settings, namespace: str) -> Settings:
+def _ns(settings: Settings, namespace: str, option: str) -> Settings:
     from precog.replay.runner import namespace_settings
 
-    return namespace_settings(settings, namespace)
+    return namespace_settings(settings, namespace, option)
 
 
 @app.command("run")
@@ -75,7 +75,8 @@ def run(
 
     settings, pipeline = _context(spec)
     request = ReplayRequest(
-        _ns(settings, from_namespace), _ns(settings, to_namespace), pipeline,
+        _ns(settings, from_namespace, "--from-namespace"),
+        _ns(settings, to_namespace, "--to-namespace"), pipeline,
         topic=topic,
         start_ms=parse_time(start) if start else None,
         end_ms=parse_time(end) if end else None,
@@ -103,7 +104,8 @@ def copy_roles_cmd(from_namespace: FromOption, to_namespace: ToOption,
     from precog.replay.runner import copy_roles
 
     settings, pipeline = _context(spec)
-    roles = copy_roles(_ns(settings, from_namespace), _ns(settings, to_namespace), pipeline,
+    roles = copy_roles(_ns(settings, from_namespace, "--from-namespace"),
+                       _ns(settings, to_namespace, "--to-namespace"), pipeline,
                        by="precog replay copy-roles")
     ch = ", ".join(map(str, roles.challengers)) or "none"
     typer.echo(f"{to_namespace}: {pipeline.name} roles revision {roles.revision}: leader "
@@ -128,8 +130,8 @@ def compare_cmd(
     settings, pipeline = _context(spec)
     if left == right:
         raise ConfigError("--left and --right must differ")
-    rs = _ns(settings, right)
-    report = compare_namespaces(_ns(settings, left), rs, pipeline, top=top,
+    rs = _ns(settings, right, "--right")
+    report = compare_namespaces(_ns(settings, left, "--left"), rs, pipeline, top=top,
                                 index_into=rs if index else None,
                                 now_ms=int(time.time() * 1000))
     if as_json:

@@ -91,7 +91,7 @@ _NON_ASCII = "é"  # Kafka topic names refuse non-ASCII letters
 
 @pytest.mark.parametrize("ns", ["", "Prod", "a.b", "a b", "a/b", "ns*", _NON_ASCII])
 def test_invalid_namespaces(ns: str) -> None:
-    with pytest.raises(ValidationError, match="namespace must be lowercase"):
+    with pytest.raises(ValidationError, match="must be lowercase letters"):
         Settings(namespace=ns)
 
 

@@ -249,6 +249,7 @@ def test_topics_for_names_partitions_and_compaction() -> None:
         "metrics": ("unit.metrics", 6, keep),
         "alerts": ("unit.alerts", 6, keep),
         "manifests": ("unit.manifests", 6, keep),
+        "decisions": ("unit.decisions", 6, keep),
         "model-control": ("unit.model-control", 1, {"cleanup.policy": "compact"}),
     }
 
