@@ -46,7 +46,7 @@ def _settings(secure: bool) -> Settings:
 
 
 def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
-    typer.echo(f"{'service':<14} {'mode':<9} {'pid':<11} {'address':<26} health")
+    typer.echo(f"{'service':<15} {'mode':<9} {'pid':<11} {'address':<26} health")
     for row in rows:
         typer.echo(row.line())
     return all(row.healthy for row in rows)
