@@ -79,8 +79,7 @@ def _blocks(buf: bytes, pos: int) -> tuple[int, int]:
     return n, pos
 
 
-def _body(buf: bytes) -> dict[str, Any]:
-    pos = 10
+def _body(buf: bytes, pos: int = 10) -> dict[str, Any]:
     prediction_id, pos = _string(buf, pos)
     event_id, pos = _string(buf, pos)
     entity_id, pos = _string(buf, pos)
@@ -148,15 +147,16 @@ class PredictionReader:
         v1 = next((v for v in codec.versions if v.version == 1), None)
         if v1 is None or v1.full_name != "precog.predictions.Prediction":
             raise ValueError("the compiled reader reads precog.predictions.Prediction v1")
-        # v1's single-object header; a v1 record read as the newest version (a later
-        # writer) must go through the codec, which fills the newer fields' defaults
+        # v1's header (single-object, or Confluent's id); a v1 record read as the newest
+        # version (a later writer) must go through the codec, which fills the newer fields' defaults
         self._header = (codec.header_of(1) if codec.writer.version == 1 else None)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         """The record as :meth:`Codec.decode` returns it (the codec's errors for bad input)."""
-        if data is not None and self._header is not None and data[:10] == self._header:
+        header = self._header
+        if data is not None and header is not None and data[:len(header)] == header:
             try:
-                return _body(data)
+                return _body(data, len(header))
             except (ValueError, IndexError, struct.error):
                 pass  # corrupt: the codec says precisely why
         return self.codec.decode(data)

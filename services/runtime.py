@@ -22,6 +22,7 @@ from precog.services.reliability import WorkerHealth
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from precog.avro import Codec
+from precog.schema_registry import namespace_codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
@@ -227,9 +228,15 @@ class Runtime:
     _es: Any = None
     _producer: BatchProducer | None = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    _codecs: dict[str, Codec] = field(default_factory=dict)
 
     def codec(self, schema_name: str) -> Codec:
-        return Codec.for_schema(schema_name)
+        """The schema's codec in the namespace's wire format (Confluent: ids looked up once)."""
+        found = self._codecs.get(schema_name)
+        if found is None:
+            found = self._codecs[schema_name] = namespace_codec(self.settings, self.spec,
+                                                                schema_name)
+        return found
 
     def event_schema_label(self) -> str:
         # from the cached codec: reading the schema files again every batch is hot-path work

@@ -90,4 +90,9 @@ def run(
     install_event_loop(settings)
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist
+    if settings.wire_format == "confluent":  # every schema id now: a missing subject fails here
+        from precog.schema_registry import topic_schemas
+
+        for schema_name in sorted(set(topic_schemas(settings, rt.spec).values())):
+            rt.codec(schema_name)
     run_worker(rt.app, settings, loglevel)

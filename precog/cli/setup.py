@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from precog.settings import settings_with
+from precog.settings import Settings, settings_with
+
+if TYPE_CHECKING:
+    from precog.spec import PipelineSpec
 
 app = typer.Typer(help="Create the namespace's Kafka topics, Elasticsearch index templates "
                   "and indices.", invoke_without_command=True)
@@ -35,4 +38,16 @@ def setup(
     pipeline = load_spec(spec_path)  # the relative default falls back to the packaged specs
     typer.echo(f"namespace {settings.namespace}: spec {spec_path}")
     setup_namespace(settings, pipeline, echo=typer.echo, template_dir=templates or TEMPLATE_DIR)
+    _register_schemas(settings, pipeline)
     typer.echo(f"namespace {settings.namespace}: ready")
+
+
+def _register_schemas(settings: Settings, pipeline: PipelineSpec) -> None:
+    """Schema Registry mode (docs/schemas.md): every topic's subject, compatibility BACKWARD."""
+    if settings.wire_format != "confluent":
+        return
+    from precog.schema_registry import register_schemas
+
+    typer.echo(f"namespace {settings.namespace}: Confluent wire format, schema registry"
+               f" {settings.schema_registry.url}")
+    register_schemas(settings, pipeline, echo=typer.echo)

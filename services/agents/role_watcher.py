@@ -18,12 +18,12 @@ import threading
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from precog.services.runtime import Runtime, tune_gc
 
-from precog.avro import Codec
 from precog.errors import PrecogError
 from precog.features import Featurizer
 from precog.io.kafka import CONTROL_TOPIC
 from precog.registry import ModelRegistry
 from precog.registry.model_set import model_set_from_roles
+from precog.schema_registry import control_codec
 from precog.scoring import ModelSet
 
 log = logging.getLogger("precog.control")
@@ -37,7 +37,7 @@ class RoleWatcher:
         self.loop = loop
         self.registry = ModelRegistry(rt.settings.registry_dir)
         self.names = Featurizer(rt.spec).names
-        self.codec = Codec.for_schema("model_control")
+        self.codec = control_codec(rt.settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="precog-roles", daemon=True)
 

@@ -72,7 +72,7 @@ def test_the_command_prints_one_line_naming_the_source(env: dict[str, str], args
      "'SSL', 'SASL_PLAINTEXT' or 'SASL_SSL'"),
     (["setup", "-n", "t1"], {"PRECOG_STACK_KAFKA_PORT": "19200"},
      "invalid setting PRECOG_STACK_*: the stack's ports must all differ, got [19200, 19093, "
-     "19200, 19300, 16379]"),
+     "19200, 19300, 16379, 18081]"),
 ])
 def test_the_error_names_where_the_bad_value_came_from(args: list[str], env: dict[str, str],
                                                        line: str) -> None:
