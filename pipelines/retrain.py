@@ -35,13 +35,13 @@ from precog.pipelines.train import LabeledFrame, join_labels, train_frame
 from precog.services.lifecycle import record_decision
 from precog.services.model_control import publish_roles, read_roles
 
-from precog.avro import Codec
 from precog.errors import ConfigError, EventError, PrecogError, ServiceUnavailable
 from precog.features import build_training_frame
 from precog.io import kafka
 from precog.models import served_scores
 from precog.registry import ModelMetadata, ModelRegistry
 from precog.roles import ModelRef, Roles, add_challenger
+from precog.schema_registry import namespace_codec
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 from precog.validation import check_event
@@ -84,7 +84,7 @@ def read_topic_data(settings: Settings, spec: PipelineSpec, start_ms: int, end_m
     """Steps 1 and 2 of the module docstring."""
     say = log or (lambda _m: None)
     topic = settings.topic(spec.event.topic)
-    codec = Codec.for_schema(spec.event.schema_name)
+    codec = namespace_codec(settings, spec, spec.event.schema_name)
     consumer = kafka.reader(settings, settings.group("retrain-reader"))
     events: list[dict[str, Any]] = []
     in_window: set[str] = set()
@@ -129,7 +129,7 @@ def read_topic_data(settings: Settings, spec: PipelineSpec, start_ms: int, end_m
 
 def _outcomes(settings: Settings, spec: PipelineSpec, consumer: Any):
     topic = settings.topic(spec.outcome.topic)
-    codec = Codec.for_schema(spec.outcome.schema_name)
+    codec = namespace_codec(settings, spec, spec.outcome.schema_name)
     parts = kafka.partitions(consumer, topic, _TIMEOUT)
     if parts is None:
         raise ConfigError(f"topic {topic} does not exist: run `precog setup` first")
@@ -169,7 +169,7 @@ def _audit(settings: Settings, spec: PipelineSpec, roles: Roles, *, trigger: str
         "metric": metric, "margin": 0.0, "test": "holdout", "alpha": 0.0,
         "candidates": rows,
     }
-    return record_decision(settings, record)
+    return record_decision(settings, spec, record)
 
 
 def retrain(settings: Settings, spec: PipelineSpec, start_ms: int, end_ms: int, *,

@@ -39,6 +39,7 @@ DATA_TOPIC_SCHEMAS = {
     "metrics": "metrics",
     "alerts": "alert",
     "manifests": "manifest",
+    "decisions": "decision",
     # precog.io.kafka.CONTROL_TOPIC (an adapter beside this one: not imported; a unit test
     # keeps the two equal)
     "model-control": "model_control",
@@ -151,10 +152,11 @@ def register_versions(settings: Settings, name: str, versions: list[SchemaVersio
     return ids
 
 
-def delete_subjects(settings: Settings) -> list[str]:
-    """Delete every subject of ``settings.namespace`` (``{ns}.*-value``); returns their names."""
+def delete_subjects(settings: Settings, namespace: str | None = None) -> list[str]:
+    """Delete every subject of ``namespace`` (default ``settings.namespace``): exactly the
+    ``{ns}.<topic>-value`` ones; returns their names."""
     sr = client(settings)
-    prefix = f"{settings.namespace}."
+    prefix = f"{namespace or settings.namespace}."
     names = [n for n in _call(settings, sr.get_subjects) if n.startswith(prefix)]
     for n in names:
         _call(settings, partial(sr.delete_subject, n))

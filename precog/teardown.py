@@ -263,6 +263,7 @@ class Dropped:
     templates: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     redis_keys: int = 0
+    subjects: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -274,7 +275,8 @@ class Dropped:
                f"index templates: {len(self.templates)}",
                f"consumer groups: {len(self.groups)}"
                + (f": {', '.join(self.groups)}" if self.groups else ""),
-               f"Redis keys: {self.redis_keys}"]
+               f"Redis keys: {self.redis_keys}",
+               f"schema registry subjects: {len(self.subjects)}"]
         return out + [f"NOT removed: {f}" for f in self.failed]
 
 
@@ -303,7 +305,19 @@ def drop(settings: Settings, namespace: str, *, force: bool = False, timeout: fl
     _drop_kafka(settings, res, done, timeout)
     _drop_elasticsearch(settings, res, done)
     done.redis_keys = _drop_redis(settings, namespace)
+    _drop_subjects(settings, namespace, done)
     return done
+
+
+def _drop_subjects(settings: Settings, namespace: str, done: Dropped) -> None:
+    """The namespace's Schema Registry subjects (docs/schemas.md); an unreachable registry
+    is reported in ``failed``, not an error: a namespace may never have used one."""
+    from precog.schema_registry import delete_subjects
+
+    try:
+        done.subjects = delete_subjects(settings, namespace)
+    except ServiceUnavailable as exc:
+        done.failed.append(f"schema registry subjects: {exc}")
 
 
 def _drop_kafka(settings: Settings, res: Resources, done: Dropped, timeout: float) -> None:

@@ -35,7 +35,6 @@ from elasticsearch import ApiError, ConflictError, NotFoundError
 from elasticsearch import ConnectionError as EsConnectionError
 from precog.services.model_control import publish_roles, read_roles
 
-from precog.avro import Codec
 from precog.errors import ConfigError, PrecogError, ServiceUnavailable
 from precog.io import kafka
 from precog.io.elasticsearch import elasticsearch_client
@@ -48,6 +47,7 @@ from precog.lifecycle.policy import (
 )
 from precog.registry import ModelRegistry
 from precog.roles import ModelRef, Roles, promote
+from precog.schema_registry import namespace_codec
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
@@ -70,10 +70,11 @@ class Outcome:
     note: str = ""
 
 
-def labelled_records(settings: Settings, start_ms: int) -> Iterator[dict[str, Any]]:
+def labelled_records(settings: Settings, spec: PipelineSpec, start_ms: int
+                     ) -> Iterator[dict[str, Any]]:
     """Decoded ``labeled.v1`` records produced at or after ``start_ms``, up to the end now."""
     topic = settings.topic("labeled")
-    codec = Codec.for_schema("labeled")
+    codec = namespace_codec(settings, spec, "labeled")
     consumer = kafka.reader(settings, settings.group("lifecycle-reader"))
     try:
         parts = kafka.partitions(consumer, topic, _TIMEOUT)
@@ -131,7 +132,7 @@ def decision_document(record: dict[str, Any], namespace: str) -> dict[str, Any]:
     return doc
 
 
-def _publish(settings: Settings, record: dict[str, Any]) -> None:
+def _publish(settings: Settings, spec: PipelineSpec, record: dict[str, Any]) -> None:
     topic = settings.topic(DECISIONS_TOPIC)
     producer = Producer(settings.kafka.producer_config(acks="all", **{"enable.idempotence": True}))
     errors: list[KafkaError] = []
@@ -141,8 +142,9 @@ def _publish(settings: Settings, record: dict[str, Any]) -> None:
             errors.append(err)
 
     try:
-        producer.produce(topic, key=record["spec"].encode(),
-                         value=Codec.for_schema("decision").encode(record), on_delivery=delivered)
+        value = namespace_codec(settings, spec, "decision").encode(record)
+        producer.produce(topic, key=record["spec"].encode(), value=value,
+                         on_delivery=delivered)
     except KafkaException as exc:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
     if producer.flush(_TIMEOUT) > 0 or errors:
@@ -164,9 +166,10 @@ def find_decision(settings: Settings, did: str) -> dict[str, Any] | None:
         raise _es_unavailable(settings, exc) from None
 
 
-def record_decision(settings: Settings, record: dict[str, Any]) -> dict[str, Any]:
+def record_decision(settings: Settings, spec: PipelineSpec, record: dict[str, Any]
+                    ) -> dict[str, Any]:
     """Publish and index ``record``; the decision that ends up in the index is returned."""
-    _publish(settings, record)
+    _publish(settings, spec, record)
     es = elasticsearch_client(settings)
     try:
         es.create(index=settings.index(DECISIONS_INDEX), id=record["decision_id"],
@@ -218,14 +221,14 @@ def evaluate(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = Non
         applied, after, note = _apply(settings, spec, registry, found, now)
         return Outcome(found, False, applied, after, note)
     say(f"reading the joined labels of {settings.topic('labeled')} since {start}")
-    window = LabelledWindow.from_records(labelled_records(settings, start), start, end)
+    window = LabelledWindow.from_records(labelled_records(settings, spec, start), start, end)
     say(f"{len(window.event_ids)} labelled events in the window")
     unhealthy = health(registry, spec, roles, window, policy.min_coverage)
     decision: Decision = decide(policy, roles, window, now_ms=now, unhealthy=unhealthy)
     record = decision.to_record()
     if not apply:
         return Outcome(record, True, False, roles, "dry run: nothing recorded")
-    kept = record_decision(settings, record)
+    kept = record_decision(settings, spec, record)
     applied, after, note = _apply(settings, spec, registry, kept, now)
     return Outcome(kept, kept is record, applied, after, note)
 

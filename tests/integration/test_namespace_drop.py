@@ -31,6 +31,7 @@ from precog.models import dump_lightgbm
 from precog.namespace import index_stems, setup_namespace, topics_for
 from precog.registry import HoldoutMetrics, ModelRegistry, index_metadata
 from precog.roles import ModelRef, Roles
+from precog.schema_registry import client, register_schemas, topic_schemas
 from precog.settings import Settings
 from precog.spec import load_spec
 from precog.teardown import Resources, drop, find
@@ -94,6 +95,7 @@ def namespaces(stack: list[Any], tmp_path: Path) -> Iterator[list[Settings]]:
     for s in made:
         setup_namespace(s, SPEC)
         _fill(s, meta)
+        register_schemas(s, SPEC)  # what setup does for a Confluent-format namespace
     yield made
     for s in made:  # whatever the test left
         drop(s, s.namespace)
@@ -155,6 +157,11 @@ def test_drop_removes_exactly_one_namespace(namespaces: list[Settings]) -> None:
     assert f"  indices: {len(index_stems())} (1 documents)" in res.output
     assert "  consumer groups: 3" in res.output
     assert f"  Redis keys: {KEYS}" in res.output
+    subjects = [n for n in client(Settings()).get_subjects()
+                if n.split(".", 1)[0] in {s.namespace for s in namespaces}]
+    assert not [n for n in subjects if n.startswith(f"{target.namespace}.")]
+    assert {n.split(".", 1)[0] for n in subjects} == {s.namespace for s in others}
+    assert f"  schema registry subjects: {len(topic_schemas(target, SPEC))}" in res.output
 
     after = _snapshot(names)
     assert after[target.namespace] == Resources(target.namespace)  # nothing of it is left
