@@ -18,17 +18,19 @@ from precog.settings import Settings
 
 
 def bench_throughput(lab: Lab) -> dict[str, Any]:
-    """Rounds of raw, passthrough, precog, precog+index, naive, naive+index; ratios per round."""
+    """Rounds of raw, passthrough, precog, precog+index, naive, naive+index and the Quix
+    Streams passthrough and naive apps; ratios per round."""
     cfg = lab.config
     plan = [("raw", cfg.events), ("passthrough", cfg.events), ("precog", cfg.events),
             ("precog_index", cfg.events), ("naive", cfg.naive_events),
-            ("naive_index", cfg.naive_index_events)]
+            ("naive_index", cfg.naive_index_events), ("quix_passthrough", cfg.events),
+            ("quix_naive", cfg.naive_events)]
     rounds: list[dict[str, dict[str, Any]]] = []
     for r in range(cfg.reps):
         got: dict[str, dict[str, Any]] = {}
         for kind, n in plan:
             got[kind] = lab.throughput_run(kind, n)
-            lab.echo(f"round {r + 1}: {kind:13s} {got[kind]['events_per_s']:9.0f} events/s"
+            lab.echo(f"round {r + 1}: {kind:16s} {got[kind]['events_per_s']:9.0f} events/s"
                      + (f"  indexed {got[kind]['index_events_per_s']:.0f}/s"
                         if "index_events_per_s" in got[kind] else ""))
         rounds.append(got)
@@ -54,6 +56,12 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
             [rate("precog_index", r) / rate("passthrough", r) for r in rounds]),
         "precog_index_vs_precog": summarize(
             [rate("precog_index", r) / rate("precog", r) for r in rounds]),
+        "precog_vs_quix_passthrough": summarize(
+            [rate("precog", r) / rate("quix_passthrough", r) for r in rounds]),
+        "precog_vs_quix_naive": summarize(
+            [rate("precog", r) / rate("quix_naive", r) for r in rounds]),
+        "quix_passthrough_vs_passthrough": summarize(
+            [rate("quix_passthrough", r) / rate("passthrough", r) for r in rounds]),
     }
     return out
 
