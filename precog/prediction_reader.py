@@ -43,7 +43,7 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
 
 def _string(buf: bytes, pos: int) -> tuple[str, int]:
     n = buf[pos]
-    if n < 0x80:
+    if n < 0x80 and not n & 1:  # a one-byte length of 0-63 (odd bytes are negative)
         n >>= 1
         pos += 1
     else:
@@ -101,11 +101,13 @@ def _body(buf: bytes) -> dict[str, Any]:
     while n:
         for _ in range(n):  # the hot loop, inlined: one-byte lengths and ages are the rule
             size = buf[pos]
-            if size < 0x80:
+            if size < 0x80 and not size & 1:
                 size >>= 1
                 pos += 1
             else:
                 size, pos = _long(buf, pos)
+                if size < 0:
+                    raise ValueError("negative string length")
             end = pos + size
             raw = buf[pos:end]
             name = names.get(raw)
