@@ -37,7 +37,8 @@ _FLOAT = struct.Struct("<f").unpack_from
 _INT32 = 2**31
 _UINT64 = 2**64
 
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
+def read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """One Avro ``long`` at ``pos``: (value, next position); ``ValueError`` past 64 bits."""
     b = buf[pos]
     if b < 0x80:
         return (b >> 1) ^ -(b & 1), pos + 1
@@ -57,14 +58,14 @@ def _long(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def _int(buf: bytes, pos: int) -> tuple[int, int]:
-    value, pos = _long(buf, pos)
+    value, pos = read_long(buf, pos)
     if not -_INT32 <= value < _INT32:
         raise ValueError("int beyond 32 bits")
     return value, pos
 
 
 def _string(buf: bytes, pos: int) -> tuple[str, int]:
-    n, pos = _long(buf, pos)
+    n, pos = read_long(buf, pos)
     if n < 0:
         raise ValueError("negative string length")
     end = pos + n
@@ -95,7 +96,7 @@ _SOURCE: dict[str, tuple[str, ...]] = {
         "else:",
         "    {v}, pos = _string(buf, pos)",
     ),
-    "long": ("{v}, pos = _long(buf, pos)",),
+    "long": ("{v}, pos = read_long(buf, pos)",),
     "int": ("{v}, pos = _int(buf, pos)",),
     "double": ("{v} = _DOUBLE(buf, pos)[0]", "pos += 8"),
     "float": ("{v} = _FLOAT(buf, pos)[0]", "pos += 4"),
@@ -129,7 +130,7 @@ def compile_body(fields: list[tuple[str, str]]) -> tuple[str, Callable[[bytes], 
               "    return {" + ", ".join(f"{name!r}: v{i}" for i, (name, _) in
                                         enumerate(fields)) + "}"]
     source = "\n".join(lines) + "\n"
-    scope: dict[str, Any] = {"_long": _long, "_int": _int, "_string": _string,
+    scope: dict[str, Any] = {"read_long": read_long, "_int": _int, "_string": _string,
                              "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT}
     exec(compile(source, "<precog.event_reader>", "exec"), scope)  # noqa: S102 - from _SOURCE
     return source, scope["body"]

@@ -17,28 +17,12 @@ import struct
 from typing import Any
 
 from precog.avro import Codec
+from precog.event_reader import read_long as _long
 
 _DOUBLE = struct.Struct("<d").unpack_from
 _ROLES = ("leader", "challenger")
 #: feature names seen (raw UTF-8 -> str): the same few names in every record
 _NAMES: dict[bytes, str] = {}
-
-
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z, shift = b & 0x7F, 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
 
 
 def _string(buf: bytes, pos: int) -> tuple[str, int]:

@@ -16,6 +16,12 @@ from precog.bench.report import (
 )
 from precog.settings import Settings
 
+#: the throughput ratios (numerator, denominator), each computed per round
+RATIOS = (("precog", "passthrough"), ("precog", "raw"), ("passthrough", "raw"),
+          ("precog", "naive"), ("precog_index", "naive_index"), ("precog_index", "passthrough"),
+          ("precog_index", "precog"), ("precog", "quix_passthrough"), ("precog", "quix_naive"),
+          ("quix_passthrough", "passthrough"))
+
 
 def bench_throughput(lab: Lab) -> dict[str, Any]:
     """Rounds of raw, passthrough, precog, precog+index, naive, naive+index and the Quix
@@ -43,26 +49,8 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
     for kind, _ in plan:
         out[kind] = summarize([rate(kind, r) for r in rounds])
     out["precog_index_scoring"] = summarize([r["precog_index"]["events_per_s"] for r in rounds])
-    out["ratios"] = {
-        "precog_vs_passthrough": summarize([rate("precog", r) / rate("passthrough", r)
-                                            for r in rounds]),
-        "precog_vs_raw": summarize([rate("precog", r) / rate("raw", r) for r in rounds]),
-        "passthrough_vs_raw": summarize([rate("passthrough", r) / rate("raw", r)
-                                         for r in rounds]),
-        "precog_vs_naive": summarize([rate("precog", r) / rate("naive", r) for r in rounds]),
-        "precog_index_vs_naive_index": summarize(
-            [rate("precog_index", r) / rate("naive_index", r) for r in rounds]),
-        "precog_index_vs_passthrough": summarize(
-            [rate("precog_index", r) / rate("passthrough", r) for r in rounds]),
-        "precog_index_vs_precog": summarize(
-            [rate("precog_index", r) / rate("precog", r) for r in rounds]),
-        "precog_vs_quix_passthrough": summarize(
-            [rate("precog", r) / rate("quix_passthrough", r) for r in rounds]),
-        "precog_vs_quix_naive": summarize(
-            [rate("precog", r) / rate("quix_naive", r) for r in rounds]),
-        "quix_passthrough_vs_passthrough": summarize(
-            [rate("quix_passthrough", r) / rate("passthrough", r) for r in rounds]),
-    }
+    out["ratios"] = {f"{a}_vs_{b}": summarize([rate(a, r) / rate(b, r) for r in rounds])
+                     for a, b in RATIOS}
     return out
 
 

@@ -37,6 +37,25 @@ def _same(reader: EventReader, codec: Codec, data: bytes | None) -> None:
     assert mine == theirs, data
 
 
+def corruptions(data: bytes, rng: random.Random, n: int) -> list[bytes]:
+    """``n`` copies of ``data`` with 1-3 bytes changed, inserted or deleted after the
+    10-byte header (seeded by ``rng``)."""
+    out = []
+    for _ in range(n):
+        bad = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(10, len(bad))
+            op = rng.random()
+            if op < 0.6:
+                bad[at] = rng.randrange(256)
+            elif op < 0.8:
+                bad.insert(at, rng.randrange(256))
+            else:
+                del bad[at]
+        out.append(bytes(bad))
+    return out
+
+
 def _simulated(spec_file: str, n: int) -> tuple[Codec, list[dict]]:
     spec = load_spec(SPEC_DIR / spec_file)
     sim = simulator_for(SimConfig(seed=7), spec)
@@ -105,19 +124,8 @@ def test_corrupted_bodies_get_the_codecs_answer(spec_file):
     reader = EventReader(codec)
     rng = random.Random(11)
     for rec in records:
-        data = bytearray(codec.encode(rec))
-        for _ in range(150):
-            bad = bytearray(data)
-            for _ in range(rng.randint(1, 3)):
-                at = rng.randrange(10, len(bad))
-                op = rng.random()
-                if op < 0.6:
-                    bad[at] = rng.randrange(256)
-                elif op < 0.8:
-                    bad.insert(at, rng.randrange(256))
-                else:
-                    del bad[at]
-            _same(reader, codec, bytes(bad))
+        for bad in corruptions(codec.encode(rec), rng, 150):
+            _same(reader, codec, bad)
 
 
 def test_long_varints_are_read_like_fastavro():

@@ -12,6 +12,7 @@ from precog.avro import Codec
 from precog.errors import DecodeError
 from precog.prediction_reader import PredictionReader
 from precog.prediction_writer import _long, _string
+from tests.unit.test_event_reader import corruptions
 from tests.unit.test_prediction_writer import _rows, _writer
 
 pytestmark = pytest.mark.unit
@@ -81,15 +82,5 @@ def test_corrupted_bodies_get_the_codecs_answer():
     same error as fastavro, every time."""
     rng = random.Random(5)
     for data in _records(2, 5, seed=4)[:10]:
-        for _ in range(200):
-            bad = bytearray(data)
-            for _ in range(rng.randint(1, 3)):
-                at = rng.randrange(10, len(bad))
-                op = rng.random()
-                if op < 0.6:
-                    bad[at] = rng.randrange(256)
-                elif op < 0.8:
-                    bad.insert(at, rng.randrange(256))
-                else:
-                    del bad[at]
-            assert _answer(READER.decode, bytes(bad)) == _answer(CODEC.decode, bytes(bad))
+        for bad in corruptions(data, rng, 200):
+            assert _answer(READER.decode, bad) == _answer(CODEC.decode, bad)
