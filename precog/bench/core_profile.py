@@ -129,9 +129,14 @@ def _same_predictions(before: list[bytes], after: list[bytes]) -> None:
 
 def profile_core(lab: Any, out_dir: Path, stamp: str) -> dict[str, Any]:
     """Timed passes of both paths, then one profiled pass each (files in ``out_dir``)."""
-    from pyinstrument import Profiler
-
+    from precog.errors import ConfigError
     from precog.settings import Settings
+
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise ConfigError("precog bench --profile needs pyinstrument:"
+                          " pip install 'precog[bench]'") from None
 
     cfg = lab.config
     n = min(cfg.events, len(lab.pool))

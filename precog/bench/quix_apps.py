@@ -37,8 +37,12 @@ def _wall_clock(_value: Any, _key: Any, _timestamp: int, _headers: Any) -> int:
 
 def application(settings: Settings, kind: str) -> Any:
     """A Quix Streams ``Application`` on the namespace's broker (module docstring)."""
-    from quixstreams import Application
-    from quixstreams.kafka.configuration import ConnectionConfig
+    try:
+        from quixstreams import Application
+        from quixstreams.kafka.configuration import ConnectionConfig
+    except ImportError:
+        raise SystemExit("the Quix Streams baselines need quixstreams:"
+                         " pip install 'precog[bench]'") from None
 
     return Application(
         broker_address=ConnectionConfig.from_librdkafka_dict(settings.kafka.confluent_config()),
