@@ -17,6 +17,7 @@ import struct
 from typing import Any
 
 from precog.avro import Codec
+from precog.event_reader import read_long as _long
 
 _DOUBLE = struct.Struct("<d").unpack_from
 _ROLES = ("leader", "challenger")
@@ -24,26 +25,9 @@ _ROLES = ("leader", "challenger")
 _NAMES: dict[bytes, str] = {}
 
 
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z, shift = b & 0x7F, 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def _string(buf: bytes, pos: int) -> tuple[str, int]:
     n = buf[pos]
-    if n < 0x80:
+    if n < 0x80 and not n & 1:  # a one-byte length of 0-63 (odd bytes are negative)
         n >>= 1
         pos += 1
     else:
@@ -100,11 +84,13 @@ def _body(buf: bytes, pos: int = 10) -> dict[str, Any]:
     while n:
         for _ in range(n):  # the hot loop, inlined: one-byte lengths and ages are the rule
             size = buf[pos]
-            if size < 0x80:
+            if size < 0x80 and not size & 1:
                 size >>= 1
                 pos += 1
             else:
                 size, pos = _long(buf, pos)
+                if size < 0:
+                    raise ValueError("negative string length")
             end = pos + size
             raw = buf[pos:end]
             name = names.get(raw)

@@ -184,6 +184,8 @@ def worker_command(kind: str) -> list[str]:
         "passthrough": ["precog.bench.apps", "passthrough"],
         "naive": ["precog.bench.apps", "naive"],
         "naive_index": ["precog.bench.apps", "naive", "--index"],
+        "quix_passthrough": ["precog.bench.quix_apps", "passthrough"],
+        "quix_naive": ["precog.bench.quix_apps", "naive"],
     }[kind]
 
 

@@ -204,10 +204,13 @@ def is_setting(var: str) -> bool:
     name = var.removeprefix("PRECOG_").lower()
     if name in Settings.model_fields:
         return True
-    section, _, field = name.partition("_")
-    model = Settings.model_fields[section].annotation if section in Settings.model_fields \
-        else None
-    return isinstance(model, type) and field in getattr(model, "model_fields", {})
+    for section, info in Settings.model_fields.items():  # sections may hold "_" themselves
+        if name.startswith(section + "_"):
+            model = info.annotation
+            field = name.removeprefix(section + "_")
+            if isinstance(model, type) and field in getattr(model, "model_fields", {}):
+                return True
+    return False
 
 
 def test_the_workers_environment_is_settings_precog_reads(
@@ -226,7 +229,9 @@ def test_the_workers_environment_is_settings_precog_reads(
     assert s.kafka.sasl_password is not None and s.elasticsearch.api_key is not None
     assert (s.worker.web_host, s.worker.web_port) == ("0.0.0.0", 6066)
     assert str(s.spec) == "/etc/precog/spec/transactions.yaml"
-    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": True}
+    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": True,
+                                    "schema-registry": True}
+    assert s.wire_format == "confluent"
 
 
 def test_tls_files_are_mounted_where_the_settings_point() -> None:

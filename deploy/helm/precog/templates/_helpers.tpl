@@ -79,6 +79,8 @@ PRECOG_ELASTICSEARCH_API_KEY: elasticsearch-api-key
 PRECOG_KIBANA_USERNAME: kibana-username
 PRECOG_KIBANA_PASSWORD: kibana-password
 PRECOG_KIBANA_API_KEY: kibana-api-key
+PRECOG_SCHEMA_REGISTRY_USERNAME: schema-registry-username
+PRECOG_SCHEMA_REGISTRY_PASSWORD: schema-registry-password
 {{- end -}}
 
 {{/* TLS files: setting -> values key under tls.files; mounted from tls.existingSecret. */}}
@@ -89,6 +91,7 @@ PRECOG_KAFKA_SSL_KEYFILE: kafkaKeyfile
 PRECOG_REDIS_SSL_CA_CERTS: redisCaCerts
 PRECOG_ELASTICSEARCH_CA_CERTS: elasticsearchCaCerts
 PRECOG_KIBANA_CA_CERTS: kibanaCaCerts
+PRECOG_SCHEMA_REGISTRY_SSL_CAFILE: schemaRegistryCafile
 {{- end -}}
 
 {{- define "precog.env" -}}
@@ -117,6 +120,14 @@ PRECOG_KIBANA_CA_CERTS: kibanaCaCerts
 {{- with .Values.kibana.url }}
 - name: PRECOG_KIBANA_URL
   value: {{ . | quote }}
+{{- end }}
+{{- with .Values.schemaRegistry.url }}
+- name: PRECOG_SCHEMA_REGISTRY_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.schemaRegistry.confluentNamespaces }}
+- name: PRECOG_SCHEMA_REGISTRY_CONFLUENT_NAMESPACES
+  value: {{ join "," . | quote }}
 {{- end }}
 {{- $tls := .Values.tls }}
 {{- range $env, $key := include "precog.tlsFiles" . | fromYaml }}
