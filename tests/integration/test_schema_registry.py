@@ -167,6 +167,15 @@ def test_a_plain_confluent_consumer_reads_every_topic_the_worker_writes(confluen
     deserialize = AvroDeserializer(_registry(settings))
     ctx = SerializationContext(events_topic, MessageField.VALUE)
     assert {deserialize(m.value(), ctx)["event_id"] for m in framed_events} <= ids
+    # the promotion policy's decision record (services/lifecycle.py) too
+    from precog.services.lifecycle import evaluate
+
+    from precog.spec import PromotionSpec
+
+    policy = PromotionSpec(policy="best-recent", min_labels=10, interval="1s", window="1d")
+    decided = evaluate(settings, spec.model_copy(update={"promotion": policy}))
+    (decision,) = _plain_consumer_reads(settings, settings.topic("decisions"), 1)
+    assert decision["decision_id"] == decided.decision["decision_id"]
     alerts = read_topic(settings, settings.topic("alerts"), 0, timeout=2, settle=0.5)
     for m in alerts:  # alerts need a monitor to fire; whatever was written must decode
         assert AvroDeserializer(_registry(settings))(
