@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from precog.settings import Settings
-from precog.spec import PipelineSpec, load_spec
+from precog.spec import PipelineSpec, PromotionSpec, load_spec
 
 
 def say(msg: str) -> None:
@@ -340,6 +340,27 @@ def show_metrics_and_alerts(settings: Settings) -> None:
                 say(f"    first {k['key']}: {h['_source']['message']}")
 
 
+def show_promotion_decision(settings: Settings, spec: PipelineSpec) -> dict[str, Any]:
+    """One evaluation of the best-recent promotion policy on the demo's joined labels: the
+    decision (promote the challenger, or keep the leader) with its evidence
+    (docs/lifecycle.md)."""
+    from precog.services.lifecycle import evaluate
+
+    policy = PromotionSpec(policy="best-recent", metric="f1", window="30d", interval="1m",
+                           min_labels=200, margin=0.0, bootstrap_samples=1000, cooldown="0s")
+    say("promotion policy best-recent (F1, paired bootstrap on the same labelled events)")
+    out = evaluate(settings, spec.model_copy(update={"promotion": policy}))
+    d = out.decision
+    say(f"  decision {d['decision_id']}: {d['action']}: {d['reason']}")
+    for c in d["candidates"]:
+        if c["n"]:
+            say(f"  {c['model_id']} v{c['version']}: {c['status']}, F1 {c['value']:.4f} vs the"
+                f" leader's {c['leader_value']:.4f} on {c['n']} events, p={c['p_value']:.4f}")
+    if out.applied:
+        say(f"  applied: leader is now {out.roles.leader}; the old leader stays a challenger")
+    return d
+
+
 def write_report(settings: Settings, out: Path) -> None:
     say("rendering the dashboards' panels with `precog report`")
     subprocess.run(
@@ -406,6 +427,7 @@ def run(
         ok = reconcile(settings, spec, summary.sent)
         show_provenance(settings)
         show_metrics_and_alerts(settings)
+        show_promotion_decision(settings, spec)
     finally:
         worker.stop()
     write_report(settings, report_dir)
