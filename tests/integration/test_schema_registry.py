@@ -68,7 +68,7 @@ def test_setup_registers_every_topic_backward_and_again_changes_nothing(confluen
     topics = topic_schemas(confluent, spec)
     mine = sorted(n for n in sr.get_subjects() if n.startswith(f"{confluent.namespace}."))
     assert mine == sorted(subject(t) for t in topics)
-    assert len(mine) == 10
+    assert len(mine) == 11  # events, outcomes, outcomes-rekeyed and 8 data topics
     for topic, schema_name in topics.items():
         assert sr.get_compatibility(subject(topic)) == COMPATIBILITY
         registered = sr.get_latest_version(subject(topic))
@@ -198,8 +198,8 @@ def test_precog_setup_registers_the_subjects_of_a_confluent_namespace(stack):
         assert f"namespace {ns}: Confluent wire format, schema registry" \
                f" {settings.schema_registry.url}" in lines
         assert f"subject {ns}.predictions-value: prediction v1 (ids" in result.output
-        assert sum(ln.startswith(f"subject {ns}.") for ln in lines) == 10
-        assert len([n for n in _registry(settings).get_subjects() if n.startswith(f"{ns}.")]) == 10
+        assert sum(ln.startswith(f"subject {ns}.") for ln in lines) == 11
+        assert len([n for n in _registry(settings).get_subjects() if n.startswith(f"{ns}.")]) == 11
     finally:
         drop_namespace(settings)
         delete_subjects(settings)
