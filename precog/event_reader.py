@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
 from precog.avro import Codec
@@ -120,10 +119,12 @@ def _field_types(schema: dict[str, Any]) -> list[tuple[str, str]] | None:
     return fields
 
 
-def compile_body(fields: list[tuple[str, str]]) -> tuple[str, Callable[[bytes], dict[str, Any]]]:
-    """The source of a function reading a record body after the 10-byte header, and the
-    function. Field names enter the source only as ``repr`` literals (dict keys)."""
-    lines = ["def body(buf):", "    pos = 10", "    size = len(buf)"]
+def compile_body(fields: list[tuple[str, str]], header: int = 10
+                 ) -> tuple[str, Callable[[bytes], dict[str, Any]]]:
+    """The source of a function reading a record body after the ``header`` bytes (10:
+    single-object, 5: Confluent), and the function. Field names enter the source only as
+    ``repr`` literals (dict keys)."""
+    lines = ["def body(buf):", f"    pos = {int(header)}", "    size = len(buf)"]
     for i, (_, kind) in enumerate(fields):
         lines += ["    " + line.format(v=f"v{i}") for line in _SOURCE[kind]]
     lines += ["    if pos != size:", "        raise ValueError('trailing bytes')",
@@ -142,12 +143,13 @@ class EventReader:
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         fields = _field_types(codec.writer.raw)
+        self._header = codec.encode_header()  # the namespace's wire format (docs/schemas.md)
+        self._size = len(self._header)
         #: the compiled reader's source (None: the schema is not a flat record of primitives)
         self.source: str | None = None
         self._body: Callable[[bytes], dict[str, Any]] | None = None
         if fields is not None:
-            self.source, self._body = compile_body(fields)
-        self._header = codec.encode_header()
+            self.source, self._body = compile_body(fields, len(self._header))
 
     @property
     def compiled(self) -> bool:
@@ -157,15 +159,9 @@ class EventReader:
     def decode(self, data: bytes | None) -> dict[str, Any]:
         """The record as :meth:`Codec.decode` returns it (the codec's errors for bad input)."""
         body = self._body
-        if body is not None and data is not None and data[:10] == self._header:
+        if body is not None and data is not None and data[:self._size] == self._header:
             try:
                 return body(data)
             except (ValueError, IndexError, struct.error):
                 pass  # corrupt: the codec says precisely why
         return self.codec.decode(data)
-
-
-@cache
-def event_reader(schema_name: str) -> EventReader:
-    """The reader of the packaged schema ``schema_name`` (one per process)."""
-    return EventReader(Codec.for_schema(schema_name))

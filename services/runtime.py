@@ -22,6 +22,7 @@ from precog.services.reliability import WorkerHealth
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from precog.avro import Codec
+from precog.event_reader import EventReader
 from precog.schema_registry import namespace_codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
@@ -229,6 +230,7 @@ class Runtime:
     _producer: BatchProducer | None = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
     _codecs: dict[str, Codec] = field(default_factory=dict)
+    _event_reader: EventReader | None = None
 
     def codec(self, schema_name: str) -> Codec:
         """The schema's codec in the namespace's wire format (Confluent: ids looked up once)."""
@@ -237,6 +239,12 @@ class Runtime:
             found = self._codecs[schema_name] = namespace_codec(self.settings, self.spec,
                                                                 schema_name)
         return found
+
+    def event_reader(self) -> EventReader:
+        """The events' compiled reader in the namespace's wire format (one per runtime)."""
+        if self._event_reader is None:
+            self._event_reader = EventReader(self.codec(self.spec.event.schema_name))
+        return self._event_reader
 
     def event_schema_label(self) -> str:
         # from the cached codec: reading the schema files again every batch is hot-path work

@@ -24,15 +24,21 @@ CLIENT_USER = "precog"
 
 
 def kafka_cluster_id(seed: uuid.UUID | None = None) -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never starting
+    with ``-`` (the storage tool would take it for an option; Kafka's own ``Uuid.randomUuid``
+    draws again in that case, and so does this).
 
     >>> kafka_cluster_id(uuid.UUID(int=0))
     'AAAAAAAAAAAAAAAAAAAAAA'
     >>> len(kafka_cluster_id())
     22
+    >>> all(not kafka_cluster_id().startswith("-") for _ in range(2000))
+    True
     """
-    raw = (seed or uuid.uuid4()).bytes
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    while True:
+        text = base64.urlsafe_b64encode((seed or uuid.uuid4()).bytes).rstrip(b"=").decode()
+        if not text.startswith("-") or seed is not None:
+            return text
 
 
 def kafka_pom(kafka_version: str, slf4j_version: str = SLF4J_VERSION) -> str:

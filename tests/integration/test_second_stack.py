@@ -139,7 +139,7 @@ def test_second_stack_runs_beside_the_first_and_shares_nothing(
     assert _values(second, topic) == [b"kept"]
 
     assert local_stack.down(second, echo=print, timeout=20) == ["redis", "kafka"]
-    assert [local_stack.service_pid(second, s) for s in services] == [None, None, None]
+    assert [local_stack.service_pid(second, s) for s in services] == [None] * len(services)
     # the first stack never noticed
     assert {s: local_stack.healthy(first, s) for s in services} == dict.fromkeys(services)
     assert {s: local_stack.service_pid(first, s) for s in services} == first_pids

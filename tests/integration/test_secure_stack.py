@@ -265,12 +265,15 @@ def _precog(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 def test_stack_status_and_env_cli(secure: Secure) -> None:
     ok = _precog(secure.env, "stack", "status")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.count("healthy") == 3, ok.stdout
+    # Kafka, Elasticsearch and Redis with auth and TLS, and the schema registry (the local
+    # one has neither: docs/schemas.md, limits)
+    assert ok.stdout.count("healthy") == 4, ok.stdout
     secure.assert_no_secret(ok.stdout + ok.stderr, "precog stack status")
     # a wrong password: every service DOWN, one line each, no password of any kind
     wrong = {**secure.env, **{k: WRONG for k in secure.env if k.endswith("_PASSWORD")}}
     bad = _precog(wrong, "stack", "status")
     assert bad.returncode == 1 and bad.stdout.count("DOWN") == 3, bad.stdout + bad.stderr
+    assert bad.stdout.count("healthy") == 1, bad.stdout  # the registry: no password to get wrong
     secure.assert_no_secret(bad.stdout + bad.stderr, "precog stack status (wrong password)")
     assert WRONG not in bad.stdout + bad.stderr
     # the only place the passwords are printed
