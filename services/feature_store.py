@@ -138,6 +138,21 @@ class RedisOnlineStore:
             pipe.set(self.key(entity), state.to_bytes(), ex=self.ttl)
         await self._guard(pipe.execute)
 
+    async def read_values(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Other values the namespace keeps beside the states (``precog serve``'s answers)."""
+        if not keys:
+            return []
+        return list(await self._guard(lambda: self._async.mget(list(keys))))
+
+    async def write_values(self, values: Mapping[str, bytes], ttl: int) -> None:
+        """Write such values with ``ttl`` seconds in one pipelined round trip."""
+        if not values:
+            return
+        pipe = self._async.pipeline(transaction=False)
+        for key, value in values.items():
+            pipe.set(key, value, ex=ttl)
+        await self._guard(pipe.execute)
+
     async def close(self) -> None:
         """Release the connections (async and, if used, sync)."""
         await self._async.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

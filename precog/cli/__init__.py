@@ -12,7 +12,8 @@ from precog.errors import PrecogError
 
 app = typer.Typer(
     name="precog",
-    help="Streaming inference on Kafka: stack, simulate, train, models, worker, replay, report.",
+    help="Streaming inference on Kafka: stack, simulate, train, models, worker, serve, replay,"
+    " report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -28,6 +29,7 @@ _GROUPS = [
     ("backfill", "backfill"),
     ("models", "models"),
     ("worker", "worker"),
+    ("serve", "serve"),
     ("kibana", "kibana"),
     ("report", "report"),
     ("replay", "replay"),
