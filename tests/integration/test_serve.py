@@ -8,6 +8,7 @@ runs it (the same app, uvicorn, the role watcher following model-control).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from precog.io.redis import redis_client
 from precog.registry import ModelRegistry
 from precog.scoring import prediction_id
 from precog.serve.app import create_app
+from precog.serve.server import tls_options
 from precog.settings import Settings
 from precog.spec import PipelineSpec, load_spec
 from precog.validation import check_event, failure_reason
@@ -80,19 +82,22 @@ def serving(settings: Settings, ready: bool = True) -> Iterator[str]:
     """`precog serve`'s app on uvicorn in a thread; yields its base URL."""
     port = free_port()
     app = create_app(settings, load_spec(settings.spec), "test")
+    tls = tls_options(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           loop="asyncio"))
+                                           loop="asyncio", **tls))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify: Any = (ssl.create_default_context(cafile=str(settings.serve.tls_certfile))
+                   if tls else True)
     try:
         deadline = time.monotonic() + 60
         while not server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.05)
         if ready:  # the role watcher loaded the models
-            while httpx.get(f"{url}/v2/health/ready").status_code != 200:
-                assert time.monotonic() < deadline, httpx.get(f"{url}/v2/health/ready").text
+            while httpx.get(f"{url}/v2/health/ready", verify=verify).status_code != 200:
+                assert time.monotonic() < deadline, "models not loaded"
                 time.sleep(0.2)
         yield url
     finally:
@@ -352,3 +357,21 @@ def test_redis_down_answers_503_naming_it_and_its_address(served, spec, tmp_path
         assert body["dependency"] == "redis"
         assert body["address"] == f"redis://127.0.0.1:{closed}/0"
         assert body["error"].startswith(f"redis is not reachable at redis://127.0.0.1:{closed}/0")
+
+
+def test_tls_from_the_settings_serves_https_only(served, tmp_path: Path):
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    secure = served.model_copy(update={"serve": served.serve.model_copy(
+        update={"tls_certfile": cert, "tls_keyfile": key})})
+    with serving(secure) as base:
+        assert base.startswith("https://")
+        r = httpx.post(f"{base}/v1/score", json=_event(_entity(), 1, now_ms()), headers=AUTH,
+                       verify=ssl.create_default_context(cafile=str(cert)), timeout=30)
+        assert r.status_code == 200 and r.json()["state"] == "updated"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(base.replace("https://", "http://") + "/v2/health/live", timeout=5)
