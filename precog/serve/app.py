@@ -103,15 +103,14 @@ def create_app(settings: Settings, spec: PipelineSpec, code_version: str) -> Fas
     """The ASGI app; its lifespan starts the role watcher and the clients, and stops them."""
     check = KeyCheck(settings.serve.keys())
     codec_raw = _event_schema(spec)
-    holder: dict[str, Service] = {}
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        holder["service"] = Service.start(settings, spec, code_version)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = Service.start(settings, spec, code_version)
         try:
             yield
         finally:
-            await holder.pop("service").stop()
+            await app.state.service.stop()
 
     app = FastAPI(title="precog serve", version=code_version, lifespan=lifespan,
                   description="Synchronous scoring with the streaming worker's features and"
@@ -123,7 +122,7 @@ def create_app(settings: Settings, spec: PipelineSpec, code_version: str) -> Fas
     open_paths = {"/v2/health/live", "/v2/health/ready", "/metrics", "/openapi.json", "/docs"}
 
     def service() -> Service:
-        return holder["service"]
+        return app.state.service  # type: ignore[no-any-return]
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:

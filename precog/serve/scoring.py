@@ -6,12 +6,12 @@ Redis entity state, the same model set (hot-reloaded from ``{ns}.model-control``
 worker's :class:`~precog.services.agents.role_watcher.RoleWatcher`) and the same prediction
 writer, with ``provenance.channel = "rest"``. Per request:
 
-1. the answers already given for its event ids are read from Redis (idempotency: a repeated
-   ``event_id`` gets its first answer back, and nothing else happens);
-2. the new events are featurized from their entities' states (one MGET, the state marker
-   checked as the worker does), scored by every model, encoded;
+1. one Redis MGET reads the answers already given for its event ids, its entities' states
+   and the state marker (idempotency: a repeated ``event_id`` gets its first answer back,
+   and nothing else happens);
+2. the new events are featurized from those states, scored by every model, encoded;
 3. the predictions are published to ``{ns}.predictions`` and acknowledged by Kafka;
-4. the new states are written (unless read-only), then the answers (with a TTL).
+4. one pipelined Redis write: the new states (unless read-only), then the answers (TTL).
 
 An event scored here enters its entity's state recorded by event id
 (:data:`~precog.features.DIRECT_PARTITION`): when the same event later arrives on the
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import orjson
 
 from precog.errors import EventError, ServiceUnavailable
-from precog.features import DIRECT_PARTITION, Featurizer
+from precog.features import DIRECT_PARTITION, EntityState, Featurizer
 from precog.scoring import EventContext, ModelSet
 from precog.services.agents.score import (
     Writers,
@@ -40,8 +40,8 @@ from precog.services.agents.score import (
     featurize_isolating,
     mark_fresh_namespace,
 )
-from precog.services.feature_store import RedisOnlineStore
-from precog.services.reliability import Producer
+from precog.services.batch_producer import BatchProducer
+from precog.services.feature_store import RedisOnlineStore, StateLost
 from precog.services.runtime import Runtime
 from precog.validation import check_batch, check_event, failure_reason
 
@@ -94,7 +94,7 @@ class Answer:
 class ServeScorer:
     """Scores events synchronously with the worker's pieces; one per ``precog serve`` process."""
 
-    def __init__(self, rt: Runtime, store: RedisOnlineStore, producer: Producer, *,
+    def __init__(self, rt: Runtime, store: RedisOnlineStore, producer: BatchProducer, *,
                  read_only: bool, answer_ttl: int, timeout: float) -> None:
         self.rt = rt
         self.store = store
@@ -175,26 +175,36 @@ class ServeScorer:
         entities = sorted({str(r[ev.entity_field]) for r in records})
         async with self._locked([f"entity:{e}" for e in entities] +
                                 [f"event:{i}" for i in sorted(set(ids))]):
-            known = await self._read_answers(ids, read_only)
+            unique = list(dict.fromkeys(ids))
+            # one MGET: the answers already given, the entities' states and the marker
+            states, values, marked = await self._bounded(
+                "redis", self.redis_address,
+                self.store.read_with(entities, [self.answer_key(i, read_only) for i in unique]))
+            known = {i: orjson.loads(v) for i, v in zip(unique, values, strict=True)
+                     if v is not None}
             fresh: dict[str, _Event] = {}
             for i, (event_id, record) in enumerate(zip(ids, records, strict=True)):
                 if event_id not in known and event_id not in fresh:
                     fresh[event_id] = _Event(record, EventContext(
                         self.events_topic, DIRECT_PARTITION, -1), i)
             if fresh:
-                known.update(await self._score_fresh(list(fresh.values()), models, read_only))
+                if not marked:
+                    await self._check_marker()
+                known.update(await self._score_fresh(list(fresh.values()), states, models,
+                                                     read_only))
         return [Answer(known[event_id], event_id not in fresh or fresh[event_id].index != i)
                 for i, event_id in enumerate(ids)]
 
-    async def _score_fresh(self, events: list[_Event], models: ModelSet,
-                           read_only: bool) -> dict[str, dict[str, Any]]:
+    async def _check_marker(self) -> None:
+        """The marker was missing: write it for a fresh namespace, else the state was lost."""
+        await self._bounded("redis", self.redis_address,
+                            mark_fresh_namespace(self.rt, self.store))
+        if not await self._bounded("redis", self.redis_address, self.store.has_marker()):
+            raise StateLost(self.store.address, self.store.marker_key)
+
+    async def _score_fresh(self, events: list[_Event], states: dict[str, EntityState | None],
+                           models: ModelSet, read_only: bool) -> dict[str, dict[str, Any]]:
         rt, ev = self.rt, self.rt.spec.event
-        if not self._marked:
-            await self._bounded("redis", self.redis_address, mark_fresh_namespace(rt, self.store))
-            self._marked = True
-        entities = list(dict.fromkeys(str(e.record[ev.entity_field]) for e in events))
-        states = await self._bounded("redis", self.redis_address,
-                                     self.store.read(entities, check_marker=True))
         kept, columns, bad = featurize_isolating(self.featurizer, states, events)
         rejected = [Rejected(e.index, str(e.record[ev.id_field]), "featurize", str(exc))
                     for e, exc in bad]
@@ -205,31 +215,33 @@ class ServeScorer:
                      for e, exc in bad]
         if rejected:
             raise InvalidEvents(sorted(rejected, key=lambda r: r.index))
-        stateful = columns.changed if not read_only else {}
-        answers = {str(e.record[ev.id_field]): self._answer(value, read_only, e.record, stateful)
-                   for e, (_, value, _, _) in out}
-        await self._bounded("kafka", rt.settings.kafka.bootstrap, self.producer.produce(
+        answers = {}
+        for e, (_, value, _, _) in out:
+            before = states.get(str(e.record[ev.entity_field]))
+            event_id = str(e.record[ev.id_field])
+            state = ("read-only" if read_only else
+                     "already-applied" if before is not None and event_id in before.direct
+                     else "updated")
+            answers[event_id] = self._answer(value, state)
+        await self._bounded("kafka", self.producer.address, self.producer.produce(
             rt.settings.topic("predictions"), [rec for _, rec in out], "serve: publish"))
         rt.metrics.predictions_out.labels(rt.spec.name).inc(len(out))
-        if not read_only:
-            await self._bounded("redis", self.redis_address, self.store.write(columns.changed))
-        await self._bounded("redis", self.redis_address, self.store.write_values(
+        # every prediction acknowledged before the state moves on (the score agent's order);
+        # the answers in the same round trip, after the states in the pipeline
+        await self._bounded("redis", self.redis_address, self.store.write(
+            {} if read_only else columns.changed,
             {self.answer_key(i, read_only): orjson.dumps(body) for i, body in answers.items()},
             self.answer_ttl))
         return answers
 
-    def _answer(self, value: bytes, read_only: bool, record: Mapping[str, Any],
-                changed: Mapping[str, Any]) -> dict[str, Any]:
-        """The response for one event: the published prediction record, and the decision."""
+    def _answer(self, value: bytes, state: str) -> dict[str, Any]:
+        """The response for one event: the published prediction record, and the decision.
+
+        ``state``: ``updated``, ``read-only``, or ``already-applied`` (the entity's state
+        held this event already: scored here before, its answer expired).
+        """
         prediction = self.prediction_codec.decode(value)
         leader = prediction["leader"]
-        entity = str(record[self.rt.spec.event.entity_field])
-        if read_only:
-            state = "read-only"
-        elif entity in changed:
-            state = "updated"
-        else:  # the entity's state already held this event (scored here before)
-            state = "already-applied"
         return {
             "event_id": prediction["event_id"],
             "prediction_id": prediction["prediction_id"],
@@ -247,12 +259,6 @@ class ServeScorer:
         except TimeoutError:
             raise ServiceUnavailable(service, address,
                                      f"no answer within {self.timeout:g}s") from None
-
-    async def _read_answers(self, ids: list[str], read_only: bool) -> dict[str, dict[str, Any]]:
-        unique = list(dict.fromkeys(ids))
-        values = await self._bounded("redis", self.redis_address, self.store.read_values(
-            [self.answer_key(i, read_only) for i in unique]))
-        return {i: orjson.loads(v) for i, v in zip(unique, values, strict=True) if v is not None}
 
     @contextlib.asynccontextmanager
     async def _locked(self, names: list[str]) -> Any:

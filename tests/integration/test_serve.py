@@ -78,10 +78,13 @@ def spec(served: Settings) -> PipelineSpec:
 
 
 @contextmanager
-def serving(settings: Settings, ready: bool = True) -> Iterator[str]:
-    """`precog serve`'s app on uvicorn in a thread; yields its base URL."""
+def serving(settings: Settings, ready: bool = True, apps: list[Any] | None = None
+            ) -> Iterator[str]:
+    """`precog serve`'s app on uvicorn in a thread; yields its base URL (``apps`` gets the app)."""
     port = free_port()
     app = create_app(settings, load_spec(settings.spec), "test")
+    if apps is not None:
+        apps.append(app)
     tls = tls_options(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            loop="asyncio", **tls))
@@ -375,3 +378,53 @@ def test_tls_from_the_settings_serves_https_only(served, tmp_path: Path):
         assert r.status_code == 200 and r.json()["state"] == "updated"
         with pytest.raises(httpx.HTTPError):
             httpx.get(base.replace("https://", "http://") + "/v2/health/live", timeout=5)
+
+
+def test_kafka_not_acknowledging_answers_503_naming_it_and_nothing_moves(served, spec):
+    from types import SimpleNamespace
+
+    from precog.services.batch_producer import BatchProducer
+
+    apps: list[Any] = []
+    with serving(served, apps=apps) as base:
+        service = apps[0].state.service
+        closed = free_port()
+        down = served.model_copy(update={"kafka": served.kafka.model_copy(
+            update={"bootstrap": f"127.0.0.1:{closed}"})})
+        # the scorer's producer, as a process whose broker went away would have it
+        real, service.scorer.producer = service.scorer.producer, BatchProducer(
+            SimpleNamespace(settings=down, worker_name="test", health=service.rt.health),
+            1_000_000)
+        try:
+            entity = _entity()
+            r = _post(base, _event(entity, 1, now_ms()))
+            assert r.status_code == 503, r.text
+            assert r.json()["dependency"] == "kafka"
+            assert r.json()["address"] == f"127.0.0.1:{closed}"
+            assert r.json()["error"] == (f"kafka is not reachable at 127.0.0.1:{closed}:"
+                                         " no answer within 3s")
+            assert _state(served, spec, entity) is None  # published first, then the state
+        finally:
+            service.scorer.producer = real
+
+
+def test_roles_are_hot_reloaded_from_model_control(served, spec, url):
+    from precog.services.model_control import publish_roles, read_roles
+
+    from precog.roles import ModelRef, set_leader
+
+    roles = read_roles(served, spec.name)
+    assert roles is not None and roles.leader.model_id == "fraud-lgbm"
+    before = httpx.get(f"{url}/v2/models/{spec.name}", headers=AUTH).json()["parameters"]
+    publish_roles(served, set_leader(roles, ModelRef("fraud-logreg", 1), at=now_ms(), by="test"))
+    deadline = time.monotonic() + 30
+    while True:
+        meta = httpx.get(f"{url}/v2/models/{spec.name}", headers=AUTH).json()["parameters"]
+        if meta["roles_revision"] > before["roles_revision"]:
+            break
+        assert time.monotonic() < deadline, "roles not reloaded"
+        time.sleep(0.2)
+    assert [(m["model_id"], m["role"]) for m in meta["models"]] == [("fraud-logreg", "leader")]
+    answer = _post(url, _event(_entity(), 1, now_ms())).json()
+    assert answer["decision"]["model_id"] == "fraud-logreg"
+    assert answer["prediction"]["challengers"] == []
