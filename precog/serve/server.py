@@ -43,4 +43,4 @@ def run(settings: Settings, loglevel: str = "info") -> None:
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s:"
                         " %(message)s")
     uvicorn.run(app, host=settings.serve.host, port=settings.serve.port, log_level=loglevel,
-                loop=settings.worker.loop, access_log=False, **tls)  # type: ignore[arg-type]
+                loop=settings.worker.loop, http="httptools", access_log=False, **tls)  # type: ignore[arg-type]
