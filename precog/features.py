@@ -96,7 +96,7 @@ class EntityState:
 
     def to_bytes(self) -> bytes:
         """Compact, deterministic JSON (sorted keys; floats round-trip exactly)."""
-        doc = {
+        doc: dict[str, Any] = {
             "v": _STATE_VERSION,
             "t": self.last_time,
             "c": self.counts,

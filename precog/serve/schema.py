@@ -76,7 +76,7 @@ def v2_inputs(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             for f in record["fields"]]
 
 
-def events_from_v2(record: Mapping[str, Any], inputs: Sequence[Any]) -> list[dict[str, Any]]:
+def events_from_v2(record: Mapping[str, Any], inputs: Any) -> list[dict[str, Any]]:
     """Events from V2 input tensors (one per field, all of the same length ``shape[0]``)."""
     if not isinstance(inputs, Sequence) or not inputs:
         raise TensorError("inputs: a non-empty list of tensors is required")
