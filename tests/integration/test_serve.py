@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from precog.services.agents.score import score_events
+from precog.services.agents.score import ensure_state_marker, score_events
 from precog.services.feature_store import RedisOnlineStore
 from precog.services.runtime import now_ms
 
@@ -428,3 +428,42 @@ def test_roles_are_hot_reloaded_from_model_control(served, spec, url):
     answer = _post(url, _event(_entity(), 1, now_ms())).json()
     assert answer["decision"]["model_id"] == "fraud-logreg"
     assert answer["prediction"]["challengers"] == []
+
+
+def test_rest_and_the_stream_give_bit_identical_features_and_scores(served, spec, url):
+    """The same event sequence of one card through the score agent and through `/v1/score`
+    (its own card, so the two states do not mix): features, ages and every score equal."""
+    t0 = now_ms() - 7_200_000
+    stream_card, rest_card = _entity(), _entity()
+    seq = [(n, t0 + n * 90_000 + (n % 3) * 7_000) for n in range(12)]
+    stream_events = [_event(stream_card, n, t) for n, t in seq]
+    rest_events = [_event(rest_card, n, t) for n, t in seq]
+
+    async def stream() -> list[dict[str, Any]]:
+        from precog.services.runtime import Runtime
+
+        rt = Runtime(settings=served, spec=spec, app=None, code_version="test")
+        rt.models = _models(served, spec)
+        codec = Codec.for_schema(spec.event.schema_name)
+        topic = served.topic(spec.event.topic)
+        producer = RecordingProducer()
+        store = RedisOnlineStore(served, spec)
+        try:  # two micro-batches: the state chains through Redis between them
+            await ensure_state_marker(rt, store)  # what the worker's first batch does
+            for lo, hi in ((0, 5), (5, 12)):
+                msgs = [event(topic, 1, 100 + i, codec.encode(stream_events[i]),
+                              stream_card.encode()) for i in range(lo, hi)]
+                assert await score_events(rt, store, producer, Featurizer(spec), msgs) == hi - lo
+        finally:
+            await store.close()
+        pcodec = Codec.for_schema("prediction")
+        return [pcodec.decode(s.value) for s in producer.on(served.topic("predictions"))]
+
+    # the roles may have changed in an earlier test: the stream reads them as serve does
+    streamed = asyncio.run(stream())
+    served_ = [_post(url, e).json()["prediction"] for e in rest_events]
+    assert len(streamed) == len(served_) == 12
+    for s, r in zip(streamed, served_, strict=True):
+        assert s["provenance"]["channel"] == "stream" and r["provenance"]["channel"] == "rest"
+        assert repr(s["features"]) == repr(r["features"])  # bit for bit (repr: NaN-safe)
+        assert repr([s["leader"], *s["challengers"]]) == repr([r["leader"], *r["challengers"]])
