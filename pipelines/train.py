@@ -211,6 +211,7 @@ def train(
     return train_frame(
         settings, spec, frame, holdout_fraction, seed,
         es=es, publish=roles and current is None, log=say,
+        source=f"history {Path(history_dir).resolve()}",
     )
 
 
@@ -224,13 +225,16 @@ def train_frame(
     es: Any = None,
     publish: bool = False,
     log: Log | None = None,
+    source: str = "",
 ) -> list[ModelMetadata]:
-    """Train on a labelled frame and register: files first, then the index, then roles."""
+    """Train on a labelled frame and register: files first, then the index, then roles.
+    ``source`` (where the frame came from) is kept in each version's metadata."""
     say = log or (lambda _msg: None)
     trained = train_models(spec, frame, holdout_fraction, seed, code_version(settings))
     registry = ModelRegistry(settings.registry_dir)
     metas = [
-        registry.register(t.model_spec.model_id, t.model_spec.algorithm, t.artifact, **t.fields)
+        registry.register(t.model_spec.model_id, t.model_spec.algorithm, t.artifact, **t.fields,
+                          training_source=source)
         for t in trained
     ]
     if es is not None:

@@ -18,6 +18,7 @@ precog.errors.DecodeError: bad marker 6e6f (expected c301): not an Avro single-o
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
@@ -35,6 +36,8 @@ from precog.errors import DecodeError, SchemaError
 #: the packaged contracts; lookups without a directory also search :func:`resources.schema_dirs`
 SCHEMA_DIR = resources.schema_dir()
 _MARKER = b"\xc3\x01"
+#: Confluent wire format: a zero byte, then the registry's schema id (4 bytes, big-endian)
+CONFLUENT_MAGIC = b"\x00"
 _FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.avsc$")
 
 
@@ -142,6 +145,8 @@ class Codec:
         # fingerprint -> (writer schema, reader schema or None when it is the writer)
         self._readers: dict[bytes, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._headers: dict[int, bytes] = {}
+        #: Confluent wire format (:meth:`confluent`): schema id -> the entry of ``_readers``
+        self._by_id: dict[int, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         for v in versions:
             fp = _fingerprint(parse_schema(_plain(v.raw), _write_hint=False))  # type: ignore[arg-type]
             self._headers[v.version] = _MARKER + fp
@@ -160,20 +165,57 @@ class Codec:
         return _codec(name, dirs)
 
     @property
+    def wire_format(self) -> str:
+        """``single-object`` or ``confluent`` (what :meth:`encode` writes)."""
+        return "confluent" if self._by_id else "single-object"
+
+    def confluent(self, ids: dict[int, int]) -> Codec:
+        """A codec writing the Confluent wire format: byte 0, the writer's schema id, the body.
+
+        ``ids`` maps every version of this schema to its Schema Registry id. The body is the
+        same binary record, so only the header changes (10 bytes become 5); decoding takes
+        both formats, so a worker reads events from either kind of producer.
+
+        >>> codec = Codec.for_schema("outcome").confluent({1: 7})
+        >>> rec = {"event_id": "e1", "label": 1, "event_time": 0, "outcome_time": 5,
+        ...        "source": "x"}
+        >>> data = codec.encode(rec)
+        >>> data[:5].hex(), data[5:] == Codec.for_schema("outcome").encode(rec)[10:]
+        ('0000000007', True)
+        >>> codec.decode(data) == codec.decode(Codec.for_schema("outcome").encode(rec)) == rec
+        True
+        """
+        missing = [v.version for v in self.versions if v.version not in ids]
+        if missing:
+            raise SchemaError(f"{self.writer.full_name}: no schema id for versions {missing}")
+        if self._by_id:
+            raise SchemaError(f"{self.writer.full_name}: the codec is Confluent-framed already")
+        framed = copy.copy(self)
+        # the single-object headers are marker + fingerprint, the key of ``_readers``
+        framed._by_id = {ids[v.version]: self._readers[self._headers[v.version][2:]]
+                         for v in self.versions}
+        framed._headers = {v.version: CONFLUENT_MAGIC + ids[v.version].to_bytes(4, "big")
+                           for v in self.versions}
+        framed._header = framed._headers[self.writer.version]
+        return framed
+
+    @property
     def schema(self) -> dict[str, Any]:
         """The parsed writer schema (for fastavro calls)."""
         return self._parsed
 
     def header_of(self, version: int) -> bytes:
-        """The 10 header bytes of a record written with ``version`` of this schema."""
+        """The header bytes of a record written with ``version`` of this schema (10; 5 in
+        the Confluent wire format)."""
         return self._headers[version]
 
     def encode_header(self) -> bytes:
-        """The 10 bytes every record this codec writes starts with (marker + fingerprint)."""
+        """The bytes every record this codec writes starts with (marker + fingerprint, or
+        in the Confluent wire format byte 0 + schema id)."""
         return self._header
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        """Single-object encoding of ``record``; raises ``ValueError`` if it breaks the schema."""
+        """``record`` after :meth:`encode_header`; raises ``ValueError`` if it breaks the schema."""
         buf = io.BytesIO()
         buf.write(self._header)
         fastavro.schemaless_writer(buf, self._fast, record)
@@ -202,6 +244,8 @@ class Codec:
             raise DecodeError("empty value (tombstone): null")
         if not data:
             raise DecodeError("empty value (tombstone): 0 bytes")
+        if self._by_id and data[:1] == CONFLUENT_MAGIC:
+            return self._decode_body(data, 5, self._confluent_entry(data))
         if data[:2] != _MARKER[: len(data[:2])]:
             raise DecodeError(f"bad marker {data[:2].hex()} (expected {_MARKER.hex()}):"
                               " not an Avro single-object record")
@@ -216,9 +260,25 @@ class Codec:
                 f"record written with an unknown schema (fingerprint {data[2:10].hex()}),"
                 f" expected {self.writer.label} (fingerprints {known})"
             )
+        return self._decode_body(data, 10, entry)
+
+    def _confluent_entry(self, data: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        if len(data) < 5:
+            raise DecodeError(f"truncated header: {len(data)} bytes, a Confluent-framed"
+                              " record starts with 5")
+        schema_id = int.from_bytes(data[1:5], "big")
+        entry = self._by_id.get(schema_id)
+        if entry is None:
+            known = ", ".join(str(i) for i in self._by_id)
+            raise DecodeError(f"record written with an unknown schema id {schema_id},"
+                              f" expected {self.writer.label} (ids {known})")
+        return entry
+
+    def _decode_body(self, data: bytes, start: int,
+                     entry: tuple[dict[str, Any], dict[str, Any] | None]) -> dict[str, Any]:
         writer, reader = entry
         body = io.BytesIO(data)
-        body.seek(10)
+        body.seek(start)
         try:
             record: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
                 body, writer, reader
@@ -241,11 +301,19 @@ class Codec:
 def _describe(exc: BaseException) -> str:
     """``Class: message``, never an empty detail (``Class`` and its repr when str is empty).
 
+    Object addresses are left out, so the same bad bytes always get the same reason (fastavro
+    names its buffer: ``cannot read double from <_io.BytesIO object at 0x7f...>``):
+
     >>> _describe(EOFError("Expected 3 bytes")), _describe(EOFError()), _describe(KeyError(7))
     ('EOFError: Expected 3 bytes', 'EOFError: EOFError()', 'KeyError: 7')
+    >>> _describe(EOFError("cannot read double from <_io.BytesIO object at 0x7f9333534400>"))
+    'EOFError: cannot read double from <_io.BytesIO object>'
     """
     detail = str(exc).strip() or repr(exc)
-    return f"{type(exc).__name__}: {detail}"
+    return f"{type(exc).__name__}: {_ADDRESS.sub('', detail)}"
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @cache

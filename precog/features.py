@@ -260,8 +260,7 @@ class Featurizer:
         # the aggregates of a working state: the counts, then the sums (their half-lives)
         self._horizons = [*counts.values(), *(h for _, h in sums.values())]
         self._no_counts, self._no_sums = (0.0,) * len(counts), (0.0,) * len(sums)
-        self._count_at = list(enumerate(self._count_keys))  # (position, key)
-        self._sum_at = list(enumerate(self._sum_keys, start=len(counts)))
+        self._n_counts = len(counts)
         self._sum_fields = list(dict.fromkeys(name for name, _ in sums.values()))
         self._sum_x = [self._sum_fields.index(name) for name, _ in sums.values()]
         self._novelty_fields = list(keep)
@@ -508,11 +507,12 @@ class Featurizer:
 
     def _stored(self, w: _Working) -> EntityState:
         """The :class:`EntityState` of a working state (which is not used afterwards)."""
-        # by position: zip(..., strict=) would build a keyword dict on every call
+        # the counts, then the sums: plain zip (no strict=, whose keyword costs a dict per
+        # call) stops at the count keys; the sums are the rest
         agg = w.aggregates
-        return EntityState(w.last, {k: agg[i] for i, k in self._count_at},
-                           {k: agg[i] for i, k in self._sum_at}, w.recent, w.applied,
-                           w.direct)
+        return EntityState(w.last, dict(zip(self._count_keys, agg)),  # noqa: B905
+                           dict(zip(self._sum_keys, agg[self._n_counts:])),  # noqa: B905
+                           w.recent, w.applied, w.direct)
 
 
 def _remembered(kept: list[str], value: str, capacity: int) -> list[str]:

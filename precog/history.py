@@ -1,5 +1,11 @@
 """The history format read by ``precog train`` and ``precog backfill``: read, check, convert.
 
+(About 400 lines: the readers of the four file formats share one record check, kept here
+with the format it checks.)
+
+Events files in Avro, CSV, JSON lines or Parquet are read record by record with
+:func:`read_rows` (``precog history write`` and ``precog score-batch`` read them so).
+
 A history is a directory with ``events.avro`` (records of the spec's event schema) and
 ``outcomes.avro`` (records of its outcome schema), both Avro object container files; times
 are epoch milliseconds, and a ``timestamp-millis`` / ``timestamp-micros`` field (which
@@ -16,13 +22,15 @@ format; every problem is one line naming the file, the record and the field.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
 from precog.avro import Codec
@@ -95,6 +103,10 @@ class _Records:
         self.named: dict[str, Any] = {}
         self.parsed = fastavro.parse_schema(codec.schema, named_schemas=self.named)
         self.fields: list[dict[str, Any]] = codec.schema["fields"]
+        # each field's type parsed once (parsing it per record was most of the check's time)
+        self._typed = [(f, fastavro.parse_schema(f["type"], named_schemas=self.named))
+                       for f in self.fields]
+        self._names = {f["name"] for f in self.fields}
 
     def fail(self, i: int, why: str) -> ConfigError:
         return ConfigError(f"{self.path}: record {i}: {why}")
@@ -102,8 +114,10 @@ class _Records:
     def check(self, i: int, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):
             raise self.fail(i, f"not a record but {type(raw).__name__}")
+        if self._names <= raw.keys() and validate(raw, self.parsed, raise_errors=False):
+            return raw  # every field there and of its type (no datetime): nothing to change
         record = {k: to_epoch_ms(v) for k, v in raw.items()}
-        for f in self.fields:
+        for f, schema in self._typed:
             value = record.get(f["name"], _MISSING)
             if value is _MISSING:
                 if "default" not in f:
@@ -111,31 +125,106 @@ class _Records:
                 value = record[f["name"]] = f["default"]
             if isinstance(value, date) and not isinstance(value, datetime):
                 raise self.fail(i, f"field {f['name']}: a date, not epoch ms")
-            schema = fastavro.parse_schema(f["type"], named_schemas=self.named)
             if not validate(value, schema, raise_errors=False):
                 raise self.fail(i, f"field {f['name']}: {value!r} is not"
                                    f" {_type_name(f['type'])}")
         return record
-
-    def all(self, records: Iterable[Any]) -> Iterator[dict[str, Any]]:
-        for i, raw in enumerate(records):
-            yield self.check(i, raw)
 
 
 def _type_name(field_type: Any) -> str:
     return " or ".join(str(_base(t)) for t in _types(field_type))
 
 
-def read_avro(path: Path, codec: Codec) -> list[dict[str, Any]]:
-    """The checked records of one Avro container file (times as epoch ms)."""
-    checker = _Records(path, codec)
+def _avro_rows(path: Path, checker: _Records) -> Iterator[dict[str, Any] | ConfigError]:
     try:
         with open(path, "rb") as fo:
-            return list(checker.all(fastavro.reader(fo)))
+            reader = fastavro.reader(fo)
+            if _written_with(reader.metadata.get("avro.schema", ""), checker.codec):
+                # records of the schema itself: nothing to check or convert
+                yield from cast(Iterator[dict[str, Any]], reader)
+                return
+            for i, raw in enumerate(reader):
+                yield _checked(checker, i, raw)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (ValueError, EOFError, OSError) as exc:  # fastavro's "cannot read header" & co
         raise ConfigError(f"{path}: not an Avro container file: {exc}") from None
+
+
+def _written_with(schema_json: str, codec: Codec) -> bool:
+    """Whether a container file's schema is ``codec``'s, without logical types.
+
+    Its records then have every field with a value of the field's type (fastavro decoded
+    them with it), and times are already epoch ms.
+    """
+    if not schema_json or "logicalType" in schema_json:
+        return False
+    try:
+        written = to_parsing_canonical_form(fastavro.parse_schema(json.loads(schema_json)))
+    except (ValueError, TypeError, fastavro.schema.SchemaParseException):
+        return False
+    return bool(written == to_parsing_canonical_form(fastavro.parse_schema(codec.schema)))
+
+
+def _checked(checker: _Records, i: int, raw: Any) -> dict[str, Any] | ConfigError:
+    try:
+        return checker.check(i, raw)
+    except ConfigError as exc:
+        return exc
+
+
+def read_avro(path: Path, codec: Codec) -> list[dict[str, Any]]:
+    """The checked records of one Avro container file (times as epoch ms)."""
+    return _strict(_avro_rows(path, _Records(path, codec)))
+
+
+def _strict(rows: Iterable[dict[str, Any] | ConfigError]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        if isinstance(row, ConfigError):
+            raise row
+        out.append(row)
+    return out
+
+
+def _typer(checker: _Records, codec: Codec) -> Any:
+    """Text cells (CSV) or JSON values as the schema's types; ISO times as epoch ms."""
+    types = {f["name"]: f["type"] for f in checker.fields}
+    times = {f["name"] for f in codec.writer.raw["fields"] if _is_timestamp(f["type"])}
+
+    def typed(i: int, row: dict[str, Any], text: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in row.items():
+            if k is None or k not in types:
+                continue
+            if k in times and isinstance(v, str) and v and not v.lstrip("-").isdigit():
+                try:
+                    out[k] = epoch_ms(v)
+                except ConfigError as exc:
+                    raise checker.fail(i, f"field {k}: {exc}") from None
+            elif text:
+                out[k] = coerce(v or "", types[k])
+            else:
+                out[k] = v
+        return out
+
+    return typed
+
+
+def _csv_rows(path: Path, checker: _Records, codec: Codec
+              ) -> Iterator[dict[str, Any] | ConfigError]:
+    typed = _typer(checker, codec)
+    try:
+        with open(path, newline="") as fo:
+            for i, row in enumerate(csv.DictReader(fo)):
+                try:
+                    yield checker.check(i, typed(i, row, True))
+                except ConfigError as exc:
+                    yield exc
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: not a CSV file: {exc}") from None
 
 
 def read_csv(path: Path, codec: Codec) -> list[dict[str, Any]]:
@@ -143,32 +232,58 @@ def read_csv(path: Path, codec: Codec) -> list[dict[str, Any]]:
 
     A ``timestamp-millis`` field may hold epoch ms or an ISO-8601 time (UTC unless it says).
     """
-    checker = _Records(path, codec)
-    types = {f["name"]: f["type"] for f in checker.fields}
-    times = {f["name"] for f in codec.writer.raw["fields"] if _is_timestamp(f["type"])}
+    return _strict(_csv_rows(path, _Records(path, codec), codec))
+
+
+def _jsonl_rows(path: Path, checker: _Records, codec: Codec
+                ) -> Iterator[dict[str, Any] | ConfigError]:
+    """One JSON object per line (blank lines skipped); times as epoch ms or ISO 8601."""
+    import orjson
+
+    typed = _typer(checker, codec)
     try:
-        with open(path, newline="") as fo:
-            rows = list(csv.DictReader(fo))
+        with open(path, "rb") as fo:
+            i = 0
+            for line in fo:
+                if not line.strip():
+                    continue
+                try:
+                    doc = orjson.loads(line)
+                    if not isinstance(doc, dict):
+                        raise checker.fail(i, f"not a JSON object but {type(doc).__name__}")
+                    yield checker.check(i, typed(i, doc, False))
+                except orjson.JSONDecodeError as exc:
+                    yield checker.fail(i, f"not JSON: {exc}")
+                except ConfigError as exc:
+                    yield exc
+                i += 1
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: not a CSV file: {exc}") from None
 
-    def typed(i: int, row: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in row.items():
-            if k is None or k not in types:
-                continue
-            if k in times and v and not v.lstrip("-").isdigit():
-                try:
-                    out[k] = epoch_ms(v)
-                except ConfigError as exc:
-                    raise checker.fail(i, f"field {k}: {exc}") from None
-            else:
-                out[k] = coerce(v or "", types[k])
-        return out
 
-    return list(checker.all(typed(i, r) for i, r in enumerate(rows)))
+def _parquet_rows(path: Path, checker: _Records, batch_rows: int = 10_000
+                  ) -> Iterator[dict[str, Any] | ConfigError]:
+    pq = _pyarrow_parquet(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:  # pyarrow's ArrowInvalid is an OSError too
+        raise ConfigError(f"{path}: not a Parquet file: {exc}") from None
+    i = 0
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        for raw in batch.to_pylist():
+            yield _checked(checker, i, raw)
+            i += 1
+
+
+def _pyarrow_parquet(path: Path) -> Any:
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise ConfigError(f"{path}: reading Parquet needs pyarrow (pip install"
+                          " 'precog[batch]')") from None
+    return pq
 
 
 def _is_timestamp(field_type: Any) -> bool:
@@ -177,20 +292,69 @@ def _is_timestamp(field_type: Any) -> bool:
                for t in _types(field_type))
 
 
+#: file suffixes of each format :func:`read_rows` reads
+FORMATS = {".avro": "avro", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def file_format(path: Path, given: str | None = None) -> str:
+    """The format of ``path``: ``given``, else from its suffix (unknown suffixes: Avro).
+
+    >>> file_format(Path("a.PARQUET")), file_format(Path("x.ndjson")), file_format(Path("e"))
+    ('parquet', 'jsonl', 'avro')
+    """
+    if given is not None:
+        if given not in set(FORMATS.values()):
+            raise ConfigError(f"unknown format {given!r}: avro, csv, jsonl or parquet")
+        return given
+    return FORMATS.get(path.suffix.lower(), "avro")
+
+
+def read_rows(path: Path, codec: Codec, fmt: str | None = None
+              ) -> Iterator[dict[str, Any] | ConfigError]:
+    """Every record of an Avro, CSV, JSON lines or Parquet file, checked one at a time.
+
+    A record that breaks ``codec``'s schema is yielded as the :class:`ConfigError` naming
+    it (file, record number, field) and reading goes on; a file that cannot be read at all
+    raises. Records are read lazily, in file order.
+    """
+    checker = _Records(path, codec)
+    kind = file_format(path, fmt)
+    if kind == "csv":
+        return _csv_rows(path, checker, codec)
+    if kind == "jsonl":
+        return _jsonl_rows(path, checker, codec)
+    if kind == "parquet":
+        return _parquet_rows(path, checker)
+    return _avro_rows(path, checker)
+
+
+def count_rows(path: Path, fmt: str | None = None) -> int:
+    """How many records ``path`` holds (CSV and JSON lines: an estimate, from its lines)."""
+    kind = file_format(path, fmt)
+    try:
+        if kind == "parquet":
+            return int(_pyarrow_parquet(path).ParquetFile(path).metadata.num_rows)
+        if kind == "avro":
+            with open(path, "rb") as fo:
+                return sum(block.num_records for block in fastavro.block_reader(fo))
+        lines = 0
+        with open(path, "rb") as fo:
+            while chunk := fo.read(1 << 20):
+                lines += chunk.count(b"\n")
+        return max(lines - 1, 0) if kind == "csv" else lines
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (ValueError, EOFError, OSError) as exc:
+        raise ConfigError(f"{path}: not a {kind} file: {exc}") from None
+
+
 def read_records(path: Path, codec: Codec) -> list[dict[str, Any]]:
-    """Records of an Avro (``.avro``), CSV (``.csv``) or Parquet (``.parquet``) file."""
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return read_csv(path, codec)
-    if suffix in (".parquet", ".pq"):
-        try:
-            import pyarrow.parquet as pq
-        except ModuleNotFoundError:
-            raise ConfigError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)"
-                              ) from None
-        rows = pq.read_table(path).to_pylist()
-        return list(_Records(path, codec).all(rows))
-    return read_avro(path, codec)
+    """Records of an Avro, CSV, JSON lines or Parquet file (by suffix; :data:`FORMATS`).
+
+    The first record that breaks the schema raises the :class:`ConfigError` naming it.
+    """
+    return _strict(read_rows(path, codec))
 
 
 def read_history(directory: Path | str, spec: PipelineSpec | None = None

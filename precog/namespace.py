@@ -1,10 +1,11 @@
-"""Namespace setup: a namespace's Kafka topics and Elasticsearch index templates, idempotently.
+"""Namespace setup: a namespace's Kafka topics, index templates and indices, idempotently.
 
 Topics are ``{ns}.<name>``: the spec's event topic plus predictions, dlq, outcomes, labeled,
 metrics, alerts, manifests (``settings.kafka.partitions`` partitions each) and model-control
 (one partition, compacted). Index templates come from ``kibana/templates/*.json``; each file
 is a composable template body whose ``index_patterns`` carry the placeholder ``{ns}``, applied
-as ``{ns}-<file stem>``.
+as ``{ns}-<file stem>``; then each index ``{ns}-<file stem>`` is created (empty, mapped by its
+template), so Kibana's data views have every field before the first document arrives.
 
 >>> from precog.settings import Settings
 >>> from precog.spec import SPEC_DIR, load_spec
@@ -12,12 +13,11 @@ as ``{ns}-<file stem>``.
 >>> topics["model-control"]
 TopicSpec(name='demo.model-control', partitions=1, config={'cleanup.policy': 'compact'})
 >>> sorted(t.name for t in topics.values())[:3]
-['demo.alerts', 'demo.dlq', 'demo.events.transactions']
+['demo.alerts', 'demo.decisions', 'demo.dlq']
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +36,8 @@ PLACEHOLDER = "{ns}"
 #: Data topics every namespace has besides the spec's event topic.
 #: outcomes re-keyed by the join agent (internal: nothing outside precog writes it)
 REKEYED_OUTCOMES_TOPIC = "outcomes-rekeyed"
-DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests")
+DATA_TOPICS = ("predictions", "dlq", "outcomes", "labeled", "metrics", "alerts", "manifests",
+               "decisions")
 
 Echo = Callable[[str], None]
 
@@ -169,76 +170,62 @@ def apply_index_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR,
     return list(templates)
 
 
-def setup_namespace(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
-                    template_dir: Path = TEMPLATE_DIR) -> None:
-    """Topics and index templates of ``settings.namespace``; safe to run any number of times."""
-    ensure_topics(settings, spec, echo=echo)
-    apply_index_templates(settings, template_dir, echo=echo)
+def index_stems(template_dir: Path = TEMPLATE_DIR) -> list[str]:
+    """The index names (``{ns}-<stem>``) setup creates: one per template file.
 
-
-def drop_namespace(settings: Settings, *, force: bool = False, timeout: float = 30.0) -> None:
-    """Delete everything named for ``settings.namespace``: topics, indices, templates, Redis keys
-    and consumer groups. For test and replay namespaces; ``prod`` only with ``force=True``.
+    >>> index_stems()  # doctest: +NORMALIZE_WHITESPACE
+    ['alerts', 'decisions', 'metrics', 'models', 'pipeline-health', 'predictions',
+     'replay-compare']
     """
-    ns = settings.namespace
-    if ns == "prod" and not force:
-        raise ConfigError("refusing to drop namespace 'prod' without force=True")
-    _drop_kafka(settings, timeout)
-    _drop_elasticsearch(settings)
-    _drop_redis(settings)
+    return [p.stem for p in sorted(template_dir.glob("*.json"))] if template_dir.is_dir() else []
 
 
-def _ours(name: str, settings: Settings) -> bool:
-    ns = settings.namespace
-    return name.startswith((f"{ns}.", f"{ns}-", settings.group("")))
-
-
-def _drop_kafka(settings: Settings, timeout: float) -> None:
-    from confluent_kafka import KafkaException
-
-    from precog.io import kafka
-
-    # log_level 3: errors only (no "purging unserved events" notice when the handle closes)
-    admin = kafka.admin(settings, log_level=3)
-    topics = [t for t in admin.list_topics(timeout=timeout).topics if _ours(t, settings)]
-    if topics:
-        for fut in admin.delete_topics(topics, operation_timeout=timeout).values():
-            with contextlib.suppress(KafkaException):
-                fut.result(timeout=timeout)
-    groups = [g.group_id for g in admin.list_consumer_groups().result(timeout=timeout).valid
-              if _ours(g.group_id, settings)]
-    if groups:
-        for fut in admin.delete_consumer_groups(groups, request_timeout=timeout).values():
-            with contextlib.suppress(KafkaException):  # a group with live members stays
-                fut.result(timeout=timeout)
-
-
-def _drop_elasticsearch(settings: Settings) -> None:
-    from elasticsearch import NotFoundError
+def ensure_indices(settings: Settings, template_dir: Path = TEMPLATE_DIR, *,
+                   echo: Echo | None = None) -> list[str]:
+    """Create the namespace's missing indices (their templates must be in place); returns
+    the names created. An existing index, and its documents, is left as it is."""
+    from elasticsearch import ApiError, TransportError
 
     from precog.io.elasticsearch import elasticsearch_client
 
-    pattern = f"{settings.namespace}-*"
-    with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
-        # Explicit names: wildcard deletes are refused by action.destructive_requires_name.
-        indices = list(es.indices.get(index=pattern, expand_wildcards="all",
-                                      allow_no_indices=True, ignore_unavailable=True))
-        if indices:
-            es.indices.delete(index=",".join(indices), ignore_unavailable=True)
-        with contextlib.suppress(NotFoundError):
-            names = [t["name"] for t in es.indices.get_index_template(name=pattern)
-                     ["index_templates"]]
-            if names:
-                es.indices.delete_index_template(name=",".join(names))
-
-
-def _drop_redis(settings: Settings) -> None:
-    from precog.io.redis import redis_client
-
-    client = redis_client(settings, 5.0)
+    say = echo or (lambda _msg: None)
+    created = []
     try:
-        keys = list(client.scan_iter(match=f"{settings.namespace}:*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-    finally:
-        client.close()
+        with elasticsearch_client(settings) as es:  # type: ignore[arg-type]
+            for name in (settings.index(stem) for stem in index_stems(template_dir)):
+                if es.indices.exists(index=name):
+                    say(f"index {name}: already there")
+                    continue
+                try:
+                    es.indices.create(index=name)
+                except ApiError as exc:
+                    if exc.error != "resource_already_exists_exception":
+                        raise
+                    say(f"index {name}: already there")  # a concurrent setup made it
+                    continue
+                created.append(name)
+                say(f"index {name}: created")
+    except ApiError as exc:
+        raise ConfigError(f"index rejected by Elasticsearch: {exc}") from exc
+    except TransportError as exc:
+        raise ServiceUnavailable("elasticsearch", settings.elasticsearch.url, str(exc)) from exc
+    return created
+
+
+def setup_namespace(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
+                    template_dir: Path = TEMPLATE_DIR) -> None:
+    """Topics, index templates and indices of ``settings.namespace``; safe to run any number
+    of times."""
+    ensure_topics(settings, spec, echo=echo)
+    apply_index_templates(settings, template_dir, echo=echo)
+    ensure_indices(settings, template_dir, echo=echo)
+
+
+def drop_namespace(settings: Settings, *, force: bool = False, timeout: float = 30.0) -> None:
+    """Delete exactly what ``settings.namespace`` owns: topics, indices, templates, Redis keys
+    and consumer groups (:func:`precog.teardown.drop`). For test and replay namespaces;
+    ``prod`` only with ``force=True``.
+    """
+    from precog.teardown import drop
+
+    drop(settings, settings.namespace, force=force, timeout=timeout)

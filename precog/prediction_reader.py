@@ -18,6 +18,7 @@ import struct
 from typing import Any
 
 from precog.avro import Codec
+from precog.event_reader import read_long as _long
 
 _DOUBLE = struct.Struct("<d").unpack_from
 _ROLES = ("leader", "challenger")
@@ -27,26 +28,9 @@ COMPILED_VERSION = 2
 _NAMES: dict[bytes, str] = {}
 
 
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    z, shift = b & 0x7F, 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def _string(buf: bytes, pos: int) -> tuple[str, int]:
     n = buf[pos]
-    if n < 0x80:
+    if n < 0x80 and not n & 1:  # a one-byte length of 0-63 (odd bytes are negative)
         n >>= 1
         pos += 1
     else:
@@ -82,8 +66,7 @@ def _blocks(buf: bytes, pos: int) -> tuple[int, int]:
     return n, pos
 
 
-def _body(buf: bytes) -> dict[str, Any]:
-    pos = 10
+def _body(buf: bytes, pos: int = 10) -> dict[str, Any]:
     prediction_id, pos = _string(buf, pos)
     event_id, pos = _string(buf, pos)
     entity_id, pos = _string(buf, pos)
@@ -104,11 +87,13 @@ def _body(buf: bytes) -> dict[str, Any]:
     while n:
         for _ in range(n):  # the hot loop, inlined: one-byte lengths and ages are the rule
             size = buf[pos]
-            if size < 0x80:
+            if size < 0x80 and not size & 1:
                 size >>= 1
                 pos += 1
             else:
                 size, pos = _long(buf, pos)
+                if size < 0:
+                    raise ValueError("negative string length")
             end = pos + size
             raw = buf[pos:end]
             name = names.get(raw)
@@ -153,16 +138,18 @@ class PredictionReader:
         if v2 is None or v2.full_name != "precog.predictions.Prediction":
             raise ValueError("the compiled reader reads precog.predictions.Prediction"
                              f" v{COMPILED_VERSION}")
-        # v2's single-object header; a v2 record read as the newest version (a later
-        # writer) must go through the codec, which fills the newer fields' defaults
+        # v2's header (single-object, or Confluent's id); a v2 record read as the newest
+        # version (a later writer) must go through the codec, which fills the newer fields'
+        # defaults
         self._header = (codec.header_of(COMPILED_VERSION)
                         if codec.writer.version == COMPILED_VERSION else None)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         """The record as :meth:`Codec.decode` returns it (the codec's errors for bad input)."""
-        if data is not None and self._header is not None and data[:10] == self._header:
+        header = self._header
+        if data is not None and header is not None and data[:len(header)] == header:
             try:
-                return _body(data)
+                return _body(data, len(header))
             except (ValueError, IndexError, struct.error):
                 pass  # corrupt: the codec says precisely why
         return self.codec.decode(data)

@@ -180,6 +180,33 @@ def remove_challenger(
     )
 
 
+def promote(roles: Roles, ref: ModelRef, *, at: int, by: str, reason: str = "") -> Roles:
+    """Make challenger ``ref`` the leader; the old leader stays on as a challenger.
+
+    What a promotion policy does: the old leader keeps scoring, so the evidence can bring it
+    back, and ``rollback`` restores it as leader.
+
+    >>> r = initial_roles("s", ModelRef("a", 1), [ModelRef("b", 1), ModelRef("c", 1)], at=0, by="t")
+    >>> r2 = promote(r, ModelRef("b", 1), at=5, by="t")
+    >>> r2.leader, r2.challengers, r2.previous_leaders
+    (ModelRef(model_id='b', version=1), (ModelRef(model_id='c', version=1), \
+ModelRef(model_id='a', version=1)), (ModelRef(model_id='a', version=1),))
+    """
+    if ref not in roles.challengers:
+        raise ConfigError(f"{ref} is not a challenger of {roles.spec}: only challengers are"
+                          " promoted")
+    rest = tuple(c for c in roles.challengers if c != ref)
+    return _next(
+        roles,
+        at,
+        by,
+        reason or f"promote {ref}",
+        leader=ref,
+        challengers=_unique((*rest, roles.leader)),
+        previous_leaders=_unique((roles.leader, *roles.previous_leaders)),
+    )
+
+
 def rollback(roles: Roles, *, at: int, by: str, reason: str = "") -> Roles:
     """Restore the most recent previous leader; the current leader leaves every role.
 

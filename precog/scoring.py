@@ -134,8 +134,6 @@ class EventContext:
 
 #: The prediction schema records are written with (schemas/prediction.v2.avsc).
 PREDICTION_SCHEMA = "precog.predictions.Prediction/v2"
-#: How an event came in (the provenance's ``channel``): the events topic, or ``precog serve``.
-CHANNELS = ("stream", "rest")
 
 #: The Avro ``long`` range: a feature age outside it is clamped, so encode never overflows.
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1

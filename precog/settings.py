@@ -4,6 +4,9 @@ Nested sections map to ``PRECOG_<SECTION>_<FIELD>``, e.g. ``PRECOG_KAFKA_BOOTSTR
 ``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_PASSWORD``. Nothing else in precog reads
 ``os.environ``: take a :class:`Settings` (or :func:`get_settings`) and pass it down.
 
+Over 400 lines on purpose: one settings object (docs STYLE, habit 3), every section beside
+the validators that tie them together (client addresses that follow the stack's ports).
+
 >>> s = Settings(namespace="parallel")
 >>> s.topic("predictions")
 'parallel.predictions'
@@ -15,12 +18,22 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from precog.errors import ConfigError
 
 #: Default ports of the local stack (:class:`StackSettings`, ``PRECOG_STACK_*_PORT``);
 #: deliberately not the services' defaults, so a system-wide Kafka, Redis or Elasticsearch on
@@ -30,6 +43,9 @@ LOCAL_KAFKA_CONTROLLER_PORT = 19093
 LOCAL_REDIS_PORT = 16379
 LOCAL_ELASTICSEARCH_PORT = 19200
 LOCAL_ELASTICSEARCH_TRANSPORT_PORT = 19300
+LOCAL_SCHEMA_REGISTRY_PORT = 18081
+#: where Apicurio Registry (the local stack's) serves the Confluent-compatible API
+CCOMPAT_PATH = "/apis/ccompat/v7"
 
 #: Defaults of the secure stack (``PRECOG_STACK_SECURE=true``, docs/security.md): its own home
 #: and ports, so it runs beside the plain stack.
@@ -40,6 +56,7 @@ SECURE_STACK_DEFAULTS: dict[str, object] = {
     "redis_port": 16479,
     "elasticsearch_port": 19201,
     "elasticsearch_transport_port": 19301,
+    "schema_registry_port": 18181,
 }
 
 
@@ -130,6 +147,46 @@ class ElasticsearchSettings(BaseModel):
         return kw
 
 
+class SchemaRegistrySettings(BaseModel):
+    """A Confluent-compatible Schema Registry, and which namespaces use its wire format.
+
+    >>> r = SchemaRegistrySettings(confluent_namespaces=["prod"])
+    >>> r.wire_format("prod"), r.wire_format("parallel")
+    ('confluent', 'single-object')
+    """
+
+    url: str = Field(f"http://127.0.0.1:{LOCAL_SCHEMA_REGISTRY_PORT}{CCOMPAT_PATH}",
+                     description="base URL of the Confluent API (Apicurio: .../apis/ccompat/v7)")
+    username: str | None = Field(None, description="HTTP basic auth user")
+    password: SecretStr | None = Field(None, description="HTTP basic auth password")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify an https registry")
+    confluent_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="namespaces whose topics carry the Confluent wire format (byte 0 + schema id);"
+        " '*' for all; the others keep Avro single-object encoding. Comma-separated in the env",
+    )
+
+    @field_validator("confluent_namespaces", mode="before")
+    @classmethod
+    def _split_names(cls, v: object) -> object:
+        return [n.strip() for n in v.split(",") if n.strip()] if isinstance(v, str) else v
+
+    def wire_format(self, namespace: str) -> Literal["single-object", "confluent"]:
+        """The wire format of ``namespace``'s topics."""
+        names = self.confluent_namespaces
+        return "confluent" if namespace in names or "*" in names else "single-object"
+
+    def client_config(self) -> dict[str, str]:
+        """Configuration for confluent-kafka's ``SchemaRegistryClient``."""
+        cfg = {"url": self.url}
+        if self.username:
+            secret = self.password.get_secret_value() if self.password else ""
+            cfg["basic.auth.user.info"] = f"{self.username}:{secret}"
+        if self.ssl_cafile:
+            cfg["ssl.ca.location"] = str(self.ssl_cafile)
+        return cfg
+
+
 class StackSettings(BaseModel):
     """The local stack: where it keeps downloads, data and logs, and the ports it listens on.
 
@@ -148,6 +205,8 @@ class StackSettings(BaseModel):
     elasticsearch_version: str = "8.15.5"
     elasticsearch_heap: str = "1g"
     kafka_heap: str = "768m"
+    apicurio_version: str = Field("2.4.2.Final", description="Apicurio Registry (schema registry)")
+    schema_registry_heap: str = "256m"
     kafka_port: int = Field(LOCAL_KAFKA_PORT, ge=1, le=65535, description="Kafka PLAINTEXT")
     kafka_controller_port: int = Field(
         LOCAL_KAFKA_CONTROLLER_PORT, ge=1, le=65535, description="Kafka KRaft controller"
@@ -156,6 +215,9 @@ class StackSettings(BaseModel):
     elasticsearch_port: int = Field(LOCAL_ELASTICSEARCH_PORT, ge=1, le=65535, description="HTTP")
     elasticsearch_transport_port: int = Field(
         LOCAL_ELASTICSEARCH_TRANSPORT_PORT, ge=1, le=65535, description="node-to-node transport"
+    )
+    schema_registry_port: int = Field(
+        LOCAL_SCHEMA_REGISTRY_PORT, ge=1, le=65535, description="Schema Registry HTTP"
     )
     secure: bool = Field(
         False, description="authentication and TLS on every service (docs/security.md); home "
@@ -180,7 +242,8 @@ class StackSettings(BaseModel):
 
     @model_validator(mode="after")
     def _ports_differ(self) -> StackSettings:
-        ports = [p for s in ("kafka", "elasticsearch", "redis") for p in self.ports(s)]
+        ports = [p for s in ("kafka", "elasticsearch", "redis", "schema-registry")
+                 for p in self.ports(s)]
         if len(set(ports)) != len(ports):
             raise ValueError(f"the stack's ports must all differ, got {ports}")
         return self
@@ -199,12 +262,18 @@ class StackSettings(BaseModel):
         scheme = "https" if self.secure else "http"
         return f"{scheme}://127.0.0.1:{self.elasticsearch_port}"
 
+    @property
+    def schema_registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.schema_registry_port}{CCOMPAT_PATH}"
+
     def ports(self, service: str) -> tuple[int, ...]:
-        """The ports ``service`` (kafka, elasticsearch, redis) listens on, main one first."""
+        """The ports ``service`` (kafka, elasticsearch, redis, schema-registry) listens on,
+        main one first."""
         return {
             "kafka": (self.kafka_port, self.kafka_controller_port),
             "elasticsearch": (self.elasticsearch_port, self.elasticsearch_transport_port),
             "redis": (self.redis_port,),
+            "schema-registry": (self.schema_registry_port,),
         }[service]
 
 
@@ -349,6 +418,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     stack: StackSettings = StackSettings()
     score: ScoreSettings = ScoreSettings()
     indexer: IndexSettings = IndexSettings()
@@ -367,8 +437,9 @@ class Settings(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _namespace_is_safe(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
-            raise ValueError("namespace must be lowercase letters, digits, '-' or '_'")
+        problem = namespace_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")
@@ -382,10 +453,11 @@ class Settings(BaseSettings):
         given = self.stack_overridden()
         local = {"kafka": ("bootstrap", self.stack.kafka_bootstrap),
                  "redis": ("url", self.stack.redis_url),
-                 "elasticsearch": ("url", self.stack.elasticsearch_url)}
+                 "elasticsearch": ("url", self.stack.elasticsearch_url),
+                 "schema_registry": ("url", self.stack.schema_registry_url)}
         for section, (name, value) in local.items():
             client = getattr(self, section)
-            if given[section] or getattr(client, name) == value:
+            if given[section.replace("_", "-")] or getattr(client, name) == value:
                 continue
             followed = type(client).model_construct(
                 _fields_set=set(client.model_fields_set), **{**dict(client), name: value}
@@ -406,6 +478,11 @@ class Settings(BaseSettings):
         """Namespaced Redis key, e.g. ``prod:state:card-1``."""
         return ":".join((self.namespace, *parts))
 
+    @property
+    def wire_format(self) -> Literal["single-object", "confluent"]:
+        """This namespace's wire format (``PRECOG_SCHEMA_REGISTRY_CONFLUENT_NAMESPACES``)."""
+        return self.schema_registry.wire_format(self.namespace)
+
     def group(self, name: str) -> str:
         """Namespaced consumer group id."""
         return f"precog-{self.namespace}-{name}"
@@ -418,7 +495,77 @@ class Settings(BaseSettings):
             "redis": "redis" in given and "url" in self.redis.model_fields_set,
             "elasticsearch": "elasticsearch" in given
             and "url" in self.elasticsearch.model_fields_set,
+            "schema-registry": "schema_registry" in given
+            and "url" in self.schema_registry.model_fields_set,
         }
+
+
+def namespace_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as a namespace, or None.
+
+    >>> namespace_problem("parallel"), namespace_problem("Bad")
+    (None, "must be lowercase letters, digits, '-' or '_'")
+    """
+    if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
+        return None
+    return "must be lowercase letters, digits, '-' or '_'"
+
+
+_SECRET = re.compile(r"password|api_key|secret|token", re.IGNORECASE)
+
+
+def validation_message(exc: ValidationError, options: Mapping[str, str] | None = None) -> str:
+    """One line naming what was wrong: the command-line option when the field's value came
+    from one (``options``: field -> option name), else the ``PRECOG_*`` variable; the value
+    too, unless it is a secret.
+
+    >>> try:
+    ...     Settings(namespace="Bad")
+    ... except ValidationError as exc:
+    ...     print(validation_message(exc, {"namespace": "--namespace"}))
+    ...     print(validation_message(exc))
+    bad --namespace 'Bad': must be lowercase letters, digits, '-' or '_'
+    invalid setting PRECOG_NAMESPACE='Bad': must be lowercase letters, digits, '-' or '_'
+    >>> try:
+    ...     Settings(kafka={"partitions": 0})
+    ... except ValidationError as exc:
+    ...     print(validation_message(exc))
+    invalid setting PRECOG_KAFKA_PARTITIONS=0: Input should be greater than or equal to 1
+    """
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    value: Any = first.get("input")
+    shown = "" if isinstance(value, dict) or _SECRET.search(loc[-1] if loc else "") \
+        else f" {value!r}"
+    if loc and options and loc[0] in options:
+        return f"bad {options[loc[0]]}{shown}: {msg}"
+    name = "PRECOG_" + "_".join(p.upper() for p in loc)
+    field = Settings.model_fields.get(loc[0]) if len(loc) == 1 else None
+    section = field.annotation if field is not None else None
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        name += "_*"  # a check across a section's fields (e.g. the stack's ports)
+    return f"invalid setting {name}{'=' + shown.strip() if shown else ''}: {msg}"
+
+
+def settings_with(**options: tuple[str, Any]) -> Settings:
+    """Settings from the environment, with the command-line options given (field ->
+    (option name, value); None values are not given) taking precedence; an invalid value
+    raises :class:`ConfigError` naming the option, or the ``PRECOG_*`` variable, it came
+    from.
+
+    >>> settings_with(namespace=("--namespace", "t1")).namespace
+    't1'
+    >>> settings_with(namespace=("--namespace", "T1"))
+    Traceback (most recent call last):
+    precog.errors.ConfigError: bad --namespace 'T1': must be lowercase letters, digits, '-' or '_'
+    """
+    given = {name: value for name, (_, value) in options.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        names = {name: option for name, (option, _) in options.items() if name in given}
+        raise ConfigError(validation_message(exc, names)) from None
 
 
 @lru_cache(maxsize=1)

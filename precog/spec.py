@@ -40,6 +40,15 @@ def parse_duration(text: str | int) -> int:
     return int(float(m["n"]) * _UNIT_MS[m["unit"]])
 
 
+def _valid_duration(v: str) -> str:
+    """``v`` if it parses as a duration; else the ValueError pydantic reports."""
+    try:
+        parse_duration(v)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -129,12 +138,7 @@ class EventSpec(_Strict):
     @field_validator("max_time_skew", "max_time_age")
     @classmethod
     def _is_duration(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                parse_duration(v)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return v
+        return v if v is None else _valid_duration(v)
 
 
 class _Feature(_Strict):
@@ -265,6 +269,12 @@ class BusinessSpec(_Strict):
                             description="plural noun for the events, e.g. transactions")
     positive_noun: str = Field("positives", min_length=1,
                                description="what a positive outcome is called, e.g. fraud")
+    positive_decision: str = Field("flagged", min_length=1,
+                                   description="what a leader decision of 1 is called, e.g."
+                                   " declined")
+    negative_decision: str = Field("passed", min_length=1,
+                                   description="what a leader decision of 0 is called, e.g."
+                                   " approved")
 
 
 class SimulationSpec(_Strict):
@@ -282,6 +292,66 @@ class SimulationSpec(_Strict):
     )
 
 
+class PromotionSpec(_Strict):
+    """How the leader is chosen: by a person (``manual``) or by recent paired evidence.
+
+    ``best-recent``: every ``interval``, leader and challengers are ranked on ``metric``
+    over the joined labels of the last ``window``; a challenger is promoted only when it
+    beats the leader on the same events by more than ``margin``, supported by ``test`` at
+    level ``alpha``, on at least ``min_labels`` events, no sooner than ``cooldown`` after
+    the last change, and only if it passes its health checks (docs/lifecycle.md).
+    """
+
+    policy: Literal["manual", "best-recent"] = "manual"
+    metric: Literal["f1", "precision_at_recall", "roc_auc", "log_loss", "cost"] = "f1"
+    recall: float = Field(0.8, gt=0, le=1, description="precision_at_recall: the recall")
+    cost_fp: float = Field(1.0, ge=0, description="cost: of a false positive")
+    cost_fn: float = Field(10.0, ge=0, description="cost: of a false negative")
+    window: str = Field("7d", description="joined labels of this last span are the evidence")
+    interval: str = Field("1h", description="how often the policy is evaluated")
+    min_labels: int = Field(500, ge=10, description="fewer paired labelled events: no change")
+    margin: float = Field(0.0, ge=0, description="the gain a challenger must exceed")
+    test: Literal["bootstrap", "mcnemar"] = "bootstrap"
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="level of the test")
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    cooldown: str = Field("1d", description="no promotion sooner than this after a change")
+    min_coverage: float = Field(
+        0.95, gt=0, le=1,
+        description="health: a challenger must have scored this share of the leader's"
+        " labelled events in the window",
+    )
+
+    @field_validator("window", "interval", "cooldown")
+    @classmethod
+    def _is_duration(cls, v: str) -> str:
+        return _valid_duration(v)
+
+
+class RetrainingSpec(_Strict):
+    """When ``precog retrain watch`` retrains the spec's models on its own topics.
+
+    Each trigger in ``triggers`` fires at most once per ``cooldown``: ``schedule`` every
+    ``schedule``; ``concept_drift`` on a concept-drift alert of the leader;
+    ``data_drift`` on a data-drift alert of one of ``data_drift_features`` (any feature when
+    empty); ``performance`` when the leader's newest ``last_<T>`` F1 is below ``min_f1``
+    on at least ``min_labels`` labels (docs/lifecycle.md).
+    """
+
+    triggers: list[Literal["schedule", "concept_drift", "data_drift", "performance"]] = []
+    schedule: str = Field("7d", description="the schedule trigger's period")
+    window: str = Field("14d", description="the data window of a run, back from its start")
+    data_drift_features: list[str] = []
+    min_f1: float = Field(0.0, ge=0, le=1)
+    min_labels: int = Field(200, ge=1)
+    cooldown: str = Field("1d", description="no run sooner than this after the last")
+    max_challengers: int = Field(3, ge=1, description="a run that would exceed it is skipped")
+
+    @field_validator("schedule", "window", "cooldown")
+    @classmethod
+    def _is_duration(cls, v: str) -> str:
+        return _valid_duration(v)
+
+
 class PipelineSpec(_Strict):
     """One domain, end to end."""
 
@@ -294,6 +364,8 @@ class PipelineSpec(_Strict):
     volume: VolumeSpec = VolumeSpec()
     business: BusinessSpec = BusinessSpec()
     simulation: SimulationSpec = SimulationSpec()
+    promotion: PromotionSpec = PromotionSpec()
+    retraining: RetrainingSpec = RetrainingSpec()
     schema_dirs: list[Path] = Field(
         default_factory=list,
         description="directories of this domain's .avsc files, relative to the spec file;"
@@ -320,6 +392,10 @@ class PipelineSpec(_Strict):
         amount = self.business.amount_feature
         if amount is not None and amount not in names:
             raise ValueError(f"business.amount_feature {amount!r} is not a feature")
+        unknown_drift = set(self.retraining.data_drift_features) - set(names)
+        if unknown_drift:
+            raise ValueError(f"retraining.data_drift_features {sorted(unknown_drift)} are not"
+                             " features")
         leaders = [m for m in self.models if m.role == "leader"]
         if len(leaders) != 1:
             raise ValueError("exactly one model must have role: leader")

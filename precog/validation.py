@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -80,16 +80,6 @@ class CheckFailure:
 
     def __str__(self) -> str:
         return f"{self.check}: {self.message}"
-
-
-def failure_reason(failures: Sequence[CheckFailure]) -> str:
-    """The one-line reason a dead letter (and a 422 of ``precog serve``) gives for failures.
-
-    >>> failure_reason([CheckFailure("amount", "amount.min", "-1 < 0"),
-    ...                 CheckFailure("id", "id.required", "missing")])
-    'amount.min: -1 < 0; id.required: missing'
-    """
-    return "; ".join(str(f) for f in failures)
 
 
 @dataclass(frozen=True)
@@ -377,6 +367,15 @@ def _time_bounds(
     return []
 
 
+def failure_reason(failures: Iterable[CheckFailure]) -> str:
+    """The reason a dead letter (and a batch reject) carries for an event's failed checks.
+
+    >>> failure_reason([CheckFailure("amount", "amount.min", "-1.0 is below 0.01")])
+    'amount.min: -1.0 is below 0.01'
+    """
+    return "; ".join(str(f) for f in failures)
+
+
 def validate_event(spec: PipelineSpec, record: Mapping[str, Any], now_ms: int) -> None:
     """Raise :class:`~precog.errors.ValidationError` naming every failed check.
 
@@ -389,5 +388,5 @@ def validate_event(spec: PipelineSpec, record: Mapping[str, Any], now_ms: int) -
     """
     failures = check_event(spec, record, now_ms)
     if failures:
-        detail = "; ".join(str(f) for f in failures)
+        detail = failure_reason(failures)
         raise ValidationError(f"{len(failures)} failed checks: {detail}")

@@ -97,6 +97,10 @@ def worker_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:
     )
     if settings.code_version:
         env["PRECOG_CODE_VERSION"] = settings.code_version
+    registry = settings.schema_registry
+    env["PRECOG_SCHEMA_REGISTRY_URL"] = registry.url
+    if registry.confluent_namespaces:
+        env["PRECOG_SCHEMA_REGISTRY_CONFLUENT_NAMESPACES"] = ",".join(registry.confluent_namespaces)
     return env
 
 

@@ -26,6 +26,7 @@ leaves the group.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +41,9 @@ from precog.errors import ServiceUnavailable
 from precog.io import kafka
 
 log = logging.getLogger("precog.transport")
+
+#: how often librdkafka reports its statistics, from which ``precog_consumer_lag`` is set
+LAG_STATS_MS = 5000
 
 
 class Record:
@@ -112,6 +116,27 @@ def batch_offsets(records: Sequence[Record]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
 
 
+def partition_lags(stats: str) -> dict[tuple[str, int], int]:
+    """Consumer lag per partition from librdkafka's statistics JSON (``consumer_lag``).
+
+    ``consumer_lag`` is the partition's high watermark minus the group's committed offset:
+    what the consumer group still has to commit, the number KEDA's Kafka scaler scales on.
+    librdkafka reports -1 while it does not know (nothing committed or fetched yet) and an
+    internal partition -1 per topic; both are left out.
+
+    >>> partition_lags(json.dumps({"topics": {"prod.events.tx": {"partitions": {
+    ...     "0": {"partition": 0, "consumer_lag": 12}, "1": {"partition": 1, "consumer_lag": -1},
+    ...     "-1": {"partition": -1, "consumer_lag": -1}}}}}))
+    {('prod.events.tx', 0): 12}
+    """
+    out: dict[tuple[str, int], int] = {}
+    for topic, t in json.loads(stats).get("topics", {}).items():
+        for p in t.get("partitions", {}).values():
+            if p.get("partition", -1) >= 0 and p.get("consumer_lag", -1) >= 0:
+                out[(topic, int(p["partition"]))] = int(p["consumer_lag"])
+    return out
+
+
 class _InFlight:
     """One handed-over batch: the task doing its effects and the offsets it will commit."""
 
@@ -152,6 +177,8 @@ class BatchSource:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._unavailable = kafka_unavailable(self.address)
+        #: partitions whose ``precog_consumer_lag`` series this member last set
+        self._lag_series: set[tuple[str, int]] = set()
 
     def assignment(self) -> list[tuple[str, int]]:
         """The partitions this member owns now (for the watchdog)."""
@@ -206,10 +233,27 @@ class BatchSource:
             "fetch.wait.max.ms": s.worker.fetch_max_wait_ms,
             "client.id": f"precog-{self.name}-{self.rt.worker_name}",
             "on_commit": self._on_commit,
+            "statistics.interval.ms": LAG_STATS_MS,
+            "stats_cb": self._on_stats,
         })
         consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         return consumer
+
+    def _on_stats(self, stats: str) -> None:
+        """In the consumer thread: ``precog_consumer_lag`` of the partitions this member owns.
+
+        Only owned partitions are reported, so the series of a partition that moved to
+        another worker disappear here and the sum over the workers is the group's lag.
+        """
+        gauge = self.rt.metrics.consumer_lag
+        owned = set(self._assigned)
+        lags = {tp: lag for tp, lag in partition_lags(stats).items() if tp in owned}
+        for topic, partition in self._lag_series - set(lags):
+            gauge.remove(self.group, topic, str(partition))
+        for (topic, partition), lag in lags.items():
+            gauge.labels(self.group, topic, str(partition)).set(lag)
+        self._lag_series = set(lags)
 
     def _on_lost(self, _consumer: Any, parts: list[TopicPartition]) -> None:
         # the group already gave them away (session timeout): nothing may be committed
@@ -332,6 +376,9 @@ class BatchSource:
         if self._consumer is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._pool, self._consumer.close)
+        for topic, partition in self._lag_series:  # this member owns nothing any more
+            self.rt.metrics.consumer_lag.remove(self.group, topic, str(partition))
+        self._lag_series = set()
         self._pool.shutdown(wait=False)
 
 

@@ -184,6 +184,10 @@ class RedisOnlineStore:
         keys = [self.key(e) for e in ids]
         return _decode(ids, self._guard_sync(lambda: self._client().mget(keys)))
 
+    def has_marker_sync(self) -> bool:
+        """Synchronous :meth:`has_marker`."""
+        return bool(self._guard_sync(lambda: self._client().exists(self.marker_key)))
+
     def write_marker_sync(self, by: str) -> None:
         """Synchronous :meth:`write_marker`."""
         value = self._marker_value(by)

@@ -19,21 +19,22 @@ from precog.errors import ConfigError, ServiceUnavailable
 from precog.io import kafka
 from precog.io.kafka import CONTROL_TOPIC
 from precog.roles import Roles
+from precog.schema_registry import control_codec
 from precog.settings import Settings
 
 _TIMEOUT = 10.0
 
 
-def encode_roles(roles: Roles) -> bytes:
-    """Single-object Avro bytes of ``roles``."""
-    return Codec.for_schema("model_control").encode(roles.to_record())
+def encode_roles(roles: Roles, codec: Codec | None = None) -> bytes:
+    """Avro bytes of ``roles`` (single-object unless ``codec`` says otherwise)."""
+    return (codec or Codec.for_schema("model_control")).encode(roles.to_record())
 
 
-def decode_roles(value: bytes | None) -> Roles | None:
+def decode_roles(value: bytes | None, codec: Codec | None = None) -> Roles | None:
     """Roles from a model-control record value (None for a tombstone)."""
     if value is None:
         return None
-    return Roles.from_record(Codec.for_schema("model_control").decode(value))
+    return Roles.from_record((codec or Codec.for_schema("model_control")).decode(value))
 
 
 def publish_roles(settings: Settings, roles: Roles) -> None:
@@ -50,7 +51,8 @@ def publish_roles(settings: Settings, roles: Roles) -> None:
 
     try:
         producer.produce(
-            topic, key=roles.spec.encode(), value=encode_roles(roles), on_delivery=delivered
+            topic, key=roles.spec.encode(), value=encode_roles(roles, control_codec(settings)),
+            on_delivery=delivered
         )
     except KafkaException as exc:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
@@ -70,6 +72,7 @@ def read_roles(settings: Settings, spec_name: str) -> Roles | None:
     partition (:func:`precog.io.kafka.read_ranges`).
     """
     topic = settings.topic(CONTROL_TOPIC)
+    codec = control_codec(settings)
     consumer = kafka.reader(settings, settings.group("control-reader"))
     key = spec_name.encode()
     found: Roles | None = None
@@ -81,7 +84,7 @@ def read_roles(settings: Settings, spec_name: str) -> Roles | None:
                 ranges[(topic, p)] = (low, high)
         for msg in kafka.read_ranges(consumer, ranges, idle_timeout=_TIMEOUT):
             if msg.key() == key:
-                found = decode_roles(msg.value())
+                found = decode_roles(msg.value(), codec)
         return found
     except TimeoutError:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap,

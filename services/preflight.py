@@ -22,8 +22,14 @@ def check_elasticsearch(settings: Settings, timeout: float = 10.0) -> None:
     health.check_elasticsearch(settings, timeout, preflight=True)
 
 
+def check_schema_registry(settings: Settings, timeout: float = 5.0) -> None:
+    health.check_schema_registry(settings, timeout, preflight=True)
+
+
 def check_all(settings: Settings, elasticsearch: bool = True) -> None:
     check_kafka(settings)
     check_redis(settings)
     if elasticsearch:
         check_elasticsearch(settings)
+    if settings.wire_format == "confluent":  # docs/schemas.md
+        check_schema_registry(settings)

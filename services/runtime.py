@@ -22,6 +22,7 @@ from precog.services.reliability import WorkerHealth
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from precog.avro import Codec
+from precog.schema_registry import namespace_codec
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec
@@ -76,6 +77,12 @@ class WorkerMetrics:
             "1 for each model version currently scoring",
             ["model_id", "version", "role", "artifact_sha256"],
             registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "precog_consumer_lag",
+            "Records of a partition this worker owns not yet committed by its group "
+            "(high watermark - committed offset; the batch transport's groups)",
+            ["group", "topic", "partition"], registry=r,
         )
         self.roles_revision = Gauge(
             "precog_roles_revision", "Revision of the model-control record in use", registry=r
@@ -221,9 +228,15 @@ class Runtime:
     _es: Any = None
     _producer: BatchProducer | None = None
     _topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    _codecs: dict[str, Codec] = field(default_factory=dict)
 
     def codec(self, schema_name: str) -> Codec:
-        return Codec.for_schema(schema_name)
+        """The schema's codec in the namespace's wire format (Confluent: ids looked up once)."""
+        found = self._codecs.get(schema_name)
+        if found is None:
+            found = self._codecs[schema_name] = namespace_codec(self.settings, self.spec,
+                                                                schema_name)
+        return found
 
     def event_schema_label(self) -> str:
         # from the cached codec: reading the schema files again every batch is hot-path work

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import faust
 from precog.services import watchdog, web
-from precog.services.agents import index, join, monitor, role_watcher, score
+from precog.services.agents import index, join, lifecycle, monitor, role_watcher, score
 from precog.services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 from precog.errors import ConfigError
@@ -24,6 +24,7 @@ AGENTS: dict[str, Callable[[Runtime], None]] = {
     "index": index.register,
     "join": join.register,
     "monitor": monitor.register,
+    "lifecycle": lifecycle.register,
 }
 DEFAULT_AGENTS = tuple(AGENTS)
 
@@ -89,4 +90,9 @@ def run(
     install_event_loop(settings)
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist
+    if settings.wire_format == "confluent":  # every schema id now: a missing subject fails here
+        from precog.schema_registry import topic_schemas
+
+        for schema_name in sorted(set(topic_schemas(settings, rt.spec).values())):
+            rt.codec(schema_name)
     run_worker(rt.app, settings, loglevel)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import numpy as np
 
 from precog.settings import Settings
 
@@ -63,67 +62,35 @@ def passthrough(settings: Settings) -> faust.App:
 
 def naive(settings: Settings, index: bool) -> faust.App:
     """Per-event Redis calls, single-row predictions, one Elasticsearch request per document."""
-    from precog.avro import Codec, latest
-    from precog.features import EntityState, Featurizer
+    from precog.bench.naive import NaiveJob
     from precog.io.redis import async_redis_client
-    from precog.registry import ModelRegistry, code_version
-    from precog.scoring import EventContext, make_model_set, prediction_documents, prediction_record
-    from precog.services.model_control import read_roles
     from precog.services.runtime import create_app, now_ms
-    from precog.spec import load_spec
-    from precog.validation import check_event
 
-    spec = load_spec(settings.spec)
-    featurizer = Featurizer(spec)
-    roles = read_roles(settings, spec.name)
-    if roles is None:
-        raise SystemExit("no model roles in the namespace")
-    registry = ModelRegistry(settings.registry_dir)
-    models = make_model_set(
-        roles.revision,
-        registry.load(roles.leader.model_id, roles.leader.version),
-        [registry.load(c.model_id, c.version) for c in roles.challengers],
-        featurizer.names,
-    )
+    job = NaiveJob(settings, worker="bench-naive")
     app = create_app(settings, app_id=settings.group("bench-naive"))
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
            "value_serializer": "raw"}
-    source = app.topic(settings.topic(spec.event.topic), **raw)
+    source = app.topic(settings.topic(job.spec.event.topic), **raw)
     sink = app.topic(settings.topic("predictions"), **raw)
-    codec, out_codec = Codec.for_schema(spec.event.schema_name), Codec.for_schema("prediction")
-    schema_label, version = latest(spec.event.schema_name).label, code_version(settings)
+    out_codec = job.out_codec
     redis = async_redis_client(settings)  # the workers' client options (auth, TLS CA)
-    ttl = settings.redis.state_ttl_seconds
-    ev = spec.event
 
     @app.agent(source, name=f"{settings.namespace}-naive")
     async def score(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            record = codec.decode(msg.value)
-            if check_event(spec, record, now_ms()):
+            record = job.codec.decode(msg.value)
+            if not job.valid(record, now_ms()):
                 continue
-            entity = str(record[ev.entity_field])
-            key = settings.redis_key("state", spec.name, entity)
-            raw_state = await redis.get(key)
-            state = EntityState.from_bytes(raw_state) if raw_state else None
-            vector, new_state = featurizer.featurize(state, record)
-            x = np.array([vector.values], dtype=np.float64)
-            scores = [float(m.model.predict_proba(x[:, m.columns])[0]) for m in models.all]
-            prediction = prediction_record(
-                spec_name=spec.name, event_id=str(record[ev.id_field]), entity_id=entity,
-                event_time=int(record[ev.time_field]), scored_time=now_ms(), models=models,
-                scores=scores, feature_names=featurizer.names, values=vector.values,
-                ages_ms=vector.ages_ms, origin=EventContext(msg.topic, msg.partition, msg.offset),
-                namespace=settings.namespace, event_schema=schema_label, code_version=version,
-                worker="bench-naive",
-            )
+            key = job.state_key(record)
+            prediction, new_state = job.score(record, await redis.get(key), msg.topic,
+                                              msg.partition, msg.offset, now_ms())
             await sink.send(key=prediction["event_id"].encode(), value=out_codec.encode(prediction))
-            new_state.applied[str(msg.partition)] = msg.offset
-            await redis.set(key, new_state.to_bytes(), ex=ttl)
+            await redis.set(key, new_state, ex=job.ttl)
 
     if index:
         from precog.io.elasticsearch import async_elasticsearch_client
+        from precog.scoring import prediction_documents
 
         es = async_elasticsearch_client(settings)
         target = settings.index("predictions")

@@ -15,7 +15,8 @@ from precog.bench import io as bio
 from precog.settings import Settings
 
 REPO = resources.project_root()
-SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "core", "profile")
+SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "core", "batch",
+            "profile")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class BenchConfig:
     challenger_events: int = 20_000
     outcome_labels: int = 20_000
     profile_events: int = 30_000
+    batch_events: int = 200_000  # precog score-batch in process (precog/bench/batch.py)
     reps: int = 3
     latency_seconds: float = 15.0
     latency_warmup: float = 3.0
@@ -41,7 +43,8 @@ class BenchConfig:
     def quick_config(cls, **overrides: Any) -> BenchConfig:
         base = cls(events=3_000, naive_events=600, naive_index_events=200,
                    memory_events=15_000, scaling_events=3_000, challenger_events=2_000,
-                   outcome_labels=2_000, profile_events=3_000, reps=1, latency_seconds=3.0,
+                   outcome_labels=2_000, profile_events=3_000, batch_events=5_000, reps=1,
+                   latency_seconds=3.0,
                    latency_warmup=1.0, history_events=4_000, quick=True)
         return replace(base, **overrides)
 
@@ -95,7 +98,8 @@ class Lab:
         self.echo(f"trained {', '.join(sorted(self.models))} in "
                   f"{time.monotonic() - started:.0f}s")
         need = max(cfg.events, cfg.memory_events if "memory" in cfg.sections else 0,
-                   cfg.scaling_events, cfg.challenger_events, cfg.profile_events, 50_000)
+                   cfg.scaling_events, cfg.challenger_events, cfg.profile_events,
+                   cfg.batch_events if "batch" in cfg.sections else 0, 50_000)
         self.pool = generate_events(self.spec, need)
         self.echo(f"generated {len(self.pool)} events")
 
@@ -180,6 +184,8 @@ def worker_command(kind: str) -> list[str]:
         "passthrough": ["precog.bench.apps", "passthrough"],
         "naive": ["precog.bench.apps", "naive"],
         "naive_index": ["precog.bench.apps", "naive", "--index"],
+        "quix_passthrough": ["precog.bench.quix_apps", "passthrough"],
+        "quix_naive": ["precog.bench.quix_apps", "naive"],
     }[kind]
 
 

@@ -17,17 +17,21 @@ from typing import Any
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
+#: the block ``precog bench --profile`` writes (the core before and after)
+PROFILE_BEGIN = "<!-- core-profile:begin -->"
+PROFILE_END = "<!-- core-profile:end -->"
 
 #: what a complete report holds, per section
 REQUIRED = {
     "throughput": ("raw", "passthrough", "precog", "precog_index", "naive", "naive_index",
-                   "ratios"),
+                   "quix_passthrough", "quix_naive", "ratios"),
     "latency": ("rates", "max_rate"),
     "memory": ("rss_warm_bytes", "rss_end_bytes", "growth"),
     "scaling": ("workers", "speedup_2_vs_1", "challengers", "us_per_event"),
     "outcome": ("labels_per_s", "predictions_per_s", "join_state"),
     "profile": ("self", "inclusive", "total_s"),
     "core": ("us_per_event", "total_us_per_event", "reference_total_us_per_event"),
+    "batch": ("events", "events_per_s", "worker_events_per_s", "ratio"),
 }
 
 
@@ -82,6 +86,9 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("precog / Faust passthrough", ">= 2.0x", _med(report, "throughput", "ratios",
                                                        "precog_vs_passthrough"),
          lambda v: v >= 2.0),
+        ("precog / Quix Streams passthrough", ">= 0.25x",
+         _med(report, "throughput", "ratios", "precog_vs_quix_passthrough"),
+         lambda v: v >= 0.25),
         ("precog with indexing / without", ">= 0.6x", _med(report, "throughput", "ratios",
                                                           "precog_index_vs_precog"),
          lambda v: v >= 0.6),
@@ -95,6 +102,8 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
          _med(report, "throughput", "ratios", "precog_index_vs_naive_index"),
          lambda v: v >= 10),
         ("p99 latency at 50% of max", "<= 50 ms", p50, lambda v: v <= 50),
+        ("batch scoring / streaming worker (events/s per process)", ">= 20x",
+         _med(report, "batch", "ratio"), lambda v: v >= 20),
         ("RSS growth after warm-up", "<= 10%",
          None if "memory" not in report else float(report["memory"]["growth"]),
          lambda v: v <= 0.10),
@@ -155,7 +164,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{shown} | {verdict} |")
         lines.append("")
     lines += _throughput(report) + _latency(report) + _memory(report) + _scaling(report)
-    lines += _core(report) + _outcome(report) + _profile(report)
+    lines += _core(report) + _batch(report) + _outcome(report) + _profile(report)
     for section, error in (report.get("errors") or {}).items():
         lines += [f"**Section {section} failed:** `{_short(error)[:300]}`", ""]
     lines += [END]
@@ -180,10 +189,14 @@ def _throughput(report: dict[str, Any]) -> list[str]:
         ("**precog** + Elasticsearch indexing (events fully indexed /s)", "precog_index"),
         ("naive: per-event Redis GET/SET, single-row predict", "naive"),
         ("naive + one Elasticsearch request per document", "naive_index"),
+        ("Quix Streams passthrough (consume -> produce, no work)", "quix_passthrough"),
+        ("Quix Streams naive: per-record decode, Redis GET/SET, single-row predict",
+         "quix_naive"),
     ]
     out = ["### Throughput of one worker process (events/s)", "",
            "| pipeline | events per run | events/s |", "|---|---|---|"]
-    out += [f"| {label} | {n[k]:,} | {_fmt(t[k])} |" for label, k in rows]
+    # reports written before the Quix baselines have none of their rows
+    out += [f"| {label} | {n[k]:,} | {_fmt(t[k])} |" for label, k in rows if k in t]
     r = t["ratios"]
     out += ["", "| ratio (per round, then median) | value |", "|---|---|",
             f"| precog / Faust passthrough | {_fmt(r['precog_vs_passthrough'], 2)} |",
@@ -193,8 +206,14 @@ def _throughput(report: dict[str, Any]) -> list[str]:
             "| precog + indexing / naive + indexing (the target's pair) | "
             f"{_fmt(r['precog_index_vs_naive_index'], 1)} |",
             "| precog + indexing / Faust passthrough | "
-            f"{_fmt(r['precog_index_vs_passthrough'], 2)} |",
-            ""]
+            f"{_fmt(r['precog_index_vs_passthrough'], 2)} |"]
+    if "precog_vs_quix_passthrough" in r:
+        out += [f"| precog / Quix Streams passthrough | "
+                f"{_fmt(r['precog_vs_quix_passthrough'], 2)} |",
+                f"| precog / Quix Streams naive | {_fmt(r['precog_vs_quix_naive'], 1)} |",
+                "| Quix Streams passthrough / Faust passthrough | "
+                f"{_fmt(r['quix_passthrough_vs_passthrough'], 1)} |"]
+    out += [""]
     return out
 
 
@@ -261,6 +280,25 @@ def _core(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _batch(report: dict[str, Any]) -> list[str]:
+    ba = report.get("batch")
+    if not ba:
+        return []
+    return ["### Batch scoring (`precog score-batch`, in process)", "",
+            f"{ba['events']:,} events from an Avro file, leader + challenger, states rebuilt"
+            f" from the input, chunks of {ba['chunk']:,} (precog/bench/batch.py): rows/s after"
+            f" the first chunk, as the worker's rate leaves out its start (the whole run, with"
+            f" start-up and model loading, beside the ratio); the worker's rate:"
+            f" {ba['worker_from']}.", "",
+            "| pipeline | events/s per process | vs the worker |", "|---|---|---|",
+            f"| streaming worker (`control,score`) | {_fmt(ba['worker_events_per_s'])} | 1 |",
+            f"| score-batch -> Parquet | {_fmt(ba['events_per_s'])} |"
+            f" {_fmt(ba['ratio'], 2)} (whole run {_fmt(ba['whole_run_events_per_s'])}/s) |",
+            f"| score-batch -> Avro | {_fmt(ba['avro_events_per_s'])} |"
+            f" {_fmt(ba['avro_ratio'], 2)} (whole run"
+            f" {_fmt(ba['avro_whole_run_events_per_s'])}/s) |", ""]
+
+
 def _outcome(report: dict[str, Any]) -> list[str]:
     oc = report.get("outcome")
     if not oc:
@@ -298,13 +336,51 @@ def _short(name: str) -> str:
     return re.sub(r"\s+", " ", name).replace("|", "/")
 
 
-def update_doc(path: Path, generated: str) -> None:
-    """Replace the generated block of ``path`` (or create the page around it)."""
+def render_core_profile(result: dict[str, Any], command: str, when: str) -> str:
+    """The block of docs/benchmarks.md that ``precog bench --profile`` writes.
+
+    >>> us = {"before": dict.fromkeys(("decode", "validate", "featurize", "score", "build",
+    ...                                "encode", "index_decode"), 2.0),
+    ...       "after": dict.fromkeys(("decode", "validate", "featurize", "score", "encode",
+    ...                               "index_decode"), 1.0)}
+    >>> block = render_core_profile({"events": 10, "batch": 5, "passes": 3, "us_per_event": us,
+    ...     "total_before": 12.0, "total_after": 5.0, "profiles": {}}, "precog bench", "now")
+    >>> [line for line in block.splitlines() if line.startswith("| **")]
+    ['| **score agent total** | **12.0** | **5.0** | |']
+    """
+    from precog.bench.core_profile import BOUGHT
+
+    before, after = result["us_per_event"]["before"], result["us_per_event"]["after"]
+    rows = [("decode (events)", before["decode"], after["decode"], BOUGHT["decode"]),
+            ("validate", before["validate"], after["validate"], BOUGHT["validate"]),
+            ("featurize", before["featurize"], after["featurize"], BOUGHT["featurize"]),
+            ("score", before["score"], after["score"], BOUGHT["score"]),
+            ("build + encode the prediction", before["build"] + before["encode"],
+             after["encode"], BOUGHT["encode"])]
+    out = [PROFILE_BEGIN, "",
+           f"Generated by `{command}` on {when}: {result['events']:,} events in batches of "
+           f"{result['batch']}, medians of {result['passes']} interleaved passes of each path "
+           "(precog/bench/core_profile.py).", "",
+           "| stage | before (us/event) | after (us/event) | what bought it |",
+           "|---|---|---|---|"]
+    out += [f"| {name} | {b:.1f} | {a:.1f} | {why} |" for name, b, a, why in rows]
+    out += [f"| **score agent total** | **{result['total_before']:.1f}** | "
+            f"**{result['total_after']:.1f}** | |",
+            f"| index agent: decode a prediction | {before['index_decode']:.1f} | "
+            f"{after['index_decode']:.1f} | {BOUGHT['index_decode']} |", ""]
+    for side, path in result["profiles"].items():
+        out.append(f"- pyinstrument profile, {side}: `{Path(path).name}` (and `.txt`), "
+                   "in the output directory")
+    return "\n".join([*out, "", PROFILE_END]) + "\n"
+
+
+def update_doc(path: Path, generated: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the block between ``begin`` and ``end`` of ``path`` (or create the page)."""
     if path.exists():
         text = path.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1]
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            tail = rest.split(end, 1)[1]
             path.write_text(head + generated.rstrip("\n") + tail)
             return
         path.write_text(text.rstrip("\n") + "\n\n" + generated)

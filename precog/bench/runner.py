@@ -23,7 +23,10 @@ from typing import Any
 
 from precog.bench.lab import REPO, SECTIONS, BenchConfig, Lab, generate_events, wait_indexed
 from precog.bench.report import (
+    PROFILE_BEGIN,
+    PROFILE_END,
     check_complete,
+    render_core_profile,
     render_markdown,
     targets,
     update_doc,
@@ -39,7 +42,7 @@ from precog.bench.sections import (
 from precog.settings import Settings
 
 __all__ = ["REPO", "SECTIONS", "BenchConfig", "Lab", "generate_events", "run_bench",
-           "wait_indexed"]
+           "run_core_profile", "wait_indexed"]
 
 
 def _section(lab: Lab, section: str, report: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +65,10 @@ def _section(lab: Lab, section: str, report: dict[str, Any]) -> dict[str, Any]:
         from precog.bench.core import bench_core
 
         return bench_core(lab)
+    if section == "batch":
+        from precog.bench.batch import bench_batch
+
+        return bench_batch(lab, report)
     return bench_profile(lab)
 
 
@@ -79,7 +86,8 @@ def machine() -> dict[str, Any]:
     mem_kb = psutil.virtual_memory().total // 1024
     libs = {}
     for dist in ("faust-streaming", "aiokafka", "confluent-kafka", "redis", "elasticsearch",
-                 "fastavro", "lightgbm", "scikit-learn", "numpy", "river", "pyinstrument"):
+                 "fastavro", "lightgbm", "scikit-learn", "numpy", "river", "pyinstrument",
+                 "quixstreams"):
         try:
             libs[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -139,4 +147,32 @@ def run_bench(config: BenchConfig, out_dir: Path, doc: Path | None, command: str
         update_doc(doc, render_markdown(report))
         report["doc_path"] = str(doc)
     echo(f"wrote {path}" + (f" and {doc}" if doc else "") + f" in {report['duration_s']:.0f}s")
+    return report
+
+
+def run_core_profile(config: BenchConfig, out_dir: Path, doc: Path | None, command: str,
+                     echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """``precog bench --profile``: the core stages before and after, timed and profiled;
+    the JSON and profiles go to ``out_dir``, the table to its own block of ``doc``."""
+    from precog.bench.core_profile import profile_core
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    lab = Lab(config, out_dir, echo)
+    try:
+        lab.prepare()
+        result = profile_core(lab, out_dir, stamp)
+    finally:
+        lab.close()
+    report = {"command": command, "config": asdict(config), "started": int(started),
+              "machine": machine(), "core_profile": result}
+    path = out_dir / f"core-profile-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    before, after = result["total_before"], result["total_after"]
+    echo(f"core: {before:.1f} us/event before, {after:.1f} after; wrote {path}")
+    if doc is not None:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+        update_doc(doc, render_core_profile(result, command, when), PROFILE_BEGIN, PROFILE_END)
+        echo(f"wrote the core profile table into {doc}")
     return report

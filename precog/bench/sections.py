@@ -16,19 +16,27 @@ from precog.bench.report import (
 )
 from precog.settings import Settings
 
+#: the throughput ratios (numerator, denominator), each computed per round
+RATIOS = (("precog", "passthrough"), ("precog", "raw"), ("passthrough", "raw"),
+          ("precog", "naive"), ("precog_index", "naive_index"), ("precog_index", "passthrough"),
+          ("precog_index", "precog"), ("precog", "quix_passthrough"), ("precog", "quix_naive"),
+          ("quix_passthrough", "passthrough"))
+
 
 def bench_throughput(lab: Lab) -> dict[str, Any]:
-    """Rounds of raw, passthrough, precog, precog+index, naive, naive+index; ratios per round."""
+    """Rounds of raw, passthrough, precog, precog+index, naive, naive+index and the Quix
+    Streams passthrough and naive apps; ratios per round."""
     cfg = lab.config
     plan = [("raw", cfg.events), ("passthrough", cfg.events), ("precog", cfg.events),
             ("precog_index", cfg.events), ("naive", cfg.naive_events),
-            ("naive_index", cfg.naive_index_events)]
+            ("naive_index", cfg.naive_index_events), ("quix_passthrough", cfg.events),
+            ("quix_naive", cfg.naive_events)]
     rounds: list[dict[str, dict[str, Any]]] = []
     for r in range(cfg.reps):
         got: dict[str, dict[str, Any]] = {}
         for kind, n in plan:
             got[kind] = lab.throughput_run(kind, n)
-            lab.echo(f"round {r + 1}: {kind:13s} {got[kind]['events_per_s']:9.0f} events/s"
+            lab.echo(f"round {r + 1}: {kind:16s} {got[kind]['events_per_s']:9.0f} events/s"
                      + (f"  indexed {got[kind]['index_events_per_s']:.0f}/s"
                         if "index_events_per_s" in got[kind] else ""))
         rounds.append(got)
@@ -41,20 +49,8 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
     for kind, _ in plan:
         out[kind] = summarize([rate(kind, r) for r in rounds])
     out["precog_index_scoring"] = summarize([r["precog_index"]["events_per_s"] for r in rounds])
-    out["ratios"] = {
-        "precog_vs_passthrough": summarize([rate("precog", r) / rate("passthrough", r)
-                                            for r in rounds]),
-        "precog_vs_raw": summarize([rate("precog", r) / rate("raw", r) for r in rounds]),
-        "passthrough_vs_raw": summarize([rate("passthrough", r) / rate("raw", r)
-                                         for r in rounds]),
-        "precog_vs_naive": summarize([rate("precog", r) / rate("naive", r) for r in rounds]),
-        "precog_index_vs_naive_index": summarize(
-            [rate("precog_index", r) / rate("naive_index", r) for r in rounds]),
-        "precog_index_vs_passthrough": summarize(
-            [rate("precog_index", r) / rate("passthrough", r) for r in rounds]),
-        "precog_index_vs_precog": summarize(
-            [rate("precog_index", r) / rate("precog", r) for r in rounds]),
-    }
+    out["ratios"] = {f"{a}_vs_{b}": summarize([rate(a, r) / rate(b, r) for r in rounds])
+                     for a, b in RATIOS}
     return out
 
 

@@ -13,7 +13,7 @@ from precog.errors import PrecogError
 app = typer.Typer(
     name="precog",
     help="Streaming inference on Kafka: stack, simulate, train, models, worker, serve, replay,"
-    " report.",
+         " score-batch, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -23,9 +23,11 @@ app = typer.Typer(
 _GROUPS = [
     ("stack", "stack"),
     ("setup", "setup"),
+    ("namespace", "namespace"),
     ("simulate", "simulate"),
     ("history", "history"),
     ("train", "train"),
+    ("retrain", "retrain"),
     ("backfill", "backfill"),
     ("models", "models"),
     ("worker", "worker"),
@@ -33,6 +35,7 @@ _GROUPS = [
     ("kibana", "kibana"),
     ("report", "report"),
     ("replay", "replay"),
+    ("score_batch", "score-batch"),
     ("bench", "bench"),
 ]
 
@@ -54,12 +57,10 @@ def main() -> None:
         typer.secho(f"precog: error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except pydantic.ValidationError as exc:  # a PRECOG_* setting is invalid
-        first = exc.errors()[0]
-        where = "_".join(str(p).upper() for p in first["loc"])
-        typer.secho(
-            f"precog: error: invalid setting PRECOG_{where}: {first['msg']}",
-            fg=typer.colors.RED, err=True,
-        )
+        from precog.settings import validation_message
+
+        typer.secho(f"precog: error: {validation_message(exc)}", fg=typer.colors.RED,
+                    err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("precog: interrupted", err=True)

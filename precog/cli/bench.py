@@ -23,34 +23,46 @@ def bench(
     reps: int = typer.Option(0, help="runs per measurement (default 3, --quick 1)"),
     events: int = typer.Option(0, help="events per throughput run (default 50000, quick 3000)"),
     memory_events: int = typer.Option(0, help="events of the memory run (default 1000000)"),
+    batch_events: int = typer.Option(0, help="events of the batch scoring runs (default"
+                                             " 200000, quick 5000)"),
     sections: str = typer.Option(
-        "throughput,latency,memory,scaling,outcome,core,profile", help="comma-separated sections"
+        "throughput,latency,memory,scaling,outcome,core,batch,profile",
+        help="comma-separated sections"
     ),
     out: Annotated[Path, typer.Option(help="directory for the JSON results")] = DEFAULT_OUT,
     doc: Annotated[Path | None, typer.Option(help=_DOC_HELP)] = None,
     no_doc: bool = typer.Option(False, "--no-doc", help="write the JSON only"),
+    profile: bool = typer.Option(
+        False, "--profile", help="only the core stages before and after the batch changes, "
+        "timed and under pyinstrument (profiles in --out, the table in its own block of the "
+        "page; --sections is not used)"),
 ) -> None:
     """Run the benchmarks; every number is a median of several runs with its spread."""
-    from precog.bench.runner import SECTIONS, BenchConfig, run_bench
+    from precog.bench.runner import SECTIONS, BenchConfig, run_bench, run_core_profile
 
     chosen = tuple(s.strip() for s in sections.split(",") if s.strip())
     unknown = set(chosen) - set(SECTIONS)
     if unknown or not chosen:
         raise ConfigError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
-    if reps < 0 or events < 0 or memory_events < 0:
-        raise ConfigError("--reps, --events and --memory-events must be positive")
-    overrides: dict[str, object] = {"sections": chosen}
+    if reps < 0 or events < 0 or memory_events < 0 or batch_events < 0:
+        raise ConfigError("--reps, --events, --memory-events and --batch-events must be"
+                          " positive")
+    # --profile runs the core only (and generates no events for the other sections)
+    overrides: dict[str, object] = {"sections": ("core",) if profile else chosen}
     if reps:
         overrides["reps"] = reps
     if events:
         overrides["events"] = events
     if memory_events:
         overrides["memory_events"] = memory_events
+    if batch_events:
+        overrides["batch_events"] = batch_events
     config = (BenchConfig.quick_config(**overrides) if quick
               else BenchConfig(**overrides))  # type: ignore[arg-type]
     if doc is None:
         doc = out / "benchmarks-quick.md" if quick else Path("docs/benchmarks.md")
     command = "./scripts/bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]
                                            if a != "bench")
-    run_bench(config, out, None if no_doc else doc, command.strip(),
-              echo=lambda msg: typer.echo(f"[bench] {msg}"))
+    run = run_core_profile if profile else run_bench
+    run(config, out, None if no_doc else doc, command.strip(),
+        echo=lambda msg: typer.echo(f"[bench] {msg}"))

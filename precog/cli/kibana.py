@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from precog.dashboards import (
+    DEFAULT_NAMESPACE,
     NDJSON_PATH,
     TEMPLATES_DIR,
     check_definitions,
@@ -170,14 +171,34 @@ def _spec(spec: Path | None) -> PipelineSpec:
     return load_spec(spec or get_settings().spec)
 
 
+NamespaceOption = Annotated[str | None, typer.Option(
+    "--namespace", "-n", help="the namespace the dashboards' namespace controls select")]
+
+
+def _namespace(namespace: str | None, default: str) -> str:
+    """The namespace an export is for: --namespace, else ``default``; validated like
+    PRECOG_NAMESPACE."""
+    if namespace is None:
+        return default
+    from precog.settings import namespace_problem
+
+    problem = namespace_problem(namespace)
+    if problem:
+        raise ConfigError(f"bad --namespace {namespace!r}: {problem}")
+    return namespace
+
+
 @app.command("export")
 def export_cmd(
     out: Annotated[Path, typer.Option(help="where to write the NDJSON")] = NDJSON_PATH,
     spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """Generate the saved objects from precog/dashboards/ and write them as NDJSON."""
+    """Generate the saved objects from precog/dashboards/ and write them as NDJSON (for
+    --namespace, default prod: the committed file)."""
     pipeline = _spec(spec)
-    text = export_ndjson(pipeline.feature_names, business=pipeline.business)
+    text = export_ndjson(pipeline.feature_names, business=pipeline.business,
+                         namespace=_namespace(namespace, DEFAULT_NAMESPACE))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     typer.echo(f"wrote {len(text.splitlines())} saved objects to {out}")
@@ -188,8 +209,12 @@ def check_cmd(
     file: Annotated[Path, typer.Argument(help="NDJSON export to check")] = NDJSON_PATH,
     templates: Annotated[Path, typer.Option(help="index templates directory")] = TEMPLATES_DIR,
     spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """Check an export statically against the index templates; exit 1 on problems."""
+    """Check an export statically against the index templates and the indices `precog
+    setup` creates; exit 1 on problems."""
+    from precog.namespace import index_stems
+
     if not file.exists():
         raise ConfigError(f"no such file: {file}")
     tmpl = load_templates(templates)
@@ -197,8 +222,9 @@ def check_cmd(
         raise ConfigError(f"no index templates in {templates}")
     pipeline = _spec(spec)
     names, business = pipeline.feature_names, pipeline.business
-    problems = check_ndjson(file.read_text(), tmpl) + check_definitions(
-        dashboards(names, business), tmpl)
+    problems = check_ndjson(file.read_text(), tmpl, setup_indices=index_stems(templates),
+                            namespace=_namespace(namespace, DEFAULT_NAMESPACE)
+                            ) + check_definitions(dashboards(names, business), tmpl)
     stale = file.resolve() == NDJSON_PATH.resolve() and file.read_text() != export_ndjson(
         names, business=business)
     for p in problems:
@@ -217,17 +243,32 @@ def import_cmd(
     url: Annotated[str | None, typer.Option(help="Kibana URL [PRECOG_KIBANA_URL]")] = None,
     space: Annotated[str | None, typer.Option(help="space [PRECOG_KIBANA_SPACE]")] = None,
     username: Annotated[str | None, typer.Option(help="[PRECOG_KIBANA_USERNAME]")] = None,
-    file: Annotated[Path, typer.Option(help="NDJSON export to import")] = NDJSON_PATH,
+    file: Annotated[Path | None, typer.Option(
+        help="NDJSON export to import as it is (default: generated for --namespace)")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", help="the namespace the dashboards select [PRECOG_NAMESPACE]"
+    )] = None,
+    spec: Annotated[Path | None, typer.Option(help="pipeline spec (feature columns)")] = None,
 ) -> None:
     """Import the saved objects into Kibana (overwrite); report each object's result.
 
+    The dashboards are generated for the namespace (their namespace control selects it);
+    for several namespaces in one Kibana, import each into its own --space.
     Password and API key come only from PRECOG_KIBANA_PASSWORD / PRECOG_KIBANA_API_KEY.
     """
-    if not file.exists():
+    if file is not None and not file.exists():
         raise ConfigError(f"no such file: {file}")
     given = {k: v for k, v in {"url": url, "space": space, "username": username}.items() if v}
     cfg = kibana_settings().model_copy(update=given)
-    results = import_saved_objects(file.read_bytes(), cfg)
+    if file is not None:
+        ndjson = file.read_bytes()
+    else:
+        pipeline = _spec(spec)
+        ns = _namespace(namespace, get_settings().namespace)
+        ndjson = export_ndjson(pipeline.feature_names, business=pipeline.business,
+                               namespace=ns).encode()
+        typer.echo(f"dashboards for namespace {ns}")
+    results = import_saved_objects(ndjson, cfg)
     for r in results:
         typer.echo(r.line())
     failed = sum(not r.ok for r in results)

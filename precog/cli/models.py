@@ -116,6 +116,7 @@ def describe(meta: ModelMetadata, registry: ModelRegistry) -> str:
         f"training window {_iso(meta.training_window_start)} .. {_iso(meta.training_window_end)}"
         f"  ({meta.training_rows} rows, {meta.training_positives} positive)",
         f"training data   sha256 {meta.training_data_sha256}",
+        f"training source {meta.training_source or '-'}",
         f"holdout         {_iso(meta.holdout_start)} .. {_iso(meta.holdout_end)}"
         f"  ({meta.holdout_rows} rows)",
         f"holdout metrics precision {h.precision:.4f}  recall {h.recall:.4f}  f1 {h.f1:.4f}"
@@ -149,14 +150,7 @@ def reindex() -> None:
 
 def verify_ref(registry: ModelRegistry, pipeline: PipelineSpec, ref: ModelRef) -> ModelMetadata:
     """The version exists, belongs to the spec, uses its features and loads (sha256)."""
-    meta = registry.get(ref.model_id, ref.version)
-    if meta.spec != pipeline.name:
-        raise ConfigError(f"{ref} was trained for spec {meta.spec!r}, not {pipeline.name!r}")
-    missing = [f for f in meta.features if f not in pipeline.feature_names]
-    if missing:
-        raise ConfigError(f"{ref} uses features the spec {pipeline.name} lacks: {missing}")
-    registry.load(ref.model_id, ref.version)
-    return meta
+    return registry.verify_for(pipeline, ref.model_id, ref.version)
 
 
 def _change(spec: Path | None, change: str, ref: ModelRef | None, reason: str) -> None:
@@ -214,3 +208,63 @@ def remove_challenger_cmd(
 def rollback_cmd(spec: SpecOption = None, reason: ReasonOption = "") -> None:
     """Restore the previous leader; the current leader leaves every role."""
     _change(spec, "rollback", None, reason)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def _decision_lines(rec: dict) -> list[str]:
+    chosen = rec.get("chosen")
+    head = (f"{_iso(int(rec['evaluated_time']))}  {rec['action']:<7}  leader "
+            f"{rec['leader']['model_id']} v{rec['leader']['version']}"
+            + (f" -> {chosen['model_id']} v{chosen['version']}" if chosen else "")
+            + f"  [{rec['policy']}, {rec['metric']}, {rec['test']}, margin {rec['margin']},"
+            f" window {_iso(int(rec['window_start']))} .. {_iso(int(rec['window_end']))}]")
+    lines = [head, f"    {rec['reason']}"]
+    for c in rec.get("candidates", []):
+        lines.append(f"    {c['model_id']} v{c['version']}: {c['status']}"
+                     + (f" (n={c['n']}, gain {c['gain']:+.4f}, p={c['p_value']:.4f})"
+                        if c.get("n") else ""))
+    return lines
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    spec: SpecOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run",
+                                          help="decide and show; record and change nothing")
+                       ] = False,
+) -> None:
+    """Evaluate the spec's promotion policy once: record the decision and apply it.
+
+    One decision per evaluation interval: running it again in the same interval applies the
+    recorded decision (if it was not applied yet) and never decides twice.
+    """
+    from precog.services.lifecycle import evaluate
+
+    settings, pipeline, _ = _context(spec)
+    out = evaluate(settings, pipeline, apply=not dry_run, echo=typer.echo)
+    for line in _decision_lines(out.decision):
+        typer.echo(line)
+    if out.note:
+        typer.echo(out.note)
+    if out.applied:
+        typer.echo("applied: " + _roles_line(out.roles))
+
+
+@app.command("decisions")
+def decisions_cmd(
+    spec: SpecOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="newest first")] = 20,
+) -> None:
+    """The promotion policy's recent decisions with their evidence ({ns}-decisions)."""
+    from precog.services.lifecycle import recent_decisions
+
+    settings, pipeline, _ = _context(spec)
+    found = recent_decisions(settings, pipeline.name, limit)
+    if not found:
+        typer.echo(f"no decisions for {pipeline.name} in {settings.index('decisions')}")
+        return
+    for rec in found:
+        for line in _decision_lines(rec):
+            typer.echo(line)

@@ -25,6 +25,14 @@ SpecOption = Annotated[
 ]
 FromOption = Annotated[str, typer.Option("--from-namespace", help="namespace to read (e.g. prod)")]
 ToOption = Annotated[str, typer.Option("--to-namespace", help="namespace to write (e.g. parallel)")]
+#: a range of a topic (also ``precog score-batch --topic``)
+StartOption = Annotated[str | None, typer.Option(
+    "--start", help="first record time (ISO 8601 or epoch ms), via offsets-for-times")]
+EndOption = Annotated[str | None, typer.Option("--end", help="records before this time")]
+StartOffsetOption = Annotated[str | None, typer.Option(
+    "--start-offset", help="N for every partition, or P:N,P:N")]
+EndOffsetOption = Annotated[str | None, typer.Option(
+    "--end-offset", help="exclusive end offsets: N or P:N,P:N")]
 
 
 def _context(spec: Path | None) -> tuple[Settings, PipelineSpec]:
@@ -32,10 +40,10 @@ def _context(spec: Path | None) -> tuple[Settings, PipelineSpec]:
     return settings, load_spec(spec or settings.spec)
 
 
-def _ns(settings: Settings, namespace: str) -> Settings:
+def _ns(settings: Settings, namespace: str, option: str) -> Settings:
     from precog.replay.runner import namespace_settings
 
-    return namespace_settings(settings, namespace)
+    return namespace_settings(settings, namespace, option)
 
 
 @app.command("run")
@@ -45,14 +53,10 @@ def run(
     topic: Annotated[str | None, typer.Option(
         "--topic", help="topic without namespace (default: the spec's event.topic)")
     ] = None,
-    start: Annotated[str | None, typer.Option(
-        "--start", help="first record time (ISO 8601 or epoch ms), via offsets-for-times")
-    ] = None,
-    end: Annotated[str | None, typer.Option("--end", help="records before this time")] = None,
-    start_offset: Annotated[str | None, typer.Option(
-        "--start-offset", help="N for every partition, or P:N,P:N")] = None,
-    end_offset: Annotated[str | None, typer.Option(
-        "--end-offset", help="exclusive end offsets: N or P:N,P:N")] = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    start_offset: StartOffsetOption = None,
+    end_offset: EndOffsetOption = None,
     pace: Annotated[str, typer.Option(
         "--pace", help="max | realtime | Nx (by record timestamp)")] = "max",
     warmup_start: Annotated[str | None, typer.Option(
@@ -75,7 +79,8 @@ def run(
 
     settings, pipeline = _context(spec)
     request = ReplayRequest(
-        _ns(settings, from_namespace), _ns(settings, to_namespace), pipeline,
+        _ns(settings, from_namespace, "--from-namespace"),
+        _ns(settings, to_namespace, "--to-namespace"), pipeline,
         topic=topic,
         start_ms=parse_time(start) if start else None,
         end_ms=parse_time(end) if end else None,
@@ -103,7 +108,8 @@ def copy_roles_cmd(from_namespace: FromOption, to_namespace: ToOption,
     from precog.replay.runner import copy_roles
 
     settings, pipeline = _context(spec)
-    roles = copy_roles(_ns(settings, from_namespace), _ns(settings, to_namespace), pipeline,
+    roles = copy_roles(_ns(settings, from_namespace, "--from-namespace"),
+                       _ns(settings, to_namespace, "--to-namespace"), pipeline,
                        by="precog replay copy-roles")
     ch = ", ".join(map(str, roles.challengers)) or "none"
     typer.echo(f"{to_namespace}: {pipeline.name} roles revision {roles.revision}: leader "
@@ -128,8 +134,8 @@ def compare_cmd(
     settings, pipeline = _context(spec)
     if left == right:
         raise ConfigError("--left and --right must differ")
-    rs = _ns(settings, right)
-    report = compare_namespaces(_ns(settings, left), rs, pipeline, top=top,
+    rs = _ns(settings, right, "--right")
+    report = compare_namespaces(_ns(settings, left, "--left"), rs, pipeline, top=top,
                                 index_into=rs if index else None,
                                 now_ms=int(time.time() * 1000))
     if as_json:

@@ -10,7 +10,7 @@ import typer
 
 from precog.dashboards import TimeRange, dashboards, load_templates
 from precog.errors import ConfigError, ServiceUnavailable
-from precog.settings import Settings, get_settings
+from precog.settings import settings_with
 from precog.spec import load_spec, parse_duration
 
 app = typer.Typer(help="Render the dashboards' panels from Elasticsearch as PNG + HTML.")
@@ -52,11 +52,7 @@ def report(
     from precog.io.elasticsearch import elasticsearch_client
     from precog.report import write_report
 
-    base = get_settings()
-    try:
-        settings = Settings(namespace=namespace) if namespace else base
-    except ValueError as exc:
-        raise ConfigError(f"bad --namespace {namespace!r}: {exc}") from None
+    settings = settings_with(namespace=("--namespace", namespace))
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     time_range: TimeRange = (parse_time(since, now_ms), parse_time(until, now_ms))

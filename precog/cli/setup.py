@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from precog.errors import ConfigError
-from precog.settings import Settings
+from precog.settings import Settings, settings_with
 
-app = typer.Typer(help="Create the namespace's Kafka topics and Elasticsearch index templates.",
-                  invoke_without_command=True)
+if TYPE_CHECKING:
+    from precog.spec import PipelineSpec
+
+app = typer.Typer(help="Create the namespace's Kafka topics, Elasticsearch index templates "
+                  "and indices.", invoke_without_command=True)
 
 
 @app.callback()
@@ -26,17 +28,26 @@ def setup(
         Path | None, typer.Option("--templates", help="default: kibana/templates")
     ] = None,
 ) -> None:
-    """Idempotent: existing topics and templates are reported, never recreated or lost."""
+    """Idempotent: existing topics, templates and indices are reported, never recreated or
+    lost."""
     from precog.namespace import TEMPLATE_DIR, setup_namespace
     from precog.spec import load_spec
 
-    try:
-        settings = Settings(namespace=namespace) if namespace else Settings()
-    except ValueError as exc:
-        raise ConfigError(f"bad --namespace {namespace!r}: lowercase letters, digits, - or _"
-                          ) from exc
+    settings = settings_with(namespace=("--namespace", namespace), spec=("--spec", spec))
     spec_path = spec or settings.spec
     pipeline = load_spec(spec_path)  # the relative default falls back to the packaged specs
     typer.echo(f"namespace {settings.namespace}: spec {spec_path}")
     setup_namespace(settings, pipeline, echo=typer.echo, template_dir=templates or TEMPLATE_DIR)
+    _register_schemas(settings, pipeline)
     typer.echo(f"namespace {settings.namespace}: ready")
+
+
+def _register_schemas(settings: Settings, pipeline: PipelineSpec) -> None:
+    """Schema Registry mode (docs/schemas.md): every topic's subject, compatibility BACKWARD."""
+    if settings.wire_format != "confluent":
+        return
+    from precog.schema_registry import register_schemas
+
+    typer.echo(f"namespace {settings.namespace}: Confluent wire format, schema registry"
+               f" {settings.schema_registry.url}")
+    register_schemas(settings, pipeline, echo=typer.echo)

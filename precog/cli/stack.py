@@ -1,4 +1,5 @@
-"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis (precog.stack).
+"""``precog stack up|down|status|logs``: local Kafka, Elasticsearch, Redis, Schema Registry
+(precog.stack).
 
 Which stack is driven comes from the settings: ``PRECOG_STACK_HOME`` and the
 ``PRECOG_STACK_*_PORT`` ports select a second stack beside the first (docs/stack.md);
@@ -17,7 +18,8 @@ import typer
 from precog.errors import ConfigError
 from precog.settings import Settings
 
-app = typer.Typer(help="The local stack: Kafka (KRaft), Elasticsearch, Redis as local processes.",
+app = typer.Typer(help="The local stack: Kafka (KRaft), Elasticsearch, Redis, Schema Registry"
+                  " (Apicurio) as local processes.",
                   no_args_is_help=True)
 
 
@@ -29,7 +31,8 @@ def _stack():  # type: ignore[no-untyped-def]
 
 Only = Annotated[
     str | None,
-    typer.Option("--only", help="comma-separated subset of kafka,elasticsearch,redis"),
+    typer.Option("--only",
+                 help="comma-separated subset of kafka,elasticsearch,redis,schema-registry"),
 ]
 Secure = Annotated[
     bool,
@@ -43,7 +46,7 @@ def _settings(secure: bool) -> Settings:
 
 
 def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
-    typer.echo(f"{'service':<14} {'mode':<9} {'pid':<11} {'address':<26} health")
+    typer.echo(f"{'service':<15} {'mode':<9} {'pid':<11} {'address':<26} health")
     for row in rows:
         typer.echo(row.line())
     return all(row.healthy for row in rows)
@@ -51,7 +54,8 @@ def _print_status(rows: list) -> bool:  # type: ignore[type-arg]
 
 @app.command()
 def up(only: Only = None, secure: Secure = False) -> None:
-    """Start Kafka, Elasticsearch and Redis (downloading what is missing) and wait for health."""
+    """Start Kafka, Elasticsearch, Redis and the Schema Registry (downloading and building what
+    is missing) and wait for health."""
     stack, settings = _stack(), _settings(secure)
     rows = stack.up(settings, echo=typer.echo, only=stack.parse_services(only))
     _print_status(rows)
@@ -95,7 +99,8 @@ def status(only: Only = None, secure: Secure = False) -> None:
 @app.command()
 def logs(
     service: Annotated[
-        str | None, typer.Argument(help="kafka, elasticsearch or redis (default: all)")
+        str | None,
+        typer.Argument(help="kafka, elasticsearch, redis or schema-registry (default: all)"),
     ] = None,
     lines: Annotated[int, typer.Option("-n", "--lines", help="lines from each log's end")] = 50,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing (tail -F)")] = False,

@@ -13,7 +13,7 @@ app = typer.Typer(help="Run the streaming worker (score, index, join, monitor ag
 @app.callback(invoke_without_command=True)
 def worker(
     agents: str = typer.Option(
-        "control,score,index,join,monitor", help="comma-separated agents to run"
+        "control,score,index,join,monitor,lifecycle", help="comma-separated agents to run"
     ),
     loglevel: str = typer.Option("info", help="debug | info | warning | error"),
 ) -> None:

@@ -8,7 +8,11 @@ One concern per module:
 * :mod:`~precog.dashboards.query`: a panel's Elasticsearch search body and its rows
   (``precog report`` sends them with its own client);
 * :mod:`~precog.dashboards.kibana`: the Kibana saved objects and their NDJSON;
-* :mod:`~precog.dashboards.checks`: static checks of the export against the templates.
+* :mod:`~precog.dashboards.checks`: static checks of the export against the templates;
+* :mod:`~precog.dashboards.meaning`: the day-one rules those checks also run (namespace
+  selected, model series, ratios of sums, named slices);
+* :mod:`~precog.dashboards.findings`: what a check reports and which field types suit
+  which use.
 
 Pure: no network; the only files read are the index templates in ``kibana/templates``.
 The names callers use are re-exported here.
@@ -17,17 +21,13 @@ The names callers use are re-exported here.
 from __future__ import annotations
 
 from precog.dashboards.catalog import all_panels, dashboards
-from precog.dashboards.checks import (
-    Problem,
-    check_definitions,
-    check_file,
-    check_ndjson,
-    fields_in_kql,
-    suits,
-)
+from precog.dashboards.checks import check_definitions, check_file, check_ndjson, fields_in_kql
+from precog.dashboards.findings import Problem, suits
 from precog.dashboards.kibana import (
     CORE_MIGRATION_VERSION,
+    DEFAULT_NAMESPACE,
     KIBANA_VERSION,
+    MIN_KIBANA_VERSION,
     NDJSON_PATH,
     TYPE_MIGRATION_VERSIONS,
     dashboard,
@@ -41,7 +41,9 @@ from precog.dashboards.kibana import (
     to_ndjson,
 )
 from precog.dashboards.model import (
+    NAMESPACE_FIELDS,
     TIME_FIELDS,
+    TIMELESS,
     XY_KINDS,
     Bucket,
     Control,
@@ -49,6 +51,7 @@ from precog.dashboards.model import (
     DateHistogram,
     Exists,
     Filter,
+    Filters,
     Histogram,
     Is,
     Kind,
@@ -78,7 +81,8 @@ from precog.dashboards.templates import (
 )
 
 __all__ = [
-    "CORE_MIGRATION_VERSION", "INTERVALS", "KIBANA_DIR", "KIBANA_VERSION", "NDJSON_PATH",
+    "CORE_MIGRATION_VERSION", "DEFAULT_NAMESPACE", "MIN_KIBANA_VERSION", "NAMESPACE_FIELDS",
+    "TIMELESS", "Filters", "INTERVALS", "KIBANA_DIR", "KIBANA_VERSION", "NDJSON_PATH",
     "TEMPLATES_DIR", "TIME_FIELDS", "TYPE_MIGRATION_VERSIONS", "XY_KINDS", "Bucket",
     "Control", "Dashboard", "DateHistogram", "Exists", "Filter", "Histogram", "Is", "Kind",
     "Metric", "MetricOp", "Not", "Panel", "Problem", "Terms", "TimeRange", "all_panels",

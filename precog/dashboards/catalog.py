@@ -9,6 +9,7 @@ from precog.dashboards.model import (
     Dashboard,
     DateHistogram,
     Exists,
+    Filters,
     Histogram,
     Is,
     Metric,
@@ -22,7 +23,13 @@ NS_CONTROL = Control("namespace", "Namespace")
 MODEL_CONTROL = Control("model_id", "Model")
 LEADER = Is("role", "leader")
 CUMULATIVE = Is("window", "cumulative")
-BY_MODEL = Terms("model_id", 10, "model")
+#: One series per model version and role, per index (the version field's name differs):
+#: a model's versions and its leader and challenger runs are never merged into one line.
+BY_MODEL = {
+    "metrics": Terms("model_id", 10, "model", also=("version", "role")),
+    "predictions": Terms("model_id", 10, "model", also=("model_version", "role")),
+    "alerts": Terms("model_id", 10, "model", also=("version",)),
+}
 #: The predictions documents' business amount: the value of the spec's
 #: ``business.amount_feature`` (docs/documents.md), which the amount panels sum.
 AMOUNT_FIELD = "amount"
@@ -30,7 +37,7 @@ AMOUNT_FIELD = "amount"
 
 def _metric_over_time(pid: str, title: str, fld: str) -> Panel:
     return Panel(
-        pid, title, "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL,
+        pid, title, "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL["metrics"],
         metrics=(Metric("avg", fld, title),), filters=(CUMULATIVE,),
         description=f"cumulative {fld} per model (leader and challengers)",
     )
@@ -49,8 +56,23 @@ def _model_performance() -> Dashboard:
             _metric_over_time("mp-roc-auc", "ROC AUC", "roc_auc"),
             _metric_over_time("mp-coverage", "Label coverage", "label_coverage"),
             Panel(
+                "mp-f1-estimated", "F1 estimated from the scores, before labels (hourly)",
+                "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL["metrics"],
+                metrics=(Metric("max", "f1", "estimated F1"),),
+                filters=(Is("window", "estimated_1h"),),
+                description="confidence-based estimate per event-time hour (docs/monitoring.md);"
+                " trust it only while no calibration alert is open",
+            ),
+            Panel(
+                "mp-f1-realised", "F1 realised in the same hours, as labels arrive",
+                "metrics", "line", x=DateHistogram("event_time"), split=BY_MODEL["metrics"],
+                metrics=(Metric("max", "f1", "realised F1"),
+                         Metric("max", "label_coverage", "label coverage")),
+                filters=(Is("window", "realised_1h"),),
+            ),
+            Panel(
                 "mp-latency", "Label latency (ms)", "metrics", "line",
-                x=DateHistogram("event_time"), split=BY_MODEL, filters=(CUMULATIVE,),
+                x=DateHistogram("event_time"), split=BY_MODEL["metrics"], filters=(CUMULATIVE,),
                 metrics=(Metric("avg", "label_latency_p50_ms", "p50 latency"),
                          Metric("avg", "label_latency_p95_ms", "p95 latency")),
             ),
@@ -66,7 +88,7 @@ def _model_performance() -> Dashboard:
             ),
             Panel(
                 "mp-by-namespace", "Side by side: namespace and model", "metrics", "table",
-                x=Terms("namespace", 10, "namespace"), split=Terms("model_id", 10, "model"),
+                x=Terms("namespace", 10, "namespace"), split=BY_MODEL["metrics"],
                 filters=(CUMULATIVE,),
                 metrics=(Metric("max", "n_labels", "labels"),
                          Metric("avg", "accuracy", "accuracy"), Metric("avg", "f1", "F1"),
@@ -75,6 +97,30 @@ def _model_performance() -> Dashboard:
             ),
         ),
         controls=(NS_CONTROL, MODEL_CONTROL, Control("role", "Role")),
+    )
+
+
+def _lifecycle() -> Dashboard:
+    return Dashboard(
+        "precog-lifecycle", "precog: Model lifecycle",
+        "The promotion policy's decisions: the leader at each evaluation, what it was"
+        " compared with, and the evidence.",
+        panels=(
+            Panel(
+                "lc-decisions-timeline", "Promotion policy: leader at each evaluation",
+                "decisions", "bar_stacked", x=DateHistogram("evaluated_time"),
+                split=Terms("leader_model", 10, "leader"),
+                metrics=(Metric("count", label="evaluations"),),
+                description="one decision per evaluation interval (docs/lifecycle.md); the"
+                " colour is the leader it was made on",
+            ),
+            Panel("lc-decisions", "Promotion decisions and their evidence", "decisions",
+                  "search", width=48,
+                  columns=("action", "leader_model", "chosen_model", "metric", "test",
+                           "margin", "candidates.gain", "candidates.p_value", "candidates.n",
+                           "reason")),
+        ),
+        controls=(NS_CONTROL, Control("action", "Action"), Control("leader_model", "Leader")),
     )
 
 
@@ -87,7 +133,7 @@ def _drift_and_alerts() -> Dashboard:
                   x=DateHistogram("event_time"), split=Terms("detector", 10, "detector"),
                   metrics=(Metric("count", label="alerts"),)),
             Panel("da-by-model", "Alerts by model and kind", "alerts", "bar",
-                  x=Terms("model_id", 10, "model"), split=Terms("kind", 10, "kind"),
+                  x=BY_MODEL["alerts"], split=Terms("kind", 10, "kind"),
                   metrics=(Metric("count", label="alerts"),)),
             Panel("da-by-feature", "Alerts by feature and detector", "alerts", "bar",
                   x=Terms("feature", 20, "feature"), split=Terms("detector", 10, "detector"),
@@ -97,7 +143,7 @@ def _drift_and_alerts() -> Dashboard:
                   filters=(Is("kind", "data_drift"),),
                   metrics=(Metric("max", "statistic", "drift statistic"),)),
             Panel("da-model-drift", "Concept and prediction drift statistic per model",
-                  "alerts", "line", x=DateHistogram("event_time"), split=BY_MODEL,
+                  "alerts", "line", x=DateHistogram("event_time"), split=BY_MODEL["alerts"],
                   filters=(Not(Is("kind", "data_drift")), Exists("model_id")),
                   metrics=(Metric("max", "statistic", "drift statistic"),)),
             Panel("da-alerts", "Alerts", "alerts", "search", width=48,
@@ -129,7 +175,10 @@ def _pipeline_health() -> Dashboard:
                            Metric("sum", "expected_baseline", "expected (baseline)"))),
             Panel("ph-ratio", "Received / expected per source", health, "line", x=ws,
                   split=Terms("source", 10, "source"), filters=(Is("kind", "volume"),),
-                  metrics=(Metric("min", "ratio", "received / expected"),)),
+                  metrics=(Metric("ratio", "received", "received / expected",
+                                  denominator="expected"),),
+                  description="sum(received) / sum(expected) per bucket: a ratio of sums, "
+                  "never an aggregate of per-window ratios"),
             by_name("ph-quality", "Quality failures by check", "quality", "failures"),
             by_name("ph-dead-letters", "Dead letters by reason", "dead_letter", "dead letters"),
             by_name("ph-outliers", "Outliers by feature", "outlier", "outliers"),
@@ -150,13 +199,14 @@ def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
         "provenance, and the model index.",
         panels=(
             Panel("pp-scores", "Score distribution per model", "predictions", "histogram",
-                  x=Histogram("score", 0.05, 0.0, 1.0), split=BY_MODEL,
+                  x=Histogram("score", 0.05, 0.0, 1.0), split=BY_MODEL["predictions"],
                   metrics=(Metric("count", label="predictions"),)),
             Panel("pp-decision-rate", "Decision rate per model", "predictions", "line",
-                  x=DateHistogram("event_time"), split=BY_MODEL,
+                  x=DateHistogram("event_time"), split=BY_MODEL["predictions"],
                   metrics=(Metric("avg", "label", "flagged share"),)),
             Panel("pp-volume", "Predictions per model version", "predictions", "table",
-                  x=Terms("model_id", 10, "model"), split=Terms("model_version", 20, "version"),
+                  x=Terms("model_id", 10, "model"),
+                  split=Terms("model_version", 20, "version", also=("role",)),
                   metrics=(Metric("count", label="predictions"),
                            Metric("avg", "score", "mean score"),
                            Metric("avg", "label", "flagged share"),
@@ -170,6 +220,7 @@ def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
                            "provenance.source_topic", "provenance.partition",
                            "provenance.offset") + feature_columns),
             Panel("pp-models", "Model index", "models", "search", width=48,
+                  description="every registered model version, whatever the time range",
                   columns=("model_id", "version", "algorithm", "training_window_start",
                            "training_window_end", "training_rows", "holdout_start",
                            "holdout_end", "holdout.precision", "holdout.recall",
@@ -186,6 +237,7 @@ def _business_view(business: BusinessSpec) -> Dashboard:
     flagged = (LEADER, Is("label", 1))
     positive = Is("outcome_label", 1)
     events, pos = business.event_noun, business.positive_noun
+    declined, approved = business.positive_decision, business.negative_decision
     has_amount = business.amount_feature is not None
     amount = (business.amount_feature or "").replace("_", " ")
     title = amount[:1].upper() + amount[1:]
@@ -215,23 +267,25 @@ def _business_view(business: BusinessSpec) -> Dashboard:
     at_risk = f" and {amount} at risk" if has_amount else ""
     return Dashboard(
         "precog-business", "precog: Business view",
-        f"Flagged {events}{at_risk}, approval/decline rate, {pos} caught vs "
+        f"Flagged {events}{at_risk}, {approved} vs {declined}, {pos} caught vs "
         "missed once outcomes arrive. Leader decisions only.",
         panels=(
             Panel("bv-flagged", f"Flagged {events}", "predictions", "metric",
                   filters=flagged, metrics=(Metric("count", label="flagged"),), width=12,
                   height=8),
             *amount_panels,
-            Panel("bv-approval", "Approved vs declined", "predictions", "pie",
-                  x=Terms("leader_label", 2, "decision"), filters=(LEADER,),
+            Panel("bv-approval", f"{approved.capitalize()} vs {declined}", "predictions",
+                  "pie", x=Filters("decision", ((approved, Is("leader_label", 0)),
+                                                (declined, Is("leader_label", 1)))),
+                  filters=(LEADER,),
                   metrics=(Metric("count", label=events),), height=8),
             Panel("bv-flagged-time", "Flagged over time", "predictions", "bar_stacked",
                   x=DateHistogram("event_time"), filters=flagged,
                   metrics=(Metric("count", label="flagged"),)),
             *amount_over_time,
-            Panel("bv-decline-rate", "Decline rate over time", "predictions", "line",
-                  x=DateHistogram("event_time"), filters=(LEADER,),
-                  metrics=(Metric("avg", "leader_label", "decline rate"),)),
+            Panel("bv-decline-rate", f"{declined.capitalize()} share over time",
+                  "predictions", "line", x=DateHistogram("event_time"), filters=(LEADER,),
+                  metrics=(Metric("avg", "leader_label", f"{declined} share"),)),
             *caught_missed,
             Panel("bv-by-namespace", "Side by side: namespace", "predictions", "table",
                   x=Terms("namespace", 10, "namespace"), filters=(LEADER,),
@@ -244,6 +298,42 @@ def _business_view(business: BusinessSpec) -> Dashboard:
     )
 
 
+def _replay_comparison() -> Dashboard:
+    """``precog replay compare --index`` results, in the right (parallel) namespace's index."""
+    compare = "replay-compare"
+    sides = (Terms("left_namespace", 10, "left"), Terms("right_namespace", 10, "right"))
+    return Dashboard(
+        "precog-replay-compare", "precog: Replay comparison",
+        "Production-parallel runs against the namespace they replayed: events on both "
+        "sides, leader agreement, score differences per model version, the largest "
+        "disagreements.",
+        panels=(
+            Panel("rc-summary", "Runs: events and leader agreement", compare, "table",
+                  x=sides[0], split=sides[1], filters=(Is("kind", "summary"),),
+                  metrics=(Metric("max", "events_both", "events on both"),
+                           Metric("max", "only_left", "only left"),
+                           Metric("max", "only_right", "only right"),
+                           Metric("avg", "leader_agreement", "leader agreement"),
+                           Metric("max", "computed_time", "last compared")),
+                  width=48),
+            Panel("rc-models", "Score differences per model version", compare, "table",
+                  x=Terms("model_id", 10, "model"),
+                  split=Terms("model_version", 20, "version"), filters=(Is("kind", "model"),),
+                  metrics=(Metric("avg", "mean_abs_diff", "mean abs diff"),
+                           Metric("max", "max_abs_diff", "max abs diff"),
+                           Metric("avg", "label_agreement", "label agreement")),
+                  width=48),
+            Panel("rc-disagreements", "Largest disagreements", compare, "search", width=48,
+                  filters=(Is("kind", "disagreement"),),
+                  columns=("rank", "event_id", "entity_id", "left_model_id", "left_version",
+                           "right_model_id", "right_version", "left_score", "right_score",
+                           "abs_diff", "left_label", "right_label", "outcome_label")),
+        ),
+        controls=(Control("right_namespace", "Namespace (parallel side)"),
+                  Control("left_namespace", "Compared with")),
+    )
+
+
 def dashboards(feature_names: Sequence[str] = (), business: BusinessSpec | None = None
                ) -> tuple[Dashboard, ...]:
     """All precog dashboards. ``feature_names`` (from the pipeline spec) become columns of
@@ -253,10 +343,11 @@ def dashboards(feature_names: Sequence[str] = (), business: BusinessSpec | None 
     >>> [d.title for d in dashboards()]  # doctest: +NORMALIZE_WHITESPACE
     ['precog: Model performance', 'precog: Drift and alerts',
      'precog: Data pipeline health', 'precog: Predictions and provenance',
-     'precog: Business view']
+     'precog: Model lifecycle', 'precog: Replay comparison', 'precog: Business view']
     """
     return (_model_performance(), _drift_and_alerts(), _pipeline_health(),
-            _predictions_provenance(feature_names), _business_view(business or BusinessSpec()))
+            _predictions_provenance(feature_names), _lifecycle(), _replay_comparison(),
+            _business_view(business or BusinessSpec()))
 
 
 def all_panels(boards: Iterable[Dashboard]) -> list[Panel]:

@@ -10,68 +10,49 @@ What Kibana needs to import and render the export, checked without Kibana:
   its data view, with a type suitable for its aggregation (date for histograms, numeric
   for averages and sums, keyword/integer/boolean for terms);
 * every data view title matches the namespaced index of exactly one template
-  (``*-predictions`` matches ``prod-predictions`` and ``parallel-predictions``).
+  (``*-predictions`` matches ``prod-predictions`` and ``parallel-predictions``), is used by
+  some panel or control, has a time field unless its index is ``TIMELESS`` (and none if it
+  is: the time picker would hide models registered before the range), and, when told which
+  indices ``precog setup`` creates, is backed by one of them (else it has no fields until
+  the first document: "Field ... was not found");
+* what makes a dashboard right on day one: a namespace control with a default selection;
+  model series split by model, version and role (never ``model_id`` alone); no aggregate
+  of a per-document ratio (a formula over sums instead); pie slices named in words, not a
+  0/1 field's raw values; formula columns whose parts exist.
 
 >>> fields_in_kql('role : "leader" and not (label : 1) and message : "a:b"')
 ['role', 'label', 'message']
->>> suits("double", "average"), suits("keyword", "average"), suits("date", "max")
-(True, False, True)
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from precog.dashboards.findings import Problem, field_problem
 from precog.dashboards.kibana import TYPE_MIGRATION_VERSIONS
-from precog.dashboards.model import Dashboard
-from precog.dashboards.templates import TEMPLATES_DIR, field_type, load_templates
+from precog.dashboards.meaning import (
+    column_problems,
+    definition_problems,
+    namespace_control_problems,
+    pie_problems,
+    ratio_problem,
+)
+from precog.dashboards.model import TIMELESS, Dashboard
+from precog.dashboards.templates import TEMPLATES_DIR, load_templates
 
 #: Namespaces every data view title must cover.
 NAMESPACES = ("prod", "parallel")
 KNOWN_TYPES = ("index-pattern", "lens", "search", "dashboard")
 LENS_VIS_TYPES = ("lnsXY", "lnsMetric", "lnsDatatable", "lnsPie", "lnsLegacyMetric")
 
-NUMERIC = frozenset({"long", "integer", "short", "byte", "double", "float", "half_float",
-                     "unsigned_long"})
-DATES = frozenset({"date", "date_nanos"})
-TERMS = frozenset({"keyword", "integer", "long", "short", "byte", "boolean", "ip"})
-LEAF = NUMERIC | DATES | TERMS | {"text"}
-#: Which mapping types suit each use of a field (Lens operation types and the report's ops).
-SUITABLE: dict[str, frozenset[str]] = {
-    "date_histogram": DATES,
-    "terms": TERMS,
-    "range": NUMERIC, "histogram": NUMERIC,
-    "average": NUMERIC, "avg": NUMERIC, "sum": NUMERIC, "median": NUMERIC,
-    "percentile": NUMERIC, "standard_deviation": NUMERIC,
-    "min": NUMERIC | DATES, "max": NUMERIC | DATES,
-    "unique_count": LEAF, "last_value": LEAF, "count": LEAF,
-    "filter": LEAF, "column": LEAF, "sort": NUMERIC | DATES | TERMS, "control": TERMS,
-}
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 _QUOTED = re.compile(r'"(?:\\.|[^"\\])*"')
 _KQL_FIELD = re.compile(r"(?:^|[\s(])([A-Za-z_@][\w.@-]*)\s*:")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding: where (the object, or the NDJSON line) and what is wrong."""
-
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
-def suits(es_type: str | None, use: str) -> bool:
-    """Whether a field of mapping type ``es_type`` can serve ``use`` (an aggregation)."""
-    return es_type is not None and es_type in SUITABLE.get(use, LEAF)
 
 
 def fields_in_kql(query: str) -> list[str]:
@@ -99,11 +80,16 @@ class _Export:
     template behind each data view."""
 
     def __init__(self, objects: list[dict[str, Any]], templates: Mapping[str, Any],
-                 namespaces: Sequence[str]) -> None:
+                 namespaces: Sequence[str], setup_indices: Collection[str] | None = None,
+                 namespace: str | None = None) -> None:
         self.objects = objects
         self.templates = templates
         self.namespaces = namespaces
+        self.setup_indices = setup_indices
+        self.namespace = namespace
         self.by_key = {(o.get("type"), o.get("id")): o for o in objects}
+        self.used_views = {r.get("id") for o in objects for r in o.get("references", [])
+                           if isinstance(r, dict) and r.get("type") == "index-pattern"}
 
     def template_for_title(self, title: str) -> list[str]:
         """Template names whose namespaced index the data view title matches, all ns."""
@@ -126,24 +112,12 @@ def _where(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('type')} {obj.get('id')}" + (f" ({title})" if title else "")
 
 
-def _field_problem(where: str, index: str, body: Mapping[str, Any], name: str, use: str
-                   ) -> Problem | None:
-    """What is wrong with ``name`` serving ``use`` in the ``index`` template, if anything."""
-    es_type = field_type(body, name)
-    if es_type is None:
-        return Problem(where, f"field {name!r} ({use}) is not in the {index} index template")
-    if not suits(es_type, use):
-        return Problem(where, f"field {name!r} is {es_type} in the {index} index template, "
-                              f"unsuitable for {use}")
-    return None
-
-
 def _check_field(where: str, ex: _Export, dv_id: str, name: str, use: str,
                  problems: list[Problem]) -> None:
     found = ex.template_of(dv_id)
     if found is None:
         return  # reported by the data view / reference checks
-    problem = _field_problem(where, *found, name, use)
+    problem = field_problem(where, *found, name, use)
     if problem is not None:
         problems.append(problem)
 
@@ -210,11 +184,24 @@ def _check_data_view(obj: Mapping[str, Any], ex: _Export, problems: list[Problem
                                        f"index ({indices}) of exactly one template, "
                                        f"matches {names or 'none'}"))
         return
+    index = names[0]
     tf = attrs.get("timeFieldName")
-    if not tf:
+    if index in TIMELESS:
+        if tf:
+            problems.append(Problem(where, f"timeFieldName {tf!r} on the {index} index: the "
+                                           f"time picker hides documents older than the "
+                                           f"range (e.g. models registered before it)"))
+    elif not tf:
         problems.append(Problem(where, "timeFieldName is missing (time filter impossible)"))
     else:
         _check_field(where, ex, obj["id"], tf, "date_histogram", problems)
+    if obj["id"] not in ex.used_views:
+        problems.append(Problem(where, "no visualization, search or control uses this data "
+                                       "view"))
+    if ex.setup_indices is not None and index not in ex.setup_indices:
+        problems.append(Problem(where, f"precog setup creates no {index} index: the data "
+                                       f"view has no fields until the first document "
+                                       f"(Lens: Field ... was not found)"))
 
 
 def _lens_accessors(vis: Mapping[str, Any]) -> list[str]:
@@ -263,6 +250,11 @@ def _check_lens(obj: Mapping[str, Any], ex: _Export, problems: list[Problem]) ->
                 problems.append(Problem(where, f"column {cid} is not in columnOrder"))
         for f in fields_in_kql((state.get("query") or {}).get("query", "")):
             _check_field(where, ex, ref["id"], f, "filter", problems)
+        found = ex.template_of(ref["id"])
+        if found is not None:
+            problems += column_problems(where, found[1], columns,
+                                        series=attrs.get("visualizationType") == "lnsXY")
+            problems += pie_problems(where, found, state.get("visualization", {}), columns)
     for acc in _lens_accessors(state.get("visualization", {})):
         if acc not in all_columns:
             problems.append(Problem(where, f"visualization uses column {acc!r} that no "
@@ -320,12 +312,11 @@ def _check_dashboard(obj: Mapping[str, Any], ex: _Export, problems: list[Problem
             problems.append(Problem(where, f"panel {pid} is {p.get('type')} but its "
                                            f"reference is a {ref['type']}"))
         panel_views |= set(_panel_data_views(ex, ref["type"], ref["id"]))
-    group = attrs.get("controlGroupInput")
-    if not group:
-        return
+    group = attrs.get("controlGroupInput") or {}
     controls = _json_attr(where, group.get("panelsJSON"), "controlGroupInput.panelsJSON",
-                          problems) or {}
-    for cid, control in controls.items():
+                          problems) if group else {}
+    problems += namespace_control_problems(where, controls or {}, ex.namespace)
+    for cid, control in (controls or {}).items():
         fld = control.get("explicitInput", {}).get("fieldName")
         ref = _ref(obj, f"controlGroup_{cid}:optionsListDataView")
         if ref is None:
@@ -341,8 +332,12 @@ _TYPE_CHECKS = {"index-pattern": _check_data_view, "lens": _check_lens,
 
 
 def check_ndjson(text: str, templates: Mapping[str, Any],
-                 namespaces: Sequence[str] = NAMESPACES) -> list[Problem]:
-    """Every problem found in an NDJSON export, checked against the index templates."""
+                 namespaces: Sequence[str] = NAMESPACES, *,
+                 setup_indices: Collection[str] | None = None,
+                 namespace: str | None = None) -> list[Problem]:
+    """Every problem found in an NDJSON export, checked against the index templates;
+    ``setup_indices``: the indices (template names) ``precog setup`` creates; ``namespace``:
+    the namespace the export is for (its namespace controls must select it)."""
     problems: list[Problem] = []
     objects: list[dict[str, Any]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -357,7 +352,7 @@ def check_ndjson(text: str, templates: Mapping[str, Any],
             objects.append(obj)
     if not objects:
         problems.append(Problem("export", "no saved objects"))
-    ex = _Export(objects, templates, namespaces)
+    ex = _Export(objects, templates, namespaces, setup_indices, namespace)
     seen: set[tuple[str, str]] = set()
     for obj in objects:
         key = (obj["type"], obj["id"])
@@ -382,8 +377,13 @@ def check_definitions(boards: Iterable[Dashboard], templates: Mapping[str, Any]
                 continue
             uses = [*panel.field_uses(), (panel.time_field, "date_histogram")]
             uses += [(c.field, "control") for c in board.controls]
-            found = (_field_problem(where, panel.index, body, n, use) for n, use in uses)
+            found = [field_problem(where, panel.index, body, n, use) for n, use in uses]
+            found += [ratio_problem(where, n, use) for n, use in uses]
             problems += [p for p in found if p is not None]
+            problems += definition_problems(where, panel, body)
+        if not any(c.selects_namespace for c in board.controls):
+            problems.append(Problem(f"dashboard {board.id} ({board.title})",
+                                    "no namespace control: every panel sums all namespaces"))
     return problems
 
 

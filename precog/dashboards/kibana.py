@@ -13,12 +13,14 @@ from typing import Any
 from precog.dashboards.catalog import all_panels, dashboards
 from precog.dashboards.model import (
     TIME_FIELDS,
+    TIMELESS,
     XY_KINDS,
     Bucket,
     Dashboard,
     DateHistogram,
     Exists,
     Filter,
+    Filters,
     Histogram,
     Metric,
     Not,
@@ -32,6 +34,10 @@ NDJSON_PATH = KIBANA_DIR / "saved_objects.ndjson"
 
 #: Kibana the export targets (matches the pinned Elasticsearch 8.15.5).
 KIBANA_VERSION = "8.15.5"
+#: The oldest Kibana that imports the export (docs/kibana.md, "Supported Kibana versions").
+MIN_KIBANA_VERSION = "8.14.0"
+#: The namespace an export is made for when none is given (its controls select it).
+DEFAULT_NAMESPACE = "prod"
 CORE_MIGRATION_VERSION = "8.8.0"
 #: typeMigrationVersion written per saved-object type: each is a migration version Kibana
 #: 8.15 knows for the type, so the import runs any later migrations itself.
@@ -87,17 +93,18 @@ def _meta(obj_type: str) -> dict[str, Any]:
 
 
 def data_view(index: str) -> dict[str, Any]:
-    """The data view over one index across namespaces (title ``*-<index>``)."""
-    return {
-        "id": data_view_id(index), "type": "index-pattern",
-        "attributes": {
-            "title": f"*-{index}", "name": f"precog {index} (all namespaces)",
-            "timeFieldName": TIME_FIELDS[index], "allowNoIndex": True, "fields": "[]",
-            "fieldFormatMap": "{}", "runtimeFieldMap": "{}", "sourceFilters": "[]",
-            "typeMeta": "{}", "fieldAttrs": "{}",
-        },
-        "references": [], **_meta("index-pattern"),
+    """The data view over one index across namespaces (title ``*-<index>``); a ``TIMELESS``
+    index's has no time field, so the time picker never hides its documents."""
+    attributes = {
+        "title": f"*-{index}", "name": f"precog {index} (all namespaces)",
+        "allowNoIndex": True, "fields": "[]",
+        "fieldFormatMap": "{}", "runtimeFieldMap": "{}", "sourceFilters": "[]",
+        "typeMeta": "{}", "fieldAttrs": "{}",
     }
+    if index not in TIMELESS:
+        attributes["timeFieldName"] = TIME_FIELDS[index]
+    return {"id": data_view_id(index), "type": "index-pattern", "attributes": attributes,
+            "references": [], **_meta("index-pattern")}
 
 
 def _bucket_column(b: Bucket, order_by: str | None, types: Mapping[str, Any]) -> dict:
@@ -112,14 +119,42 @@ def _bucket_column(b: Bucket, order_by: str | None, types: Mapping[str, Any]) ->
                 "sourceField": b.field, "isBucketed": True, "scale": "interval",
                 "params": {"type": "histogram", "maxBars": bars, "includeEmptyRows": True,
                            "ranges": [{"from": b.low, "to": b.high, "label": ""}]}}
+    if isinstance(b, Filters):
+        return {"label": b.label, "customLabel": True, "dataType": "string",
+                "operationType": "filters", "isBucketed": True, "scale": "ordinal",
+                "params": {"filters": [{"input": {"query": kql([f]), "language": "kuery"},
+                                        "label": name} for name, f in b.named]}}
     order = ({"type": "column", "columnId": order_by} if order_by
              else {"type": "alphabetical", "fallback": True})
+    params: dict[str, Any] = {"size": b.size, "orderBy": order, "orderDirection": "desc",
+                              "otherBucket": True, "missingBucket": False,
+                              "parentFormat": {"id": "multi_terms" if b.also else "terms"}}
+    if b.also:
+        params["secondaryFields"] = list(b.also)
     return {"label": bucket_name(b), "customLabel": bool(b.label),
             "dataType": _data_type(field_type(types, b.field)), "operationType": "terms",
-            "sourceField": b.field, "isBucketed": True, "scale": "ordinal",
-            "params": {"size": b.size, "orderBy": order, "orderDirection": "desc",
-                       "otherBucket": True, "missingBucket": False,
-                       "parentFormat": {"id": "terms"}}}
+            "sourceField": b.field, "isBucketed": True, "scale": "ordinal", "params": params}
+
+
+def _ratio_columns(cid: str, m: Metric) -> dict[str, dict[str, Any]]:
+    """A Lens formula ``sum(a) / sum(b)`` as Lens persists it: the formula column, its two
+    sums and the math column dividing them (``<cid>X0``, ``<cid>X1``, ``<cid>X2``)."""
+    formula = f"sum({m.field}) / sum({m.denominator})"
+    parts = [f"{cid}X0", f"{cid}X1"]
+    where = {"filter": {"query": kql(m.filters), "language": "kuery"}} if m.filters else {}
+    base = {"customLabel": True, "dataType": "number", "isBucketed": False, "scale": "ratio"}
+    cols: dict[str, dict[str, Any]] = {
+        cid: {**base, "label": m.name, "operationType": "formula",
+              "params": {"formula": formula, "isFormulaBroken": False},
+              "references": [f"{cid}X2"], **where}}
+    for part, fld in zip(parts, (m.field, m.denominator), strict=True):
+        cols[part] = {**base, "label": f"Part of {m.name}", "operationType": "sum",
+                      "sourceField": fld, "params": {"emptyAsNull": False}, **where}
+    cols[f"{cid}X2"] = {**base, "label": f"Part of {m.name}", "operationType": "math",
+                        "references": parts, "params": {"tinymathAst": {
+                            "type": "function", "name": "divide", "args": parts,
+                            "location": {"min": 0, "max": len(formula)}, "text": formula}}}
+    return cols
 
 
 def _metric_column(m: Metric, types: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,18 +208,24 @@ def lens(panel: Panel, templates: Mapping[str, Mapping[str, Any]]) -> dict[str, 
     else:
         bucket_ids = [f"b{i}" for i in range(len(nesting))]
     metric_ids = [f"m{i}" for i in range(len(panel.metrics))]
+    # terms order by the first plain metric (Lens cannot order by a formula)
+    order_by = next((cid for cid, m in zip(metric_ids, panel.metrics, strict=True)
+                     if m.op != "ratio"), None)
     columns: dict[str, Any] = {}
     for cid, b in zip(bucket_ids, nesting, strict=True):
-        columns[cid] = _bucket_column(b, metric_ids[0] if metric_ids else None, types)
+        columns[cid] = _bucket_column(b, order_by, types)
     for cid, m in zip(metric_ids, panel.metrics, strict=True):
-        columns[cid] = _metric_column(m, types)
+        if m.op == "ratio":
+            columns.update(_ratio_columns(cid, m))
+        else:
+            columns[cid] = _metric_column(m, types)
     vis_type, visualization = _visualization(panel, layer, bucket_ids, metric_ids)
     state = {
         "visualization": visualization,
         "query": {"query": kql(panel.filters), "language": "kuery"},
         "filters": [],
         "datasourceStates": {"formBased": {"layers": {layer: {
-            "columns": columns, "columnOrder": bucket_ids + metric_ids,
+            "columns": columns, "columnOrder": list(columns),
             "incompleteColumns": {}, "sampling": 1}}}},
         "internalReferences": [], "adHocDataViews": {},
     }
@@ -232,8 +273,9 @@ def _layout(panels: Sequence[Panel]) -> list[dict[str, int]]:
     return grid
 
 
-def dashboard(board: Dashboard) -> dict[str, Any]:
-    """The dashboard saved object: by-reference panels, controls, time restore."""
+def dashboard(board: Dashboard, namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    """The dashboard saved object: by-reference panels, controls, time restore; its
+    namespace control starts with ``namespace`` selected (the user can add others)."""
     panels: list[dict[str, Any]] = []
     refs: list[dict[str, str]] = []
     for i, (p, grid) in enumerate(zip(board.panels, _layout(board.panels), strict=True)):
@@ -250,7 +292,9 @@ def dashboard(board: Dashboard) -> dict[str, Any]:
         controls[cid] = {"order": order, "width": "medium", "grow": True,
                          "type": "optionsListControl",
                          "explicitInput": {"id": cid, "fieldName": c.field, "title": c.title,
-                                           "selectedOptions": [], "enhancements": {}}}
+                                           "selectedOptions": [namespace]
+                                           if c.selects_namespace else [],
+                                           "enhancements": {}}}
         refs.append({"name": f"controlGroup_{cid}:optionsListDataView",
                      "type": "index-pattern", "id": data_view_id(control_index)})
     ignore = {"ignoreFilters": False, "ignoreQuery": False, "ignoreTimerange": False,
@@ -276,13 +320,16 @@ def dashboard(board: Dashboard) -> dict[str, Any]:
     }
 
 
-def saved_objects(boards: Sequence[Dashboard],
-                  templates: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Every saved object: data views, then visualizations and searches, then dashboards."""
-    objs = [data_view(name) for name in TIME_FIELDS]
-    for p in all_panels(boards):
+def saved_objects(boards: Sequence[Dashboard], templates: Mapping[str, Mapping[str, Any]],
+                  namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
+    """Every saved object: the data views the panels use, then visualizations and
+    searches, then dashboards (for ``namespace``)."""
+    panels = all_panels(boards)
+    used = {p.index for p in panels}
+    objs = [data_view(name) for name in TIME_FIELDS if name in used]
+    for p in panels:
         objs.append(saved_search(p) if p.kind == "search" else lens(p, templates))
-    objs += [dashboard(b) for b in boards]
+    objs += [dashboard(b, namespace) for b in boards]
     return objs
 
 
@@ -293,7 +340,9 @@ def to_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
 
 
 def export_ndjson(feature_names: Sequence[str] = (), templates_dir: Path = TEMPLATES_DIR,
-                  business: BusinessSpec | None = None) -> str:
-    """The NDJSON ``precog kibana export`` writes to ``kibana/saved_objects.ndjson``."""
+                  business: BusinessSpec | None = None,
+                  namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The NDJSON ``precog kibana export`` writes to ``kibana/saved_objects.ndjson`` (for
+    ``prod``), and ``precog kibana import`` posts (for its ``--namespace``)."""
     boards = dashboards(feature_names, business)
-    return to_ndjson(saved_objects(boards, load_templates(templates_dir)))
+    return to_ndjson(saved_objects(boards, load_templates(templates_dir), namespace))

@@ -26,10 +26,18 @@ TIME_FIELDS: dict[str, str] = {
     "alerts": "event_time",
     "pipeline-health": "window_start",
     "replay-compare": "computed_time",
+    "decisions": "evaluated_time",
 }
+#: Indices whose data view has no time field, so the time picker never hides a document:
+#: the model index lists every registered model, however long ago it was registered
+#: (their ``TIME_FIELDS`` entry only sorts them).
+TIMELESS: frozenset[str] = frozenset({"models"})
+#: Fields a dashboard's namespace control filters on: ``namespace``, or for the replay
+#: comparison (written into the right namespace's index) ``right_namespace``.
+NAMESPACE_FIELDS: frozenset[str] = frozenset({"namespace", "right_namespace"})
 
 Kind = Literal["line", "bar_stacked", "bar", "histogram", "pie", "metric", "table", "search"]
-MetricOp = Literal["count", "avg", "sum", "min", "max", "percentile"]
+MetricOp = Literal["count", "avg", "sum", "min", "max", "percentile", "ratio"]
 XY_KINDS = ("line", "bar_stacked", "bar", "histogram")
 
 
@@ -80,11 +88,34 @@ class DateHistogram:
 
 @dataclass(frozen=True)
 class Terms:
-    """The top ``size`` values of a keyword, integer or boolean field, by document count."""
+    """The top ``size`` values of a keyword, integer or boolean field, by document count;
+    with ``also``, of the combination of ``field`` and those fields (Lens' multi-field terms:
+    one series per model, version and role, not one per model)."""
 
     field: str
     size: int = 10
     label: str = ""
+    also: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field of the bucket key, ``field`` first."""
+        return (self.field, *self.also)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """One named bucket per filter (Lens' "filters" operation, Elasticsearch's ``filters``
+    aggregation): slices named in words ("approved", "declined") instead of a 0/1 field's
+    raw values."""
+
+    label: str
+    named: tuple[tuple[str, Filter], ...]
+
+    @property
+    def field(self) -> str:
+        """The column name of the bucket (there is no single source field)."""
+        return self.label
 
 
 @dataclass(frozen=True)
@@ -97,7 +128,7 @@ class Histogram:
     high: float
 
 
-Bucket = DateHistogram | Terms | Histogram
+Bucket = DateHistogram | Terms | Histogram | Filters
 
 
 def bucket_name(b: Bucket) -> str:
@@ -106,12 +137,13 @@ def bucket_name(b: Bucket) -> str:
     >>> bucket_name(Terms("model_id", label="model")), bucket_name(DateHistogram("event_time"))
     ('model', 'event_time')
     """
-    return b.label if isinstance(b, Terms) and b.label else b.field
+    return b.label if isinstance(b, Terms | Filters) and b.label else b.field
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One value per bucket: a count, or avg/sum/min/max/percentile of a field, optionally
+    """One value per bucket: a count, or avg/sum/min/max/percentile of a field, or
+    ``ratio``: sum(field) / sum(denominator) over the bucket (a Lens formula), optionally
     over the documents matching ``filters`` only."""
 
     op: MetricOp
@@ -119,6 +151,7 @@ class Metric:
     label: str = ""
     filters: tuple[Filter, ...] = ()
     percentile: float = 95.0
+    denominator: str | None = None
 
     @property
     def name(self) -> str:
@@ -174,10 +207,17 @@ class Panel:
         column."""
         uses: list[tuple[str, str]] = []
         for b in self.nesting():
-            use = {DateHistogram: "date_histogram", Terms: "terms", Histogram: "histogram"}
-            uses.append((b.field, use[type(b)]))
+            if isinstance(b, Filters):
+                uses += [(f, "filter") for f in filter_fields(f for _, f in b.named)]
+            elif isinstance(b, Terms):
+                uses += [(f, "terms") for f in b.fields]
+            else:
+                use = {DateHistogram: "date_histogram", Histogram: "histogram"}[type(b)]
+                uses.append((b.field, use))
         for m in self.metrics:
-            if m.field is not None:
+            if m.op == "ratio":
+                uses += [(f, "sum") for f in (m.field, m.denominator) if f is not None]
+            elif m.field is not None:
                 uses.append((m.field, m.op))
             uses += [(f, "filter") for f in filter_fields(m.filters)]
         uses += [(f, "filter") for f in filter_fields(self.filters)]
@@ -187,10 +227,16 @@ class Panel:
 
 @dataclass(frozen=True)
 class Control:
-    """A dashboard-level options-list control (filters every panel by this field)."""
+    """A dashboard-level options-list control (filters every panel by this field). A
+    namespace control (``field`` in ``NAMESPACE_FIELDS``) starts with the namespace the
+    dashboards are exported for selected."""
 
     field: str
     title: str
+
+    @property
+    def selects_namespace(self) -> bool:
+        return self.field in NAMESPACE_FIELDS
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from precog.dashboards.model import (
+    TIMELESS,
     Bucket,
     DateHistogram,
     Exists,
     Filter,
+    Filters,
     Metric,
     Not,
     Panel,
@@ -60,17 +62,46 @@ def auto_interval(start: int | None, end: int | None, buckets: int = 40) -> str:
     return INTERVALS[-1][0]
 
 
-def _bucket_agg(b: Bucket, interval: str) -> dict[str, Any]:
+def _terms(fld: str, size: int) -> dict[str, Any]:
+    return {"terms": {"field": fld, "size": size, "order": {"_count": "desc"}}}
+
+
+def _bucket_agg(b: Bucket, interval: str, inner: dict[str, Any]) -> dict[str, Any]:
+    """The aggregation of one bucket level with ``inner`` below it. Multi-field terms nest
+    one terms aggregation per field (``multi_terms`` is not in Elasticsearch's core
+    modules): ``t1`` ... below the first field's."""
+    if isinstance(b, Terms) and b.also:
+        agg = _terms(b.field, b.size)
+        below = agg
+        for i, fld in enumerate(b.also, 1):
+            nxt = _terms(fld, b.size)
+            below["aggs"] = {f"t{i}": nxt}
+            below = nxt
+        if inner:
+            below["aggs"] = inner
+        return agg
+    agg = _leaf_bucket_agg(b, interval)
+    if inner:
+        agg["aggs"] = inner
+    return agg
+
+
+def _leaf_bucket_agg(b: Bucket, interval: str) -> dict[str, Any]:
     if isinstance(b, DateHistogram):
         return {"date_histogram": {"field": b.field, "fixed_interval": interval,
                                    "min_doc_count": 1}}
     if isinstance(b, Terms):
-        return {"terms": {"field": b.field, "size": b.size, "order": {"_count": "desc"}}}
+        return _terms(b.field, b.size)
+    if isinstance(b, Filters):
+        return {"filters": {"filters": {name: es_filter(f) for name, f in b.named}}}
     return {"histogram": {"field": b.field, "interval": b.interval, "min_doc_count": 1,
                           "extended_bounds": {"min": b.low, "max": b.high}}}
 
 
 def _metric_agg(m: Metric) -> dict[str, Any] | None:
+    if m.op == "ratio":  # both sums, divided in _metric_value
+        sums = {"num": {"sum": {"field": m.field}}, "den": {"sum": {"field": m.denominator}}}
+        return {"filter": _bool(m.filters), "aggs": sums}
     if m.op == "count":
         inner = None
     elif m.op == "percentile":
@@ -98,11 +129,8 @@ def _nested_aggs(buckets: Sequence[Bucket], metrics: Sequence[Metric], interval:
                  ) -> dict[str, Any]:
     if not buckets:
         return _metric_aggs(metrics)
-    agg = _bucket_agg(buckets[0], interval)
     inner = _nested_aggs(buckets[1:], metrics, interval)
-    if inner:
-        agg["aggs"] = inner
-    return {f"b{len(buckets)}": agg}
+    return {f"b{len(buckets)}": _bucket_agg(buckets[0], interval, inner)}
 
 
 TimeRange = tuple[int | None, int | None]
@@ -111,8 +139,8 @@ TimeRange = tuple[int | None, int | None]
 def es_request(panel: Panel, time_range: TimeRange = (None, None), size: int = 20,
                interval: str = "1h") -> dict[str, Any]:
     """The search body (query + aggregations) that computes ``panel`` over ``time_range``
-    (epoch ms, inclusive start, exclusive end; None = open); date histograms use
-    ``interval`` (see :func:`auto_interval`).
+    (epoch ms, inclusive start, exclusive end; None = open; a ``TIMELESS`` index ignores
+    it, as its data view does); date histograms use ``interval`` (see :func:`auto_interval`).
 
     >>> body = es_request(Panel("p", "P", "alerts", "bar", x=Terms("kind"),
     ...                         metrics=(Metric("avg", "statistic"),)), (0, None))
@@ -122,7 +150,7 @@ def es_request(panel: Panel, time_range: TimeRange = (None, None), size: int = 2
     ('kind', {'m0': {'avg': {'field': 'statistic'}}})
     """
     filters = [es_filter(f) for f in panel.filters]
-    start, end = time_range
+    start, end = (None, None) if panel.index in TIMELESS else time_range
     if start is not None or end is not None:
         rng: dict[str, Any] = {}
         if start is not None:
@@ -160,6 +188,9 @@ def extent_request(panel: Panel, time_range: TimeRange = (None, None)) -> dict[s
 def _metric_value(m: Metric, agg: Mapping[str, Any] | None, doc_count: int) -> float | None:
     if agg is None:  # an unfiltered count
         return float(doc_count)
+    if m.op == "ratio":
+        num, den = agg["num"]["value"], agg["den"]["value"]
+        return None if num is None or not den else float(num) / float(den)
     if m.filters:
         if m.op == "count":
             return float(agg["doc_count"])
@@ -177,6 +208,24 @@ def _bucket_key(b: Bucket, bucket: Mapping[str, Any]) -> Any:
     return bucket["key"]
 
 
+#: How the report shows a multi-field terms key (Kibana shows the values joined too).
+KEY_JOIN = " · "
+
+
+def _buckets(b: Bucket, agg: Mapping[str, Any]) -> list[tuple[Any, Mapping[str, Any]]]:
+    """(key, bucket) of one bucket level; multi-field terms flattened into one key per
+    combination of values, joined with ``KEY_JOIN``; filters buckets in declared order."""
+    if isinstance(b, Filters):
+        named = agg["buckets"]
+        return [(name, named[name]) for name, _ in b.named]
+    level = [(_bucket_key(b, x), x) for x in agg["buckets"]]
+    if isinstance(b, Terms):
+        for i in range(1, len(b.also) + 1):
+            level = [(f"{key}{KEY_JOIN}{_bucket_key(b, x)}", x)
+                     for key, outer in level for x in outer[f"t{i}"]["buckets"]]
+    return level
+
+
 def _flatten(panel: Panel, level: int, aggs: Mapping[str, Any], doc_count: int,
              prefix: dict[str, Any]) -> list[dict[str, Any]]:
     buckets = panel.nesting()
@@ -188,17 +237,26 @@ def _flatten(panel: Panel, level: int, aggs: Mapping[str, Any], doc_count: int,
         return [row]
     b = buckets[level]
     out: list[dict[str, Any]] = []
-    for bucket in aggs[f"b{len(buckets) - level}"]["buckets"]:
-        key = {bucket_name(b): _bucket_key(b, bucket)}
+    for value, bucket in _buckets(b, aggs[f"b{len(buckets) - level}"]):
+        key = {bucket_name(b): value}
         out += _flatten(panel, level + 1, bucket, bucket["doc_count"], {**prefix, **key})
     return out
 
 
 def _dotted(source: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted field names; an array of objects gives one list per field, as Discover shows.
+
+    >>> _dotted({"a": {"b": 1}, "c": [{"d": 1}, {"d": 2, "e": 3}]})
+    {'a.b': 1, 'c.d': [1, 2], 'c.e': [3]}
+    """
     out: dict[str, Any] = {}
     for k, v in source.items():
         if isinstance(v, Mapping):
             out.update(_dotted(v, f"{prefix}{k}."))
+        elif isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            for item in v:
+                for name, value in _dotted(item, f"{prefix}{k}.").items():
+                    out.setdefault(name, []).append(value)
         else:
             out[prefix + k] = v
     return out

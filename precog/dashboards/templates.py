@@ -1,7 +1,8 @@
 """The index templates in ``kibana/templates``: loading them, and the type each field gets.
 
 >>> sorted(load_templates())  # doctest: +NORMALIZE_WHITESPACE
-['alerts', 'metrics', 'models', 'pipeline-health', 'predictions', 'replay-compare']
+['alerts', 'decisions', 'metrics', 'models', 'pipeline-health', 'predictions',
+ 'replay-compare']
 """
 
 from __future__ import annotations

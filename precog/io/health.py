@@ -1,4 +1,4 @@
-"""Health checks of Kafka, Redis and Elasticsearch: one function per service.
+"""Health checks of Kafka, Redis, Elasticsearch and the Schema Registry: one function each.
 
 Each raises :class:`~precog.errors.ServiceUnavailable` naming the redacted address. Two
 callers use them:
@@ -133,6 +133,22 @@ def check_redis(settings: Settings, timeout: float = 5.0, *, preflight: bool = F
         raise ServiceUnavailable("redis", redacted(settings.redis.url), _short(exc)) from exc
 
 
+def check_schema_registry(settings: Settings, timeout: float = 5.0, *,
+                          preflight: bool = False) -> None:
+    """List the subjects through confluent-kafka's ``SchemaRegistryClient`` (the Confluent
+    API answers, with the settings' auth and CA); ServiceUnavailable if not."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    cfg: dict[str, Any] = {**settings.schema_registry.client_config(),
+                           "timeout": max(1, int(timeout)), "max.retries": 0}
+    try:
+        SchemaRegistryClient(cfg).get_subjects()
+    except Exception as exc:  # connection refused, HTTP errors, TLS, auth
+        name = "Schema Registry" if preflight else "schema-registry"
+        raise ServiceUnavailable(name, redacted(settings.schema_registry.url), _short(exc)
+                                 ) from None
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:160]
@@ -142,6 +158,7 @@ CHECKS: dict[str, Callable[..., object]] = {
     "kafka": check_kafka,
     "elasticsearch": check_elasticsearch,
     "redis": check_redis,
+    "schema-registry": check_schema_registry,
 }
 
 
@@ -151,6 +168,7 @@ def address(settings: Settings, service: str) -> str:
         "kafka": settings.kafka.bootstrap,
         "elasticsearch": redacted(settings.elasticsearch.url),
         "redis": redacted(settings.redis.url),
+        "schema-registry": redacted(settings.schema_registry.url),
     }[service]
 
 

@@ -33,6 +33,7 @@ from precog.monitor.drift import (
     concept_drift_alert,
     psi_alert,
 )
+from precog.monitor.estimate import CalibrationWatch, EstimationBook
 from precog.monitor.health import ClosingClock, WindowedCounts, health_doc, window_start
 from precog.monitor.metrics import MetricsBook
 from precog.monitor.outliers import OutlierDetector, OutlierResult
@@ -58,6 +59,11 @@ class MonitorConfig:
     psi_threshold: float = PSI_THRESHOLD
     outliers: bool = True
     lag_threshold: int | None = None
+    estimate_window_ms: int = 3_600_000  # windows of the estimated / realised metrics
+    estimate_keep_ms: int = 8 * 86_400_000  # the label window and a margin
+    calibration_alpha: float = 0.01
+    calibration_every: int = 1000  # labels of a model between two calibration checks
+    calibration_last: int = 5000  # the check looks at this many newest labels
 
 
 @dataclass
@@ -92,6 +98,8 @@ class Monitor:
         self.now = 0
         self.records = 0  # records feeding health windows: events, predictions, DLQ, manifests
         self.closing_clock = ClosingClock()
+        self.estimates = EstimationBook(config.estimate_window_ms, config.estimate_keep_ms)
+        self.calibration = {}  # (model_id, version) -> CalibrationWatch
 
     # -- models --------------------------------------------------------------------
     def on_labeled(self, rec: dict[str, Any]) -> None:
@@ -104,6 +112,13 @@ class Monitor:
             self.pending_alerts.append(concept_drift_alert(
                 self.config.namespace, key[0], key[1], det, self.config.adwin_delta,
                 int(rec["outcome_time"]), self.now, event_id=rec.get("event_id")))
+        self.estimates.observe_labeled(rec)
+        watch = self.calibration.setdefault(key, CalibrationWatch(
+            self.config.calibration_last, self.config.calibration_every,
+            self.config.calibration_alpha))
+        alert = watch.observe(self.config.namespace, key, rec, self.now)
+        if alert is not None:
+            self.pending_alerts.append(alert)
 
     def _reference(self, key: tuple[str, int]) -> Reference | None:
         return self.references(*key)
@@ -115,6 +130,8 @@ class Monitor:
         t = int(pred["event_time"])
         for m in [pred["leader"], *pred.get("challengers", [])]:
             self._score_drift(m, t)
+            self.estimates.observe_prediction(m["model_id"], int(m["version"]), str(m["role"]),
+                                              t, float(m["score"]), float(m["threshold"]))
         leader = (pred["leader"]["model_id"], int(pred["leader"]["version"]))
         features = {f["name"]: float(f["value"]) for f in pred.get("features", [])}
         self._data_drift(leader, features, t, pred.get("source"))
@@ -197,7 +214,8 @@ class Monitor:
         self.now = now
         wm = self.watermark if watermark is None else max(self.watermark, watermark)
         ns = self.config.namespace
-        out = TickOutput(metrics=self.metrics.snapshot(ns, now, clock=wm))
+        out = TickOutput(metrics=[*self.metrics.snapshot(ns, now, clock=wm),
+                                  *self.estimates.records(ns, now)])
         closing = self.closing_clock.at(now, wm, self.records)
         for vw in self.volume.close(closing):
             out.health.append(vw.doc(ns, now))

@@ -10,7 +10,9 @@ Files only, no services. Modules:
 * :mod:`~precog.registry.references` — :class:`TrainingReference`, :func:`bin_shares`,
   :func:`distribution_reference` (drift);
 * :mod:`~precog.registry.documents` — the ``{ns}-models`` document (:func:`models_document`,
-  :func:`index_metadata`).
+  :func:`index_metadata`);
+* :mod:`~precog.registry.model_set` — :func:`model_set_from_roles`: the models a roles
+  record names, loaded (the worker and ``precog score-batch``).
 """
 
 from precog.registry.documents import index_metadata, models_document

@@ -43,6 +43,9 @@ class ModelMetadata(BaseModel):
     training_rows: int
     training_positives: int = 0
     training_data_sha256: str
+    training_source: str = Field(
+        "", description="where the training data came from: a history directory, or topics"
+        " with partitions, offsets and time window (precog retrain)")
     holdout_start: int
     holdout_end: int
     holdout_rows: int

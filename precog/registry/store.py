@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from precog.errors import ArtifactIntegrityError, ModelError
+from precog.errors import ArtifactIntegrityError, ConfigError, ModelError
 from precog.models import (
     ARTIFACT_FILE,
     LoadedModel,
@@ -28,6 +28,7 @@ from precog.models import (
 )
 from precog.registry.metadata import ModelMetadata
 from precog.registry.provenance import sha256_hex
+from precog.spec import PipelineSpec
 
 METADATA_FILE = "metadata.json"
 
@@ -110,6 +111,21 @@ class ModelRegistry:
             metadata=meta,
             runtime=runtime,
         )
+
+    def verify_for(self, spec: PipelineSpec, model_id: str, version: int) -> ModelMetadata:
+        """The version exists, was trained for ``spec`` on features it has, and loads (sha256).
+
+        What every role change checks before it is published (``precog models``, the
+        promotion policy's health check).
+        """
+        meta = self.get(model_id, version)
+        if meta.spec != spec.name:
+            raise ConfigError(f"{meta.ref} was trained for spec {meta.spec!r}, not {spec.name!r}")
+        missing = [f for f in meta.features if f not in spec.feature_names]
+        if missing:
+            raise ConfigError(f"{meta.ref} uses features the spec {spec.name} lacks: {missing}")
+        self.load(model_id, version)
+        return meta
 
     def register(
         self, model_id: str, algorithm: str, artifact: bytes | Path, **fields: Any

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from precog.avro import Codec
 from precog.errors import ConfigError, ServiceUnavailable
 from precog.progress import ProgressLine
+from precog.schema_registry import namespace_codec
 from precog.settings import Settings
 from precog.simulate.catalog import simulator_for
 from precog.simulate.config import SimConfig, SimEvent
@@ -54,8 +54,10 @@ class _Live:
         self.outcomes: list[tuple[int, int, bytes, bytes]] = []
         self.errors: list[str] = []
         self.producer_id = f"simulate-{sim.config.seed}-{sim.config.start_ms}"
-        self.codec_out = Codec.for_schema(spec.outcome.schema_name)
-        self.codec_manifest = Codec.for_schema("manifest")
+        # the namespace's wire format (docs/schemas.md); garbage stays as the simulator made it
+        self.codec_out = namespace_codec(settings, spec, spec.outcome.schema_name)
+        self.codec_manifest = namespace_codec(settings, spec, "manifest")
+        self.codec_event = namespace_codec(settings, spec, spec.event.schema_name)
         self.sent = self.valid = self.dropped = 0
         self.outcomes_sent = self.manifests_sent = self.manifest_records = 0
         self.garbage: dict[str, int] = {}
@@ -95,7 +97,7 @@ class _Live:
             kind = ev.garbage_kind or "unknown"
             self.garbage[kind] = self.garbage.get(kind, 0) + 1
         else:
-            self._produce(self.topic, key, self.sim.codec.encode(ev.record), t)
+            self._produce(self.topic, key, self.codec_event.encode(ev.record), t)
             self.valid += 1
             assert ev.outcome_time is not None and ev.label is not None
             due = t + round((ev.outcome_time - t) * self.scale)

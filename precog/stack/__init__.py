@@ -1,11 +1,14 @@
-"""The local stack: Kafka (KRaft), Elasticsearch and Redis as local processes, without Docker.
+"""The local stack: Kafka (KRaft), Elasticsearch, Redis and a Schema Registry (Apicurio) as local
+processes, without Docker.
 
 ``up`` fetches what is missing (Kafka's jars and the Elasticsearch zip from Maven Central into
-the cache, ``redis-server`` with apt-get), starts each service under the stack home, and waits
-for real health (:mod:`precog.io.health`): a Kafka produce/consume round trip, Elasticsearch
-cluster health yellow or green, Redis PING. ``down`` stops only the processes this stack
+the cache, ``redis-server`` with apt-get, Apicurio Registry built with Maven), starts each
+service under the stack home, and waits for real health (:mod:`precog.io.health`): a Kafka
+produce/consume round trip, Elasticsearch cluster health yellow or green, Redis PING, the
+registry listing its subjects. ``down`` stops only the processes this stack
 started (pid files whose command line is verified first). A service given explicitly
-(``PRECOG_KAFKA_BOOTSTRAP``, ``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_URL``) is never
+(``PRECOG_KAFKA_BOOTSTRAP``, ``PRECOG_REDIS_URL``, ``PRECOG_ELASTICSEARCH_URL``,
+``PRECOG_SCHEMA_REGISTRY_URL``) is never
 started, only checked.
 
 Ports come from ``settings.stack`` (``PRECOG_STACK_*_PORT``), so a second stack with its own
@@ -26,6 +29,7 @@ checkout, or the current directory for a wheel: :func:`precog.resources.project_
     kafka/{server.properties,log4j.properties,data/,logs/}
     elasticsearch/{dist/,config/,data/,logs/,tmp/}
     redis/{redis.conf,data/{appendonlydir/,dump.rdb},logs/}
+    schema-registry/{data/registry.mv.db,logs/}
 
 One concern per module, each importing only those above it in this list:
 
@@ -33,6 +37,7 @@ One concern per module, each importing only those above it in this list:
 - :mod:`~precog.stack.configs`: the configs and command lines the stack writes (pure)
 - :mod:`~precog.stack.processes`: pid files, our processes, process groups, ports (psutil)
 - :mod:`~precog.stack.install`: Java, Maven, redis-server, Kafka's jars, the ES zip
+- :mod:`~precog.stack.apicurio`: the Schema Registry's Maven (Quarkus) build and command line
 - :mod:`~precog.stack.secure`: credentials, the local CA, the secure clients' settings
 - :mod:`~precog.stack.health`: ``status`` rows, waiting until a service is healthy
 - :mod:`~precog.stack.prepare`: each service's files in the home before it starts

@@ -47,7 +47,7 @@ class ServiceStatus:
         pid = f"pid {self.pid}" if self.pid else "-"
         rss = f"  rss {self.rss_kib // 1024} MiB" if self.rss_kib else ""
         state = "healthy" if self.healthy else f"DOWN ({self.health})"
-        return f"{self.name:<14} {self.mode:<9} {pid:<11} {self.address:<26} {state}{rss}"
+        return f"{self.name:<15} {self.mode:<9} {pid:<11} {self.address:<26} {state}{rss}"
 
 
 def service_status(settings: Settings, service: str, layout: Layout | None = None,

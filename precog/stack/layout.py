@@ -16,7 +16,7 @@ Echo = Callable[[str], None]
 
 PROJECT_ROOT = resources.project_root()
 #: Every service of the stack, in start order (``down`` stops them in reverse).
-SERVICES = ("kafka", "elasticsearch", "redis")
+SERVICES = ("kafka", "elasticsearch", "redis", "schema-registry")
 
 
 def echo_line(msg: str) -> None:
@@ -32,6 +32,7 @@ class Layout:
     cache: Path
     kafka_version: str
     elasticsearch_version: str
+    apicurio_version: str = "2.4.2.Final"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Layout:
@@ -43,6 +44,7 @@ class Layout:
             cache=settings.stack.cache.expanduser().resolve(),
             kafka_version=settings.stack.kafka_version,
             elasticsearch_version=settings.stack.elasticsearch_version,
+            apicurio_version=settings.stack.apicurio_version,
         )
 
     def dir(self, service: str) -> Path:
@@ -68,6 +70,16 @@ class Layout:
         return self.cache / f"elasticsearch-{self.elasticsearch_version}.zip"
 
     @property
+    def apicurio_build(self) -> Path:
+        """The Maven project that builds Apicurio Registry (Quarkus), in the cache."""
+        return self.cache / f"apicurio-registry-{self.apicurio_version}"
+
+    @property
+    def apicurio_jar(self) -> Path:
+        """The runnable jar of the build (Quarkus legacy-jar: its ``lib/`` beside it)."""
+        return self.apicurio_build / "target" / "precog-apicurio-registry-1-runner.jar"
+
+    @property
     def elasticsearch_dist(self) -> Path:
         # Extracted into the stack home, not the cache: the unprivileged Elasticsearch user
         # must read it, and the cache usually sits in root's private home.
@@ -90,7 +102,10 @@ class Layout:
             "kafka": self.logs("kafka") / "server.log",
             "elasticsearch": self.logs("elasticsearch") / "precog.log",
             "redis": self.logs("redis") / "redis.log",
+            "schema-registry": self.stdout_log("schema-registry"),
         }[service]
+        if main == self.stdout_log(service):
+            return [main]
         return [main, self.stdout_log(service)]
 
     def marker(self, service: str) -> str:
@@ -99,6 +114,7 @@ class Layout:
             "kafka": str(self.dir("kafka") / "server.properties"),
             "elasticsearch": str(self.dir("elasticsearch")),
             "redis": str(self.dir("redis") / "redis.conf"),
+            "schema-registry": str(self.dir("schema-registry") / "data"),
         }[service]
 
 
@@ -113,11 +129,11 @@ def parse_services(text: str | None) -> tuple[str, ...]:
     >>> parse_services("redis,kafka")
     ('kafka', 'redis')
     >>> parse_services(None)
-    ('kafka', 'elasticsearch', 'redis')
-    >>> parse_services("kafka,zookeeper")
+    ('kafka', 'elasticsearch', 'redis', 'schema-registry')
+    >>> parse_services("kafka,zookeeper")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    precog.errors.ConfigError: unknown service 'zookeeper': one of kafka, elasticsearch, redis
+    precog.errors.ConfigError: unknown service 'zookeeper': one of kafka, elasticsearch, ...
     """
     names = {n.strip() for n in (text or "").split(",") if n.strip()}
     for name in sorted(names):

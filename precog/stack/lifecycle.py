@@ -11,6 +11,7 @@ from pathlib import Path
 
 from precog.io.health import address, healthy
 from precog.settings import Settings
+from precog.stack.apicurio import install_apicurio, schema_registry_command
 from precog.stack.configs import elasticsearch_command, kafka_command
 from precog.stack.health import ServiceStatus, service_status, status, wait_healthy
 from precog.stack.install import find_java_home
@@ -42,7 +43,8 @@ from precog.stack.processes import (
 )
 from precog.stack.secure import ensure_credentials, ensure_tls, with_stack_credentials
 
-START_TIMEOUTS = {"kafka": 120.0, "elasticsearch": 240.0, "redis": 30.0}
+START_TIMEOUTS = {"kafka": 120.0, "elasticsearch": 240.0, "redis": 30.0,
+                  "schema-registry": 180.0}
 
 
 @contextlib.contextmanager
@@ -79,6 +81,14 @@ def _start(service: str, settings: Settings, layout: Layout, echo: Echo,
                                     *settings.stack.ports("elasticsearch"),
                                     secure=creds is not None)
         env, cwd = None, layout.dir("elasticsearch")
+    elif service == "schema-registry":
+        java_home = java()
+        install_apicurio(layout, echo)
+        for d in (layout.dir(service) / "data", layout.logs(service)):
+            d.mkdir(parents=True, exist_ok=True)
+        cmd = schema_registry_command(layout, java_home, settings.stack.schema_registry_heap,
+                                      settings.stack.schema_registry_port)
+        env, cwd = None, layout.dir(service)
     else:
         cmd, env, cwd = prepare_redis(settings, layout, echo, creds), None, None
     proc = spawn(cmd, log=layout.stdout_log(service), pid_file=layout.pid_file(service),

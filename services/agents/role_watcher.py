@@ -14,37 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from precog.services.runtime import Runtime, tune_gc
 
-from precog.avro import Codec
 from precog.errors import PrecogError
 from precog.features import Featurizer
 from precog.io.kafka import CONTROL_TOPIC
 from precog.registry import ModelRegistry
-from precog.scoring import ModelSet, make_model_set
+from precog.registry.model_set import model_set_from_roles
+from precog.schema_registry import control_codec
+from precog.scoring import ModelSet
 
 log = logging.getLogger("precog.control")
-
-
-def model_set_from_roles(
-    registry: ModelRegistry, record: dict[str, Any], feature_names: list[str]
-) -> ModelSet:
-    """Load the leader and challengers a model-control record names (sha256 verified).
-
-    A leader that fails to load raises (the caller keeps the current set); a challenger
-    that fails to load is refused and left out, so it never blocks the leader's scoring.
-    """
-    leader = registry.load(record["leader"]["model_id"], record["leader"]["version"])
-    challengers = []
-    for c in record["challengers"]:
-        try:
-            challengers.append(registry.load(c["model_id"], c["version"]))
-        except PrecogError as exc:
-            log.error("challenger %s v%s refused: %s", c["model_id"], c["version"], exc)
-    return make_model_set(int(record["revision"]), leader, challengers, feature_names)
 
 
 class RoleWatcher:
@@ -55,7 +37,7 @@ class RoleWatcher:
         self.loop = loop
         self.registry = ModelRegistry(rt.settings.registry_dir)
         self.names = Featurizer(rt.spec).names
-        self.codec = Codec.for_schema("model_control")
+        self.codec = control_codec(rt.settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="precog-roles", daemon=True)
 

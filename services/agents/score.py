@@ -33,6 +33,7 @@ from precog.services.reliability import OutRecord, Producer, until_available
 from precog.services.runtime import Runtime, now_ms
 
 from precog.errors import EventError, ValidationError
+from precog.event_reader import event_reader
 from precog.features import EntityState, FeatureColumns, Featurizer
 from precog.io.kafka import CONTROL_TOPIC
 from precog.monitor.alerts import make_alert
@@ -69,14 +70,14 @@ def _failed(v: _Valid | Any, stage: str, exc: BaseException) -> Failed:
 
 def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> tuple[list[_Valid], list[Failed]]:
     """The batch's valid records, and the failures (decode, validation) for the DLQ."""
-    codec = rt.codec(rt.spec.event.schema_name)
+    reader = event_reader(rt.spec.event.schema_name)  # the codec's answers, compiled
     now = now_ms()
     decoded: list[tuple[dict[str, Any], Any]] = []
     failed: list[Failed] = []
     for event in events:
         msg = event.message
         try:
-            decoded.append((codec.decode(msg.value), msg))
+            decoded.append((reader.decode(msg.value), msg))
         except EventError as exc:
             failed.append(_failed(msg, "decode", exc))
     valid: list[_Valid] = []

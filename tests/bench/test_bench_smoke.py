@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-from precog.bench.report import BEGIN, END, REQUIRED, check_complete
-from precog.bench.runner import BenchConfig, run_bench
+from precog.bench.report import BEGIN, END, PROFILE_BEGIN, PROFILE_END, REQUIRED, check_complete
+from precog.bench.runner import BenchConfig, run_bench, run_core_profile
 
 pytestmark = pytest.mark.bench
 
-SECTIONS = ("throughput", "outcome", "core")
+SECTIONS = ("throughput", "outcome", "core", "batch")
 
 
 def test_quick_bench_writes_a_complete_report(stack, tmp_path):
@@ -33,10 +33,32 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     assert t["ratios"]["precog_vs_naive"]["median"] > 0
     assert saved["outcome"]["labels_per_s"]["median"] > 0
     assert saved["outcome"]["join_state"]["json_bytes_per_entry"] > 0
+    assert saved["batch"]["events_per_s"]["median"] > 0 and saved["batch"]["ratio"]["median"] > 0
+    assert saved["batch"]["worker_from"] == "the throughput section's precog median"
     assert saved["machine"]["cores"] >= 1 and saved["machine"]["services"]["redis"]
     names = {x["name"] for x in saved["targets"]}
     assert "precog / Faust passthrough" in names and "precog / naive" in names
+    assert "precog / Quix Streams passthrough" in names
     # the generated block was replaced, the hand-written parts kept
     page = doc.read_text()
     assert page.startswith("# Benchmarks\n\nhand-written intro") and page.rstrip().endswith("notes")
     assert "old" not in page and "| **precog** worker" in page and "Outcome path" in page
+    assert "| score-batch -> Parquet |" in page
+    assert "| Quix Streams passthrough" in page and "| precog / Quix Streams naive |" in page
+
+
+def test_core_profile_writes_profiles_and_its_own_block(stack, tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\n{BEGIN}\nrun\n{END}\n\n{PROFILE_BEGIN}\nold\n{PROFILE_END}\n")
+    config = BenchConfig.quick_config(sections=("core",), events=1000, history_events=3000)
+    report = run_core_profile(config, tmp_path / "out", doc, "precog bench --profile",
+                              echo=print)
+
+    result = report["core_profile"]
+    for side in ("before", "after"):
+        html = tmp_path / "out" / result["profiles"][side].rsplit("/", 1)[-1]
+        assert html.exists() and html.with_suffix(".txt").read_text().strip()
+        assert all(v > 0 for v in result["us_per_event"][side].values() if v is not None)
+    page = doc.read_text()
+    assert "\nrun\n" in page and "old" not in page  # only the profile block was replaced
+    assert "| featurize |" in page and "columnar featurizer" in page

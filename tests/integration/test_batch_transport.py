@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
+from precog.services import batch_transport
 from precog.services.batch_producer import BatchProducer
 from precog.services.batch_transport import BatchSource
 from precog.services.reliability import WorkerHealth
+from precog.services.runtime import WorkerMetrics
 
 from precog.io import kafka
 from precog.settings import Settings
@@ -33,6 +35,7 @@ def _rt(settings: Settings, name: str = "test:1") -> Any:
         crashed.append(exc)
 
     return SimpleNamespace(settings=settings, health=WorkerHealth(), worker_name=name,
+                           metrics=WorkerMetrics(),
                            app=SimpleNamespace(crash=crash, conf=SimpleNamespace(
                                producer_max_request_size=1_000_000)), crashed=crashed)
 
@@ -223,3 +226,43 @@ def test_the_producer_waits_for_every_acknowledgement_and_partitions_by_murmur2(
     every = sorted(kafka.partitions(kafka.consumer(settings, "probe"), topic) or [])
     assert len(parts) > 1
     assert all(m.partition() == DefaultPartitioner()(m.key(), every, every) for m in got)
+
+
+def test_consumer_lag_gauge_follows_the_groups_uncommitted_records(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``precog_consumer_lag`` (librdkafka's statistics, read between batches): above 0 per
+    owned partition while a backlog is worked off, 0 = end - committed once caught up, and
+    gone when the member leaves."""
+    monkeypatch.setattr(batch_transport, "LAG_STATS_MS", 100)
+    topic, group = settings.topic("predictions"), settings.group("bt-lag")
+    ends = _produce(settings, topic, 200)
+    committed = Committed(settings, group, topic, sorted(ends))
+    rt = _rt(settings)
+    gauge = rt.metrics.consumer_lag
+    totals: list[float] = []
+
+    def lags() -> dict[int, float]:
+        return {int(s.labels["partition"]): s.value for m in gauge.collect()
+                for s in m.samples if s.labels["group"] == group}
+
+    async def run() -> None:
+        handled: list[int] = []
+
+        async def handle(records: list[Any]) -> None:
+            await asyncio.sleep(0.2)  # a slow agent: 200 records take 2 s or more
+            totals.append(sum(lags().values()))
+            handled.append(len(records))
+
+        source = BatchSource(rt, "bt-lag", [topic], group, 20, 0.05, handle)
+        source.start()
+        await _until(lambda: sum(handled) == 200 and committed.read() == ends, 30)
+        await _until(lambda: lags() == {q: 0 for q in ends}, 10)
+        await source.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        committed.close()
+    assert max(totals) > 0, totals
+    assert all(0 <= t <= 200 for t in totals)
+    assert lags() == {}, "a member that left reports no lag"

@@ -11,13 +11,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from precog.dashboards import DateHistogram, Histogram, Terms, bucket_name, dashboards
 from precog.dashboards import load_templates as load_kibana_templates
 from precog.io.elasticsearch import elasticsearch_client
-from precog.report import write_report
+from precog.report import run_panel, write_report
 from precog.settings import Settings
 from precog.spec import BusinessSpec
 
@@ -27,7 +28,8 @@ T0 = 1_700_000_000_000
 MIN = 60_000
 FEATURES = ("amount", "count_1h")
 #: the transactions domain's wording and amount (its spec's ``business``)
-BUSINESS = BusinessSpec(amount_feature="amount", event_noun="transactions", positive_noun="fraud")
+BUSINESS = BusinessSpec(amount_feature="amount", event_noun="transactions", positive_noun="fraud",
+                        negative_decision="approved", positive_decision="declined")
 MODELS = (("fraud-lgbm", 1, "leader"), ("fraud-logreg", 1, "challenger"))
 
 
@@ -66,7 +68,8 @@ def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         "label_coverage": 0.2 + t / 100, "label_latency_p50_ms": 3.6e6,
         "label_latency_p95_ms": 7.2e6, "event_time": T0 + t * 30 * MIN,
         "computed_time": T0 + t * 30 * MIN + 5})
-        for m, v, r in MODELS for w in ("cumulative", "last_1000") for t in range(10)]
+        for m, v, r in MODELS
+        for w in ("cumulative", "last_1000", "estimated_1h", "realised_1h") for t in range(10)]
     alerts = [(f"a{i}", {
         "alert_id": f"a{i}", "namespace": ns, "kind": kind, "detector": det, "severity":
         "warning", "model_id": "fraud-lgbm", "version": 1, "feature": feat,
@@ -102,8 +105,53 @@ def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         "holdout_rows": 2_000, "threshold": 0.7,
         "holdout": {"precision": 0.5, "recall": 0.4, "f1": 0.44, "roc_auc": 0.8,
                     "log_loss": 0.3, "positive_rate": 0.02}}) for m, v, r in MODELS]
+    cid = f"prod:{ns}:{T0}"
+    common = {"compare_id": cid, "left_namespace": "prod", "right_namespace": ns,
+              "computed_time": T0}
+    compare = [(f"{cid}:summary", {**common, "kind": "summary", "events_left": 60,
+                                   "events_right": 58, "events_both": 58, "only_left": 2,
+                                   "only_right": 0, "leader_agreement": 0.95, "count": 58})]
+    compare += [(f"{cid}:model:{m}:{v}", {
+        **common, "kind": "model", "model_id": m, "model_version": v, "count": 58,
+        "equal_count": 50, "max_abs_diff": 0.2, "mean_abs_diff": 0.01,
+        "label_agreement": 0.97}) for m, v, _ in MODELS]
+    compare += [(f"{cid}:disagreement:e{i}", {
+        **common, "kind": "disagreement", "rank": i + 1, "event_id": f"e{i}",
+        "entity_id": f"card-{i}", "event_time": T0 + i, "left_model_id": "fraud-lgbm",
+        "left_version": 1, "left_score": 0.8, "left_label": 1, "right_model_id": "fraud-lgbm",
+        "right_version": 1, "right_score": 0.6, "right_label": 0, "abs_diff": 0.2})
+        for i in range(2)]
+    decisions = [(d["decision_id"], d) for d in _decisions(ns)]
     return {"predictions": preds, "metrics": metrics, "alerts": alerts,
-            "pipeline-health": health, "models": models}
+            "pipeline-health": health, "models": models, "replay-compare": compare,
+            "decisions": decisions}
+
+
+def _decisions(ns: str) -> list[dict[str, Any]]:
+    """Documents of real decisions: the policy on seeded labels, one per hour."""
+    from precog.services.lifecycle import decision_document
+
+    from precog.lifecycle.policy import LabelledWindow, decide
+    from precog.roles import ModelRef, initial_roles
+    from precog.spec import PromotionSpec
+
+    rng = np.random.default_rng(4)
+    policy = PromotionSpec(policy="best-recent", min_labels=50, bootstrap_samples=100,
+                           cooldown="0s")
+    roles = initial_roles("transactions", ModelRef("fraud-lgbm", 1),
+                          [ModelRef("fraud-logreg", 1)], at=T0, by="t")
+    out = []
+    for h in range(6):
+        recs = [{"model_id": m, "version": 1, "event_id": f"e{i}", "event_time": T0 + i,
+                 "score": float(s), "label": int(s >= 0.5), "outcome": int(i % 5 == 0)}
+                for i in range(200) for m, s in (("fraud-lgbm", rng.random()),
+                                                  ("fraud-logreg", rng.random()))]
+        window = LabelledWindow.from_records(recs, T0, T0 + 10**6)
+        d = decide(policy, roles, window, now_ms=T0 + h * 3_600_000)
+        out.append(decision_document(
+            {**d.to_record(), "decision_id": f"d{h}", "evaluated_time": T0 + h * 3_600_000},
+            ns))
+    return out
 
 
 def _seed(es: Elasticsearch, settings: Settings) -> None:
@@ -158,14 +206,19 @@ def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
     def keys(panel_id: str, name: str) -> set[Any]:
         return {row[name] for row in by_id[panel_id].rows}
 
-    assert keys("mp-f1", "model") == {"fraud-lgbm", "fraud-logreg"}
+    # one series per model, version and role
+    assert keys("mp-f1", "model") == {"fraud-lgbm · 1 · leader", "fraud-logreg · 1 · challenger"}
     assert keys("da-by-detector", "detector") == {"PSI", "ADWIN", "PSI-score"}
     assert keys("da-feature-drift", "feature") == {"amount", "count_1h"}
     assert keys("ph-dead-letters", "dead_letter") == {"DecodeError"}
     assert keys("ph-volume", "source") == {"transactions"}
-    assert keys("bv-approval", "decision") == {0, 1}
+    assert keys("bv-approval", "decision") == {"approved", "declined"}
     assert keys("mp-leader-timeline", "version") == {1, 2}
-    assert keys("pp-scores", "model") == {"fraud-lgbm", "fraud-logreg"}
+    assert keys("pp-scores", "model") == {"fraud-lgbm · 1 · leader",
+                                          "fraud-logreg · 1 · challenger"}
+    # received / expected of each bucket: sum(received) / sum(expected), not min(ratio)
+    ratio = {r["window_start"]: r["received / expected"] for r in by_id["ph-ratio"].rows}
+    assert sorted(ratio.values()) == sorted((100 - w) / 100 for w in range(6))
     # exact values: 60 leader decisions, those flagged at score >= 0.7
     flagged = sum(((i * 37) % 100) / 100 >= 0.7 for i in range(60))
     assert by_id["bv-flagged"].rows[0]["flagged"] == flagged
@@ -177,6 +230,13 @@ def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
     assert sum(r["caught"] or 0 for r in totals) == caught
     assert sum(r["missed"] or 0 for r in totals) == missed
     assert len(by_id["pp-models"].rows) == 2
+    # the model index ignores the time range: models registered long before it are listed
+    later = run_panel(es, by_id["pp-models"].panel, settings.index("models"),
+                      (T0 + 10**12, None))
+    assert len(later.rows) == 2
+    assert keys("rc-models", "model") == {"fraud-lgbm", "fraud-logreg"}
+    assert by_id["rc-summary"].rows[0]["events on both"] == 58
+    assert len(by_id["rc-disagreements"].rows) == 2
     assert by_id["pp-predictions"].rows[0]["features.amount"] == 10.0 + 59
 
     page = report.html.read_text()

@@ -41,7 +41,7 @@ def _tag(service: dict[str, Any]) -> str:
 
 def test_services(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"kafka", "redis", "elasticsearch", "kibana", "setup",
-                                        "worker"}
+                                        "worker", "prometheus", "grafana"}
 
 
 def test_versions_match_the_local_stack_pins(compose: dict[str, Any]) -> None:
@@ -97,3 +97,27 @@ def test_the_image_build_exists(compose: dict[str, Any]) -> None:
     text = dockerfile.read_text()
     assert text.startswith("# ") and "FROM python:3.11" in text
     assert 'CMD ["precog", "worker"]' in text
+
+
+def test_prometheus_scrapes_the_worker_and_grafana_loads_the_dashboard(
+        compose: dict[str, Any]) -> None:
+    svc = compose["services"]
+    prom = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = prom["scrape_configs"]
+    worker_port = next(iter(_host_ports(svc["worker"]).values()))
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": [f"worker:{worker_port}"]}]
+    assert svc["worker"]["environment"]["PRECOG_WORKER_WEB_HOST"] == "0.0.0.0"
+    assert "./docker/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in \
+        svc["prometheus"]["volumes"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in svc["grafana"]["volumes"]
+                  if v.startswith("./"))
+    provider = yaml.safe_load((ROOT / "docker/grafana/provisioning/dashboards/precog.yml")
+                              .read_text())["providers"][0]
+    assert mounts["./docker/grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./docker/grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert (ROOT / "docker/grafana/dashboards/precog-worker.json").is_file()
+    datasource = yaml.safe_load((ROOT / "docker/grafana/provisioning/datasources/"
+                                 "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    assert _host_ports(svc["prometheus"]) == {9090: 9090}

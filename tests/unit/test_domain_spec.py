@@ -23,7 +23,10 @@ def _with(spec: PipelineSpec, **update: object) -> PipelineSpec:
 def test_shipped_specs_set_their_domain_words() -> None:
     tx, sensors = load_spec(SPECS / "transactions.yaml"), load_spec(SPECS / "sensors.yaml")
     assert tx.business == BusinessSpec(amount_feature="amount", event_noun="transactions",
-                                       positive_noun="fraud")
+                                       positive_noun="fraud", negative_decision="approved",
+                                       positive_decision="declined")
+    assert (sensors.business.negative_decision, sensors.business.positive_decision) == (
+        "normal", "inspect")
     assert (tx.simulation.simulator, tx.simulation.outcome_source,
             tx.simulation.history_days) == ("transactions", "chargebacks", 30.0)
     assert (sensors.business.amount_feature, sensors.simulation.outcome_source,
@@ -42,7 +45,10 @@ def test_business_view_without_an_amount_has_no_amount_panels() -> None:
         "bv-flagged", "bv-approval", "bv-flagged-time", "bv-decline-rate", "bv-by-namespace"]
     assert board.panels[0].title == "Flagged readings"
     assert not [m for p in board.panels for m in p.metrics if m.field == "amount"]
-    assert board.description.startswith("Flagged readings, approval/decline rate, failures")
+    assert board.description.startswith("Flagged readings, passed vs flagged, failures")
+    panels = {p.id: p for p in board.panels}
+    assert panels["bv-approval"].title == "Passed vs flagged"
+    assert panels["bv-decline-rate"].title == "Flagged share over time"
 
 
 
@@ -56,7 +62,17 @@ def test_the_amount_panels_are_named_after_the_amount_feature() -> None:
     assert panels["bv-caught-missed"].title == "Failures energy kwh caught vs missed"
     assert {m.field for m in panels["bv-caught-missed"].metrics} == {"amount"}  # the document
     assert "energy kwh at risk" in [m.name for m in panels["bv-by-namespace"].metrics]
-    assert board.description.startswith("Flagged readings and energy kwh at risk, approval")
+    assert board.description.startswith("Flagged readings and energy kwh at risk, passed vs")
+
+
+def test_the_decision_words_come_from_the_spec() -> None:
+    tx = load_spec(SPECS / "transactions.yaml")
+    board = dashboards(tx.feature_names, tx.business)[-1]
+    panels = {p.id: p for p in board.panels}
+    assert panels["bv-approval"].title == "Approved vs declined"
+    assert [name for name, _ in panels["bv-approval"].x.named] == ["approved", "declined"]
+    assert panels["bv-decline-rate"].title == "Declined share over time"
+    assert "approved vs declined" in board.description
 
 def test_simulator_comes_from_the_spec() -> None:
     tx = load_spec(SPECS / "transactions.yaml")

@@ -10,7 +10,9 @@ import pytest
 
 from precog import resources
 from precog.dashboards import (
+    MIN_KIBANA_VERSION,
     NDJSON_PATH,
+    Control,
     Dashboard,
     Metric,
     Panel,
@@ -27,6 +29,7 @@ from precog.spec import load_spec
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
+NS = Control("namespace", "Namespace")
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +71,21 @@ def test_shipped_export_has_every_dashboard_and_data_view(shipped: list[dict]) -
     titles = {o["attributes"]["title"] for o in shipped if o["type"] == "dashboard"}
     assert titles == {"precog: Model performance", "precog: Drift and alerts",
                       "precog: Data pipeline health", "precog: Predictions and provenance",
-                      "precog: Business view"}
-    views = {o["attributes"]["title"]: o["attributes"]["timeFieldName"]
+                      "precog: Replay comparison", "precog: Business view",
+                      "precog: Model lifecycle"}
+    views = {o["attributes"]["title"]: o["attributes"].get("timeFieldName")
              for o in shipped if o["type"] == "index-pattern"}
-    assert views == {"*-predictions": "event_time", "*-models": "created_time",
+    assert views == {"*-predictions": "event_time", "*-models": None,
                      "*-metrics": "event_time", "*-alerts": "event_time",
                      "*-pipeline-health": "window_start",
-                     "*-replay-compare": "computed_time"}
+                     "*-replay-compare": "computed_time",
+                     "*-decisions": "evaluated_time"}
     for board in (o for o in shipped if o["type"] == "dashboard"):
         controls = json.loads(board["attributes"]["controlGroupInput"]["panelsJSON"])
-        fields = {c["explicitInput"]["fieldName"] for c in controls.values()}
-        assert "namespace" in fields, board["id"]
+        selected = {c["explicitInput"]["fieldName"]: c["explicitInput"]["selectedOptions"]
+                    for c in controls.values()}
+        ns_field = "right_namespace" if board["id"] == "precog-replay-compare" else "namespace"
+        assert selected[ns_field] == ["prod"], board["id"]
 
 
 def test_broken_reference_names_object_and_reference(shipped: list[dict],
@@ -125,7 +132,7 @@ def test_average_on_keyword_is_rejected(shipped: list[dict], templates: dict[str
 def test_date_histogram_needs_a_date_and_terms_a_keyword(templates: dict[str, Any]) -> None:
     board = Dashboard("d", "D", "", (
         Panel("bad-hist", "H", "alerts", "line", x=Terms("statistic"),
-              metrics=(Metric("count"),)),), ())
+              metrics=(Metric("count"),)),), (NS,))
     objs = saved_objects((board,), templates)
     layer = objs[-2]["attributes"]["state"]["datasourceStates"]["formBased"]["layers"]
     next(iter(layer.values()))["columns"]["x"]["operationType"] = "date_histogram"
@@ -151,9 +158,7 @@ def test_control_field_must_exist_in_every_panel_index(templates: dict[str, Any]
         Panel("a", "A", "alerts", "metric", metrics=(Metric("count"),)),
         Panel("h", "H", "pipeline-health", "metric", metrics=(Metric("count"),))),
         ())
-    from precog.dashboards import Control
-
-    board = Dashboard(board.id, board.title, "", board.panels, (Control("model_id", "M"),))
+    board = Dashboard(board.id, board.title, "", board.panels, (NS, Control("model_id", "M")))
     msgs = _messages(saved_objects((board,), templates), templates)
     assert msgs == ["dashboard mixed (Mixed): field 'model_id' (control) is not in the "
                     "pipeline-health index template"]
@@ -177,3 +182,168 @@ def test_missing_version_fields_are_reported(shipped: list[dict],
         "not x.y.z",
         "dashboard precog-business (precog: Business view): typeMigrationVersion 99.0.0 is "
         "newer than the 8.7.0 this export targets"]
+
+
+# ---------------------------------------------------------------------------- day one
+# One broken variant per issue-17 finding: each is what the export looked like (or could
+# look like again), and the checks must reject it.
+def _layer(obj: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(obj["attributes"]["state"]["datasourceStates"]["formBased"]
+                     ["layers"].values()))
+
+
+def _controls(board: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(board["attributes"]["controlGroupInput"]["panelsJSON"])
+
+
+def _set_controls(board: dict[str, Any], controls: dict[str, Any]) -> None:
+    board["attributes"]["controlGroupInput"]["panelsJSON"] = json.dumps(controls)
+
+
+def test_shipped_export_passes_the_day_one_checks(templates: dict[str, Any]) -> None:
+    from precog.namespace import index_stems
+
+    assert check_ndjson(NDJSON_PATH.read_text(), templates, setup_indices=index_stems(),
+                        namespace="prod") == []
+
+
+def test_a_data_view_without_an_index_from_setup_is_rejected(templates: dict[str, Any]
+                                                             ) -> None:
+    from precog.namespace import index_stems
+
+    without = [s for s in index_stems() if s != "alerts"]
+    assert [str(p) for p in check_ndjson(NDJSON_PATH.read_text(), templates,
+                                         setup_indices=without)] == [
+        "index-pattern precog-dv-alerts (*-alerts): precog setup creates no alerts index: the "
+        "data view has no fields until the first document (Lens: Field ... was not found)"]
+
+
+def test_a_namespace_control_without_a_default_selection_is_rejected(
+        shipped: list[dict], templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    board = _by_id(objs, "precog-business")
+    controls = _controls(board)
+    for c in controls.values():
+        c["explicitInput"]["selectedOptions"] = []
+    _set_controls(board, controls)
+    assert _messages(objs, templates) == [
+        "dashboard precog-business (precog: Business view): the namespace control has no "
+        "default selection: every panel sums all namespaces"]
+    # and an export made for prod is not one for parallel
+    msgs = [str(p) for p in check_ndjson(NDJSON_PATH.read_text(), templates,
+                                         namespace="parallel")]
+    assert len(msgs) == len(dashboards()) and all(
+        "selects ['prod'], not the namespace 'parallel'" in m for m in msgs)
+
+
+def test_a_dashboard_without_a_namespace_control_is_rejected(
+        shipped: list[dict], templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    board = _by_id(objs, "precog-drift-alerts")
+    _set_controls(board, {k: c for k, c in _controls(board).items()
+                          if c["explicitInput"]["fieldName"] != "namespace"})
+    board["references"] = [r for r in board["references"]
+                            if "control-namespace" not in r["name"]]
+    assert _messages(objs, templates) == [
+        "dashboard precog-drift-alerts (precog: Drift and alerts): no namespace control: "
+        "every panel sums all namespaces"]
+
+
+def test_model_series_split_by_model_id_only_are_rejected(
+        shipped: list[dict], templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    del _layer(_by_id(objs, "precog-mp-f1"))["columns"]["split"]["params"]["secondaryFields"]
+    _layer(_by_id(objs, "precog-pp-scores"))["columns"]["split"]["params"][
+        "secondaryFields"] = ["model_version"]
+    assert _messages(objs, templates) == [
+        "lens precog-mp-f1 (F1): split on model_id without version, role: a model's versions "
+        "and roles merge into one series",
+        "lens precog-pp-scores (Score distribution per model): split on model_id without "
+        "role: a model's versions and roles merge into one series"]
+    panel = Panel("p", "P", "metrics", "line", x=Terms("window"), split=Terms("model_id"),
+                  metrics=(Metric("avg", "f1"),))
+    assert [str(p) for p in check_definitions(
+        (Dashboard("d", "D", "", (panel,), (NS,)),), templates)] == [
+        "panel p (P): split on model_id without version, role: a model's versions and roles "
+        "merge into one series"]
+
+
+def test_the_minimum_of_per_window_ratios_is_rejected(shipped: list[dict],
+                                                      templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    layer = _layer(_by_id(objs, "precog-ph-ratio"))
+    layer["columns"] = {k: c for k, c in layer["columns"].items() if not k.startswith("m0")}
+    layer["columns"]["m0"] = {"label": "received / expected", "operationType": "min",
+                              "sourceField": "ratio", "dataType": "number",
+                              "isBucketed": False, "scale": "ratio"}
+    layer["columnOrder"] = list(layer["columns"])
+    assert _messages(objs, templates) == [
+        "lens precog-ph-ratio (Received / expected per source): min of the per-document "
+        "ratio 'ratio' is not the ratio of the bucket: divide sums with a formula"]
+    panel = Panel("p", "P", "pipeline-health", "line", x=Terms("source"),
+                  metrics=(Metric("min", "ratio"),))
+    assert [str(p) for p in check_definitions(
+        (Dashboard("d", "D", "", (panel,), (NS,)),), templates)] == [
+        "panel p (P): min of the per-document ratio 'ratio' is not the ratio of the bucket: "
+        "divide sums with a formula"]
+
+
+def test_a_formula_with_a_missing_part_or_field_is_rejected(
+        shipped: list[dict], templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    layer = _layer(_by_id(objs, "precog-ph-ratio"))
+    del layer["columns"]["m0X2"]
+    layer["columnOrder"].remove("m0X2")
+    layer["columns"]["m0"]["params"]["formula"] = "sum(received) / sum(expect)"
+    assert _messages(objs, templates) == [
+        "lens precog-ph-ratio (Received / expected per source): column m0 references column "
+        "'m0X2' that the layer does not define",
+        "lens precog-ph-ratio (Received / expected per source): formula of column m0: field "
+        "'expect' (sum) is not in the formula index template"]
+
+
+def test_the_model_index_with_a_time_field_is_rejected(shipped: list[dict],
+                                                       templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    _by_id(objs, "precog-dv-models")["attributes"]["timeFieldName"] = "created_time"
+    assert _messages(objs, templates) == [
+        "index-pattern precog-dv-models (*-models): timeFieldName 'created_time' on the "
+        "models index: the time picker hides documents older than the range (e.g. models "
+        "registered before it)"]
+
+
+def test_decision_slices_labelled_0_and_1_are_rejected(shipped: list[dict],
+                                                       templates: dict[str, Any]) -> None:
+    objs = json.loads(json.dumps(shipped))
+    layer = _layer(_by_id(objs, "precog-bv-approval"))
+    layer["columns"]["b0"] = {
+        "label": "decision", "dataType": "number", "operationType": "terms",
+        "sourceField": "leader_label", "isBucketed": True, "scale": "ordinal",
+        "params": {"size": 2, "orderBy": {"type": "column", "columnId": "m0"},
+                   "orderDirection": "desc"}}
+    assert _messages(objs, templates) == [
+        "lens precog-bv-approval (Approved vs declined): slices of 'leader_label' (integer in "
+        "the predictions index template) are labelled with raw values: name them with a "
+        "filters bucket"]
+    panel = Panel("p", "P", "predictions", "pie", x=Terms("leader_label"),
+                  metrics=(Metric("count"),))
+    assert [str(p) for p in check_definitions(
+        (Dashboard("d", "D", "", (panel,), (NS,)),), templates)] == [
+        "panel p (P): slices of 'leader_label' are labelled with raw values: name them with "
+        "Filters"]
+
+
+def test_an_unused_data_view_is_rejected(shipped: list[dict], templates: dict[str, Any]
+                                         ) -> None:
+    # the export before the replay comparison dashboard: *-replay-compare used by nothing
+    objs = [o for o in shipped if not o["id"].startswith(("precog-rc-", "precog-replay"))]
+    assert _messages(objs, templates) == [
+        "index-pattern precog-dv-replay-compare (*-replay-compare): no visualization, search "
+        "or control uses this data view"]
+
+
+def test_supported_kibana_versions_are_documented() -> None:
+    doc = (ROOT / "docs" / "kibana.md").read_text()
+    oldest = ".".join(MIN_KIBANA_VERSION.split(".")[:2])
+    assert "## Supported Kibana versions" in doc
+    assert f"Kibana {oldest} and newer" in doc

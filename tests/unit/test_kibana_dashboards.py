@@ -6,6 +6,7 @@ import pytest
 
 from precog.dashboards import (
     DateHistogram,
+    Filters,
     Is,
     Metric,
     Panel,
@@ -75,6 +76,79 @@ def test_panel_ids_are_unique_and_every_dashboard_is_filterable() -> None:
     ids = [p.id for b in boards for p in b.panels]
     assert len(ids) == len(set(ids))
     for b in boards:
-        assert b.controls[0].field == "namespace"
+        assert [c.field for c in b.controls if c.selects_namespace] == [
+            "right_namespace" if b.id == "precog-replay-compare" else "namespace"]
     search = next(p for b in boards for p in b.panels if p.id == "pp-predictions")
     assert {"features.amount", "feature_ages_ms.amount", "model_version"} <= set(search.columns)
+
+
+def test_multi_field_terms_nest_per_field_and_join_their_keys() -> None:
+    panel = Panel("m", "M", "metrics", "line", x=DateHistogram("event_time"),
+                  split=Terms("model_id", 5, "model", also=("version", "role")),
+                  metrics=(Metric("avg", "f1", "F1"),))
+    outer = es_request(panel)["aggs"]["b2"]
+    assert outer["terms"]["field"] == "model_id"
+    assert outer["aggs"]["t1"]["terms"]["field"] == "version"
+    assert outer["aggs"]["t1"]["aggs"]["t2"]["terms"]["field"] == "role"
+    assert "b1" in outer["aggs"]["t1"]["aggs"]["t2"]["aggs"]
+    response = {"hits": {"total": {"value": 3}}, "aggregations": {"b2": {"buckets": [
+        {"key": "m1", "doc_count": 3, "t1": {"buckets": [
+            {"key": 1, "doc_count": 2, "t2": {"buckets": [
+                {"key": "leader", "doc_count": 2, "b1": {"buckets": [
+                    {"key": 0, "doc_count": 2, "m0": {"value": 0.5}}]}}]}},
+            {"key": 2, "doc_count": 1, "t2": {"buckets": [
+                {"key": "challenger", "doc_count": 1, "b1": {"buckets": [
+                    {"key": 0, "doc_count": 1, "m0": {"value": 0.25}}]}}]}}]}}]}}}
+    assert [(r["model"], r["F1"]) for r in rows(panel, response)] == [
+        ("m1 · 1 · leader", 0.5), ("m1 · 2 · challenger", 0.25)]
+    cols = lens(panel, load_templates())["attributes"]["state"]["datasourceStates"][
+        "formBased"]["layers"]["layer-m"]["columns"]
+    assert cols["split"]["params"]["secondaryFields"] == ["version", "role"]
+
+
+def test_ratio_is_the_ratio_of_the_sums_in_kibana_and_in_the_report() -> None:
+    panel = Panel("r", "R", "pipeline-health", "line", x=DateHistogram("window_start"),
+                  metrics=(Metric("ratio", "received", "received / expected",
+                                  denominator="expected"),))
+    agg = es_request(panel)["aggs"]["b1"]["aggs"]["m0"]
+    assert agg["aggs"] == {"num": {"sum": {"field": "received"}},
+                           "den": {"sum": {"field": "expected"}}}
+    # two windows: 90/100 and 10/100 -> 100/200, not min(0.9, 0.1) nor their mean
+    response = {"hits": {"total": {"value": 2}}, "aggregations": {"b1": {"buckets": [
+        {"key": 0, "doc_count": 2, "m0": {"doc_count": 2, "num": {"value": 100.0},
+                                          "den": {"value": 200.0}}},
+        {"key": 1, "doc_count": 1, "m0": {"doc_count": 1, "num": {"value": 5.0},
+                                          "den": {"value": 0.0}}}]}}}
+    assert [r["received / expected"] for r in rows(panel, response)] == [0.5, None]
+    layer = lens(panel, load_templates())["attributes"]["state"]["datasourceStates"][
+        "formBased"]["layers"]["layer-r"]
+    cols = layer["columns"]
+    assert cols["m0"]["params"]["formula"] == "sum(received) / sum(expected)"
+    assert cols["m0"]["references"] == ["m0X2"]
+    assert (cols["m0X0"]["operationType"], cols["m0X0"]["sourceField"]) == ("sum", "received")
+    assert (cols["m0X1"]["operationType"], cols["m0X1"]["sourceField"]) == ("sum", "expected")
+    assert cols["m0X2"]["params"]["tinymathAst"]["args"] == ["m0X0", "m0X1"]
+    assert layer["columnOrder"] == ["x", "m0", "m0X0", "m0X1", "m0X2"]
+
+
+def test_named_decision_slices() -> None:
+    panel = Panel("d", "D", "predictions", "pie",
+                  x=Filters("decision", (("approved", Is("leader_label", 0)),
+                                         ("declined", Is("leader_label", 1)))),
+                  metrics=(Metric("count", label="n"),))
+    assert es_request(panel)["aggs"]["b1"] == {"filters": {"filters": {
+        "approved": {"term": {"leader_label": 0}}, "declined": {"term": {"leader_label": 1}}}}}
+    response = {"hits": {"total": {"value": 3}}, "aggregations": {"b1": {"buckets": {
+        "declined": {"doc_count": 1}, "approved": {"doc_count": 2}}}}}
+    assert [(r["decision"], r["n"]) for r in rows(panel, response)] == [
+        ("approved", 2.0), ("declined", 1.0)]
+    col = lens(panel, load_templates())["attributes"]["state"]["datasourceStates"][
+        "formBased"]["layers"]["layer-d"]["columns"]["b0"]
+    assert col["operationType"] == "filters"
+    assert [(f["label"], f["input"]["query"]) for f in col["params"]["filters"]] == [
+        ("approved", "leader_label : 0"), ("declined", "leader_label : 1")]
+
+
+def test_the_model_index_ignores_the_time_range() -> None:
+    models = next(p for b in dashboards() for p in b.panels if p.id == "pp-models")
+    assert es_request(models, (100, 200))["query"] == {"bool": {"filter": []}}

@@ -31,7 +31,8 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert s.kafka.bootstrap == "127.0.0.1:19092"
     assert s.redis.url == "redis://127.0.0.1:16379/0"
     assert s.elasticsearch.url == "http://127.0.0.1:19200"
-    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False,
+                                    "schema-registry": False}
 
 
 def test_env_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,14 +64,15 @@ def test_env_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.index("predictions") == "parallel-predictions"
     assert s.redis_key("state", "card-1") == "parallel:state:card-1"
     assert s.group("score") == "precog-parallel-score"
-    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": True}
+    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": True,
+                                    "schema-registry": False}
 
 
 def test_only_the_given_service_is_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRECOG_REDIS_URL", "redis://elsewhere:6379/0")
     monkeypatch.setenv("PRECOG_KAFKA_PARTITIONS", "2")  # not an address: still local Kafka
     assert Settings().stack_overridden() == {"kafka": False, "redis": True,
-                                             "elasticsearch": False}
+                                             "elasticsearch": False, "schema-registry": False}
 
 
 def test_bad_env_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +91,7 @@ _NON_ASCII = "é"  # Kafka topic names refuse non-ASCII letters
 
 @pytest.mark.parametrize("ns", ["", "Prod", "a.b", "a b", "a/b", "ns*", _NON_ASCII])
 def test_invalid_namespaces(ns: str) -> None:
-    with pytest.raises(ValidationError, match="namespace must be lowercase"):
+    with pytest.raises(ValidationError, match="must be lowercase letters"):
         Settings(namespace=ns)
 
 

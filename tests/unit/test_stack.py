@@ -30,6 +30,7 @@ _PORT_ENV = {
     "PRECOG_STACK_REDIS_PORT": "26379",
     "PRECOG_STACK_ELASTICSEARCH_PORT": "29200",
     "PRECOG_STACK_ELASTICSEARCH_TRANSPORT_PORT": "29300",
+    "PRECOG_STACK_SCHEMA_REGISTRY_PORT": "28081",
 }
 
 
@@ -248,6 +249,7 @@ def test_topics_for_names_partitions_and_compaction() -> None:
         "metrics": ("unit.metrics", 6, keep),
         "alerts": ("unit.alerts", 6, keep),
         "manifests": ("unit.manifests", 6, keep),
+        "decisions": ("unit.decisions", 6, keep),
         "model-control": ("unit.model-control", 1, {"cleanup.policy": "compact"}),
     }
 
@@ -332,10 +334,11 @@ def test_down_stops_only_what_this_stack_started(tmp_path: Path) -> None:
 def test_default_ports_and_addresses_are_unchanged() -> None:
     s = Settings()
     assert [s.stack.ports(n) for n in stack.SERVICES] == [(19092, 19093), (19200, 19300),
-                                                          (16379,)]
+                                                          (16379,), (18081,)]
     assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
         "127.0.0.1:19092", "redis://127.0.0.1:16379/0", "http://127.0.0.1:19200")
-    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False,
+                                    "schema-registry": False}
 
 
 def test_stack_port_env_names_flow_into_the_client_defaults(
@@ -344,13 +347,15 @@ def test_stack_port_env_names_flow_into_the_client_defaults(
         monkeypatch.setenv(name, value)
     s = Settings()
     assert [stack.local_ports(s, n) for n in stack.SERVICES] == [(29092, 29093), (29200, 29300),
-                                                                (26379,)]
+                                                                (26379,), (28081,)]
     assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
         "127.0.0.1:29092", "redis://127.0.0.1:26379/0", "http://127.0.0.1:29200")
     # followed, not given: the stack still starts all three
-    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False,
+                                    "schema-registry": False}
     assert [stack.address(s, n) for n in stack.SERVICES] == [
-        "127.0.0.1:29092", "http://127.0.0.1:29200", "redis://127.0.0.1:26379/0"]
+        "127.0.0.1:29092", "http://127.0.0.1:29200", "redis://127.0.0.1:26379/0",
+        "http://127.0.0.1:28081/apis/ccompat/v7"]
 
 
 def test_explicit_client_addresses_win_over_the_stack_ports(
@@ -363,7 +368,8 @@ def test_explicit_client_addresses_win_over_the_stack_ports(
     assert s.kafka.bootstrap == "broker:9092"
     assert s.redis.url == "rediss://cache:6380/1"
     assert s.elasticsearch.url == "http://127.0.0.1:29200"
-    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": False}
+    assert s.stack_overridden() == {"kafka": True, "redis": True, "elasticsearch": False,
+                                    "schema-registry": False}
 
 
 def test_other_client_options_keep_the_address_following_the_stack(
@@ -487,7 +493,8 @@ def test_secure_settings_default_to_their_own_home_and_ports(
     assert s.stack.ports("kafka") == (19192, 19193)
     assert (s.kafka.bootstrap, s.redis.url, s.elasticsearch.url) == (
         "127.0.0.1:19192", "rediss://127.0.0.1:16479/0", "https://127.0.0.1:19201")
-    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False}
+    assert s.stack_overridden() == {"kafka": False, "redis": False, "elasticsearch": False,
+                                    "schema-registry": False}
     monkeypatch.setenv("PRECOG_STACK_REDIS_PORT", "26999")
     assert Settings().redis.url == "rediss://127.0.0.1:26999/0"  # a given port still wins
 

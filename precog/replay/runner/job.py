@@ -123,10 +123,15 @@ def job_from_checkpoint(ckpt: Checkpoint, request: ReplayRequest) -> Job:
 
 def write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     """Atomically replace the checkpoint file (fsynced temp file, then rename)."""
+    replace_file(path, ckpt.to_json())
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Atomically replace ``path`` with ``text``: an fsynced temp file, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     with tmp.open("w") as fh:
-        fh.write(ckpt.to_json())
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

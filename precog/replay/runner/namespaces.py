@@ -13,17 +13,16 @@ from precog.replay.compare import CompareReport, compare, documents, latest_outc
 from precog.replay.request import check_distinct
 from precog.replay.runner.topics import count_topic, read_topic
 from precog.roles import Roles
-from precog.settings import Settings
+from precog.settings import Settings, namespace_problem
 from precog.spec import PipelineSpec
 
 
-def namespace_settings(base: Settings, namespace: str) -> Settings:
-    """``base`` with another namespace (validated like ``PRECOG_NAMESPACE``)."""
-    try:
-        Settings.model_validate({"namespace": namespace})
-    except ValueError as exc:
-        raise ConfigError(f"bad namespace {namespace!r}: lowercase letters, digits, '-', '_'"
-                          ) from exc
+def namespace_settings(base: Settings, namespace: str, option: str = "namespace") -> Settings:
+    """``base`` with another namespace (validated like ``PRECOG_NAMESPACE``); ``option``: the
+    command-line option it came from, which an error names."""
+    problem = namespace_problem(namespace)
+    if problem:
+        raise ConfigError(f"bad {option} {namespace!r}: {problem}")
     return base.model_copy(update={"namespace": namespace})
 
 
