@@ -301,11 +301,19 @@ class Codec:
 def _describe(exc: BaseException) -> str:
     """``Class: message``, never an empty detail (``Class`` and its repr when str is empty).
 
+    Object addresses are left out, so the same bad bytes always get the same reason (fastavro
+    names its buffer: ``cannot read double from <_io.BytesIO object at 0x7f...>``):
+
     >>> _describe(EOFError("Expected 3 bytes")), _describe(EOFError()), _describe(KeyError(7))
     ('EOFError: Expected 3 bytes', 'EOFError: EOFError()', 'KeyError: 7')
+    >>> _describe(EOFError("cannot read double from <_io.BytesIO object at 0x7f9333534400>"))
+    'EOFError: cannot read double from <_io.BytesIO object>'
     """
     detail = str(exc).strip() or repr(exc)
-    return f"{type(exc).__name__}: {detail}"
+    return f"{type(exc).__name__}: {_ADDRESS.sub('', detail)}"
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 @cache

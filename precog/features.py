@@ -62,6 +62,11 @@ from precog.spec import (
 FIRST_EVENT_SECONDS = 365 * 86_400.0
 _HOUR_MS = 3_600_000
 _STATE_VERSION = 1
+#: The partition of an item that did not come from a topic (``precog serve``): it is recorded
+#: in the state by its event id (:attr:`EntityState.direct`), not by an offset.
+DIRECT_PARTITION = -1
+#: How many ids of such events an entity's state remembers (newest last).
+DIRECT_IDS_KEPT = 64
 
 
 @dataclass(slots=True)
@@ -70,7 +75,10 @@ class EntityState:
 
     ``counts`` and ``sums`` are decayed to ``last_time``; ``recent`` holds the most recent
     distinct values per novelty field (newest last); ``applied`` is the idempotency
-    watermark: partition (as str) -> last applied Kafka offset.
+    watermark: partition (as str) -> last applied Kafka offset; ``direct`` the ids of the
+    last :data:`DIRECT_IDS_KEPT` events applied off the topic (``precog serve``), so that
+    the same event arriving on the topic later is not applied again. ``direct`` is written
+    only when it is not empty: a state the stream alone wrote has the same bytes as before.
 
     >>> s = EntityState(last_time=5, counts={"3600000": 1.5}, recent={"country": ["DE"]})
     >>> EntityState.from_bytes(s.to_bytes()) == s
@@ -84,10 +92,11 @@ class EntityState:
     sums: dict[str, float] = field(default_factory=dict)
     recent: dict[str, list[str]] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)
+    direct: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         """Compact, deterministic JSON (sorted keys; floats round-trip exactly)."""
-        doc = {
+        doc: dict[str, Any] = {
             "v": _STATE_VERSION,
             "t": self.last_time,
             "c": self.counts,
@@ -95,6 +104,8 @@ class EntityState:
             "r": self.recent,
             "a": self.applied,
         }
+        if self.direct:
+            doc["e"] = self.direct
         # orjson: same compact, sorted JSON; the states are read and written once per event
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
@@ -111,6 +122,7 @@ class EntityState:
             sums={k: float(v) for k, v in doc["s"].items()},
             recent={k: list(v) for k, v in doc["r"].items()},
             applied={k: int(v) for k, v in doc["a"].items()},
+            direct=[str(e) for e in doc.get("e", ())],
         )
 
 
@@ -192,7 +204,8 @@ class _Working:
 
     ``recent`` and ``applied`` are this object's own dicts (a novelty list is replaced when
     it changes, never changed in place: it may be the given state's); ``stored`` says whether
-    the entity has a state (only then does the watermark apply).
+    the entity has a state (only then does the watermark apply); ``direct`` is replaced, never
+    changed in place, like a novelty list.
     """
 
     last: int | None
@@ -200,6 +213,7 @@ class _Working:
     recent: dict[str, list[str]]
     applied: dict[str, int]
     stored: bool
+    direct: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -351,6 +365,10 @@ class Featurizer:
         Kafka redelivery) does not update the state again; its features are computed from the
         state as it is, which already contains the event, so they may differ from the first
         delivery's (the prediction id, derived from the event id, stays the same).
+
+        An item with partition :data:`DIRECT_PARTITION` (an event scored by ``precog serve``)
+        is recorded by its event id instead; an item whose event id the entity's
+        :attr:`EntityState.direct` holds, from either channel, does not update the state.
         """
         return self._featurize_columns(states, items, watermark=True)
 
@@ -406,6 +424,7 @@ class Featurizer:
         entities = [str(e[self.entity_field]) for e in events]
         parts = {p: str(p) for p in {p for _, p, _ in items}}
         horizons, reads, keep = self._horizons, self._novelty_reads, self._novelty_keep
+        id_field = self.id_field
         nothing: Sequence[float] = (0.0,) * len(horizons)  # before an entity's first event
         work: dict[str, _Working] = {}
         moved: dict[str, _Working] = {}
@@ -415,7 +434,7 @@ class Featurizer:
         novelty: list[float] = []
         flag = novelty.append
         now: Sequence[float]
-        for (_, partition, offset), entity, t, add, values in zip(
+        for (event, partition, offset), entity, t, add, values in zip(
             items, entities, b.times, adds, seen, strict=True
         ):
             w = work.get(entity)
@@ -447,10 +466,17 @@ class Featurizer:
             gaps.append(gap)
             aggregates.extend(now)
             if watermark:
-                part = parts[partition]
-                if w.stored and w.applied.get(part, -1) >= offset:
-                    continue  # a redelivery: the state already contains this event
-                w.applied[part] = offset
+                if partition == DIRECT_PARTITION or w.direct:
+                    event_id = str(event[id_field])
+                    if event_id in w.direct:
+                        continue  # applied already, off the topic (precog serve)
+                    if partition == DIRECT_PARTITION:
+                        w.direct = [*w.direct[-(DIRECT_IDS_KEPT - 1):], event_id]
+                if partition != DIRECT_PARTITION:
+                    part = parts[partition]
+                    if w.stored and w.applied.get(part, -1) >= offset:
+                        continue  # a redelivery: the state already contains this event
+                    w.applied[part] = offset
             # the state after the event: aggregates decayed to the newest time, plus it
             w.aggregates = list(map(operator.add, now, add))
             for name, k, capacity in keep:
@@ -476,6 +502,7 @@ class Featurizer:
             dict(state.recent),  # its lists are replaced, never changed: see _remembered
             dict(state.applied),
             True,
+            state.direct,
         )
 
     def _stored(self, w: _Working) -> EntityState:
@@ -485,7 +512,7 @@ class Featurizer:
         agg = w.aggregates
         return EntityState(w.last, dict(zip(self._count_keys, agg)),  # noqa: B905
                            dict(zip(self._sum_keys, agg[self._n_counts:])),  # noqa: B905
-                           w.recent, w.applied)
+                           w.recent, w.applied, w.direct)
 
 
 def _remembered(kept: list[str], value: str, capacity: int) -> list[str]:

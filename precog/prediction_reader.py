@@ -1,11 +1,12 @@
-"""Prediction records decoded by a reader compiled for ``schemas/prediction.v1.avsc``.
+"""Prediction records decoded by a reader compiled for ``schemas/prediction.v2.avsc``.
 
 The index agent decodes every prediction it indexes; fastavro's generic reader took about
 39 us for one (a nested record with an array of feature records), most of the agent's
-Python time. :func:`decode_prediction` walks the v1 layout directly (zig-zag varints,
+Python time. :func:`decode_prediction` walks the v2 layout directly (zig-zag varints,
 little-endian doubles, length-prefixed UTF-8) and returns the same dict as
 :meth:`precog.avro.Codec.decode`. Anything else, a record of another schema version, a
-truncated or corrupt body, trailing bytes, is handed to the codec, so every refusal keeps
+truncated or corrupt body, trailing bytes, is handed to the codec (a v1 record too: it gets
+v2's ``provenance.channel`` default, ``stream``), so every refusal keeps
 the codec's exact :class:`~precog.errors.DecodeError` message and a future version is
 still read (into the newest shape) by fastavro. ``tests/unit/test_prediction_reader.py``
 compares both readers on seeded and hostile records.
@@ -21,6 +22,8 @@ from precog.event_reader import read_long as _long
 
 _DOUBLE = struct.Struct("<d").unpack_from
 _ROLES = ("leader", "challenger")
+#: the version whose layout :func:`_body` reads
+COMPILED_VERSION = 2
 #: feature names seen (raw UTF-8 -> str): the same few names in every record
 _NAMES: dict[bytes, str] = {}
 
@@ -117,6 +120,7 @@ def _body(buf: bytes, pos: int = 10) -> dict[str, Any]:
     prov["partition"], pos = _long(buf, pos)
     prov["offset"], pos = _long(buf, pos)
     prov["worker"], pos = _string(buf, pos)
+    prov["channel"], pos = _string(buf, pos)
     if pos != len(buf):
         raise ValueError("trailing bytes")
     return {"prediction_id": prediction_id, "event_id": event_id, "entity_id": entity_id,
@@ -126,16 +130,19 @@ def _body(buf: bytes, pos: int = 10) -> dict[str, Any]:
 
 
 class PredictionReader:
-    """Decodes prediction records: v1 by the compiled reader, anything else by ``codec``."""
+    """Decodes prediction records: v2 by the compiled reader, anything else by ``codec``."""
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        v1 = next((v for v in codec.versions if v.version == 1), None)
-        if v1 is None or v1.full_name != "precog.predictions.Prediction":
-            raise ValueError("the compiled reader reads precog.predictions.Prediction v1")
-        # v1's header (single-object, or Confluent's id); a v1 record read as the newest
-        # version (a later writer) must go through the codec, which fills the newer fields' defaults
-        self._header = (codec.header_of(1) if codec.writer.version == 1 else None)
+        v2 = next((v for v in codec.versions if v.version == COMPILED_VERSION), None)
+        if v2 is None or v2.full_name != "precog.predictions.Prediction":
+            raise ValueError("the compiled reader reads precog.predictions.Prediction"
+                             f" v{COMPILED_VERSION}")
+        # v2's header (single-object, or Confluent's id); a v2 record read as the newest
+        # version (a later writer) must go through the codec, which fills the newer fields'
+        # defaults
+        self._header = (codec.header_of(COMPILED_VERSION)
+                        if codec.writer.version == COMPILED_VERSION else None)
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         """The record as :meth:`Codec.decode` returns it (the codec's errors for bad input)."""

@@ -9,7 +9,7 @@ writes the constant parts once per model set and per batch, and per event joins 
 the few variable pieces, which come from numpy columns (doubles as little-endian bytes,
 longs as zig-zag varints computed for the whole column at once).
 
-The bytes are the Avro binary encoding of ``schemas/prediction.v1.avsc``, byte for byte what
+The bytes are the Avro binary encoding of ``schemas/prediction.v2.avsc``, byte for byte what
 fastavro writes for the record :func:`~precog.scoring.prediction_record` builds: the
 schema and the downstream contract do not change. The writer is compiled for that one
 schema (checked by fingerprint when it is made) and proves itself on a sample record
@@ -32,6 +32,7 @@ from precog.avro import Codec
 from precog.errors import SchemaError
 from precog.scoring import (
     LONG_MAX,
+    PREDICTION_SCHEMA,
     EventContext,
     ModelSet,
     ScoringModel,
@@ -40,7 +41,7 @@ from precog.scoring import (
 )
 
 #: the schema this writer is compiled for; another version needs its own writer
-PREDICTION_LABEL = "precog.predictions.Prediction/v1"
+PREDICTION_LABEL = PREDICTION_SCHEMA
 
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # the ten 7-bit groups of a 64-bit varint
 
@@ -141,6 +142,7 @@ class PredictionWriter:
         event_schema: str,
         code_version: str,
         worker: str,
+        channel: str = "stream",
     ) -> None:
         if codec.writer.label != PREDICTION_LABEL:
             raise SchemaError(f"the prediction writer is compiled for {PREDICTION_LABEL},"
@@ -148,7 +150,7 @@ class PredictionWriter:
         self.models = models
         self.spec_name = spec_name
         self._context = dict(spec_name=spec_name, namespace=namespace, event_schema=event_schema,
-                             code_version=code_version, worker=worker)
+                             code_version=code_version, worker=worker, channel=channel)
         self._header = codec.encode_header()
         self._source = _string(spec_name)
         self._model_parts = [self._model_bytes(m) for m in models.all]
@@ -158,7 +160,7 @@ class PredictionWriter:
         self._names = [_string(n) for n in feature_names]
         self._prov_head = b"".join(_string(s) for s in (
             namespace, spec_name, event_schema, PREDICTION_LABEL, code_version))
-        self._worker = _string(worker)
+        self._tail = _string(worker) + _string(channel)  # the provenance's last two fields
         self._topics: dict[str, bytes] = {}
         self._check_against(codec, feature_names)
 
@@ -226,7 +228,7 @@ class PredictionWriter:
                     _string(str(rows.entity_ids[i])), self._source, times[i], scored,
                     models[i], features[i], self._prov_head, topic,
                     _SMALL[partition] if 0 <= partition < 1024 else _long(partition),
-                    offsets[i], self._worker,
+                    offsets[i], self._tail,
                 )))
             except (ValueError, TypeError) as exc:  # e.g. a lone surrogate in an id
                 out.append(exc)

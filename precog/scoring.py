@@ -132,6 +132,9 @@ class EventContext:
     offset: int
 
 
+#: The prediction schema records are written with (schemas/prediction.v2.avsc).
+PREDICTION_SCHEMA = "precog.predictions.Prediction/v2"
+
 #: The Avro ``long`` range: a feature age outside it is clamped, so encode never overflows.
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
@@ -162,8 +165,9 @@ def prediction_record(
     event_schema: str,
     code_version: str,
     worker: str,
+    channel: str = "stream",
 ) -> dict[str, Any]:
-    """The prediction record (schemas/prediction.v1.avsc) of one scored event.
+    """The prediction record (schemas/prediction.v2.avsc) of one scored event.
 
     ``scores`` are in ``models.all`` order (leader first). Feature ages are clamped to the
     Avro ``long`` range (validation bounds event times, so this is only a guard).
@@ -186,12 +190,13 @@ def prediction_record(
             "namespace": namespace,
             "spec": spec_name,
             "event_schema": event_schema,
-            "prediction_schema": "precog.predictions.Prediction/v1",
+            "prediction_schema": PREDICTION_SCHEMA,
             "code_version": code_version,
             "source_topic": origin.topic,
             "partition": int(origin.partition),
             "offset": int(origin.offset),
             "worker": worker,
+            "channel": channel,
         },
     }
 

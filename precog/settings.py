@@ -299,6 +299,38 @@ class IndexSettings(BaseModel):
     initial_backoff: float = Field(0.5, gt=0)
 
 
+class ServeSettings(BaseModel):
+    """``precog serve``: the synchronous REST front ends (docs/serving.md)."""
+
+    host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    port: int = Field(8080, ge=1, le=65535)
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated API keys; a request carries one as X-API-Key or"
+        " Authorization: Bearer; without any key configured the server does not start",
+    )
+    tls_certfile: Path | None = Field(None, description="PEM certificate: serve HTTPS")
+    tls_keyfile: Path | None = Field(None, description="PEM key of tls_certfile")
+    read_only: bool = Field(
+        False, description="score without updating entity state (default: update it once)"
+    )
+    answer_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="how long a repeated event_id gets its first answer"
+    )
+    timeout: float = Field(
+        2.0, gt=0, description="seconds a request waits for Redis or Kafka before a 503"
+    )
+    max_events: int = Field(100, ge=1, description="events one request may carry")
+
+    def keys(self) -> frozenset[str]:
+        """The configured API keys.
+
+        >>> ServeSettings(api_keys=" k1, k2,,").keys() == {"k1", "k2"}
+        True
+        """
+        raw = self.api_keys.get_secret_value() if self.api_keys is not None else ""
+        return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
+
 class WorkerSettings(BaseModel):
     """The Faust worker process."""
 
@@ -391,6 +423,7 @@ class Settings(BaseSettings):
     score: ScoreSettings = ScoreSettings()
     indexer: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
+    serve: ServeSettings = ServeSettings()
     kibana: KibanaSettings = KibanaSettings()
     monitor: MonitorSettings = MonitorSettings()
 

@@ -129,14 +129,29 @@ class RedisOnlineStore:
         value = self._marker_value(by)
         await self._guard(lambda: self._async.set(self.marker_key, value))
 
-    async def write(self, states: Mapping[str, EntityState]) -> None:
-        """Write ``states`` with the TTL in one pipelined round trip."""
-        if not states:
+    async def write(self, states: Mapping[str, EntityState],
+                    values: Mapping[str, bytes] | None = None, ttl: int = 0) -> None:
+        """Write ``states`` with the TTL in one pipelined round trip; in the same one, other
+        ``values`` (:meth:`read_with`'s keys) with ``ttl`` seconds."""
+        if not states and not values:
             return
         pipe = self._async.pipeline(transaction=False)
         for entity, state in states.items():
             pipe.set(self.key(entity), state.to_bytes(), ex=self.ttl)
+        for key, value in (values or {}).items():
+            pipe.set(key, value, ex=ttl)
         await self._guard(pipe.execute)
+
+    async def read_with(
+        self, entity_ids: Sequence[str], keys: Sequence[str]
+    ) -> tuple[dict[str, EntityState | None], list[bytes | None], bool]:
+        """The states of ``entity_ids``, the values of other ``keys`` the namespace keeps beside
+        them (``precog serve``'s answers) and whether the state marker is there: one MGET."""
+        ids = list(dict.fromkeys(entity_ids))
+        all_keys = [*(self.key(e) for e in ids), *keys, self.marker_key]
+        values = await self._guard(lambda: self._async.mget(all_keys))
+        n = len(ids)
+        return _decode(ids, values[:n]), list(values[n:-1]), values[-1] is not None
 
     async def close(self) -> None:
         """Release the connections (async and, if used, sync)."""

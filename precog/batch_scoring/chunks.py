@@ -51,7 +51,8 @@ class ChunkScorer:
         self.working: dict[str, EntityState | None] = {}
         context = dict(spec_name=spec.name, namespace=namespace,
                        event_schema=self.event_codec.writer.label, code_version=code_version,
-                       worker=f"score-batch@{socket.gethostname()}:{os.getpid()}")
+                       worker=f"score-batch@{socket.gethostname()}:{os.getpid()}",
+                       channel="batch")
         self.codec = Codec.for_schema("prediction")
         self.writer = PredictionWriter(self.codec, models, self.featurizer.names, **context)
         self.parquet = (ParquetRows(self.codec, models, self.featurizer.names, **context)

@@ -89,8 +89,9 @@ class ParquetRows:
 
     def __init__(self, codec: Codec, models: ModelSet, feature_names: Sequence[str], *,
                  spec_name: str, namespace: str, event_schema: str, code_version: str,
-                 worker: str) -> None:
+                 worker: str, channel: str = "batch") -> None:
         self.pa = _pa()
+        self.channel = channel
         self.schema = self.pa.schema(list(arrow_type(_expanded(codec.schema), self.pa)))
         self.models, self.names = models, list(feature_names)
         self.spec_name, self.namespace, self.event_schema = spec_name, namespace, event_schema
@@ -140,9 +141,9 @@ class ParquetRows:
             pa.array([o.topic for o in rows.origins], pa.string()),
             pa.array(np.array([o.partition for o in rows.origins], np.int32)),
             pa.array(np.array([o.offset for o in rows.origins], np.int64)),
-            const(self.worker, pa.string()),
+            const(self.worker, pa.string()), const(self.channel, pa.string()),
         ], names=["namespace", "spec", "event_schema", "prediction_schema", "code_version",
-                  "source_topic", "partition", "offset", "worker"])
+                  "source_topic", "partition", "offset", "worker", "channel"])
         ids = [str(e) for e in rows.event_ids]
         table = pa.Table.from_arrays([
             pa.array([prediction_id(self.spec_name, e) for e in ids], pa.string()),

@@ -12,7 +12,7 @@ from precog.errors import PrecogError
 
 app = typer.Typer(
     name="precog",
-    help="Streaming inference on Kafka: stack, simulate, train, models, worker, replay,"
+    help="Streaming inference on Kafka: stack, simulate, train, models, worker, serve, replay,"
          " score-batch, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -31,6 +31,7 @@ _GROUPS = [
     ("backfill", "backfill"),
     ("models", "models"),
     ("worker", "worker"),
+    ("serve", "serve"),
     ("kibana", "kibana"),
     ("report", "report"),
     ("replay", "replay"),

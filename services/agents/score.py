@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from precog.services.batch_transport import BatchSource
@@ -89,14 +89,28 @@ def _decode_and_check(rt: Runtime, events: Sequence[Any]) -> tuple[list[_Valid],
     return valid, failed
 
 
-def _featurize(
-    featurizer: Featurizer, states: dict[str, EntityState | None], valid: list[_Valid],
-) -> tuple[list[_Valid], FeatureColumns, list[Failed]]:
+class Scorable(Protocol):
+    """An event on its way to a prediction: the decoded record and where it came from."""
+
+    @property
+    def record(self) -> dict[str, Any]: ...
+
+    @property
+    def origin(self) -> EventContext: ...
+
+
+_S = TypeVar("_S", bound=Scorable)
+
+
+def featurize_isolating(
+    featurizer: Featurizer, states: dict[str, EntityState | None], valid: list[_S],
+) -> tuple[list[_S], FeatureColumns, list[tuple[_S, Exception]]]:
     """Features of the batch in one pass; record by record when one of them breaks the pass.
 
     The record-by-record pass chains the same states in the same order, so its results
-    equal the batch pass for every record that does not fail; a failing record goes to the
-    DLQ and leaves its entity's state as it was.
+    equal the batch pass for every record that does not fail; a failing record is returned
+    with its error (the agent's DLQ, a 422 of ``precog serve``) and leaves its entity's
+    state as it was.
     """
     items = [(v.record, v.origin.partition, v.origin.offset) for v in valid]
     try:
@@ -105,12 +119,14 @@ def _featurize(
         log.warning("featurize failed for the batch (%r); isolating the record", exc)
     current: dict[str, EntityState | None] = dict(states)
     changed: dict[str, EntityState] = {}
-    kept, rows, failed = [], [], []
+    kept: list[_S] = []
+    rows: list[FeatureColumns] = []
+    failed: list[tuple[_S, Exception]] = []
     for v, item in zip(valid, items, strict=True):
         try:
             one = featurizer.featurize_columns(current, [item])
         except (ArithmeticError, ValueError, TypeError) as exc:
-            failed.append(_failed(v, "featurize", exc))
+            failed.append((v, exc))
             continue
         current.update(one.changed)
         changed.update(one.changed)
@@ -124,10 +140,11 @@ def _featurize(
     ), failed
 
 
-class _Writers:
-    """The prediction writer of the current model set (one per roles revision)."""
+class Writers:
+    """The prediction writer of the current model set (one per roles revision) for a channel."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel: str = "stream") -> None:
+        self.channel = channel
         self._models: ModelSet | None = None
         self._writer: PredictionWriter | None = None
 
@@ -136,20 +153,21 @@ class _Writers:
             self._writer = PredictionWriter(
                 rt.codec("prediction"), models, featurizer.names, spec_name=rt.spec.name,
                 namespace=rt.settings.namespace, event_schema=rt.event_schema_label(),
-                code_version=rt.code_version, worker=rt.worker_name,
+                code_version=rt.code_version, worker=rt.worker_name, channel=self.channel,
             )
             self._models = models
         return self._writer
 
 
-_WRITERS = _Writers()
+_WRITERS = Writers()
 
 
-def _encode_predictions(
-    rt: Runtime, featurizer: Featurizer, models: ModelSet, valid: list[_Valid],
+def encode_predictions(
+    rt: Runtime, writer: PredictionWriter, models: ModelSet, valid: list[_S],
     columns: FeatureColumns, limit: int,
-) -> tuple[list[tuple[_Valid, OutRecord]], list[Failed]]:
-    """Prediction records of the batch, encoded; a record that cannot be is a failure."""
+) -> tuple[list[tuple[_S, OutRecord]], list[tuple[_S, Exception]]]:
+    """Prediction records of the batch, encoded; a record that cannot be is returned with
+    its error."""
     if not valid:  # every record failed before: nothing to score
         return [], []
     ev = rt.spec.event
@@ -161,20 +179,20 @@ def _encode_predictions(
         event_times=np.array([int(v.record[ev.time_field]) for v in valid], dtype=np.int64),
         X=X, scores=score_batch(models, X), origins=[v.origin for v in valid],
     )
-    encoded = _WRITERS.get(rt, featurizer, models).encode(rows, now_ms())
-    out: list[tuple[_Valid, OutRecord]] = []
-    failed: list[Failed] = []
+    encoded = writer.encode(rows, now_ms())
+    out: list[tuple[_S, OutRecord]] = []
+    failed: list[tuple[_S, Exception]] = []
     for v, key, value in zip(valid, rows.event_ids, encoded, strict=True):
         if isinstance(value, Exception):
-            failed.append(_failed(v, "encode", value))
+            failed.append((v, value))
             continue
         try:
             raw_key = key.encode()
         except UnicodeEncodeError as exc:
-            failed.append(_failed(v, "encode", exc))
+            failed.append((v, exc))
             continue
         if len(raw_key) + len(value) > limit:
-            failed.append(_failed(v, "encode", RecordTooLarge(
+            failed.append((v, RecordTooLarge(
                 f"prediction of {len(raw_key) + len(value)} bytes > {limit}"
                 " (producer request limit)"
             )))
@@ -209,17 +227,17 @@ async def score_events(
         states = await until_available(rt.health, "score: read entity state",
                                        lambda: _read_states(rt, store, producer, entities))
         while True:
-            kept, columns, bad = _featurize(featurizer, states, valid)
+            kept, columns, bad = featurize_isolating(featurizer, states, valid)
             new_states = columns.changed
-            failed += bad
-            out, bad = _encode_predictions(rt, featurizer, models, kept, columns,
-                                           producer.record_limit)
+            failed += [_failed(v, "featurize", exc) for v, exc in bad]
+            out, bad = encode_predictions(rt, _WRITERS.get(rt, featurizer, models), models,
+                                          kept, columns, producer.record_limit)
             if not bad:
                 break
             # a record that cannot be published must not move its entity's state:
             # featurize the batch again without it (the chains are pure functions)
-            failed += bad
-            dropped = {f.origin for f in bad}  # (topic, partition, offset): one record
+            failed += [_failed(v, "encode", exc) for v, exc in bad]
+            dropped = {v.origin for v, _ in bad}  # (topic, partition, offset): one record
             valid = [v for v in kept if v.origin not in dropped]
     await send_dead_letters(rt, producer, failed)
     if out:
@@ -270,17 +288,21 @@ async def ensure_state_marker(rt: Runtime, store: RedisOnlineStore) -> None:
     is no state to lose and the marker is written. A group with committed offsets and no
     marker lost its state: the first batch's read raises :class:`StateLost` and waits.
     """
-    async def check() -> None:
-        if await store.has_marker():
-            return
-        loop = asyncio.get_running_loop()
-        committed = await loop.run_in_executor(None, committed_offsets, rt.settings,
-                                               score_group(rt.settings), rt.spec.event.topic)
-        if not committed:
-            await store.write_marker(f"worker {rt.worker_name} (fresh namespace)")
-            log.info("fresh namespace: feature state marker %s written", store.marker_key)
+    await until_available(rt.health, "score: check the state marker",
+                          lambda: mark_fresh_namespace(rt, store))
 
-    await until_available(rt.health, "score: check the state marker", check)
+
+async def mark_fresh_namespace(rt: Runtime, store: RedisOnlineStore) -> None:
+    """:func:`ensure_state_marker`'s check, once: raises ``ServiceUnavailable`` when a
+    dependency is down (``precog serve`` answers 503 with it)."""
+    if await store.has_marker():
+        return
+    loop = asyncio.get_running_loop()
+    committed = await loop.run_in_executor(None, committed_offsets, rt.settings,
+                                           score_group(rt.settings), rt.spec.event.topic)
+    if not committed:
+        await store.write_marker(f"worker {rt.worker_name} (fresh namespace)")
+        log.info("fresh namespace: feature state marker %s written", store.marker_key)
 
 
 async def wait_for_models(rt: Runtime) -> None:

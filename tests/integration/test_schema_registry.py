@@ -197,7 +197,7 @@ def test_precog_setup_registers_the_subjects_of_a_confluent_namespace(stack):
         lines = result.output.splitlines()
         assert f"namespace {ns}: Confluent wire format, schema registry" \
                f" {settings.schema_registry.url}" in lines
-        assert f"subject {ns}.predictions-value: prediction v1 (ids" in result.output
+        assert f"subject {ns}.predictions-value: prediction v2 (ids" in result.output
         assert sum(ln.startswith(f"subject {ns}.") for ln in lines) == 11
         assert len([n for n in _registry(settings).get_subjects() if n.startswith(f"{ns}.")]) == 11
     finally:

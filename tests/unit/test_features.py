@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from precog.features import (
+    DIRECT_IDS_KEPT,
+    DIRECT_PARTITION,
     FIRST_EVENT_SECONDS,
     EntityState,
     Featurizer,
@@ -393,3 +395,35 @@ def test_watermark_covers_only_a_stored_state(spec: PipelineSpec) -> None:
     assert columns.changed["card-1"].applied == {"0": -1}
     assert columns.changed["card-1"].counts[str(H)] == 1.0  # b did not count again
     assert reference_batch(spec, {"card-1": None}, items)[2] == columns.changed
+
+
+def test_an_event_scored_off_the_topic_moves_the_state_once_from_either_channel(
+        spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    e1, e2 = tx("e1", H, 10.0), tx("e2", 2 * H, 20.0)
+    direct = fz.featurize_columns({}, [(e1, DIRECT_PARTITION, -1)])
+    s1 = direct.changed["card-1"]
+    assert s1.direct == ["e1"] and s1.applied == {}
+    # the same result as the stream's first delivery of e1, apart from the records kept
+    stream = fz.featurize_columns({}, [(e1, 0, 5)]).changed["card-1"]
+    assert (s1.last_time, s1.counts, s1.sums, s1.recent) == (
+        stream.last_time, stream.counts, stream.sums, stream.recent)
+    # scored again off the topic, or arriving on the topic later: the state does not move
+    assert fz.featurize_columns({"card-1": s1}, [(e1, DIRECT_PARTITION, -1)]).changed == {}
+    assert fz.featurize_columns({"card-1": s1}, [(e1, 2, 40)]).changed == {}
+    # other events still move it, from both channels, and the stream's watermark works
+    s2 = fz.featurize_columns({"card-1": s1}, [(e2, 2, 41)]).changed["card-1"]
+    assert s2.applied == {"2": 41} and s2.direct == ["e1"] and s2.last_time == 2 * H
+    assert fz.featurize_columns({"card-1": s2}, [(e2, 2, 41)]).changed == {}
+    assert EntityState.from_bytes(s2.to_bytes()) == s2
+
+
+def test_a_state_without_direct_events_keeps_its_bytes_and_the_ids_are_bounded(
+        spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    plain = fz.featurize_columns({}, [(tx("e1", H, 1.0), 0, 1)]).changed["card-1"]
+    assert b'"e"' not in plain.to_bytes()
+    items = [(tx(f"d{i}", H + i, 1.0), DIRECT_PARTITION, -1) for i in range(DIRECT_IDS_KEPT + 5)]
+    state = fz.featurize_columns({"card-1": plain}, items).changed["card-1"]
+    assert state.direct == [f"d{i}" for i in range(5, DIRECT_IDS_KEPT + 5)]
+    assert EntityState.from_bytes(state.to_bytes()).direct == state.direct

@@ -62,6 +62,27 @@ def test_negative_block_counts_of_other_writers_are_read():
     assert READER.decode(rewritten)["features"] == rec["features"]
 
 
+def test_a_v1_record_is_read_with_the_stream_channel():
+    from precog.avro import schema_versions
+
+    v1 = Codec(schema_versions()["prediction"][:1])
+    rec = CODEC.decode(_records(1, 3, seed=4)[0])
+    old = {**rec, "provenance": {k: v for k, v in rec["provenance"].items() if k != "channel"}}
+    data = v1.encode(old)
+    assert data[:10] == CODEC.header_of(1) != CODEC.header_of(2)
+    assert repr(READER.decode(data)) == repr(CODEC.decode(data)) == repr(rec)  # NaN != NaN
+    assert READER.decode(data)["provenance"]["channel"] == "stream"
+
+
+def test_a_rest_record_is_read_by_the_compiled_reader():
+    names = ["a", "b"]
+    rows = _rows(np.random.default_rng(5), 3, names, 1)
+    for data in _writer(names, 0, channel="rest").encode(rows, scored_time=1):
+        assert data[:10] == CODEC.header_of(2)
+        assert repr(READER.decode(data)) == repr(CODEC.decode(data))
+        assert READER.decode(data)["provenance"]["channel"] == "rest"
+
+
 def _answer(decode, data):
     try:
         return "ok " + repr(decode(data))

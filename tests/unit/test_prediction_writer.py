@@ -50,14 +50,15 @@ def test_varints_follow_the_avro_specification_at_every_width():
     assert zigzag_varints(np.array([], dtype=np.int64)) == []
 
 
-def _writer(names: list[str], challengers: int, worker: str = "host:1") -> PredictionWriter:
+def _writer(names: list[str], challengers: int, worker: str = "host:1",
+            channel: str = "stream") -> PredictionWriter:
     leader = Model("lead-\u00fc", 12, names[:2], threshold=0.3)
     others = [Model(f"ch{i}", 2**20 + i, names[-1:], threshold=0.5 + i / 10)
               for i in range(challengers)]
     models = make_model_set(4, leader, others, names)
     return PredictionWriter(CODEC, models, names, spec_name="tx", namespace="prod",
                             event_schema="precog.events.Transaction/v1", code_version="abc123",
-                            worker=worker)
+                            worker=worker, channel=channel)
 
 
 def _rows(rng: np.random.Generator, n: int, names: list[str], models: int) -> BatchRows:
@@ -110,6 +111,18 @@ def test_a_bad_id_fails_only_its_own_row():
 
 def test_refuses_a_codec_of_another_schema():
     models = make_model_set(1, Model("m", 1, ["a"]), [], ["a"])
-    with pytest.raises(SchemaError, match="compiled for precog.predictions.Prediction/v1"):
+    with pytest.raises(SchemaError, match="compiled for precog.predictions.Prediction/v2"):
         PredictionWriter(Codec.for_schema("outcome"), models, ["a"], spec_name="s",
                          namespace="n", event_schema="e", code_version="c", worker="w")
+
+
+def test_the_channel_is_the_last_provenance_field_and_matches_fastavro():
+    names = ["a", "b", "c"]
+    writer = _writer(names, 1, channel="rest")
+    rows = _rows(np.random.default_rng(8), 4, names, 2)
+    got = writer.encode(rows, scored_time=9)
+    for i, data in enumerate(got):
+        rec = writer.record(rows, i, scored_time=9, feature_names=names)
+        assert rec["provenance"]["channel"] == "rest"
+        assert data == CODEC.encode(rec)
+        assert CODEC.decode(data)["provenance"]["channel"] == "rest"

@@ -104,7 +104,8 @@ def rows_of(out: Path) -> list[dict[str, Any]]:
 
 def comparable(row: dict[str, Any]) -> dict[str, Any]:
     """A row without what differs between runs of the same events: when and from where."""
-    prov = {k: v for k, v in row["provenance"].items() if k not in ("source_topic", "worker")}
+    prov = {k: v for k, v in row["provenance"].items()
+            if k not in ("source_topic", "worker", "channel")}
     return {**row, "scored_time": None, "provenance": prov}
 
 
@@ -172,6 +173,7 @@ def test_rows_equal_the_streaming_path_bit_for_bit(lab, spec, baseline):
     for got, want in zip(baseline, expected, strict=True):
         assert got["provenance"]["source_topic"] == source
         assert got["provenance"]["worker"].startswith("score-batch@")
+        assert got["provenance"]["channel"] == "batch"
         # == on floats: bit-identical features and scores (NaN does not occur here)
         assert comparable(got) == comparable(want)
 

@@ -81,6 +81,7 @@ PRECOG_KIBANA_PASSWORD: kibana-password
 PRECOG_KIBANA_API_KEY: kibana-api-key
 PRECOG_SCHEMA_REGISTRY_USERNAME: schema-registry-username
 PRECOG_SCHEMA_REGISTRY_PASSWORD: schema-registry-password
+PRECOG_SERVE_API_KEYS: serve-api-keys
 {{- end -}}
 
 {{/* TLS files: setting -> values key under tls.files; mounted from tls.existingSecret. */}}
