@@ -110,9 +110,7 @@ def read_topic_data(settings: Settings, spec: PipelineSpec, start_ms: int, end_m
             f" {len(in_window)} of them received in the window")
         outcomes = list(_outcomes(settings, spec, consumer))
         say(f"{len(outcomes)} outcomes read from {settings.topic(spec.outcome.topic)}")
-    except TimeoutError as exc:
-        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
-    except KafkaException as exc:
+    except (TimeoutError, KafkaException) as exc:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
     finally:
         consumer.close()

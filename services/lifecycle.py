@@ -87,9 +87,7 @@ def labelled_records(settings: Settings, spec: PipelineSpec, start_ms: int
                   for tp in found if tp.offset >= 0}
         for msg in kafka.read_ranges(consumer, ranges, idle_timeout=2 * _TIMEOUT):
             yield codec.decode(msg.value())
-    except TimeoutError as exc:
-        raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
-    except KafkaException as exc:
+    except (TimeoutError, KafkaException) as exc:
         raise ServiceUnavailable("kafka", settings.kafka.bootstrap, str(exc)) from None
     finally:
         consumer.close()
