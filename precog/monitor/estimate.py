@@ -48,12 +48,6 @@ class Counts:
     def n(self) -> float:
         return self.tp + self.fp + self.fn + self.tn
 
-    def add(self, other: Counts) -> None:
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.tn += other.tn
-
     def precision(self) -> float | None:
         d = self.tp + self.fp
         return self.tp / d if d > 0 else None
@@ -187,7 +181,13 @@ class EstimationBook:
     def observe_prediction(self, model_id: str, version: int, role: str, event_time: int,
                            score: float, threshold: float) -> None:
         w = self._window(model_id, version, role, event_time)
-        w.estimated.add(estimate_counts(np.array([score]), threshold))
+        c = w.estimated  # estimate_counts of one score, without numpy on the monitor's path
+        if score >= threshold:
+            c.tp += score
+            c.fp += 1.0 - score
+        else:
+            c.fn += score
+            c.tn += 1.0 - score
         w.predictions += 1
         w.changed = True
         self.newest = max(self.newest, event_time)
@@ -195,7 +195,11 @@ class EstimationBook:
     def observe_labeled(self, rec: dict[str, Any]) -> None:
         w = self._window(rec["model_id"], int(rec["version"]), rec["role"],
                          int(rec["event_time"]))
-        w.realised.add(realised_counts(np.array([rec["label"]]), np.array([rec["outcome"]])))
+        c, decided, positive = w.realised, bool(rec["label"]), bool(rec["outcome"])
+        if decided:
+            c.tp, c.fp = c.tp + positive, c.fp + (not positive)
+        else:
+            c.fn, c.tn = c.fn + positive, c.tn + (not positive)
         w.changed = True
 
     def records(self, namespace: str, computed_time: int, *, changed_only: bool = True
