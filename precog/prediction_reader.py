@@ -1,12 +1,13 @@
-"""Prediction records decoded by a reader compiled for ``schemas/prediction.v2.avsc``.
+"""Prediction records decoded by a reader compiled for ``schemas/prediction.v3.avsc``.
 
 The index agent decodes every prediction it indexes; fastavro's generic reader took about
 39 us for one (a nested record with an array of feature records), most of the agent's
-Python time. :func:`decode_prediction` walks the v2 layout directly (zig-zag varints,
+Python time. :func:`decode_prediction` walks the v3 layout directly (zig-zag varints,
 little-endian doubles, length-prefixed UTF-8) and returns the same dict as
 :meth:`precog.avro.Codec.decode`. Anything else, a record of another schema version, a
-truncated or corrupt body, trailing bytes, is handed to the codec (a v1 record too: it gets
-v2's ``provenance.channel`` default, ``stream``), so every refusal keeps
+truncated or corrupt body, trailing bytes, is handed to the codec (a v1 or v2 record too: it
+gets the defaults of the newer fields, ``provenance.channel`` ``stream`` and ``served``
+null), so every refusal keeps
 the codec's exact :class:`~precog.errors.DecodeError` message and a future version is
 still read (into the newest shape) by fastavro. ``tests/unit/test_prediction_reader.py``
 compares both readers on seeded and hostile records.
@@ -23,7 +24,7 @@ from precog.event_reader import read_long as _long
 _DOUBLE = struct.Struct("<d").unpack_from
 _ROLES = ("leader", "challenger")
 #: the version whose layout :func:`_body` reads
-COMPILED_VERSION = 2
+COMPILED_VERSION = 3
 #: feature names seen (raw UTF-8 -> str): the same few names in every record
 _NAMES: dict[bytes, str] = {}
 
@@ -121,24 +122,39 @@ def _body(buf: bytes, pos: int = 10) -> dict[str, Any]:
     prov["offset"], pos = _long(buf, pos)
     prov["worker"], pos = _string(buf, pos)
     prov["channel"], pos = _string(buf, pos)
+    branch, pos = _long(buf, pos)
+    served: dict[str, Any] | None = None
+    if branch == 1:
+        policy, pos = _string(buf, pos)
+        arm, pos = _string(buf, pos)
+        model_id, pos = _string(buf, pos)
+        version, pos = _long(buf, pos)
+        score, pos = _double(buf, pos)
+        label, pos = _long(buf, pos)
+        bucket, pos = _long(buf, pos)
+        served = {"policy": policy, "arm": arm,
+                  "decided_by": {"model_id": model_id, "version": version},
+                  "score": score, "label": label, "bucket": bucket}
+    elif branch != 0:
+        raise ValueError("bad union branch")
     if pos != len(buf):
         raise ValueError("trailing bytes")
     return {"prediction_id": prediction_id, "event_id": event_id, "entity_id": entity_id,
             "source": source, "event_time": event_time, "scored_time": scored_time,
             "leader": leader, "challengers": challengers, "features": features,
-            "provenance": prov}
+            "provenance": prov, "served": served}
 
 
 class PredictionReader:
-    """Decodes prediction records: v2 by the compiled reader, anything else by ``codec``."""
+    """Decodes prediction records: v3 by the compiled reader, anything else by ``codec``."""
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
-        v2 = next((v for v in codec.versions if v.version == COMPILED_VERSION), None)
-        if v2 is None or v2.full_name != "precog.predictions.Prediction":
+        compiled = next((v for v in codec.versions if v.version == COMPILED_VERSION), None)
+        if compiled is None or compiled.full_name != "precog.predictions.Prediction":
             raise ValueError("the compiled reader reads precog.predictions.Prediction"
                              f" v{COMPILED_VERSION}")
-        # v2's header (single-object, or Confluent's id); a v2 record read as the newest
+        # v3's header (single-object, or Confluent's id); a v3 record read as the newest
         # version (a later writer) must go through the codec, which fills the newer fields'
         # defaults
         self._header = (codec.header_of(COMPILED_VERSION)

@@ -7,9 +7,10 @@ schemas, code version and worker do not change; only the ids, times, scores, lab
 feature values, one feature age per event and the offsets do. :class:`PredictionWriter`
 writes the constant parts once per model set and per batch, and per event joins them with
 the few variable pieces, which come from numpy columns (doubles as little-endian bytes,
-longs as zig-zag varints computed for the whole column at once).
+longs as zig-zag varints computed for the whole column at once). The ``served`` part (v3)
+is constant per traffic arm but for the served score, label and the entity's bucket.
 
-The bytes are the Avro binary encoding of ``schemas/prediction.v2.avsc``, byte for byte what
+The bytes are the Avro binary encoding of ``schemas/prediction.v3.avsc``, byte for byte what
 fastavro writes for the record :func:`~precog.scoring.prediction_record` builds: the
 schema and the downstream contract do not change. The writer is compiled for that one
 schema (checked by fingerprint when it is made) and proves itself on a sample record
@@ -115,7 +116,8 @@ class BatchRows:
 
     ``X`` holds the feature values (spec order); ``gaps_ms`` each event's feature age for
     the features ``stateful`` marks (the others have age 0), ``scores`` one array per model
-    in ``models.all`` order.
+    in ``models.all`` order, ``buckets`` each entity's traffic bucket
+    (:meth:`precog.traffic.ArmPlan.buckets`; None: -1 for every row, shadow).
     """
 
     event_ids: Sequence[str]
@@ -126,6 +128,12 @@ class BatchRows:
     scores: Sequence[np.ndarray]
     origins: Sequence[EventContext]
     stateful: Sequence[bool]
+    buckets: np.ndarray | None = None
+
+    def bucket_column(self) -> np.ndarray:
+        if self.buckets is None:
+            return np.full(len(self.event_ids), -1, dtype=np.int64)
+        return np.asarray(self.buckets, dtype=np.int64)
 
 
 class PredictionWriter:
@@ -161,6 +169,12 @@ class PredictionWriter:
         self._prov_head = b"".join(_string(s) for s in (
             namespace, spec_name, event_schema, PREDICTION_LABEL, code_version))
         self._tail = _string(worker) + _string(channel)  # the provenance's last two fields
+        plan = models.plan
+        # per arm: union branch 1 (a Served record), policy, arm, decided_by
+        self._served_heads = [
+            b"\x02" + _string(plan.policy) + _string(name)
+            + _string(models.all[k].model.model_id) + _long(int(models.all[k].model.version))
+            for name, k in zip(plan.names, plan.model_index, strict=True)]
         self._topics: dict[str, bytes] = {}
         self._check_against(codec, feature_names)
 
@@ -180,6 +194,7 @@ class PredictionWriter:
             X=np.linspace(-1.5, 2.5, n).reshape(1, n), gaps_ms=np.array([123_456]),
             scores=[np.array([0.25 + 0.1 * i]) for i in range(len(self.models.all))],
             origins=[EventContext("topic", 3, 2**40)], stateful=[j % 2 == 0 for j in range(n)],
+            buckets=np.array([-1 if self.models.plan.policy == "shadow" else 9_999]),
         )
         mine = self.encode(rows, scored_time=1_700_000_000_500)[0]
         theirs = codec.encode(self.record(rows, 0, scored_time=1_700_000_000_500,
@@ -197,7 +212,7 @@ class PredictionWriter:
             scores=[float(s[i]) for s in rows.scores], feature_names=feature_names,
             values=[float(x) for x in rows.X[i]],
             ages_ms=[int(rows.gaps_ms[i]) if s else 0 for s in rows.stateful],
-            origin=rows.origins[i], **self._context,
+            origin=rows.origins[i], bucket=int(rows.bucket_column()[i]), **self._context,
         )
 
     def encode(self, rows: BatchRows, scored_time: int) -> list[bytes | Exception]:
@@ -213,6 +228,7 @@ class PredictionWriter:
         scored = _long(int(scored_time))
         models = self._models_section(rows, n)
         features = self._features_section(rows, n)
+        served = self._served_section(rows, n)
         topics = self._topics
         out: list[bytes | Exception] = []
         for i in range(n):
@@ -228,7 +244,7 @@ class PredictionWriter:
                     _string(str(rows.entity_ids[i])), self._source, times[i], scored,
                     models[i], features[i], self._prov_head, topic,
                     _SMALL[partition] if 0 <= partition < 1024 else _long(partition),
-                    offsets[i], self._tail,
+                    offsets[i], self._tail, served[i],
                 )))
             except (ValueError, TypeError) as exc:  # e.g. a lone surrogate in an id
                 out.append(exc)
@@ -246,6 +262,24 @@ class PredictionWriter:
                         after)
         columns.append(b"\x00")  # end of the challengers array
         return _rows(columns, n)
+
+    def _served_section(self, rows: BatchRows, n: int) -> list[bytes]:
+        """The ``served`` union of every row: rows grouped by arm, one numpy pass per arm."""
+        plan = self.models.plan
+        column = rows.bucket_column()
+        arms = plan.arms_of(column)
+        tails = zigzag_varints(column)
+        out: list[bytes] = [b""] * n
+        for a in np.unique(arms).tolist():
+            idx = np.flatnonzero(arms == a)
+            k = plan.model_index[a]
+            s = np.asarray(rows.scores[k], dtype=np.float64).reshape(-1)[idx]
+            threshold = self._model_parts[k][1]
+            columns: list[bytes | np.ndarray] = [
+                self._served_heads[a], _doubles(s), ((s >= threshold).astype(np.uint8) << 1)[:, None]]
+            for i, row in zip(idx.tolist(), _rows(columns, len(idx)), strict=True):
+                out[i] = row + tails[i]
+        return out
 
     def _features_section(self, rows: BatchRows, n: int) -> list[bytes]:
         """The features array of every row; rows grouped by the byte length of their age."""

@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from precog.roles import ModelRef, Traffic
+from precog.traffic import ArmPlan
+
 
 class Scorer(Protocol):
     """What the scoring path needs of a loaded model (see precog.models.LoadedModel)."""
@@ -56,6 +59,8 @@ class ModelSet:
     revision: int
     leader: ScoringModel
     challengers: tuple[ScoringModel, ...] = field(default_factory=tuple)
+    #: whose decision is served for each event (precog.traffic); shadow: the leader's
+    plan: ArmPlan = field(default_factory=ArmPlan.shadow)
 
     @property
     def all(self) -> tuple[ScoringModel, ...]:
@@ -64,6 +69,10 @@ class ModelSet:
     def describe(self) -> str:
         parts = [f"leader {self.leader.model.model_id} v{self.leader.model.version}"]
         parts += [f"challenger {c.model.model_id} v{c.model.version}" for c in self.challengers]
+        plan = self.plan
+        if plan.policy != "shadow":
+            parts.append(f"traffic {plan.policy} " + ", ".join(
+                f"{n}={m}" for n, m in zip(plan.names, plan.models, strict=True)))
         return f"revision {self.revision}: " + ", ".join(parts)
 
 
@@ -87,8 +96,19 @@ def make_model_set(
     leader: Scorer,
     challengers: Sequence[Scorer],
     feature_names: Sequence[str],
+    traffic: Traffic | None = None,
+    salt: str = "",
 ) -> ModelSet:
-    """Bind loaded models to the spec's feature order."""
+    """Bind loaded models to the spec's feature order, and the traffic split to them.
+
+    A split naming a model that is not among them (a challenger refused at load) is not
+    applied: the set serves shadow (:attr:`ModelSet.plan` says which).
+    """
+    refs = [ModelRef(m.model_id, int(m.version)) for m in (leader, *challengers)]
+    try:
+        plan = ArmPlan.of(traffic, refs, salt)
+    except KeyError:
+        plan = ArmPlan.shadow(refs[0])
     return ModelSet(
         revision=revision,
         leader=ScoringModel(leader, "leader", columns_for(leader.features, feature_names)),
@@ -96,6 +116,7 @@ def make_model_set(
             ScoringModel(c, "challenger", columns_for(c.features, feature_names))
             for c in challengers
         ),
+        plan=plan,
     )
 
 
@@ -132,8 +153,8 @@ class EventContext:
     offset: int
 
 
-#: The prediction schema records are written with (schemas/prediction.v2.avsc).
-PREDICTION_SCHEMA = "precog.predictions.Prediction/v2"
+#: The prediction schema records are written with (schemas/prediction.v3.avsc).
+PREDICTION_SCHEMA = "precog.predictions.Prediction/v3"
 
 #: The Avro ``long`` range: a feature age outside it is clamped, so encode never overflows.
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
@@ -166,13 +187,20 @@ def prediction_record(
     code_version: str,
     worker: str,
     channel: str = "stream",
+    bucket: int = -1,
 ) -> dict[str, Any]:
-    """The prediction record (schemas/prediction.v2.avsc) of one scored event.
+    """The prediction record (schemas/prediction.v3.avsc) of one scored event.
 
     ``scores`` are in ``models.all`` order (leader first). Feature ages are clamped to the
     Avro ``long`` range (validation bounds event times, so this is only a guard).
+    ``bucket`` is the entity's traffic bucket (:func:`precog.traffic.bucket`; -1 under
+    shadow): it chooses the arm, whose model's decision is ``served``.
     """
     leader, *challengers = models.all
+    plan = models.plan
+    arm = int(plan.arms_of(np.array([bucket]))[0])
+    k = plan.model_index[arm]
+    decider = models.all[k]
     return {
         "prediction_id": prediction_id(spec_name, event_id),
         "event_id": event_id,
@@ -198,7 +226,32 @@ def prediction_record(
             "worker": worker,
             "channel": channel,
         },
+        "served": {
+            "policy": plan.policy,
+            "arm": plan.names[arm],
+            "decided_by": {"model_id": decider.model.model_id,
+                           "version": int(decider.model.version)},
+            "score": float(scores[k]),
+            "label": int(scores[k] >= decider.model.threshold),
+            "bucket": int(bucket),
+        },
     }
+
+
+def served_of(prediction: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's ``served`` part; for a record before v3 (null), the leader's decision.
+
+    >>> served_of({"leader": {"model_id": "m", "version": 2, "score": 0.7, "label": 1},
+    ...            "served": None})["decided_by"]
+    {'model_id': 'm', 'version': 2}
+    """
+    served = prediction.get("served")
+    if served is not None:
+        return dict(served)
+    leader = prediction["leader"]
+    return {"policy": "shadow", "arm": "leader",
+            "decided_by": {"model_id": leader["model_id"], "version": int(leader["version"])},
+            "score": float(leader["score"]), "label": int(leader["label"]), "bucket": -1}
 
 
 def document_id(prediction: Mapping[str, Any], model: Mapping[str, Any]) -> str:
@@ -219,6 +272,8 @@ def prediction_documents(
     into the document's ``amount``, the business amount the dashboards sum.
     """
     leader = prediction["leader"]
+    served = served_of(prediction)
+    decider = (served["decided_by"]["model_id"], served["decided_by"]["version"])
     features = {f["name"]: f["value"] for f in prediction["features"]}
     ages = {f["name"]: f["age_ms"] for f in prediction["features"]}
     prov = dict(prediction["provenance"])
@@ -235,6 +290,11 @@ def prediction_documents(
         "leader_model_id": leader["model_id"],
         "leader_version": leader["version"],
         "leader_label": leader["label"],
+        "policy": served["policy"],
+        "arm": served["arm"],
+        "served_model_id": served["decided_by"]["model_id"],
+        "served_version": served["decided_by"]["version"],
+        "served_label": served["label"],
         "features": features,
         "feature_ages_ms": ages,
         "provenance": prov,
@@ -252,6 +312,7 @@ def prediction_documents(
             "label": m["label"],
             "threshold": m["threshold"],
             "artifact_sha256": m["artifact_sha256"],
+            "served": (m["model_id"], m["version"]) == decider,
         }
         docs.append((document_id(prediction, m), doc))
     return docs

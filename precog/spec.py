@@ -352,6 +352,74 @@ class RetrainingSpec(_Strict):
         return _valid_duration(v)
 
 
+class TrafficArmSpec(_Strict):
+    """One arm of an ``ab`` split: its name, the model that decides for it, its weight."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="arm name in predictions")
+    model: str = Field(description="a model_id of the spec: the version of it that scores"
+                       " (leader or newest challenger) decides for the arm")
+    weight: float = Field(gt=0, description="relative weight (normalised to 10,000 buckets)")
+
+
+class TrafficSpec(_Strict):
+    """Whose decision is served for each event: ``shadow``, ``canary`` or ``ab``.
+
+    ``shadow``: the leader decides; challengers only score. ``canary``: ``candidate`` (a
+    challenger; default: the newest challenger) decides for ``steps[i]`` percent of the
+    entities, chosen by a keyed hash of the entity id (``salt``); every ``interval`` the
+    canary steps up when it has ``min_labels`` labels in its arm since the last step and
+    is not worse than the leader by more than ``max_drop`` (``metric``) nor
+    ``max_error_increase`` (error rate), is rolled back when it is worse by more than
+    either bound (from ``rollback_min_labels`` labels on), and at 100% is promoted to
+    leader. ``ab``: the ``arms`` with their weights (docs/lifecycle.md "Traffic").
+    """
+
+    policy: Literal["shadow", "canary", "ab"] = "shadow"
+    salt: str = Field("", max_length=64, description="key of the entity hash; another salt"
+                      " reshuffles the entities among the arms")
+    candidate: str | None = Field(None, description="canary: the model_id of the candidate"
+                                  " (its newest challenger version); null: the newest challenger")
+    steps: list[float] = Field([5.0, 25.0, 100.0], description="canary: percent of the"
+                               " entities the candidate decides for, step by step; the last"
+                               " is 100 (promotion)")
+    metric: Literal["f1", "precision_at_recall", "roc_auc", "log_loss", "cost"] = "f1"
+    min_labels: int = Field(200, ge=1, description="canary: labels in its arm before a step up")
+    rollback_min_labels: int = Field(50, ge=1, description="canary: labels in its arm before"
+                                     " a rollback can be decided")
+    max_drop: float = Field(0.05, ge=0, description="canary: rolled back when its metric is"
+                            " worse than the leader's on the arm's events by more than this")
+    max_error_increase: float = Field(0.02, ge=0, description="canary: rolled back when its"
+                                      " error rate exceeds the leader's by more than this")
+    interval: str = Field("1h", description="how often the canary is evaluated")
+    arms: list[TrafficArmSpec] = Field([], description="ab: the arms, in bucket order")
+
+    @field_validator("interval")
+    @classmethod
+    def _is_duration(cls, v: str) -> str:
+        return _valid_duration(v)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < s <= 100 for s in v) or any(
+                b <= a for a, b in zip(v, v[1:], strict=False)) or v[-1] != 100:
+            raise ValueError(f"traffic.steps must increase within (0, 100] and end at 100,"
+                             f" got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _arms(self) -> TrafficSpec:
+        if self.policy == "ab":
+            if len(self.arms) < 2:
+                raise ValueError("traffic.arms: an ab policy needs at least two arms")
+            names = [a.name for a in self.arms]
+            if len(set(names)) != len(names):
+                raise ValueError(f"traffic.arms: arm names must be distinct, got {names}")
+        elif self.arms:
+            raise ValueError(f"traffic.arms is only for policy ab, not {self.policy}")
+        return self
+
+
 class PipelineSpec(_Strict):
     """One domain, end to end."""
 
@@ -366,6 +434,7 @@ class PipelineSpec(_Strict):
     simulation: SimulationSpec = SimulationSpec()
     promotion: PromotionSpec = PromotionSpec()
     retraining: RetrainingSpec = RetrainingSpec()
+    traffic: TrafficSpec = TrafficSpec()
     schema_dirs: list[Path] = Field(
         default_factory=list,
         description="directories of this domain's .avsc files, relative to the spec file;"
@@ -396,6 +465,13 @@ class PipelineSpec(_Strict):
         if unknown_drift:
             raise ValueError(f"retraining.data_drift_features {sorted(unknown_drift)} are not"
                              " features")
+        model_ids = {m.model_id for m in self.models}
+        for a in self.traffic.arms:
+            if a.model not in model_ids:
+                raise ValueError(f"traffic.arms: arm {a.name} names unknown model {a.model!r}")
+        if self.traffic.candidate is not None and self.traffic.candidate not in model_ids:
+            raise ValueError(f"traffic.candidate {self.traffic.candidate!r} is not a model of"
+                             " the spec")
         leaders = [m for m in self.models if m.role == "leader"]
         if len(leaders) != 1:
             raise ValueError("exactly one model must have role: leader")

@@ -13,7 +13,7 @@ from precog.errors import DecodeError
 from precog.prediction_reader import PredictionReader
 from precog.prediction_writer import _long, _string
 from tests.unit.test_event_reader import corruptions
-from tests.unit.test_prediction_writer import _rows, _writer
+from tests.unit.test_prediction_writer import _rows, _traffic_writer, _writer
 
 pytestmark = pytest.mark.unit
 
@@ -68,17 +68,33 @@ def test_a_v1_record_is_read_with_the_stream_channel():
     v1 = Codec(schema_versions()["prediction"][:1])
     rec = CODEC.decode(_records(1, 3, seed=4)[0])
     old = {**rec, "provenance": {k: v for k, v in rec["provenance"].items() if k != "channel"}}
+    del old["served"]
     data = v1.encode(old)
-    assert data[:10] == CODEC.header_of(1) != CODEC.header_of(2)
-    assert repr(READER.decode(data)) == repr(CODEC.decode(data)) == repr(rec)  # NaN != NaN
+    assert data[:10] == CODEC.header_of(1) != CODEC.header_of(3)
+    # NaN != NaN: compare the reprs
+    assert repr(READER.decode(data)) == repr(CODEC.decode(data)) == repr({**rec, "served": None})
     assert READER.decode(data)["provenance"]["channel"] == "stream"
+
+
+def test_a_v2_record_is_read_with_served_null_and_the_leader_decides():
+    from precog.avro import schema_versions
+    from precog.scoring import served_of
+
+    v2 = Codec(schema_versions()["prediction"][:2])
+    rec = CODEC.decode(_records(1, 3, seed=6)[0])
+    old = {k: v for k, v in rec.items() if k != "served"}
+    data = v2.encode(old)
+    assert data[:10] == CODEC.header_of(2) != CODEC.header_of(3)
+    got = READER.decode(data)
+    assert repr(got) == repr(CODEC.decode(data)) and got["served"] is None
+    assert served_of(got) == rec["served"]  # shadow: the leader's decision, as v3 writes it
 
 
 def test_a_rest_record_is_read_by_the_compiled_reader():
     names = ["a", "b"]
     rows = _rows(np.random.default_rng(5), 3, names, 1)
     for data in _writer(names, 0, channel="rest").encode(rows, scored_time=1):
-        assert data[:10] == CODEC.header_of(2)
+        assert data[:10] == CODEC.header_of(3)
         assert repr(READER.decode(data)) == repr(CODEC.decode(data))
         assert READER.decode(data)["provenance"]["channel"] == "rest"
 
@@ -105,3 +121,21 @@ def test_corrupted_bodies_get_the_codecs_answer():
     for data in _records(2, 5, seed=4)[:10]:
         for bad in corruptions(data, rng, 200):
             assert _answer(READER.decode, bad) == _answer(CODEC.decode, bad)
+
+
+@pytest.mark.parametrize("policy", ["canary", "ab"])
+def test_served_arms_are_read_by_the_compiled_reader(policy):
+    from precog.prediction_writer import BatchRows
+
+    names = ["a", "b", "c"]
+    writer, _ = _traffic_writer(names, policy)
+    rows = _rows(np.random.default_rng(12), 60, names, 3)
+    entities = [f"card-{i}" for i in range(60)]
+    rows = BatchRows(**{**rows.__dict__, "entity_ids": entities,
+                        "buckets": writer.models.plan.buckets(entities)})
+    arms = set()
+    for data in writer.encode(rows, scored_time=1):
+        got = READER.decode(data)
+        assert repr(got) == repr(CODEC.decode(data))
+        arms.add(got["served"]["arm"])
+    assert len(arms) > 1

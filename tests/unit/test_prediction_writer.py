@@ -11,7 +11,9 @@ import pytest
 from precog.avro import Codec
 from precog.errors import SchemaError
 from precog.prediction_writer import BatchRows, PredictionWriter, zigzag_varints
+from precog.roles import ModelRef, ab, canary
 from precog.scoring import EventContext, make_model_set
+from precog.traffic import bucket
 
 pytestmark = pytest.mark.unit
 
@@ -111,7 +113,7 @@ def test_a_bad_id_fails_only_its_own_row():
 
 def test_refuses_a_codec_of_another_schema():
     models = make_model_set(1, Model("m", 1, ["a"]), [], ["a"])
-    with pytest.raises(SchemaError, match="compiled for precog.predictions.Prediction/v2"):
+    with pytest.raises(SchemaError, match="compiled for precog.predictions.Prediction/v3"):
         PredictionWriter(Codec.for_schema("outcome"), models, ["a"], spec_name="s",
                          namespace="n", event_schema="e", code_version="c", worker="w")
 
@@ -126,3 +128,62 @@ def test_the_channel_is_the_last_provenance_field_and_matches_fastavro():
         assert rec["provenance"]["channel"] == "rest"
         assert data == CODEC.encode(rec)
         assert CODEC.decode(data)["provenance"]["channel"] == "rest"
+
+
+def _traffic_writer(names: list[str], policy: str) -> tuple[PredictionWriter, list[Model]]:
+    leader = Model("lead", 3, names[:1], threshold=0.3)
+    others = [Model("cand-\u00e9", 7, names[-1:], threshold=0.6), Model("third", 1, names)]
+    refs = [ModelRef(m.model_id, m.version) for m in (leader, *others)]
+    traffic = (canary(refs[0], refs[1], 2_500, since=0) if policy == "canary" else
+               ab([("a", refs[2], 1), ("b", refs[0], 1), ("c", refs[1], 2)], since=0))
+    models = make_model_set(9, leader, others, names, traffic=traffic, salt="s")
+    assert models.plan.policy == policy
+    return PredictionWriter(CODEC, models, names, spec_name="tx", namespace="prod",
+                            event_schema="precog.events.Transaction/v1", code_version="abc",
+                            worker="w"), [leader, *others]
+
+
+@pytest.mark.parametrize("policy", ["canary", "ab"])
+def test_served_arm_bytes_equal_fastavro_and_follow_the_arm(policy):
+    names = ["a", "b", "c"]
+    writer, models = _traffic_writer(names, policy)
+    rng = np.random.default_rng(41)
+    rows = _rows(rng, 300, names, 3)
+    rows = BatchRows(**{**rows.__dict__,
+                        "entity_ids": [f"card-{i}" for i in rng.integers(0, 10**6, size=300)]})
+    rows = BatchRows(**{**rows.__dict__, "buckets": writer.models.plan.buckets(rows.entity_ids)})
+    got = writer.encode(rows, scored_time=5)
+    assert got == [CODEC.encode(writer.record(rows, i, scored_time=5, feature_names=names))
+                   for i in range(300)]
+    seen_arms = set()
+    for i, data in enumerate(got):
+        served = CODEC.decode(data)["served"]
+        b = bucket(rows.entity_ids[i], "s")
+        arm = writer.models.plan.arms_of(np.array([b]))[0]
+        k = writer.models.plan.model_index[arm]
+        assert (served["policy"], served["arm"], served["bucket"]) == (
+            policy, writer.models.plan.names[arm], b)
+        assert served["decided_by"] == {"model_id": models[k].model_id,
+                                        "version": models[k].version}
+        assert served["score"] == rows.scores[k][i]
+        assert served["label"] == int(rows.scores[k][i] >= models[k].threshold)
+        seen_arms.add(served["arm"])
+    assert seen_arms == set(writer.models.plan.names)
+
+
+def test_shadow_serves_the_leader_with_bucket_minus_one():
+    names = ["a", "b"]
+    writer = _writer(names, 2)
+    rows = _rows(np.random.default_rng(2), 3, names, 3)
+    for i, data in enumerate(writer.encode(rows, scored_time=1)):
+        served = CODEC.decode(data)["served"]
+        assert (served["policy"], served["arm"], served["bucket"]) == ("shadow", "leader", -1)
+        assert served["decided_by"] == {"model_id": "lead-\u00fc", "version": 12}
+        assert served["score"] == rows.scores[0][i]
+
+
+def test_a_split_naming_a_model_not_loaded_serves_shadow():
+    leader, cand = Model("lead", 1, ["a"]), Model("cand", 1, ["a"])
+    traffic = canary(ModelRef("lead", 1), ModelRef("gone", 1), 500, since=0)
+    models = make_model_set(1, leader, [cand], ["a"], traffic=traffic)
+    assert models.plan.policy == "shadow"
