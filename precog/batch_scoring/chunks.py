@@ -111,9 +111,10 @@ class ChunkScorer:
                     for i, exc in failed]
         rejects.sort(key=lambda line: (line["partition"], line["offset"]))  # input order
         records = [records[i] for i in kept]
+        entity_ids = [str(r[ev.entity_field]) for r in records]
         rows = BatchRows(
             event_ids=[str(r[ev.id_field]) for r in records],
-            entity_ids=[str(r[ev.entity_field]) for r in records],
+            entity_ids=entity_ids, buckets=self.models.plan.buckets(entity_ids),
             event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),
             X=cols.X, gaps_ms=cols.gaps_ms,
             scores=(score_batch(self.models, cols.X) if records
@@ -133,4 +134,4 @@ def take_rows(rows: BatchRows, keep: list[int]) -> BatchRows:
         entity_ids=[rows.entity_ids[i] for i in keep],
         event_times=rows.event_times[keep], X=rows.X[keep], gaps_ms=rows.gaps_ms[keep],
         scores=[s[keep] for s in rows.scores], origins=[rows.origins[i] for i in keep],
-        stateful=rows.stateful)
+        stateful=rows.stateful, buckets=rows.bucket_column()[keep])

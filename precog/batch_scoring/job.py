@@ -146,7 +146,7 @@ def _load_models(req: BatchRequest, record: dict[str, Any] | None) -> ModelSet:
                               f" {req.settings.namespace}: run `precog train` or give --leader")
         record = roles.to_record()
     models = model_set_from_roles(ModelRegistry(req.settings.registry_dir), record,
-                                  Featurizer(req.spec).names)
+                                  Featurizer(req.spec).names, salt=req.spec.traffic.salt)
     wanted = [(c["model_id"], int(c["version"])) for c in [record["leader"],
                                                            *record["challengers"]]]
     if [m.key for m in models.all] != wanted:

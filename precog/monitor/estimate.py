@@ -204,7 +204,7 @@ class EstimationBook:
 
     def records(self, namespace: str, computed_time: int, *, changed_only: bool = True
                 ) -> list[dict[str, Any]]:
-        """``metrics.v1`` records of the windows that changed since the last call: one
+        """``metrics.v2`` records of the windows that changed since the last call: one
         ``estimated_<T>`` (from the scores; ``n_labels`` = predictions) and, once labels
         arrived, one ``realised_<T>`` (``label_coverage`` = labelled / predictions);
         ``event_time`` is the window start."""
@@ -218,7 +218,7 @@ class EstimationBook:
             base = {"namespace": namespace, "model_id": model_id, "version": version,
                     "role": role, "roc_auc": None, "log_loss": None,
                     "label_latency_p50_ms": None, "label_latency_p95_ms": None,
-                    "event_time": start, "computed_time": int(computed_time)}
+                    "event_time": start, "computed_time": int(computed_time), "arm": None}
             out.append({**base, "window": f"{ESTIMATED}_{span}", "n_labels": w.predictions,
                         **_values(w.estimated), "label_coverage": None})
             if w.realised.n:

@@ -114,12 +114,31 @@ def pending_prediction(pred: dict[str, Any]) -> dict[str, Any]:
             for m in models
         ],
         "features": {f["name"]: float(f["value"]) for f in pred.get("features", [])},
+        "served": _served(pred),
     }
 
 
+def _served(pred: dict[str, Any]) -> dict[str, Any]:
+    """Whose decision was served (``served`` of prediction v3; the leader's before it)."""
+    served = pred.get("served")
+    if served is None:
+        leader = pred["leader"]
+        return {"policy": "shadow", "arm": None, "model_id": leader["model_id"],
+                "version": int(leader["version"])}
+    return {"policy": str(served["policy"]),
+            "arm": None if served["policy"] == "shadow" else str(served["arm"]),
+            "model_id": served["decided_by"]["model_id"],
+            "version": int(served["decided_by"]["version"])}
+
+
 def labeled_records(pending: dict[str, Any], outcome: dict[str, Any]) -> list[dict[str, Any]]:
-    """One ``labeled.v1`` record per model that scored the event."""
+    """One ``labeled.v2`` record per model that scored the event; the served one is marked,
+    with the event's traffic arm."""
     latency = int(outcome["outcome_time"]) - pending["event_time"]
+    served = pending.get("served") or {"policy": "shadow", "arm": None,
+                                       "model_id": pending["models"][0]["model_id"],
+                                       "version": pending["models"][0]["version"]}
+    decider = (served["model_id"], served["version"])
     return [
         {
             "model_id": m["model_id"],
@@ -137,6 +156,9 @@ def labeled_records(pending: dict[str, Any], outcome: dict[str, Any]) -> list[di
             "outcome": int(outcome["label"]),
             "label_latency_ms": latency,
             "features": dict(pending.get("features") or {}) or None,
+            "policy": served["policy"],
+            "arm": served["arm"],
+            "served": (m["model_id"], m["version"]) == decider,
         }
         for m in pending["models"]
     ]

@@ -1,9 +1,11 @@
 """Online classification metrics per model with River: cumulative, newest N, last T.
 
-(Just over 400 lines: the windows and the book that holds them share one clock and are
+(Over 400 lines: the windows and the book that holds them share one clock and are
 read together; splitting them would separate a definition from its only user.)
 
-Each (model_id, version, role) gets three windows of the same bundle of River metrics. A
+Each (model_id, version, role) gets three windows of the same bundle of River metrics, and
+so does each traffic arm (canary, ab) of a model: the labels of the events whose served
+decision was that model's, in that arm (``labeled.v2`` ``served`` and ``arm``). A
 window is a function of the labels received so far and of one clock, never of the order
 the labels arrived in:
 
@@ -345,32 +347,49 @@ class ModelMetrics:
 
 
 class MetricsBook:
-    """Online metrics of every model seen, and their ``metrics.v1`` snapshot."""
+    """Online metrics of every model and traffic arm seen, and their ``metrics.v2`` snapshot.
+
+    Keys are ``(model_id, version, role, arm)``; ``arm`` is None for the model on every
+    event it scored.
+    """
 
     def __init__(self, last_n: int = 1000, last_ms: int = 3_600_000) -> None:
         if last_n <= 0 or last_ms <= 0:
             raise ValueError("last_n and last_ms must be > 0")
         self.last_n = last_n
         self.last_ms = last_ms
-        self.models: dict[tuple[str, int, str], ModelMetrics] = {}
+        self.models: dict[tuple[str, int, str, str | None], ModelMetrics] = {}
         self.clock: int | None = None
 
-    def _model(self, model_id: str, version: int, role: str) -> ModelMetrics:
-        key = (model_id, int(version), str(role))
+    def _model(self, model_id: str, version: int, role: str,
+               arm: str | None = None) -> ModelMetrics:
+        key = (model_id, int(version), str(role), arm)
         if key not in self.models:
             self.models[key] = ModelMetrics(self.last_n, self.last_ms)
         return self.models[key]
 
     def observe_prediction(self, pred: dict[str, Any]) -> None:
-        """Count a prediction record for label coverage (each model that scored it)."""
-        for m in [pred["leader"], *pred.get("challengers", [])]:
+        """Count a prediction record for label coverage (each model that scored it, and the
+        served model in its traffic arm)."""
+        models = [pred["leader"], *pred.get("challengers", [])]
+        for m in models:
             self._model(m["model_id"], m["version"], m["role"]).predictions += 1
+        served = pred.get("served")
+        if served is not None and served["policy"] != "shadow":
+            by = served["decided_by"]
+            role = next((str(m["role"]) for m in models if m["model_id"] == by["model_id"]
+                         and int(m["version"]) == int(by["version"])), "challenger")
+            self._model(by["model_id"], by["version"], role, str(served["arm"])).predictions += 1
 
     def observe_labeled(self, rec: dict[str, Any]) -> None:
-        """Add one ``labeled.v1`` record to its model's windows."""
+        """Add one ``labeled.v2`` record to its model's windows (and its arm's, if served)."""
         t = int(rec["outcome_time"])
         self.clock = t if self.clock is None else max(self.clock, t)
         self._model(rec["model_id"], rec["version"], rec["role"]).update(rec, self.clock)
+        arm = rec.get("arm")
+        if arm is not None and rec.get("served"):
+            self._model(rec["model_id"], rec["version"], rec["role"], str(arm)).update(
+                rec, self.clock)
 
     def advance(self, clock: int | None) -> None:
         """Move the clock on to ``clock`` (event time; never back) in every model's window."""
@@ -382,11 +401,12 @@ class MetricsBook:
 
     def snapshot(self, namespace: str, computed_time: int,
                  clock: int | None = None) -> list[dict[str, Any]]:
-        """One ``metrics.v1`` record per model and window (models with labels only),
-        the time windows at the book's clock moved on to ``clock``."""
+        """One ``metrics.v2`` record per model (and traffic arm) and window (with labels
+        only), the time windows at the book's clock moved on to ``clock``."""
         self.advance(clock)
         out: list[dict[str, Any]] = []
-        for (model_id, version, role), mm in sorted(self.models.items()):
+        for (model_id, version, role, arm), mm in sorted(
+                self.models.items(), key=lambda kv: (*kv[0][:3], kv[0][3] or "")):
             if mm.cumulative.n == 0:
                 continue
             for window, bundle in mm.windows():
@@ -401,8 +421,24 @@ class MetricsBook:
                     "label_coverage": None,
                     "event_time": mm.newest_outcome_time,
                     "computed_time": int(computed_time),
+                    "arm": arm,
                 }
                 if window == "cumulative" and mm.predictions:
                     rec["label_coverage"] = min(1.0, mm.cumulative.n / mm.predictions)
                 out.append(rec)
         return out
+
+
+def metrics_doc_id(rec: dict[str, Any]) -> str:
+    """The ``{ns}-metrics`` ``_id`` of a metrics record: model, version, arm, window, time.
+
+    >>> metrics_doc_id({"model_id": "m", "version": 2, "window": "cumulative",
+    ...                 "computed_time": 9, "arm": None})
+    'm:2:cumulative:9'
+    >>> metrics_doc_id({"model_id": "m", "version": 2, "window": "cumulative",
+    ...                 "computed_time": 9, "arm": "canary"})
+    'm:2:arm=canary:cumulative:9'
+    """
+    arm = rec.get("arm")
+    where = "" if arm is None else f"arm={arm}:"
+    return f"{rec['model_id']}:{rec['version']}:{where}{rec['window']}:{rec['computed_time']}"

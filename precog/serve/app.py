@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from starlette.routing import Match
 
 from precog.errors import ServiceUnavailable
-from precog.scoring import DLQ_MESSAGE_LIMIT
+from precog.scoring import DLQ_MESSAGE_LIMIT, served_of
 from precog.serve.auth import KeyCheck
 from precog.serve.schema import TensorError, events_from_v2, json_schema, v2_inputs
 from precog.serve.scoring import Answer, InvalidEvents, ServeScorer
@@ -311,7 +311,10 @@ def _replay_header(answers: list[Answer]) -> dict[str, str]:
 
 
 def _v2_response(name: str, request_id: Any, answers: list[Answer]) -> dict[str, Any]:
-    """A V2 inference response: the decision and every model's score as tensors.
+    """A V2 inference response: the served decision and every model's score as tensors.
+
+    ``label`` and ``score`` are the served decision (the traffic arm's model: the leader
+    under shadow); ``policy``, ``arm`` and ``decided_by`` say whose it is.
 
     The features (values and ages) are ``[n, k]`` tensors; the provenance is in the
     parameters (one JSON string per event, the prediction record's ``provenance``).
@@ -319,13 +322,20 @@ def _v2_response(name: str, request_id: Any, answers: list[Answer]) -> dict[str,
     preds = [a.body["prediction"] for a in answers]
     n = len(preds)
     leader = preds[0]["leader"]
+    served = [served_of(p) for p in preds]
     outputs: list[dict[str, Any]] = [
         {"name": "label", "datatype": "INT64", "shape": [n],
-         "data": [p["leader"]["label"] for p in preds]},
+         "data": [s["label"] for s in served]},
         {"name": "score", "datatype": "FP64", "shape": [n],
-         "data": [p["leader"]["score"] for p in preds]},
+         "data": [s["score"] for s in served]},
         {"name": "prediction_id", "datatype": "BYTES", "shape": [n],
          "data": [p["prediction_id"] for p in preds]},
+        {"name": "policy", "datatype": "BYTES", "shape": [n],
+         "data": [s["policy"] for s in served]},
+        {"name": "arm", "datatype": "BYTES", "shape": [n], "data": [s["arm"] for s in served]},
+        {"name": "decided_by", "datatype": "BYTES", "shape": [n],
+         "data": [f"{s['decided_by']['model_id']}:v{s['decided_by']['version']}"
+                  for s in served]},
     ]
     # a repeated event's answer may come from an earlier model set: null where a model
     # did not score that event

@@ -33,7 +33,7 @@ import orjson
 
 from precog.errors import EventError, ServiceUnavailable
 from precog.features import DIRECT_PARTITION, EntityState, Featurizer
-from precog.scoring import EventContext, ModelSet
+from precog.scoring import EventContext, ModelSet, served_of
 from precog.services.agents.score import (
     Writers,
     encode_predictions,
@@ -235,18 +235,20 @@ class ServeScorer:
         return answers
 
     def _answer(self, value: bytes, state: str) -> dict[str, Any]:
-        """The response for one event: the published prediction record, and the decision.
+        """The response for one event: the published prediction record, and the served
+        decision (the traffic arm's model: the leader under shadow) with its arm.
 
         ``state``: ``updated``, ``read-only``, or ``already-applied`` (the entity's state
         held this event already: scored here before, its answer expired).
         """
         prediction = self.prediction_codec.decode(value)
-        leader = prediction["leader"]
+        served = served_of(prediction)
         return {
             "event_id": prediction["event_id"],
             "prediction_id": prediction["prediction_id"],
-            "decision": {"label": leader["label"], "score": leader["score"],
-                         "model_id": leader["model_id"], "version": leader["version"]},
+            "decision": {"label": served["label"], "score": served["score"],
+                         **served["decided_by"], "policy": served["policy"],
+                         "arm": served["arm"]},
             "state": state,
             "prediction": prediction,
         }

@@ -28,6 +28,7 @@ from precog.services.runtime import Runtime, now_ms
 from precog.errors import EventError, PrecogError
 from precog.monitor import Monitor, MonitorConfig, Reference
 from precog.monitor.health import health_doc_id
+from precog.monitor.metrics import metrics_doc_id
 from precog.monitor.quality import source_of_topic
 from precog.spec import parse_duration
 
@@ -169,8 +170,7 @@ class MonitorAgent:
             (a["alert_id"].encode(), alert_codec.encode(a), None, None) for a in out.alerts
         ], "monitor: publish alerts")
         actions = [{"_op_type": "index", "_index": s.index("metrics"),
-                    "_id": f"{r['model_id']}:{r['version']}:{r['window']}:{r['computed_time']}",
-                    "_source": r} for r in out.metrics]
+                    "_id": metrics_doc_id(r), "_source": r} for r in out.metrics]
         actions += [{"_op_type": "index", "_index": s.index("alerts"), "_id": a["alert_id"],
                      "_source": a} for a in out.alerts]
         actions += [{"_op_type": "index", "_index": s.index("pipeline-health"),

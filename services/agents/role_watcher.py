@@ -85,7 +85,8 @@ class RoleWatcher:
             current = self.rt.models
             if current is not None and record["revision"] <= current.revision:
                 return
-            models = model_set_from_roles(self.registry, record, self.names)
+            models = model_set_from_roles(self.registry, record, self.names,
+                                          salt=self.rt.spec.traffic.salt)
         except PrecogError as exc:
             log.error("model roles not applied, keeping the current models: %s", exc)
             return

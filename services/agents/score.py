@@ -172,10 +172,11 @@ def encode_predictions(
         return [], []
     ev = rt.spec.event
     X = columns.X
+    entity_ids = [str(v.record[ev.entity_field]) for v in valid]
     rows = BatchRows(
         gaps_ms=columns.gaps_ms, stateful=columns.stateful,
         event_ids=[str(v.record[ev.id_field]) for v in valid],
-        entity_ids=[str(v.record[ev.entity_field]) for v in valid],
+        entity_ids=entity_ids, buckets=models.plan.buckets(entity_ids),
         event_times=np.array([int(v.record[ev.time_field]) for v in valid], dtype=np.int64),
         X=X, scores=score_batch(models, X), origins=[v.origin for v in valid],
     )

@@ -53,7 +53,7 @@ def test_every_version_needs_an_id_and_framing_happens_once() -> None:
 
 
 def test_the_compiled_writer_and_reader_take_the_five_byte_header() -> None:
-    framed = Codec.for_schema("prediction").confluent({1: 2, 2: 3})  # v2 writes, id 3
+    framed = Codec.for_schema("prediction").confluent({1: 2, 2: 4, 3: 3})  # v3 writes, id 3
     names = ["f0", "f1", "f2"]
     rows = _rows(np.random.default_rng(3), 40, names, 2)
     single = [r for r in _writer(names, 1).encode(rows, scored_time=5) if isinstance(r, bytes)]

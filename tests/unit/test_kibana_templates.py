@@ -32,7 +32,9 @@ def _documented(section: str) -> dict[str, str]:
 
 
 def _avro(name: str) -> dict[str, str]:
-    schema = json.loads((resources.schema_dir() / f"{name}.v1.avsc").read_text())
+    newest = max(resources.schema_dir().glob(f"{name}.v*.avsc"),
+                 key=lambda p: int(p.name.split(".v")[1].split(".")[0]))
+    schema = json.loads(newest.read_text())
     out = {}
     for f in schema["fields"]:
         t = f["type"]
