@@ -275,8 +275,8 @@ class PredictionWriter:
             k = plan.model_index[a]
             s = np.asarray(rows.scores[k], dtype=np.float64).reshape(-1)[idx]
             threshold = self._model_parts[k][1]
-            columns: list[bytes | np.ndarray] = [
-                self._served_heads[a], _doubles(s), ((s >= threshold).astype(np.uint8) << 1)[:, None]]
+            label = ((s >= threshold).astype(np.uint8) << 1)[:, None]
+            columns: list[bytes | np.ndarray] = [self._served_heads[a], _doubles(s), label]
             for i, row in zip(idx.tolist(), _rows(columns, len(idx)), strict=True):
                 out[i] = row + tails[i]
         return out

@@ -19,6 +19,11 @@ One evaluation (:func:`evaluate`):
 The labelled window is read from the first record whose timestamp is at or after the
 window's start (a labelled record is produced when its outcome joins, after the event),
 to the high watermark.
+
+:func:`evaluate_traffic` does the same for the spec's traffic policy
+(:mod:`precog.lifecycle.canary`): its evidence is the canary arm's joined labels since the
+current step; a start, step, promotion or rollback is applied through the same
+revision-checked path.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ from precog.services.model_control import publish_roles, read_roles
 from precog.errors import ConfigError, PrecogError, ServiceUnavailable
 from precog.io import kafka
 from precog.io.elasticsearch import elasticsearch_client
+from precog.lifecycle.canary import (
+    apply_traffic,
+    arm_window,
+    decide_traffic,
+    traffic_decision_id,
+    window_end,
+)
 from precog.lifecycle.policy import (
     Decision,
     LabelledWindow,
@@ -46,7 +58,7 @@ from precog.lifecycle.policy import (
     window_bounds,
 )
 from precog.registry import ModelRegistry
-from precog.roles import ModelRef, Roles, promote
+from precog.roles import CANARY_ARM, ModelRef, Roles, promote
 from precog.schema_registry import namespace_codec
 from precog.settings import Settings
 from precog.spec import PipelineSpec
@@ -228,6 +240,59 @@ def evaluate(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = Non
         return Outcome(record, True, False, roles, "dry run: nothing recorded")
     kept = record_decision(settings, spec, record)
     applied, after, note = _apply(settings, spec, registry, kept, now)
+    return Outcome(kept, kept is record, applied, after, note)
+
+
+def _apply_traffic(settings: Settings, spec: PipelineSpec, registry: ModelRegistry,
+                   decision: dict[str, Any], now_ms: int) -> tuple[bool, Roles, str]:
+    roles = read_roles(settings, spec.name)
+    assert roles is not None
+    if decision["action"] == "keep":
+        return False, roles, ""
+    if roles.revision != int(decision["roles_revision"]):
+        return False, roles, (f"not applied: the roles are at revision {roles.revision}, the"
+                              f" decision was made on {decision['roles_revision']}")
+    if decision.get("chosen") and decision["action"] in ("start", "step", "promote"):
+        ref = ModelRef.from_record(dict(decision["chosen"]))
+        registry.verify_for(spec, ref.model_id, ref.version)
+    new = apply_traffic(spec.traffic, roles, decision, now_ms=now_ms)
+    if new is None:
+        return False, roles, ""
+    publish_roles(settings, new)
+    return True, new, ""
+
+
+def evaluate_traffic(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = None,
+                     apply: bool = True, echo: Callable[[str], None] | None = None) -> Outcome:
+    """One evaluation of ``spec.traffic`` (module docstring). ``apply=False``: decide and
+    show, record nothing."""
+    say = echo or (lambda _m: None)
+    policy = spec.traffic
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    roles = read_roles(settings, spec.name)
+    if roles is None:
+        raise ConfigError(f"{spec.name} has no roles yet: run `precog train` first")
+    registry = ModelRegistry(settings.registry_dir)
+    end = window_end(policy, now)
+    did = traffic_decision_id(spec.name, end)
+    found = find_decision(settings, did) if apply else None
+    if found is not None:
+        say(f"traffic decision {did} for the interval ending {end} was made before: applying it")
+        applied, after, note = _apply_traffic(settings, spec, registry, found, now)
+        return Outcome(found, False, applied, after, note)
+    start = roles.traffic.since if roles.traffic is not None else end
+    records: list[dict[str, Any]] = []
+    if roles.traffic is not None and roles.traffic.policy == "canary":
+        say(f"reading the canary arm's joined labels of {settings.topic('labeled')} since"
+            f" {start}")
+        records = list(labelled_records(settings, spec, start))
+    window = arm_window(records, CANARY_ARM, start, max(start, end))
+    decision = decide_traffic(policy, roles, window, now_ms=now)
+    record = decision.to_record()
+    if not apply:
+        return Outcome(record, True, False, roles, "dry run: nothing recorded")
+    kept = record_decision(settings, spec, record)
+    applied, after, note = _apply_traffic(settings, spec, registry, kept, now)
     return Outcome(kept, kept is record, applied, after, note)
 
 

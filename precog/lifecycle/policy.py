@@ -127,7 +127,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Decision:
-    """Promote one challenger, or keep the leader: the ``decision.v1`` record."""
+    """Promote one challenger, or keep the leader (or a traffic decision,
+    :mod:`precog.lifecycle.canary`): the ``decision.v2`` record."""
 
     decision_id: str
     spec: str
@@ -146,6 +147,7 @@ class Decision:
     alpha: float
     candidates: tuple[Candidate, ...] = field(default_factory=tuple)
     kind: str = "promotion"
+    traffic: dict[str, Any] | None = None  # kind traffic: decision.v2 TrafficEvidence
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -166,6 +168,7 @@ class Decision:
             "test": self.test,
             "alpha": self.alpha,
             "candidates": [c.to_record() for c in self.candidates],
+            "traffic": self.traffic,
         }
 
 

@@ -1,4 +1,8 @@
-"""The promotion policy inside the worker: evaluate ``spec.promotion`` on a timer.
+"""The promotion and traffic policies inside the worker: evaluate them on timers.
+
+The traffic policy (``spec.traffic``, canary or ab) is evaluated the same way, with
+:func:`precog.services.lifecycle.evaluate_traffic` on a timer of its own ``interval``;
+nothing runs for ``shadow``.
 
 Nothing runs for the ``manual`` policy. For ``best-recent`` a timer ticks four times per
 evaluation interval (between 10 s and 15 min); each tick runs
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from precog.services.lifecycle import evaluate
+from precog.services.lifecycle import evaluate, evaluate_traffic
 from precog.services.runtime import Runtime
 
 from precog.errors import PrecogError
@@ -31,6 +35,7 @@ def tick_seconds(interval: str) -> float:
 
 
 def register(rt: Runtime) -> None:
+    _register_traffic(rt)
     policy = rt.spec.promotion
     if policy.policy == "manual":
         log.info("promotion policy manual: leader changes come from `precog models`")
@@ -49,4 +54,26 @@ def register(rt: Runtime) -> None:
         if out.made_now or out.applied:
             d = out.decision
             log.info("promotion decision %s: %s (%s)%s", d["decision_id"], d["action"],
+                     d["reason"], "; applied" if out.applied else "")
+
+
+def _register_traffic(rt: Runtime) -> None:
+    policy = rt.spec.traffic
+    if policy.policy == "shadow":
+        return
+
+    @rt.app.timer(tick_seconds(policy.interval))
+    async def _evaluate_traffic() -> None:
+        if rt.stopping:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            out = await loop.run_in_executor(None, lambda: evaluate_traffic(rt.settings,
+                                                                            rt.spec))
+        except PrecogError as exc:
+            log.warning("traffic policy not evaluated: %s", exc)
+            return
+        if out.made_now or out.applied:
+            d = out.decision
+            log.info("traffic decision %s: %s (%s)%s", d["decision_id"], d["action"],
                      d["reason"], "; applied" if out.applied else "")
