@@ -76,7 +76,7 @@ def test_setup_registers_every_topic_backward_and_again_changes_nothing(confluen
     first = {n: sr.get_latest_version(n).schema_id for n in mine}
     again = register_schemas(confluent, spec)
     assert {n: ids[-1] for n, ids in again.items()} == first
-    # every version of each schema once (prediction has v1 and v2), none added by the rerun
+    # every version of each schema once (prediction has v1, v2 and v3), none added by the rerun
     assert {subject(t): sr.get_versions(subject(t)) for t in topics} == {
         subject(t): list(range(1, len(Codec.for_schema(s).versions) + 1))
         for t, s in topics.items()}
@@ -200,7 +200,7 @@ def test_precog_setup_registers_the_subjects_of_a_confluent_namespace(stack):
         lines = result.output.splitlines()
         assert f"namespace {ns}: Confluent wire format, schema registry" \
                f" {settings.schema_registry.url}" in lines
-        assert f"subject {ns}.predictions-value: prediction v2 (ids" in result.output
+        assert f"subject {ns}.predictions-value: prediction v3 (ids" in result.output
         assert sum(ln.startswith(f"subject {ns}.") for ln in lines) == 11
         assert len([n for n in _registry(settings).get_subjects() if n.startswith(f"{ns}.")]) == 11
     finally:

@@ -160,7 +160,7 @@ def test_v1_scores_with_the_stream_features_models_and_publishes_channel_rest(
         assert pred["provenance"]["channel"] == "rest"
         assert pred["provenance"]["partition"] == -1 and pred["provenance"]["offset"] == -1
         assert pred["provenance"]["spec"] == spec.name
-        assert pred["provenance"]["prediction_schema"] == "precog.predictions.Prediction/v2"
+        assert pred["provenance"]["prediction_schema"] == "precog.predictions.Prediction/v3"
         models = [pred["leader"], *pred["challengers"]]
         assert {m["model_id"] for m in models} == {"fraud-lgbm", "fraud-logreg"}
         # every model's score is the registered artifact's, on the spec's features
@@ -170,16 +170,18 @@ def test_v1_scores_with_the_stream_features_models_and_publishes_channel_rest(
             x = np.array([[vec.values[c] for c in cols]])
             assert m["score"] == float(loaded.predict_proba(x)[0])
             assert m["artifact_sha256"] == loaded.artifact_sha256
+        # shadow: the leader's decision is served
         assert answer["decision"] == {"label": pred["leader"]["label"],
                                       "score": pred["leader"]["score"],
                                       "model_id": pred["leader"]["model_id"],
-                                      "version": pred["leader"]["version"]}
+                                      "version": pred["leader"]["version"],
+                                      "policy": "shadow", "arm": "leader"}
 
-    # both predictions are on {ns}.predictions, decodable with schemas/prediction.v2.avsc
+    # both predictions are on {ns}.predictions, decodable with schemas/prediction.v3.avsc
     msgs = [m for m in read_topic(served, served.topic("predictions"), 2, timeout=30, settle=1)
             if m.key().decode() in {e["event_id"] for e in events}]
     codec = Codec.for_schema("prediction")
-    assert codec.writer.label == "precog.predictions.Prediction/v2"
+    assert codec.writer.label == "precog.predictions.Prediction/v3"
     decoded = {codec.decode(m.value())["event_id"]: codec.decode(m.value()) for m in msgs}
     assert len(msgs) == 2
     for answer in answers:
