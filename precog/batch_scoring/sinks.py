@@ -45,13 +45,18 @@ def _pa() -> Any:
 
 
 def arrow_type(avro: Any, pa: Any) -> Any:
-    """The Arrow type of an Avro type of the prediction schema (no unions there)."""
+    """The Arrow type of an Avro type of the prediction schema (a union is its one non-null
+    branch: ``served``, nullable)."""
+    if isinstance(avro, list):
+        (branch,) = [b for b in avro if b != "null"]
+        return arrow_type(branch, pa)
     if isinstance(avro, str):
         return {"string": pa.string(), "long": pa.int64(), "int": pa.int32(),
                 "double": pa.float64(), "boolean": pa.bool_()}[avro]
     kind = avro["type"]
     if kind == "record":
-        return pa.struct([pa.field(f["name"], arrow_type(f["type"], pa), nullable=False)
+        return pa.struct([pa.field(f["name"], arrow_type(f["type"], pa),
+                                   nullable=isinstance(f["type"], list))
                           for f in avro["fields"]])
     if kind == "enum":
         return pa.string()
@@ -114,6 +119,28 @@ class ParquetRows:
         ], names=["model_id", "version", "role", "score", "label", "threshold",
                   "artifact_sha256"])
 
+    def _served(self, rows: BatchRows, n: int) -> Any:
+        """The ``served`` structs: each row's arm (by its bucket) and that arm's model."""
+        pa, plan, models = self.pa, self.models.plan, self.models.all
+        buckets = rows.bucket_column()
+        arms = plan.arms_of(buckets)
+        k = np.asarray(plan.model_index, dtype=np.int64)[arms]
+        scores = (np.stack([np.asarray(x, dtype=np.float64) for x in rows.scores], axis=1)
+                  if n else np.empty((0, len(models))))
+        s = scores[np.arange(n), k]
+        thresholds = np.array([float(m.model.threshold) for m in models])[k]
+        decided_by = pa.StructArray.from_arrays([
+            pa.array([models[i].model.model_id for i in k.tolist()], pa.string()),
+            pa.array(np.array([int(m.model.version) for m in models], np.int32)[k]),
+        ], names=["model_id", "version"])
+        return pa.StructArray.from_arrays([
+            pa.array([plan.policy] * n, pa.string()),
+            pa.array([plan.names[a] for a in arms.tolist()], pa.string()),
+            decided_by, pa.array(s, pa.float64()),
+            pa.array((s >= thresholds).astype(np.int32)),
+            pa.array(buckets.astype(np.int32)),
+        ], names=["policy", "arm", "decided_by", "score", "label", "bucket"])
+
     def table(self, rows: BatchRows, scored_time: int) -> Any:
         pa = self.pa
         n, f = len(rows.event_ids), len(self.names)
@@ -156,6 +183,7 @@ class ParquetRows:
             listed(self._scores(n, challengers, rows.scores[1:]), k),
             listed(features, f),
             provenance,
+            self._served(rows, n),
         ], names=self.schema.names)
         return table.cast(self.schema)
 
