@@ -22,13 +22,16 @@ from precog.roles import (
     ModelRef,
     Roles,
     add_challenger,
+    canary,
     initial_roles,
     remove_challenger,
     rollback,
     set_leader,
+    set_traffic,
 )
 from precog.settings import Settings
 from precog.spec import PipelineSpec, load_spec
+from precog.traffic import percent_to_weight
 
 app = typer.Typer(help="Registered models and their leader/challenger roles.",
                   no_args_is_help=True)
@@ -54,8 +57,11 @@ def _who() -> str:
 def _roles_line(roles: Roles) -> str:
     ch = ", ".join(map(str, roles.challengers)) or "none"
     prev = ", ".join(map(str, roles.previous_leaders)) or "none"
+    t = roles.traffic
+    split = "shadow" if t is None else f"{t.policy} " + ", ".join(
+        f"{a.name} {a.model} {a.weight / 100:g}%" for a in t.arms)
     return (f"{roles.spec} roles revision {roles.revision}: leader {roles.leader};"
-            f" challengers {ch}; previous leaders {prev}")
+            f" challengers {ch}; previous leaders {prev}; traffic {split}")
 
 
 # --------------------------------------------------------------------------- read
@@ -221,6 +227,10 @@ def _decision_lines(rec: dict) -> list[str]:
             + f"  [{rec['policy']}, {rec['metric']}, {rec['test']}, margin {rec['margin']},"
             f" window {_iso(int(rec['window_start']))} .. {_iso(int(rec['window_end']))}]")
     lines = [head, f"    {rec['reason']}"]
+    ev = rec.get("traffic")
+    if ev:
+        lines.append(f"    traffic: {ev['arm']} {ev['from_percent']:g}% -> {ev['to_percent']:g}%,"
+                     f" {ev['arm_labels']} arm labels since {_iso(int(ev['since']))}")
     for c in rec.get("candidates", []):
         lines.append(f"    {c['model_id']} v{c['version']}: {c['status']}"
                      + (f" (n={c['n']}, gain {c['gain']:+.4f}, p={c['p_value']:.4f})"
@@ -268,3 +278,70 @@ def decisions_cmd(
     for rec in found:
         for line in _decision_lines(rec):
             typer.echo(line)
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+@app.command("traffic")
+def traffic_cmd(
+    spec: SpecOption = None,
+    canary_model: Annotated[str | None, typer.Option(
+        "--canary", help="MODEL:VERSION, a challenger: serve its decisions to --percent")] = None,
+    percent: Annotated[float | None, typer.Option(
+        "--percent", min=0.01, max=99.99, help="the canary's share of the entities")] = None,
+    shadow: Annotated[bool, typer.Option("--shadow", help="end the split: the leader decides")
+                      ] = False,
+    reason: ReasonOption = "",
+) -> None:
+    """Show the traffic split, or change it now (a new roles revision every worker reloads).
+
+    The spec's traffic policy moves a canary on from there (`precog models evaluate-traffic`).
+    """
+    from precog.services.model_control import publish_roles, read_roles
+
+    settings, pipeline, registry = _context(spec)
+    current = read_roles(settings, pipeline.name)
+    if current is None:
+        raise ConfigError(f"{pipeline.name} has no roles yet: set a leader first")
+    if canary_model is None and not shadow:
+        typer.echo(_roles_line(current))
+        return
+    at = int(time.time() * 1000)
+    if shadow:
+        new = set_traffic(current, None, at=at, by=_who(), reason=reason)
+    else:
+        if percent is None:
+            raise ConfigError("--canary needs --percent (the candidate's share of the entities)")
+        model_id, _, version = (canary_model or "").rpartition(":")
+        if not model_id or not version.isdigit():
+            raise ConfigError(f"--canary {canary_model!r}: use MODEL:VERSION, e.g. fraud-logreg:2")
+        ref = ModelRef(model_id, int(version))
+        verify_ref(registry, pipeline, ref)
+        new = set_traffic(current, canary(current.leader, ref, percent_to_weight(percent),
+                                          since=at), at=at, by=_who(), reason=reason)
+    publish_roles(settings, new)
+    typer.echo(_roles_line(new))
+
+
+@app.command("evaluate-traffic")
+def evaluate_traffic_cmd(
+    spec: SpecOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run",
+                                          help="decide and show; record and change nothing")
+                       ] = False,
+) -> None:
+    """Evaluate the spec's traffic policy once: start, step up, promote or roll back a canary.
+
+    One decision per `traffic.interval`, recorded in {ns}-decisions and applied once.
+    """
+    from precog.services.lifecycle import evaluate_traffic
+
+    settings, pipeline, _ = _context(spec)
+    out = evaluate_traffic(settings, pipeline, apply=not dry_run, echo=typer.echo)
+    for line in _decision_lines(out.decision):
+        typer.echo(line)
+    if out.note:
+        typer.echo(out.note)
+    if out.applied:
+        typer.echo("applied: " + _roles_line(out.roles))

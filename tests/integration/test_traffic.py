@@ -18,17 +18,18 @@ import yaml
 from confluent_kafka import Producer
 from precog.services import lifecycle
 from precog.services.lifecycle import evaluate_traffic, recent_decisions
-from precog.services.model_control import publish_roles, read_roles
+from precog.services.model_control import read_roles
 from precog.services.runtime import now_ms
 
 from precog.avro import Codec
 from precog.io.kafka import read_to_end
-from precog.roles import ModelRef, canary, set_traffic
+from precog.roles import ModelRef, canary
 from precog.settings import Settings
 from precog.spec import TrafficSpec, load_spec
 from precog.traffic import bucket
 from tests.conftest import ROOT, unique_namespace
 from tests.e2e.helpers import read_topic
+from tests.integration.test_lifecycle import _cli
 from tests.integration.test_serve import AUTH, KEY, _event, _post, serving
 
 pytestmark = pytest.mark.integration
@@ -84,9 +85,13 @@ def test_serve_answers_follow_a_stable_per_entity_canary_arm(canary_ns):
     settings, spec = canary_ns
     roles = read_roles(settings, spec.name)
     assert (roles.leader, roles.challengers) == (LGBM, (LOGREG,))
-    live = set_traffic(roles, canary(LGBM, LOGREG, int(WEIGHT * 10_000), since=now_ms()),
-                       at=now_ms(), by="test")
-    publish_roles(settings, live)
+    # the split is changed at runtime by `precog models traffic` (a new roles revision)
+    shown = _cli(settings, "models", "traffic", "--canary", "fraud-logreg:1", "--percent",
+                 str(WEIGHT * 100))
+    assert "traffic canary canary fraud-logreg v1 30%, leader fraud-lgbm v1 70%" in shown
+    live = read_roles(settings, spec.name)
+    assert live.revision == roles.revision + 1
+    assert live.traffic == canary(LGBM, LOGREG, 3000, since=live.traffic.since)
     with serving(settings) as url:
         deadline = time.monotonic() + 30
         while httpx.get(f"{url}/v2/models/{spec.name}", headers=AUTH).json()[
@@ -131,6 +136,8 @@ def test_serve_answers_follow_a_stable_per_entity_canary_arm(canary_ns):
     got = {codec.decode(m.value())["event_id"]: codec.decode(m.value()) for m in msgs}
     assert got.keys() >= ids.keys()
     assert all(got[i]["served"] == ids[i]["served"] for i in ids)
+    assert "traffic shadow" in _cli(settings, "models", "traffic", "--shadow")
+    assert read_roles(settings, spec.name).traffic is None
 
 
 def _produce_arm_labels(settings: Settings, n: int, *, start: int, cand_edge: float,
