@@ -1,5 +1,8 @@
 """Scoring policy: which models score a batch, and the records a scored event becomes.
 
+(Over 400 lines: the prediction record, its served decision, its documents and the dead
+letter of an event that does not become one are the one contract of the scoring path.)
+
 Pure: no Kafka, Redis or Elasticsearch here. The score agent decodes, featurizes, calls
 :func:`score_batch` and :func:`prediction_record`, and sends; the index agent turns each
 prediction into documents with :func:`prediction_documents`.
