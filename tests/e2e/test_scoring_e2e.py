@@ -219,3 +219,48 @@ def test_a_second_domain_needs_only_a_spec_and_a_schema(stack, tmp_path):
         assert records[0]["provenance"]["event_schema"].endswith("/v1")
     finally:
         drop_namespace(s)
+
+
+def test_a_canary_split_in_the_worker_follows_each_entitys_bucket_through_a_step(
+        settings, tmp_path):
+    from precog.roles import canary, set_traffic
+    from precog.traffic import bucket
+
+    spec, _ = _trained(settings, tmp_path)
+    lgbm, logreg = ModelRef("fraud-lgbm", 1), ModelRef("fraud-logreg", 1)
+    roles = read_roles(settings, spec.name)
+    at = int(time.time() * 1000)
+    at40 = set_traffic(roles, canary(lgbm, logreg, 4000, since=at), at=at, by="test")
+    publish_roles(settings, at40)
+    n = 900
+    with running_worker(settings, tmp_path):
+        result: dict[str, Any] = {}
+        producer = threading.Thread(
+            target=lambda: result.update(s=produce_live(
+                settings, spec, n, 300.0, SimConfig(seed=6), progress=False, outcome_wait_s=0)),
+        )
+        producer.start()
+        time.sleep(1.5)  # about half the stream is out: step the canary up to 80%
+        at = int(time.time() * 1000)
+        publish_roles(settings, set_traffic(at40, canary(lgbm, logreg, 8000, since=at),
+                                            at=at, by="test"))
+        producer.join(60)
+        predictions = read_topic(settings, settings.topic("predictions"), n)
+
+    records = decode_all(predictions, "prediction")
+    assert len({r["event_id"] for r in records}) == n
+    weights = set()
+    for r in records:
+        served, b = r["served"], bucket(r["entity_id"], spec.traffic.salt)
+        assert served["policy"] == "canary" and served["bucket"] == b
+        if b < 4000:  # in the canary at both weights
+            assert served["arm"] == "canary"
+        elif b >= 8000:  # in the canary at neither
+            assert served["arm"] == "leader"
+        else:
+            weights.add(served["arm"])  # leader before the step, canary after
+        decider = r["challengers"][0] if served["arm"] == "canary" else r["leader"]
+        assert served["decided_by"] == {"model_id": decider["model_id"],
+                                        "version": decider["version"]}
+        assert (served["score"], served["label"]) == (decider["score"], decider["label"])
+    assert weights == {"leader", "canary"}, "the step should land mid-stream"
