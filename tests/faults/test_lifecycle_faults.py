@@ -42,7 +42,7 @@ def _spec_with_policy(settings: Settings, tmp_path: Path) -> Path:
     return path
 
 
-def _clear_of_the_interval_boundary(margin_s: float = 100.0) -> int:
+def _clear_of_the_interval_boundary(margin_s: float = 75.0) -> int:
     """Now, at least ``margin_s`` before the next hour: the whole scenario is one interval."""
     now = int(time.time() * 1000)
     left = HOUR - now % HOUR
