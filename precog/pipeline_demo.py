@@ -1,6 +1,13 @@
-"""The full pipeline demo: history -> training -> a live worker -> reconciliation, metrics, report.
+"""The full pipeline demo: history -> training -> a live worker -> drift -> retrain -> decision.
 
-(About 400 lines: one script read top to bottom, each step a function in the order it runs.)
+(About 600 lines: one script read top to bottom, each step a function in the order it runs.)
+
+The story (docs/lifecycle.md): the live stream's scheduled concept drift raises an alert;
+the retrain controller (what ``precog retrain watch`` runs) sees it, retrains the spec's
+models on the deployment's own topics and registers them as challengers; the world after
+the drift streams on while every model scores every event; the promotion policy then
+promotes a challenger on paired evidence or keeps the leader with the reason, and the demo
+prints the decision trail from ``{ns}-decisions``.
 
 Runs in its own namespace (``demo`` unless told otherwise), which it resets first, so it
 gives the same result every time and never touches ``prod``. The model registry, the
@@ -19,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from precog.settings import Settings
-from precog.spec import PipelineSpec, PromotionSpec, load_spec
+from precog.spec import (
+    PipelineSpec,
+    PromotionSpec,
+    RetrainingSpec,
+    load_spec,
+    parse_duration,
+)
 
 
 def say(msg: str) -> None:
@@ -37,7 +50,10 @@ class DemoPlan:
     from is the same world just before the live stream, and its entity state is backfilled
     into Redis, so live features continue from it. The defaults make every monitor fire:
     concept drift and data drift on one feature after ``concept_drift_at``, a volume drop
-    across many one-hour windows, and garbage records.
+    across many one-hour windows, and garbage records. After the stream the demo waits at
+    most ``trigger_wait_s`` for the retrain that the drift alert triggers, then streams
+    ``after_retrain_events`` more of the drifted world (from the next volume window on): the
+    evidence the promotion policy decides on.
     """
 
     history_events: int = 60_000
@@ -53,6 +69,9 @@ class DemoPlan:
     volume_drop: float = 0.3
     outcome_delay_days: float = 1.5
     outcome_wait_s: float = 45.0
+    after_retrain_events: int = 9_000
+    trigger_wait_s: float = 60.0
+    min_labels: int = 500  # the promotion policy's minimum of paired labelled events
     seed: int = 7
 
     @classmethod
@@ -60,7 +79,8 @@ class DemoPlan:
         """About a minute of streaming."""
         return cls(history_events=40_000, live_events=9_000, rate=150.0, concept_drift_at=3_000,
                    data_drift_at=3_000, volume_drop_at=4_500, volume_drop_len=2_000,
-                   outcome_delay_days=0.5, outcome_wait_s=25.0)
+                   outcome_delay_days=0.5, outcome_wait_s=25.0, after_retrain_events=6_000,
+                   trigger_wait_s=45.0)
 
     @property
     def event_ms_per_event(self) -> float:
@@ -89,8 +109,11 @@ def simulate_and_train(settings: Settings, spec: PipelineSpec, home: Path, plan:
     from precog.simulate import write_history
 
     days = plan.history_events * plan.event_ms_per_event / 86_400_000
-    # the live run's latest possible start: it must end before now
-    live_start = int(time.time() * 1000 - 1.05 * plan.live_events * plan.event_ms_per_event)
+    # the live runs' latest possible start: both must end before now, with a gap of two
+    # volume windows between them
+    live = plan.live_events + plan.after_retrain_events
+    live_start = int(time.time() * 1000 - 1.05 * live * plan.event_ms_per_event
+                     - 2 * parse_duration(spec.volume.window))
     say(f"simulating {plan.history_events} historic {spec.business.event_noun} (seed"
         f" {plan.seed}) over {days:.1f} days, {spec.simulation.outcome_source} after"
         f" ~{plan.outcome_delay_days:g} days")
@@ -162,33 +185,39 @@ class LiveWatch:
         return out
 
 
-def stream_live(
-    settings: Settings, spec: PipelineSpec, worker: Any, plan: DemoPlan, start_ms: int
-) -> Any:
-    """Produce the live stream in a thread and show the worker's progress every 2 s."""
-    from precog.simulate import produce_live
-    from precog.workers import metric_total
-
+def live_config(plan: DemoPlan, spec: PipelineSpec, after_retrain: bool = False) -> Any:
+    """The live stream's simulator config; ``after_retrain``: the drifted world goes on
+    (concept and data drift from its first event, no volume drop)."""
     # the same seed: the same cards, merchants and habits as the history (only the event
     # times and ids differ), so live features continue the world the models learned from
     drift = plan.data_drift_feature or spec.simulation.data_drift_feature
-    cfg = plan.sim_config(seed=plan.seed, garbage_fraction=plan.garbage,
-                          concept_drift_at=plan.concept_drift_at,
-                          data_drift_at=plan.data_drift_at, data_drift_feature=drift,
-                          volume_drop_at=plan.volume_drop_at,
-                          volume_drop_len=plan.volume_drop_len, volume_drop=plan.volume_drop)
-    days = plan.live_events * plan.event_ms_per_event / 86_400_000
-    say(f"streaming {plan.live_events} live events ({days:.1f} days of event time) at"
-        f" {plan.rate:.0f}/s with {plan.garbage:.0%}"
-        f" garbage; concept + data drift ({drift}) at event"
-        f" {plan.concept_drift_at}, a {plan.volume_drop:.0%} volume drop from event"
-        f" {plan.volume_drop_at} to {plan.volume_drop_at + plan.volume_drop_len}")
+    if after_retrain:
+        return plan.sim_config(seed=plan.seed, garbage_fraction=plan.garbage,
+                               concept_drift_at=0, data_drift_at=0, data_drift_feature=drift)
+    return plan.sim_config(seed=plan.seed, garbage_fraction=plan.garbage,
+                           concept_drift_at=plan.concept_drift_at,
+                           data_drift_at=plan.data_drift_at, data_drift_feature=drift,
+                           volume_drop_at=plan.volume_drop_at,
+                           volume_drop_len=plan.volume_drop_len, volume_drop=plan.volume_drop)
+
+
+def stream_live(
+    settings: Settings, spec: PipelineSpec, worker: Any, plan: DemoPlan, start_ms: int,
+    n: int, cfg: Any, headline: str, watch: LiveWatch,
+) -> Any:
+    """Produce ``n`` live events in a thread and show the worker's progress every 2 s."""
+    from precog.simulate import produce_live
+    from precog.workers import metric_total
+
+    days = n * plan.event_ms_per_event / 86_400_000
+    say(f"streaming {n} live events ({days:.1f} days of event time) at {plan.rate:.0f}/s"
+        f" with {plan.garbage:.0%} garbage; {headline}")
     result: dict[str, Any] = {}
 
     def produce() -> None:
         try:
             result["summary"] = produce_live(
-                settings, spec, plan.live_events, plan.rate, cfg, progress=False,
+                settings, spec, n, plan.rate, cfg, progress=False,
                 outcome_delay_scale=1.0, outcome_wait_s=plan.outcome_wait_s,
                 time_scale=plan.time_scale, start_ms=start_ms)
         except Exception as exc:  # reported below, after the progress loop
@@ -196,8 +225,11 @@ def stream_live(
 
     thread = threading.Thread(target=produce, name="demo-producer", daemon=True)
     thread.start()
-    watch = LiveWatch(settings)
-    last, last_t = 0.0, time.monotonic()
+    try:
+        last = metric_total(worker.metrics(), "precog_events_in_total")
+    except OSError:
+        last = 0.0
+    last_t = time.monotonic()
     while thread.is_alive():
         thread.join(2.0)
         try:
@@ -219,6 +251,17 @@ def stream_live(
     return result["summary"]
 
 
+def expected_documents(settings: Settings) -> int:
+    """One Elasticsearch document per prediction and model that scored it (leader and the
+    challengers of the roles the worker had then: the retrained ones join mid-run)."""
+    from precog.avro import Codec
+    from precog.replay.runner import read_topic
+
+    codec = Codec.for_schema("prediction")
+    return sum(1 + len(codec.decode(m.value())["challengers"])
+               for m in read_topic(settings, "predictions"))
+
+
 def wait_until_drained(settings: Settings, spec: PipelineSpec, timeout: float = 60.0) -> None:
     """Wait until the worker caught up: every event scored or dead-lettered, every doc indexed."""
     from precog.io.elasticsearch import elasticsearch_client
@@ -231,7 +274,7 @@ def wait_until_drained(settings: Settings, spec: PipelineSpec, timeout: float = 
         done = count_topic(settings, "predictions") + count_topic(settings, "dlq")
         es.indices.refresh(index=settings.index("predictions"))
         docs = es.count(index=settings.index("predictions"))["count"]
-        if done >= events and docs >= 2 * count_topic(settings, "predictions"):
+        if done >= events and docs >= expected_documents(settings):
             return
         time.sleep(1.0)
     say("  (the worker had not caught up within the wait; counts below are as they stand)")
@@ -247,15 +290,15 @@ def reconcile(settings: Settings, spec: PipelineSpec, sent: int) -> bool:
     es = elasticsearch_client(settings)
     es.indices.refresh(index=settings.index("predictions"))
     docs = int(es.count(index=settings.index("predictions"))["count"])
-    models = 1 + len([m for m in spec.models if m.role == "challenger"])
+    expected = expected_documents(settings)
     ok_events = events == predictions + dead == sent
-    ok_docs = docs == models * predictions
+    ok_docs = docs == expected
     say("reconciliation")
     say(f"  events on {settings.topic(spec.event.topic)}: {events} (producer sent {sent})")
     say(f"  = predictions {predictions} + dead letters {dead}:"
         f" {'OK' if ok_events else 'MISMATCH'}")
-    say(f"  Elasticsearch documents {docs} = {models} x predictions {predictions}:"
-        f" {'OK' if ok_docs else 'MISMATCH'}")
+    say(f"  Elasticsearch documents {docs} = {expected} (each prediction's leader and"
+        f" challengers): {'OK' if ok_docs else 'MISMATCH'}")
     return ok_events and ok_docs
 
 
@@ -340,25 +383,123 @@ def show_metrics_and_alerts(settings: Settings) -> None:
                 say(f"    first {k['key']}: {h['_source']['message']}")
 
 
-def show_promotion_decision(settings: Settings, spec: PipelineSpec) -> dict[str, Any]:
-    """One evaluation of the best-recent promotion policy on the demo's joined labels: the
-    decision (promote the challenger, or keep the leader) with its evidence
-    (docs/lifecycle.md)."""
+#: The demo's retraining triggers: a concept-drift alert of the leader, one run per demo.
+RETRAINING = RetrainingSpec(triggers=["concept_drift"], window="7d", cooldown="1d",
+                            max_challengers=3)
+
+
+class RetrainController:
+    """The retrain controller beside the worker (what ``precog retrain watch`` runs): checks
+    the spec's triggers every ``every`` seconds, in a thread, until one run was made."""
+
+    def __init__(self, settings: Settings, spec: PipelineSpec, every: float = 3.0) -> None:
+        self.settings, self.every = settings, every
+        self.spec = spec.model_copy(update={"retraining": RETRAINING})
+        self.audit: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="demo-retrain", daemon=True)
+
+    def start(self) -> RetrainController:
+        say(f"retrain controller: checking the triggers {RETRAINING.triggers} every"
+            f" {self.every:g} s (retrain on the last {RETRAINING.window} of the topics;"
+            f" cool-down {RETRAINING.cooldown})")
+        self._thread.start()
+        return self
+
+    def _log(self, message: str) -> None:
+        if not message.startswith("no retraining trigger fired"):
+            say(f"    [retrain] {message}")
+
+    def _loop(self) -> None:
+        from precog.errors import PrecogError
+        from precog.pipelines.retrain_triggers import check
+
+        while self.audit is None and not self._stop.is_set():
+            try:
+                self.audit = check(self.settings, self.spec, log=self._log)
+            except PrecogError as exc:  # a dependency hiccup: the next check tries again
+                say(f"    [retrain] check failed: {exc}")
+            self._stop.wait(self.every)
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        """The run's audit record once made (at most ``timeout`` s from now), else None."""
+        self._thread.join(timeout)
+        self._stop.set()
+        self._thread.join()
+        return self.audit
+
+
+def wait_until_scoring(worker: Any, refs: list[tuple[str, int]], timeout: float = 60.0) -> None:
+    """Wait until the worker scores with every version of ``refs`` (its hot reload)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, body = worker.health()
+        scoring = {(m["model_id"], m["version"]) for m in body.get("models", {}).get(
+            "scoring", [])}
+        if set(refs) <= scoring:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the worker did not load {refs} within {timeout:.0f} s:"
+                       f" {worker.log_path}")
+
+
+def decide_on_evidence(settings: Settings, spec: PipelineSpec, plan: DemoPlan,
+                       since_ms: int) -> dict[str, Any]:
+    """One evaluation of the best-recent promotion policy (what the worker's lifecycle agent
+    or ``precog models evaluate`` runs) on the joined labels of the events from ``since_ms``
+    on: every model, the retrained ones included, scored each of them."""
     from precog.services.lifecycle import evaluate
 
-    policy = PromotionSpec(policy="best-recent", metric="f1", window="30d", interval="1m",
-                           min_labels=200, margin=0.0, bootstrap_samples=1000, cooldown="0s")
-    say("promotion policy best-recent (F1, paired bootstrap on the same labelled events)")
-    out = evaluate(settings, spec.model_copy(update={"promotion": policy}))
+    now = int(time.time() * 1000)
+    window_s = (now - since_ms) // 1000 - 1  # the window ends on a second: it starts after
+    policy = PromotionSpec(policy="best-recent", metric="f1", window=f"{window_s}s",
+                           interval="1s", min_labels=plan.min_labels, margin=0.0,
+                           bootstrap_samples=1000, cooldown="0s")
+    say("promotion policy best-recent (F1, paired bootstrap on the same labelled events"
+        " since the retrained versions were scoring)")
+    out = evaluate(settings, spec.model_copy(update={"promotion": policy}), now_ms=now)
     d = out.decision
-    say(f"  decision {d['decision_id']}: {d['action']}: {d['reason']}")
-    for c in d["candidates"]:
-        if c["n"]:
-            say(f"  {c['model_id']} v{c['version']}: {c['status']}, F1 {c['value']:.4f} vs the"
-                f" leader's {c['leader_value']:.4f} on {c['n']} events, p={c['p_value']:.4f}")
+    say(f"  decision {d['decision_id']}: {d['action']}")
     if out.applied:
-        say(f"  applied: leader is now {out.roles.leader}; the old leader stays a challenger")
+        say(f"  applied: the leader is now {out.roles.leader}; the old leader stays a challenger")
     return d
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+def show_trail(settings: Settings, spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The decision trail of this run from ``{ns}-decisions``, oldest first: the trigger, the
+    retrain run, the challengers it registered, the promotion decision(s) with evidence."""
+    from precog.io.elasticsearch import elasticsearch_client
+    from precog.services.lifecycle import recent_decisions
+
+    elasticsearch_client(settings).indices.refresh(index=settings.index("decisions"))
+    trail = sorted(recent_decisions(settings, spec.name, limit=100),
+                   key=lambda d: d["evaluated_time"])
+    say(f"the decision trail ({settings.index('decisions')}, oldest first)")
+    if not trail:
+        say("  (empty: no trigger fired and no decision was made)")
+    for d in trail:
+        at = _iso(d["evaluated_time"])
+        if d["kind"] == "retrain":
+            trigger, _, evidence = d["policy"].partition(": ")
+            say(f"  {at} trigger {trigger}: {evidence}")
+            say(f"  {at} retrain run {d['decision_id']}: {d['action']}: {d['reason']}"
+                f" (data received {_iso(d['window_start'])}..{_iso(d['window_end'])})")
+            if d["action"] == "registered":
+                added = ", ".join(f"{c['model_id']} v{c['version']}" for c in d["candidates"])
+                say(f"  {at} challengers registered: {added} (roles revision"
+                    f" {d['roles_revision']} + 1; never as leader)")
+                for c in d["candidates"]:
+                    say(f"      {c['model_id']} v{c['version']}: {c['reason']}")
+            continue
+        say(f"  {at} decision {d['decision_id']} ({d['policy']}): {d['action']}:"
+            f" {d['reason']}")
+        for c in d["candidates"]:
+            say(f"      {c['model_id']} v{c['version']}: {c['status']}: {c['reason']}")
+    return trail
 
 
 def write_report(settings: Settings, out: Path) -> None:
@@ -378,7 +519,11 @@ class DemoResult:
     ok: bool
     plan: DemoPlan
     live_start_ms: int
-    summary: Any
+    summary: Any  # the live stream with the drift
+    after: Any  # the stream after the retrain
+    retrain: dict[str, Any] | None  # the retrain run's audit record
+    decision: dict[str, Any]  # the promotion decision on the evidence after the retrain
+    trail: list[dict[str, Any]]  # the {ns}-decisions documents, oldest first
     report: Path
 
 
@@ -418,17 +563,47 @@ def run(
         say(f"  worker healthy on :{worker.port} (/health, /metrics), scoring with {scoring};"
             f" log {worker.log_path}")
         live_start = history.last_event_time + int(plan.event_ms_per_event)
-        summary = stream_live(settings, spec, worker, plan, start_ms=live_start)
+        watch = LiveWatch(settings)
+        drift = plan.data_drift_feature or spec.simulation.data_drift_feature
+        summary = stream_live(
+            settings, spec, worker, plan, live_start, plan.live_events, live_config(plan, spec),
+            f"concept + data drift ({drift}) at event {plan.concept_drift_at}, a"
+            f" {plan.volume_drop:.0%} volume drop from event {plan.volume_drop_at} to"
+            f" {plan.volume_drop_at + plan.volume_drop_len}", watch)
         say(f"  producer: sent {summary.sent}, garbage {summary.garbage}, dropped by the"
             f" volume drop {summary.dropped}, outcomes {summary.outcomes_sent},"
             f" manifests {summary.manifests_sent}")
+        # the controller starts once the stream's outcomes are in: a run triggered as soon as
+        # the alert fires would find too few labels of the drifted world to train and hold
+        # out on, be audited as skipped, and its cool-down would hold back the next one
+        controller = RetrainController(settings, spec).start()
+        audit = controller.wait(plan.trigger_wait_s)
+        if audit is None:
+            say(f"  no retraining trigger fired within {plan.trigger_wait_s:.0f} s: the"
+                " challengers are the trained ones")
+        elif audit["action"] == "registered":
+            wait_until_scoring(worker, [(c["model_id"], c["version"])
+                                        for c in audit["candidates"]])
+            say("  the worker scores every event with the retrained versions too")
+        # CANARY STEP (issue 14, traffic policies; not built here): a canary of the retrained
+        # challenger starts here -- it decides for a growing share of entities while the
+        # stream below runs, and goes on by steps or is rolled back on its online metrics.
+        # Until then the traffic policy is shadow: the leader decides every event.
+        window_ms = parse_duration(spec.volume.window)
+        after_start = summary.last_event_ms - summary.last_event_ms % window_ms + window_ms
+        after = stream_live(
+            settings, spec, worker, plan, after_start, plan.after_retrain_events,
+            live_config(plan, spec, after_retrain=True),
+            "the drifted world goes on: the promotion policy's evidence", watch)
         wait_until_drained(settings, spec)
         time.sleep(2 * settings.monitor.tick_seconds + 1)  # the monitor's last tick
-        ok = reconcile(settings, spec, summary.sent)
+        ok = reconcile(settings, spec, summary.sent + after.sent)
         show_provenance(settings)
         show_metrics_and_alerts(settings)
-        show_promotion_decision(settings, spec)
+        decision = decide_on_evidence(settings, spec, plan, after_start)
+        trail = show_trail(settings, spec)
     finally:
         worker.stop()
     write_report(settings, report_dir)
-    return DemoResult(ok, plan, live_start, summary, report_dir / "report.html")
+    return DemoResult(ok, plan, live_start, summary, after, audit, decision, trail,
+                      report_dir / "report.html")

@@ -382,6 +382,20 @@ class MonitorSettings(BaseModel):
     join_max_entries: int = Field(2_000_000, ge=1000, description="join state cap per partition")
 
 
+class LifecycleSettings(BaseModel):
+    """The promotion controller (services/lifecycle.py, docs/lifecycle.md)."""
+
+    tick_seconds: float | None = Field(
+        None, gt=0, description="seconds between the worker's lifecycle ticks (None: four"
+        " per promotion interval, 10 s to 15 min)"
+    )
+    fault_pause_after_record: float = Field(
+        0.0, ge=0, description="FAULT TESTS ONLY (tests/faults/test_lifecycle_faults.py):"
+        " seconds a made decision waits after it is recorded and before it is applied, so a"
+        " test can kill -9 the process there; 0 (the default): no pause"
+    )
+
+
 class KibanaSettings(BaseModel):
     """Kibana, for importing the saved objects (Kibana does not run on the local stack)."""
 
@@ -426,6 +440,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
     kibana: KibanaSettings = KibanaSettings()
     monitor: MonitorSettings = MonitorSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @field_validator("schema_dirs", mode="before")
     @classmethod

@@ -3,8 +3,9 @@
 Steps (each prints what it does): 1. local stack up, 2. Kafka Avro round trip, 3. Redis
 pipeline round trip, 4. Elasticsearch bulk + search (2-4 in a throw-away namespace that is
 dropped afterwards), then the pipeline demo of ``precog/pipeline_demo.py`` in its own
-namespace (``demo``): history, training, a live worker, drift and garbage, reconciliation,
-provenance, leader vs challenger metrics, alerts, and the dashboards' report.
+namespace (``demo``): history, training, a live worker, drift and garbage, the retrain the
+drift triggers and the promotion decision on the evidence after it, reconciliation,
+provenance, every model's metrics, alerts, the decision trail, and the dashboards' report.
 """
 
 from __future__ import annotations

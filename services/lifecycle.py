@@ -239,6 +239,7 @@ def evaluate(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = Non
     if not apply:
         return Outcome(record, True, False, roles, "dry run: nothing recorded")
     kept = record_decision(settings, spec, record)
+    _fault_pause(settings, kept)
     applied, after, note = _apply(settings, spec, registry, kept, now)
     return Outcome(kept, kept is record, applied, after, note)
 
@@ -294,6 +295,16 @@ def evaluate_traffic(settings: Settings, spec: PipelineSpec, *, now_ms: int | No
     kept = record_decision(settings, spec, record)
     applied, after, note = _apply_traffic(settings, spec, registry, kept, now)
     return Outcome(kept, kept is record, applied, after, note)
+
+
+def _fault_pause(settings: Settings, decision: dict[str, Any]) -> None:
+    """Fault tests only: wait between recording and applying (``PRECOG_LIFECYCLE_FAULT_PAUSE_
+    AFTER_RECORD``, 0 by default), so a test can kill -9 the process at that point."""
+    pause = settings.lifecycle.fault_pause_after_record
+    if pause > 0:
+        log.warning("FAULT HOOK: decision %s recorded, not applied; pausing %.0f s",
+                    decision["decision_id"], pause)
+        time.sleep(pause)
 
 
 def recent_decisions(settings: Settings, spec: str | None = None, limit: int = 20

@@ -33,6 +33,7 @@ class LiveSummary:
     manifest_records: int
     seconds: float
     delivery_errors: list[str] = field(default_factory=list)
+    last_event_ms: int = 0  # the event time of the last event (sent or dropped)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _Live:
         self.sent = self.valid = self.dropped = 0
         self.outcomes_sent = self.manifests_sent = self.manifest_records = 0
         self.garbage: dict[str, int] = {}
+        self.last_event_ms = 0
 
     def note(self) -> str:
         """What the progress line says after the count."""
@@ -84,6 +86,7 @@ class _Live:
     def event(self, ev: SimEvent) -> None:
         ev_spec = self.spec.event
         t = int(ev.record[ev_spec.time_field])
+        self.last_event_ms = max(self.last_event_ms, t)
         self.close_windows(before=t - t % self.window_ms)
         w = self.windows.setdefault(t - t % self.window_ms, _Window())
         w.records += 1
@@ -212,7 +215,7 @@ def produce_live(
         dropped=live.dropped, outcomes_sent=live.outcomes_sent,
         outcomes_pending=len(live.outcomes), manifests_sent=live.manifests_sent,
         manifest_records=live.manifest_records, seconds=round(time.monotonic() - started, 3),
-        delivery_errors=list(live.errors),
+        delivery_errors=list(live.errors), last_event_ms=live.last_event_ms,
     )
     if remaining or live.errors:
         detail = f"{remaining} messages undelivered; {len(live.errors)} delivery errors"

@@ -5,7 +5,8 @@ The traffic policy (``spec.traffic``, canary or ab) is evaluated the same way, w
 nothing runs for ``shadow``.
 
 Nothing runs for the ``manual`` policy. For ``best-recent`` a timer ticks four times per
-evaluation interval (between 10 s and 15 min); each tick runs
+evaluation interval (between 10 s and 15 min; ``PRECOG_LIFECYCLE_TICK_SECONDS`` sets it);
+each tick runs
 :func:`precog.services.lifecycle.evaluate` in a thread. The first tick of an interval
 decides; later ticks of the same interval find the decision by its id and apply nothing new,
 so several workers, or a restarted one, make one decision per interval.
@@ -41,7 +42,9 @@ def register(rt: Runtime) -> None:
         log.info("promotion policy manual: leader changes come from `precog models`")
         return
 
-    @rt.app.timer(tick_seconds(policy.interval))
+    every = rt.settings.lifecycle.tick_seconds or tick_seconds(policy.interval)
+
+    @rt.app.timer(every)
     async def _evaluate() -> None:
         if rt.stopping:
             return

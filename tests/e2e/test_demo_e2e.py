@@ -1,7 +1,9 @@
-"""The demo's scenario on the real stack: every monitor fires where the schedule put a fault.
+"""The demo's scenario on the real stack: every monitor fires where the schedule put a fault,
+and the concept drift closes the loop: alert -> retrain -> challengers -> decision.
 
 Seeded: the quick demo plan streams garbage, a concept + data drift (amount) and a 30%
-volume drop through a live worker in accelerated event time.
+volume drop through a live worker in accelerated event time, then more of the drifted world
+after the retrain.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         def docs(name: str) -> list[dict]:
             return [h["_source"] for h in helpers.scan(es, index=settings.index(name))]
 
-        assert result.ok, "events = predictions + dead letters, docs = 2 x predictions"
-        plan, s = result.plan, result.summary
+        assert result.ok, "events = predictions + dead letters, docs = models x predictions"
+        plan, s, after = result.plan, result.summary, result.after
         alerts = docs("alerts")
         kinds = Counter(a["kind"] for a in alerts)
 
@@ -59,11 +61,48 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         # (per window: one row per failed check and a "total" row of records failing any)
         failed = sum(h["count"] for h in health if h["kind"] == "quality" and h["name"] == "total")
         dead = sum(h["count"] for h in health if h["kind"] == "dead_letter")
-        assert failed == dead == sum(s.garbage.values())
+        assert failed == dead == sum(s.garbage.values()) + sum(after.garbage.values())
 
-        # leader and challenger metrics were published
-        roles = {(m["model_id"], m["role"]) for m in docs("metrics") if m["window"] == "cumulative"}
-        assert roles == {("fraud-lgbm", "leader"), ("fraud-logreg", "challenger")}
+        # the trail: the drift alert triggered one retrain run, which registered the spec's
+        # models as challengers; the promotion policy decided on the evidence after it
+        retrain, decision = result.retrain, result.decision
+        assert retrain is not None, "no retrain was triggered"
+        assert [d["kind"] for d in result.trail] == ["retrain", "promotion"]
+        assert result.trail[0]["decision_id"] == retrain["decision_id"]
+        assert result.trail[1]["decision_id"] == decision["decision_id"]
+        trigger, _, evidence = retrain["policy"].partition(": ")
+        alert_id = evidence.split()[1].rstrip(":")
+        (alert,) = [a for a in alerts if a["alert_id"] == alert_id]
+        assert trigger == "concept_drift" and alert["kind"] == "concept_drift"
+        assert (alert["model_id"], alert["version"]) == ("fraud-lgbm", 1)
+        assert alert["event_time"] >= result.live_start_ms + plan.concept_drift_at * step
+        new = {("fraud-lgbm", 2), ("fraud-logreg", 2)}
+        assert retrain["action"] == "registered"
+        assert {(c["model_id"], c["version"]) for c in retrain["candidates"]} == new
+        judged = {(c["model_id"], c["version"]): c for c in decision["candidates"]}
+        assert set(judged) == new | {("fraud-logreg", 1)}
+        for ref in new:  # every retrained version was judged on paired evidence
+            c = judged[ref]
+            assert c["status"] in ("supported", "not-better"), c
+            assert c["n"] >= plan.min_labels and c["p_value"] is not None
+        from precog.services.model_control import read_roles
+
+        roles = read_roles(settings, "transactions")
+        if decision["action"] == "promote":
+            chosen = (decision["chosen"]["model_id"], decision["chosen"]["version"])
+            assert judged[chosen]["status"] == "supported"
+            assert (roles.leader.model_id, roles.leader.version) == chosen
+        else:
+            assert decision["action"] == "keep" and decision["reason"]
+            assert all(c["status"] != "supported" for c in judged.values())
+            assert (roles.leader.model_id, roles.leader.version) == ("fraud-lgbm", 1)
+        assert new <= {(r.model_id, r.version) for r in (roles.leader, *roles.challengers)}
+
+        # metrics of the leader, the trained challenger and the retrained ones were published
+        roles_seen = {(m["model_id"], m["version"], m["role"]) for m in docs("metrics")
+                      if m["window"] == "cumulative"}
+        assert {("fraud-lgbm", 1, "leader"), ("fraud-logreg", 1, "challenger"),
+                ("fraud-lgbm", 2, "challenger"), ("fraud-logreg", 2, "challenger")} <= roles_seen
         assert result.report.exists()
 
         # after this end-to-end run every dashboard panel has data, and every chart is drawn

@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from confluent_kafka import Producer
 from precog.services import lifecycle
 from precog.services.lifecycle import evaluate, recent_decisions
 from precog.services.model_control import read_roles
@@ -16,14 +14,11 @@ from typer.testing import CliRunner
 from precog.avro import Codec
 from precog.cli import app
 from precog.io.kafka import read_to_end
-from precog.roles import ModelRef
 from precog.settings import Settings
 from precog.spec import PromotionSpec, load_spec
+from tests.lifecycle_evidence import HOUR, LGBM, LOGREG, produce_labels
 
 pytestmark = pytest.mark.integration
-
-LGBM, LOGREG = ModelRef("fraud-lgbm", 1), ModelRef("fraud-logreg", 1)
-HOUR = 3_600_000
 
 
 @pytest.fixture(scope="module")
@@ -47,28 +42,6 @@ def _cli(settings: Settings, *args: str) -> str:
     return result.output
 
 
-def _produce_labels(settings: Settings, n: int, *, better: ModelRef, now: int, seed: int) -> None:
-    """labeled.v1 records of ``n`` events in the last day, ``better`` clearly the better model."""
-    rng = np.random.default_rng(seed)
-    codec = Codec.for_schema("labeled")
-    producer = Producer(settings.kafka.producer_config(acks="all"))
-    y = (rng.random(n) < 0.2).astype(int)
-    z = 2.0 * y - 1.0
-    for i in range(n):
-        t = now - 20 * HOUR + int(i * 18 * HOUR / n)
-        for ref in (LGBM, LOGREG):
-            edge = 1.8 if ref == better else 0.6
-            s = float(1 / (1 + np.exp(-(edge * z[i] + rng.normal() - 1.0))))
-            rec = {"model_id": ref.model_id, "version": ref.version, "role": "x",
-                   "prediction_id": f"p{seed}-{i}", "event_id": f"e{seed}-{i}",
-                   "entity_id": "card-1", "source": "", "event_time": t, "scored_time": t,
-                   "outcome_time": t + 1000, "score": s, "label": int(s >= 0.5),
-                   "outcome": int(y[i]), "label_latency_ms": 1000, "features": None}
-            producer.produce(settings.topic("labeled"), key=ref.model_id.encode(),
-                             value=codec.encode(rec))
-    assert producer.flush(30) == 0
-
-
 def test_best_recent_promotes_once_records_everything_and_keeps_a_worse_model_out(
         settings, history, monkeypatch):
     _cli(settings, "train", "--history", str(history), "--seed", "3")
@@ -78,7 +51,7 @@ def test_best_recent_promotes_once_records_everything_and_keeps_a_worse_model_ou
                            min_labels=500, margin=0.01, bootstrap_samples=300, cooldown="0s")
     spec = load_spec(settings.spec).model_copy(update={"promotion": policy})
     now = int(time.time() * 1000)
-    _produce_labels(settings, 1500, better=LOGREG, now=now, seed=1)
+    produce_labels(settings, 1500, better=LOGREG, now=now, seed=1)
 
     # a crash between recording the decision and publishing the roles
     def crash(*_a, **_k):
