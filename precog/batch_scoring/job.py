@@ -1,8 +1,9 @@
 """One batch scoring run: input chunks -> validate -> featurize -> score -> output, resumable.
 
 Per chunk (``chunk_size`` input rows): the DLQ's checks (:func:`~precog.validation.check_batch`,
-the same reasons), one :meth:`~precog.features.Featurizer.featurize_columns` over the
-chunk's valid events chained through the run's entity states, one ``predict_proba`` per
+the same reasons), one :meth:`~precog.features_columnar.ColumnarChain.featurize` over the
+chunk's valid events chained through the run's entity states (bit-identical to
+:meth:`~precog.features.Featurizer.featurize_columns`), one ``predict_proba`` per
 model (:func:`~precog.scoring.score_batch`), then the predictions (Parquet or Avro), the
 rejects and, optionally, the Elasticsearch documents; the checkpoint moves on only once
 all of them are written. A resumed run featurizes the rows of the chunks already written
@@ -236,7 +237,7 @@ def run_batch(req: BatchRequest) -> BatchSummary:
     with _lean_gc(req.settings):
         _execute(req, run, source, start, ckpt, summary)
     if ckpt.complete and req.state_out is not None:
-        states = {e: s for e, s in run.working.items() if s is not None}
+        states = {e: s for e, s in run.states().items() if s is not None}
         if isinstance(source, FileSource):  # file rows carry no Kafka offsets
             states = {e: EntityState(s.last_time, s.counts, s.sums, s.recent, {})
                       for e, s in states.items()}
