@@ -29,6 +29,7 @@ from precog.batch_scoring.sources import Chunk, FileSource, TopicRange, TopicSou
 from precog.batch_scoring.state import StateStart, file_sha256, write_snapshot
 from precog.errors import ConfigError
 from precog.features import EntityState, Featurizer
+from precog.models import LightGBMRuntime
 from precog.prediction_writer import BatchRows
 from precog.progress import ProgressLine
 from precog.scoring import ModelSet
@@ -55,6 +56,7 @@ class BatchRequest:
     models: dict[str, Any] | None = None  # a model-control record; None: the namespace's roles
     index_namespace: str | None = None
     chunk_size: int = 10_000
+    model_threads: int = 0  # LightGBM's predict threads: 0 all cores (the worker's is 1)
     resume: bool = True
     max_chunks: int | None = None
     progress: bool = True
@@ -63,6 +65,9 @@ class BatchRequest:
     def __post_init__(self) -> None:
         if (self.input is None) == (self.topic is None):
             raise ConfigError("give exactly one of --input FILE and --topic")
+        if self.model_threads < 0:
+            raise ConfigError(f"--model-threads must be 0 (all cores) or more, not"
+                              f" {self.model_threads}")
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1, not {self.chunk_size}")
         if self.max_chunks is not None and self.max_chunks < 1:
@@ -230,6 +235,9 @@ def run_batch(req: BatchRequest) -> BatchSummary:
 
     # the namespace the predictions belong to: where they are indexed, if they are (its
     # dashboards filter on it), else the one the run reads
+    for m in models.all:  # rows are scored independently: the same scores with any count
+        if isinstance(m.model.runtime, LightGBMRuntime):
+            m.model.runtime.num_threads = req.model_threads
     run = ChunkScorer(req.spec, models,
                       namespace=req.index_namespace or req.settings.namespace,
                       code_version=code_version(req.settings), parquet=req.format == "parquet")
