@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,8 @@ class ChunkScorer:
 
     def score(self, chunk: Chunk, now: int, start: StateStart, write: bool
               ) -> tuple[BatchRows | None, list[dict[str, Any]]]:
-        """The chunk's scored rows and its rejects; the entity states move on either way."""
+        """The chunk's featurized rows (scores to come: :meth:`predict`) and its rejects; the
+        entity states move on either way."""
         ev = self.spec.event
         checks = check_batch(self.spec, chunk.records, now)
         rejects = [reject_line(u.origin, "decode", u.error, key=u.key, payload=u.payload,
@@ -123,11 +125,15 @@ class ChunkScorer:
             event_ids=[str(r[ev.id_field]) for r in records],
             entity_ids=[str(r[ev.entity_field]) for r in records],
             event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),
-            X=cols.X, gaps_ms=cols.gaps_ms,
-            scores=(score_batch(self.models, cols.X) if records
-                    else [np.empty(0) for _ in self.models.all]),
+            X=cols.X, gaps_ms=cols.gaps_ms, scores=[],
             origins=[origins[i] for i in kept], stateful=cols.stateful)
         return rows, rejects
+
+    def predict(self, rows: BatchRows) -> BatchRows:
+        """``rows`` with their scores: one ``predict_proba`` per model (no state is read)."""
+        scores = (score_batch(self.models, rows.X) if len(rows.event_ids)
+                  else [np.empty(0) for _ in self.models.all])
+        return replace(rows, scores=scores)
 
     def _reject_row(self, chunk: Chunk, i: int, stage: str, exc: BaseException, now: int
                     ) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ class BatchRequest:
     models: dict[str, Any] | None = None  # a model-control record; None: the namespace's roles
     index_namespace: str | None = None
     chunk_size: int = 10_000
-    model_threads: int = 0  # LightGBM's predict threads: 0 all cores (the worker's is 1)
+    model_threads: int = 1  # LightGBM's predict threads, 0: all cores (docs/batch-scoring.md)
     resume: bool = True
     max_chunks: int | None = None
     progress: bool = True
@@ -307,31 +308,49 @@ def _execute(req: BatchRequest, run: ChunkScorer, source: Any, start: StateStart
         indexer = Indexer(namespace_settings(req.settings, req.index_namespace), req.spec)
     written = 0
     bar = ProgressLine(f"score-batch {req.spec.name}", source.total(), enabled=req.progress)
+    # chunk k's predict_proba (C code, without the GIL) runs in a thread while chunk k + 1
+    # is read, validated and featurized; chunks are written in order, one at a time
+    pool = ThreadPoolExecutor(1, thread_name_prefix="score-batch-predict")
+    pending: tuple[Chunk, Future[BatchRows], list[dict[str, Any]]] | None = None
+
+    def commit(chunk: Chunk, scored: Future[BatchRows], lines: list[dict[str, Any]]) -> None:
+        nonlocal written
+        n_pred, stages = _write_chunk(run, chunk, scored.result(), lines, avro, parquet,
+                                      rejects, indexer, ckpt, summary)
+        ckpt.chunks, ckpt.rows = chunk.index + 1, ckpt.rows + chunk.rows
+        ckpt.predictions += n_pred
+        ckpt.rejects += len(lines)
+        for stage in stages:
+            ckpt.counts[stage] = ckpt.counts.get(stage, 0) + 1
+        replace_file(req.checkpoint_path, ckpt.to_json())
+        summary.rows_this_run += chunk.rows
+        written += 1
+        if req.after_chunk is not None:
+            req.after_chunk(chunk.index)
+        bar.update(chunk.index * req.chunk_size + chunk.rows, note=f"rejects {ckpt.rejects:,}")
+
     try:
         for chunk in source.chunks(req.chunk_size):
             replaying = chunk.index < ckpt.chunks
             rows, lines = run.score(chunk, now, start, write=not replaying)
-            if not replaying:
-                assert rows is not None
-                n_pred, stages = _write_chunk(run, chunk, rows, lines, avro, parquet, rejects,
-                                              indexer, ckpt, summary)
-                ckpt.chunks, ckpt.rows = chunk.index + 1, ckpt.rows + chunk.rows
-                ckpt.predictions += n_pred
-                ckpt.rejects += len(lines)
-                for stage in stages:
-                    ckpt.counts[stage] = ckpt.counts.get(stage, 0) + 1
-                replace_file(req.checkpoint_path, ckpt.to_json())
-                summary.rows_this_run += chunk.rows
-                written += 1
-                if req.after_chunk is not None:
-                    req.after_chunk(chunk.index)
-            bar.update(chunk.index * req.chunk_size + chunk.rows,
-                       note="replaying state" if replaying else f"rejects {ckpt.rejects:,}")
+            if replaying:
+                bar.update(chunk.index * req.chunk_size + chunk.rows, note="replaying state")
+                continue
+            assert rows is not None
+            scored = pool.submit(run.predict, rows)
+            if pending is not None:
+                commit(*pending)
+                if req.max_chunks is not None and written >= req.max_chunks:
+                    return
+            pending = (chunk, scored, lines)
+        if pending is not None:
+            commit(*pending)
             if req.max_chunks is not None and written >= req.max_chunks:
                 return
         ckpt.complete = True
         replace_file(req.checkpoint_path, ckpt.to_json())
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         rejects.close()
         if avro is not None:

@@ -74,8 +74,8 @@ def score_batch(
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", help="input rows per chunk: one featurize and predict each")] = 10_000,
     model_threads: Annotated[int, typer.Option(
-        "--model-threads", help="LightGBM prediction threads (0: all cores; the worker uses 1)"
-    )] = 0,
+        "--model-threads", help="LightGBM prediction threads (0: all cores), beside the main"
+        " thread, which featurizes the next chunk meanwhile (docs/batch-scoring.md)")] = 1,
     max_chunks: Annotated[int | None, typer.Option(
         "--max-chunks", help="stop after writing this many chunks (resume later)")] = None,
     resume: Annotated[bool, typer.Option(
