@@ -1,7 +1,7 @@
 """What one chunk becomes: scored rows (validate, featurize, score) and reject lines.
 
-:class:`ChunkScorer` holds a run's entity states across chunks; the run (``job``) writes
-what it returns.
+:class:`ChunkScorer` holds a run's entity states across chunks (as arrays, in a
+:class:`~precog.features_columnar.ColumnarChain`); the run (``job``) writes what it returns.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from precog.batch_scoring.sources import Chunk
 from precog.batch_scoring.state import StateStart
 from precog.errors import ValidationError
 from precog.features import EntityState, FeatureColumns, Featurizer
+from precog.features_columnar import ColumnarChain
 from precog.prediction_writer import BatchRows, PredictionWriter
 from precog.scoring import EventContext, ModelSet, dead_letter, score_batch
 from precog.spec import PipelineSpec
@@ -48,7 +50,9 @@ class ChunkScorer:
         self.spec, self.models = spec, models
         self.featurizer = Featurizer(spec)
         self.event_codec = Codec.for_schema(spec.event.schema_name)
+        #: the entities' start states (Redis, a snapshot, or none), read once per entity
         self.working: dict[str, EntityState | None] = {}
+        self.chain = ColumnarChain(self.featurizer, self.working)
         context = dict(spec_name=spec.name, namespace=namespace,
                        event_schema=self.event_codec.writer.label, code_version=code_version,
                        worker=f"score-batch@{socket.gethostname()}:{os.getpid()}",
@@ -58,13 +62,20 @@ class ChunkScorer:
         self.parquet = (ParquetRows(self.codec, models, self.featurizer.names, **context)
                         if parquet else None)
 
+    def states(self) -> dict[str, EntityState | None]:
+        """Every entity seen so far and its state now."""
+        return self.chain.states()
+
     def featurize(self, records: list[dict[str, Any]], origins: list[EventContext]
                   ) -> tuple[list[int], FeatureColumns, list[tuple[int, Exception]]]:
-        """Features of the chunk in one pass; record by record if one of them breaks it."""
+        """Features of the chunk in one pass; record by record if one of them breaks it.
+
+        The chain's states move with the rows featurized (a chunk that raises leaves them
+        as they were before it is featurized record by record).
+        """
         items = [(r, o.partition, o.offset) for r, o in zip(records, origins, strict=True)]
         try:
-            cols = self.featurizer.featurize_columns(self.working, items)
-            return list(range(len(items))), cols, []
+            return list(range(len(items))), self.chain.featurize(items), []
         except (ArithmeticError, ValueError, TypeError):
             pass
         kept: list[int] = []
@@ -72,11 +83,10 @@ class ChunkScorer:
         failed: list[tuple[int, Exception]] = []
         for i, item in enumerate(items):
             try:
-                one = self.featurizer.featurize_columns(self.working, [item])
+                one = self.chain.featurize([item])
             except (ArithmeticError, ValueError, TypeError) as exc:
                 failed.append((i, exc))
                 continue
-            self.working.update(one.changed)
             kept.append(i)
             parts.append(one)
         n = len(self.featurizer.names)
@@ -88,7 +98,8 @@ class ChunkScorer:
 
     def score(self, chunk: Chunk, now: int, start: StateStart, write: bool
               ) -> tuple[BatchRows | None, list[dict[str, Any]]]:
-        """The chunk's scored rows and its rejects; the entity states move on either way."""
+        """The chunk's featurized rows (scores to come: :meth:`predict`) and its rejects; the
+        entity states move on either way."""
         ev = self.spec.event
         checks = check_batch(self.spec, chunk.records, now)
         rejects = [reject_line(u.origin, "decode", u.error, key=u.key, payload=u.payload,
@@ -104,7 +115,6 @@ class ChunkScorer:
         origins = [chunk.origins[i] for i in valid]
         start.fill(self.working, [str(r[ev.entity_field]) for r in records])
         kept, cols, failed = self.featurize(records, origins)
-        self.working.update(cols.changed)
         if not write:
             return None, []
         rejects += [self._reject_row(chunk, valid[i], "featurize", exc, now)
@@ -116,11 +126,15 @@ class ChunkScorer:
             event_ids=[str(r[ev.id_field]) for r in records],
             entity_ids=entity_ids, buckets=self.models.plan.buckets(entity_ids),
             event_times=np.array([int(r[ev.time_field]) for r in records], dtype=np.int64),
-            X=cols.X, gaps_ms=cols.gaps_ms,
-            scores=(score_batch(self.models, cols.X) if records
-                    else [np.empty(0) for _ in self.models.all]),
+            X=cols.X, gaps_ms=cols.gaps_ms, scores=[],
             origins=[origins[i] for i in kept], stateful=cols.stateful)
         return rows, rejects
+
+    def predict(self, rows: BatchRows) -> BatchRows:
+        """``rows`` with their scores: one ``predict_proba`` per model (no state is read)."""
+        scores = (score_batch(self.models, rows.X) if len(rows.event_ids)
+                  else [np.empty(0) for _ in self.models.all])
+        return replace(rows, scores=scores)
 
     def _reject_row(self, chunk: Chunk, i: int, stage: str, exc: BaseException, now: int
                     ) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """One batch scoring run: input chunks -> validate -> featurize -> score -> output, resumable.
 
 Per chunk (``chunk_size`` input rows): the DLQ's checks (:func:`~precog.validation.check_batch`,
-the same reasons), one :meth:`~precog.features.Featurizer.featurize_columns` over the
-chunk's valid events chained through the run's entity states, one ``predict_proba`` per
+the same reasons), one :meth:`~precog.features_columnar.ColumnarChain.featurize` over the
+chunk's valid events chained through the run's entity states (bit-identical to
+:meth:`~precog.features.Featurizer.featurize_columns`), one ``predict_proba`` per
 model (:func:`~precog.scoring.score_batch`), then the predictions (Parquet or Avro), the
 rejects and, optionally, the Elasticsearch documents; the checkpoint moves on only once
 all of them are written. A resumed run featurizes the rows of the chunks already written
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from precog.batch_scoring.sources import Chunk, FileSource, TopicRange, TopicSou
 from precog.batch_scoring.state import StateStart, file_sha256, write_snapshot
 from precog.errors import ConfigError
 from precog.features import EntityState, Featurizer
+from precog.models import LightGBMRuntime
 from precog.prediction_writer import BatchRows
 from precog.progress import ProgressLine
 from precog.scoring import ModelSet
@@ -54,6 +57,7 @@ class BatchRequest:
     models: dict[str, Any] | None = None  # a model-control record; None: the namespace's roles
     index_namespace: str | None = None
     chunk_size: int = 10_000
+    model_threads: int = 1  # LightGBM's predict threads, 0: all cores (docs/batch-scoring.md)
     resume: bool = True
     max_chunks: int | None = None
     progress: bool = True
@@ -62,6 +66,9 @@ class BatchRequest:
     def __post_init__(self) -> None:
         if (self.input is None) == (self.topic is None):
             raise ConfigError("give exactly one of --input FILE and --topic")
+        if self.model_threads < 0:
+            raise ConfigError(f"--model-threads must be 0 (all cores) or more, not"
+                              f" {self.model_threads}")
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1, not {self.chunk_size}")
         if self.max_chunks is not None and self.max_chunks < 1:
@@ -229,6 +236,9 @@ def run_batch(req: BatchRequest) -> BatchSummary:
 
     # the namespace the predictions belong to: where they are indexed, if they are (its
     # dashboards filter on it), else the one the run reads
+    for m in models.all:  # rows are scored independently: the same scores with any count
+        if isinstance(m.model.runtime, LightGBMRuntime):
+            m.model.runtime.num_threads = req.model_threads
     run = ChunkScorer(req.spec, models,
                       namespace=req.index_namespace or req.settings.namespace,
                       code_version=code_version(req.settings), parquet=req.format == "parquet")
@@ -236,7 +246,7 @@ def run_batch(req: BatchRequest) -> BatchSummary:
     with _lean_gc(req.settings):
         _execute(req, run, source, start, ckpt, summary)
     if ckpt.complete and req.state_out is not None:
-        states = {e: s for e, s in run.working.items() if s is not None}
+        states = {e: s for e, s in run.states().items() if s is not None}
         if isinstance(source, FileSource):  # file rows carry no Kafka offsets
             states = {e: EntityState(s.last_time, s.counts, s.sums, s.recent, {})
                       for e, s in states.items()}
@@ -298,31 +308,49 @@ def _execute(req: BatchRequest, run: ChunkScorer, source: Any, start: StateStart
         indexer = Indexer(namespace_settings(req.settings, req.index_namespace), req.spec)
     written = 0
     bar = ProgressLine(f"score-batch {req.spec.name}", source.total(), enabled=req.progress)
+    # chunk k's predict_proba (C code, without the GIL) runs in a thread while chunk k + 1
+    # is read, validated and featurized; chunks are written in order, one at a time
+    pool = ThreadPoolExecutor(1, thread_name_prefix="score-batch-predict")
+    pending: tuple[Chunk, Future[BatchRows], list[dict[str, Any]]] | None = None
+
+    def commit(chunk: Chunk, scored: Future[BatchRows], lines: list[dict[str, Any]]) -> None:
+        nonlocal written
+        n_pred, stages = _write_chunk(run, chunk, scored.result(), lines, avro, parquet,
+                                      rejects, indexer, ckpt, summary)
+        ckpt.chunks, ckpt.rows = chunk.index + 1, ckpt.rows + chunk.rows
+        ckpt.predictions += n_pred
+        ckpt.rejects += len(lines)
+        for stage in stages:
+            ckpt.counts[stage] = ckpt.counts.get(stage, 0) + 1
+        replace_file(req.checkpoint_path, ckpt.to_json())
+        summary.rows_this_run += chunk.rows
+        written += 1
+        if req.after_chunk is not None:
+            req.after_chunk(chunk.index)
+        bar.update(chunk.index * req.chunk_size + chunk.rows, note=f"rejects {ckpt.rejects:,}")
+
     try:
         for chunk in source.chunks(req.chunk_size):
             replaying = chunk.index < ckpt.chunks
             rows, lines = run.score(chunk, now, start, write=not replaying)
-            if not replaying:
-                assert rows is not None
-                n_pred, stages = _write_chunk(run, chunk, rows, lines, avro, parquet, rejects,
-                                              indexer, ckpt, summary)
-                ckpt.chunks, ckpt.rows = chunk.index + 1, ckpt.rows + chunk.rows
-                ckpt.predictions += n_pred
-                ckpt.rejects += len(lines)
-                for stage in stages:
-                    ckpt.counts[stage] = ckpt.counts.get(stage, 0) + 1
-                replace_file(req.checkpoint_path, ckpt.to_json())
-                summary.rows_this_run += chunk.rows
-                written += 1
-                if req.after_chunk is not None:
-                    req.after_chunk(chunk.index)
-            bar.update(chunk.index * req.chunk_size + chunk.rows,
-                       note="replaying state" if replaying else f"rejects {ckpt.rejects:,}")
+            if replaying:
+                bar.update(chunk.index * req.chunk_size + chunk.rows, note="replaying state")
+                continue
+            assert rows is not None
+            scored = pool.submit(run.predict, rows)
+            if pending is not None:
+                commit(*pending)
+                if req.max_chunks is not None and written >= req.max_chunks:
+                    return
+            pending = (chunk, scored, lines)
+        if pending is not None:
+            commit(*pending)
             if req.max_chunks is not None and written >= req.max_chunks:
                 return
         ckpt.complete = True
         replace_file(req.checkpoint_path, ckpt.to_json())
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         rejects.close()
         if avro is not None:

@@ -5,11 +5,13 @@ to an Avro container file; then :func:`~precog.batch_scoring.run_batch` scores t
 with the bench's leader and challenger, entity states rebuilt from the input, into Parquet
 and into Avro, in chunks of 10,000 (fewer events: a fifth of them, at least 1,000). The
 rate, like the worker's (from its first to its last prediction), leaves out the start:
-input rows from the end of the first chunk to the end of the last one over that time
-(reading the file, validation, features, scores, the output written and fsynced per
-chunk); the whole run's rate, with imports, model loading and the first chunk, is reported
-beside it. The worker's rate is the throughput section's precog median when it ran in the
-same report, else ``reps`` throughput runs of the worker measured here.
+input rows over the time from the end of the first chunk's write to the end of the last
+but one's (:func:`steady_rate`: a chunk is written after the next one was read and
+featurized, so that window holds as many chunks read, validated and featurized as scored
+and written, fsynced per chunk); the whole run's rate, with imports, model loading and the
+first chunk, is reported beside it. The worker's rate is the throughput section's precog
+median when it ran in the same report, else ``reps`` throughput runs of the worker measured
+here.
 """
 
 from __future__ import annotations
@@ -55,8 +57,25 @@ def batch_run(lab: Any, path: Any, n: int, fmt: str) -> tuple[float, float]:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    steady = (n - chunk) / (ends[-1] - ends[0]) if len(ends) > 1 else whole
-    return steady, whole
+    return steady_rate(ends, n, chunk, whole), whole
+
+
+def steady_rate(ends: list[float], n: int, chunk: int, whole: float) -> float:
+    """Rows per second between chunk ends, over a window holding as many chunks read and
+    featurized as written.
+
+    A chunk is written (``ends``) after the next one was read and featurized (its scores
+    are computed meanwhile, in a thread), so from the first end to the last but one the run
+    read and featurized chunks 2 .. L and wrote chunks 1 .. L-1: L-1 of each. With fewer
+    than 3 chunks: from the first end to the last, else the whole run's rate.
+
+    >>> steady_rate([1.0, 2.0, 3.0, 3.5], 40, 10, 5.0)  # 2 chunks of 10 rows in 2 s
+    10.0
+    """
+    if len(ends) > 2:
+        last_rows = n - (len(ends) - 1) * chunk
+        return (n - chunk - last_rows) / (ends[-2] - ends[0])
+    return (n - chunk) / (ends[-1] - ends[0]) if len(ends) > 1 else whole
 
 
 def bench_batch(lab: Any, report: dict[str, Any]) -> dict[str, Any]:

@@ -73,6 +73,9 @@ def score_batch(
     ] = None,
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", help="input rows per chunk: one featurize and predict each")] = 10_000,
+    model_threads: Annotated[int, typer.Option(
+        "--model-threads", help="LightGBM prediction threads (0: all cores), beside the main"
+        " thread, which featurizes the next chunk meanwhile (docs/batch-scoring.md)")] = 1,
     max_chunks: Annotated[int | None, typer.Option(
         "--max-chunks", help="stop after writing this many chunks (resume later)")] = None,
     resume: Annotated[bool, typer.Option(
@@ -121,6 +124,7 @@ def score_batch(
         state="redis" if from_redis else "snapshot" if from_snapshot else "input",
         snapshot=from_snapshot, state_out=state_out, models=models,
         index_namespace=index_namespace, chunk_size=chunk_size, resume=resume,
+        model_threads=model_threads,
         max_chunks=max_chunks, progress=not quiet,
     )
     summary = run_batch(request)
