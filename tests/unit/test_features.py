@@ -11,8 +11,8 @@ import pytest
 from precog.features import (
     DIRECT_IDS_KEPT,
     DIRECT_PARTITION,
-    STREAMED_IDS_KEPT,
     FIRST_EVENT_SECONDS,
+    STREAMED_IDS_KEPT,
     EntityState,
     Featurizer,
     build_training_frame,
