@@ -67,6 +67,9 @@ _STATE_VERSION = 1
 DIRECT_PARTITION = -1
 #: How many ids of such events an entity's state remembers (newest last).
 DIRECT_IDS_KEPT = 64
+#: How many ids of the events applied off a topic an entity's state remembers (newest
+#: last), so that ``precog serve`` does not apply such an event again.
+STREAMED_IDS_KEPT = 8
 
 
 @dataclass(slots=True)
@@ -77,8 +80,10 @@ class EntityState:
     distinct values per novelty field (newest last); ``applied`` is the idempotency
     watermark: partition (as str) -> last applied Kafka offset; ``direct`` the ids of the
     last :data:`DIRECT_IDS_KEPT` events applied off the topic (``precog serve``), so that
-    the same event arriving on the topic later is not applied again. ``direct`` is written
-    only when it is not empty: a state the stream alone wrote has the same bytes as before.
+    the same event arriving on the topic later is not applied again; ``streamed`` the ids of
+    the last :data:`STREAMED_IDS_KEPT` events applied off a topic, so that the same event
+    sent to ``precog serve`` later is not applied again. Each is written only when it is
+    not empty.
 
     >>> s = EntityState(last_time=5, counts={"3600000": 1.5}, recent={"country": ["DE"]})
     >>> EntityState.from_bytes(s.to_bytes()) == s
@@ -93,6 +98,15 @@ class EntityState:
     recent: dict[str, list[str]] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)
     direct: list[str] = field(default_factory=list)
+    streamed: list[str] = field(default_factory=list)
+
+    def holds(self, event_id: str) -> bool:
+        """Whether the event is known to be in this state (by its id, from either channel).
+
+        >>> EntityState(direct=["r1"], streamed=["s1"]).holds("s1")
+        True
+        """
+        return event_id in self.direct or event_id in self.streamed
 
     def to_bytes(self) -> bytes:
         """Compact, deterministic JSON (sorted keys; floats round-trip exactly)."""
@@ -106,6 +120,8 @@ class EntityState:
         }
         if self.direct:
             doc["e"] = self.direct
+        if self.streamed:
+            doc["i"] = self.streamed
         # orjson: same compact, sorted JSON; the states are read and written once per event
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
@@ -123,6 +139,7 @@ class EntityState:
             recent={k: list(v) for k, v in doc["r"].items()},
             applied={k: int(v) for k, v in doc["a"].items()},
             direct=[str(e) for e in doc.get("e", ())],
+            streamed=[str(e) for e in doc.get("i", ())],
         )
 
 
@@ -205,7 +222,7 @@ class _Working:
     ``recent`` and ``applied`` are this object's own dicts (a novelty list is replaced when
     it changes, never changed in place: it may be the given state's); ``stored`` says whether
     the entity has a state (only then does the watermark apply); ``direct`` is replaced, never
-    changed in place, like a novelty list.
+    changed in place, like a novelty list; ``streamed`` is this object's own list.
     """
 
     last: int | None
@@ -214,6 +231,7 @@ class _Working:
     applied: dict[str, int]
     stored: bool
     direct: list[str] = field(default_factory=list)
+    streamed: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -367,8 +385,10 @@ class Featurizer:
         delivery's (the prediction id, derived from the event id, stays the same).
 
         An item with partition :data:`DIRECT_PARTITION` (an event scored by ``precog serve``)
-        is recorded by its event id instead; an item whose event id the entity's
-        :attr:`EntityState.direct` holds, from either channel, does not update the state.
+        is recorded by its event id instead (:attr:`EntityState.direct`), and a topic's item
+        by its event id too (:attr:`EntityState.streamed`), besides the watermark: an item
+        whose event id the entity's state holds (:meth:`EntityState.holds`; a topic's item:
+        in ``direct``) does not update the state, in either order.
         """
         return self._featurize_columns(states, items, watermark=True)
 
@@ -466,17 +486,22 @@ class Featurizer:
             gaps.append(gap)
             aggregates.extend(now)
             if watermark:
-                if partition == DIRECT_PARTITION or w.direct:
-                    event_id = str(event[id_field])
-                    if event_id in w.direct:
-                        continue  # applied already, off the topic (precog serve)
-                    if partition == DIRECT_PARTITION:
-                        w.direct = [*w.direct[-(DIRECT_IDS_KEPT - 1):], event_id]
-                if partition != DIRECT_PARTITION:
+                event_id = str(event[id_field])
+                if partition == DIRECT_PARTITION:
+                    if event_id in w.direct or event_id in w.streamed:
+                        continue  # applied already: here before, or off the topic
+                    w.direct = [*w.direct[-(DIRECT_IDS_KEPT - 1):], event_id]
+                else:
                     part = parts[partition]
                     if w.stored and w.applied.get(part, -1) >= offset:
                         continue  # a redelivery: the state already contains this event
+                    if w.direct and event_id in w.direct:
+                        continue  # applied already, off the topic (precog serve)
                     w.applied[part] = offset
+                    streamed = w.streamed
+                    streamed.append(event_id)
+                    if len(streamed) > STREAMED_IDS_KEPT:
+                        del streamed[0]
             # the state after the event: aggregates decayed to the newest time, plus it
             w.aggregates = list(map(operator.add, now, add))
             for name, k, capacity in keep:
@@ -503,6 +528,7 @@ class Featurizer:
             dict(state.applied),
             True,
             state.direct,
+            list(state.streamed),
         )
 
     def _stored(self, w: _Working) -> EntityState:
@@ -512,7 +538,7 @@ class Featurizer:
         agg = w.aggregates
         return EntityState(w.last, dict(zip(self._count_keys, agg)),  # noqa: B905
                            dict(zip(self._sum_keys, agg[self._n_counts:])),  # noqa: B905
-                           w.recent, w.applied, w.direct)
+                           w.recent, w.applied, w.direct, w.streamed)
 
 
 def _remembered(kept: list[str], value: str, capacity: int) -> list[str]:

@@ -16,7 +16,7 @@ from precog.settings import Settings
 
 REPO = resources.project_root()
 SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "core", "batch",
-            "profile")
+            "mlserver", "profile")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from precog.bench.mlserver import markdown as mlserver_markdown
+
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
 #: the block ``precog bench --profile`` writes (the core before and after)
@@ -32,6 +34,7 @@ REQUIRED = {
     "profile": ("self", "inclusive", "total_s"),
     "core": ("us_per_event", "total_us_per_event", "reference_total_us_per_event"),
     "batch": ("events", "events_per_s", "worker_events_per_s", "ratio"),
+    "mlserver": ("precog", "mlserver", "p99_ratio", "saturation_ratio"),
 }
 
 
@@ -104,12 +107,18 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ("p99 latency at 50% of max", "<= 50 ms", p50, lambda v: v <= 50),
         ("batch scoring / streaming worker (events/s per process)", ">= 20x",
          _med(report, "batch", "ratio"), lambda v: v >= 20),
+        ("precog serve p99 / MLServer p99 (V2, median over the rates)", "<= 1.5x",
+         _median_of((report.get("mlserver") or {}).get("p99_ratio")), lambda v: v <= 1.5),
         ("RSS growth after warm-up", "<= 10%",
          None if "memory" not in report else float(report["memory"]["growth"]),
          lambda v: v <= 0.10),
     ]
     return [{"name": n, "target": t, "value": v, "met": None if v is None else bool(ok(v))}
             for n, t, v, ok in rows]
+
+
+def _median_of(values: dict[str, float] | None) -> float | None:
+    return statistics.median(values.values()) if values else None
 
 
 def _fmt(s: Any, digits: int = 0, scale: float = 1.0) -> str:
@@ -165,6 +174,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     lines += _throughput(report) + _latency(report) + _memory(report) + _scaling(report)
     lines += _core(report) + _batch(report) + _outcome(report) + _profile(report)
+    lines += mlserver_markdown(report.get("mlserver"))
     for section, error in (report.get("errors") or {}).items():
         lines += [f"**Section {section} failed:** `{_short(error)[:300]}`", ""]
     lines += [END]

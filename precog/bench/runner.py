@@ -69,6 +69,10 @@ def _section(lab: Lab, section: str, report: dict[str, Any]) -> dict[str, Any]:
         from precog.bench.batch import bench_batch
 
         return bench_batch(lab, report)
+    if section == "mlserver":
+        from precog.bench.mlserver import bench_mlserver
+
+        return bench_mlserver(lab)
     return bench_profile(lab)
 
 

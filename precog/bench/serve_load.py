@@ -1,7 +1,11 @@
-"""A bounded load client for ``precog serve``: latency percentiles and rate at a concurrency.
+"""A bounded load client for V2/REST servers: latency percentiles and rate, closed or open loop.
 
-Not a ``precog bench`` section yet (the MLServer comparison of issue 15 is not built): run it
-by hand against a running server, 127.0.0.1 only, with small counts::
+``closed_loop`` sends ``n`` requests from ``concurrency`` clients (the saturation rate);
+``at_rate`` sends requests on a fixed schedule (open loop) and measures each latency from
+its scheduled time, so a server that falls behind shows it in the percentiles instead of
+slowing the client down (coordinated omission). The ``mlserver`` section of ``precog
+bench`` (precog/bench/mlserver.py) drives both against ``precog serve`` and MLServer. By
+hand, against a running ``precog serve``, 127.0.0.1 only, with small counts::
 
     python -m precog.bench.serve_load --history data/h --key k1 -n 300 -c 1
 
@@ -17,7 +21,10 @@ import argparse
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from precog.history import read_history
 from precog.settings import Settings
@@ -41,36 +48,96 @@ def _v2(event: dict[str, Any]) -> dict[str, Any]:
                        for k, v in event.items()]}
 
 
-async def run(url: str, key: str, spec: PipelineSpec, events: list[dict[str, Any]], n: int,
-              concurrency: int, v2: bool) -> dict[str, float]:
-    """``n`` requests from ``concurrency`` clients; rate and latency (ms) percentiles."""
+Body = Callable[[int], Any]
+
+
+def _latencies(latencies: list[float], elapsed: float) -> dict[str, float]:
+    latencies.sort()
+    return {"requests": len(latencies), "requests_per_s": len(latencies) / elapsed,
+            "p50_ms": 1000 * _percentile(latencies, 0.5),
+            "p99_ms": 1000 * _percentile(latencies, 0.99)}
+
+
+async def _send(c: Any, path: str, body: Any) -> None:
+    r = await c.post(path, content=orjson.dumps(body),
+                     headers={"Content-Type": "application/json"})
+    if r.status_code != 200:
+        raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
+
+
+async def closed_loop(url: str, headers: dict[str, str], path: str, body: Body, n: int,
+                      concurrency: int) -> dict[str, float]:
+    """``n`` requests (``body(i)``) from ``concurrency`` clients, each waiting for its
+    answer before the next: rate and latency (ms) percentiles."""
     import httpx
 
-    ev = spec.event
-    run_id = uuid.uuid4().hex[:8]
-    path = f"/v2/models/{spec.name}/infer" if v2 else "/v1/score"
     latencies: list[float] = []
     todo = list(range(n))
 
     async def client(c: httpx.AsyncClient) -> None:
         while todo:
             i = todo.pop()
-            event = {**events[i % len(events)], ev.id_field: f"load-{run_id}-{i}",
-                     ev.time_field: int(time.time() * 1000)}
             started = time.perf_counter()
-            r = await c.post(path, json=_v2(event) if v2 else event)
+            await _send(c, path, body(i))
             latencies.append(time.perf_counter() - started)
-            if r.status_code != 200:
-                raise RuntimeError(f"{path}: {r.status_code} {r.text[:300]}")
 
-    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=30) as c:
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as c:
         started = time.perf_counter()
         await asyncio.gather(*(client(c) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {"requests": n, "concurrency": concurrency, "requests_per_s": n / elapsed,
-            "p50_ms": 1000 * _percentile(latencies, 0.5),
-            "p99_ms": 1000 * _percentile(latencies, 0.99)}
+    return {**_latencies(latencies, elapsed), "concurrency": concurrency}
+
+
+async def at_rate(url: str, headers: dict[str, str], path: str, body: Body, rate: float,
+                  seconds: float, max_in_flight: int = 64) -> dict[str, float]:
+    """Requests at ``rate`` per second for ``seconds`` (open loop, at most 5000 and
+    ``max_in_flight`` at once); latency from each request's scheduled time."""
+    import httpx
+
+    n = min(5000, max(1, int(rate * seconds)))
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(max_in_flight)
+    limits = httpx.Limits(max_connections=max_in_flight)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as c:
+        start = time.perf_counter()
+
+        async def one(i: int) -> None:
+            due = start + i / rate
+            async with gate:
+                await _send(c, path, body(i))
+            latencies.append(time.perf_counter() - due)
+
+        tasks = []
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {**_latencies(latencies, elapsed), "rate": rate}
+
+
+def event_body(spec: PipelineSpec, events: list[dict[str, Any]], v2: bool) -> Body:
+    """Request ``i``: event ``i`` (cycling) with a fresh event id and the current time, as a
+    ``/v1/score`` body or a V2 one (one tensor per field)."""
+    ev = spec.event
+    run_id = uuid.uuid4().hex[:8]
+
+    def body(i: int) -> Any:
+        event = {**events[i % len(events)], ev.id_field: f"load-{run_id}-{i}",
+                 ev.time_field: int(time.time() * 1000)}
+        return _v2(event) if v2 else event
+    return body
+
+
+async def run(url: str, key: str, spec: PipelineSpec, events: list[dict[str, Any]], n: int,
+              concurrency: int, v2: bool) -> dict[str, float]:
+    """``n`` requests from ``concurrency`` clients; rate and latency (ms) percentiles."""
+    path = f"/v2/models/{spec.name}/infer" if v2 else "/v1/score"
+    return await closed_loop(url, {"X-API-Key": key}, path, event_body(spec, events, v2), n,
+                             concurrency)
 
 
 def main() -> None:

@@ -15,7 +15,9 @@ writer, with ``provenance.channel = "rest"``. Per request:
 
 An event scored here enters its entity's state recorded by event id
 (:data:`~precog.features.DIRECT_PARTITION`): when the same event later arrives on the
-events topic, the worker does not apply it again (docs/scoring.md "State semantics").
+events topic, the worker does not apply it again; the worker records the ids of the events
+it applies too, so an event sent here after the worker applied it is not applied again
+(docs/scoring.md "State semantics").
 Requests touching the same entity are serialised in this process (a lock per entity), so
 two of them never read the same state and both write it.
 """
@@ -220,7 +222,7 @@ class ServeScorer:
             before = states.get(str(e.record[ev.entity_field]))
             event_id = str(e.record[ev.id_field])
             state = ("read-only" if read_only else
-                     "already-applied" if before is not None and event_id in before.direct
+                     "already-applied" if before is not None and before.holds(event_id)
                      else "updated")
             answers[event_id] = self._answer(value, state)
         await self._bounded("kafka", self.producer.address, self.producer.produce(

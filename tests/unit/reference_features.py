@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from precog.features import FIRST_EVENT_SECONDS, EntityState
+from precog.features import FIRST_EVENT_SECONDS, STREAMED_IDS_KEPT, EntityState
 from precog.spec import (
     DecayedCountFeature,
     DecayedSumFeature,
@@ -96,7 +96,7 @@ def reference_featurize(
             recent[name] = kept[-capacity:]
     last = t if state.last_time is None else max(state.last_time, t)
     new = EntityState(last, {k: c + 1.0 for k, c in counts.items()}, new_sums, recent,
-                      dict(state.applied))
+                      dict(state.applied), list(state.direct), list(state.streamed))
     return values, ages, new
 
 
@@ -117,5 +117,6 @@ def reference_batch(
         if state is not None and state.applied.get(str(partition), -1) >= offset:
             continue
         new.applied[str(partition)] = offset
+        new.streamed = [*new.streamed, str(event[spec.event.id_field])][-STREAMED_IDS_KEPT:]
         changed[entity] = new
     return rows, ages, changed

@@ -12,6 +12,7 @@ from precog.features import (
     DIRECT_IDS_KEPT,
     DIRECT_PARTITION,
     FIRST_EVENT_SECONDS,
+    STREAMED_IDS_KEPT,
     EntityState,
     Featurizer,
     build_training_frame,
@@ -416,13 +417,34 @@ def test_an_event_scored_off_the_topic_moves_the_state_once_from_either_channel(
     assert s2.applied == {"2": 41} and s2.direct == ["e1"] and s2.last_time == 2 * H
     assert fz.featurize_columns({"card-1": s2}, [(e2, 2, 41)]).changed == {}
     assert EntityState.from_bytes(s2.to_bytes()) == s2
+    # the other order: applied off the topic first, then sent to precog serve: not again
+    assert s2.streamed == ["e2"] and s2.holds("e2") and s2.holds("e1")
+    assert fz.featurize_columns({"card-1": s2}, [(e2, DIRECT_PARTITION, -1)]).changed == {}
+    assert fz.featurize_columns({"card-1": stream}, [(e1, DIRECT_PARTITION, -1)]).changed == {}
+
+
+def test_the_stream_records_its_event_ids_in_the_batch_and_bounded(spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    items = [(tx(f"s{i}", H + i, 1.0), 0, i) for i in range(STREAMED_IDS_KEPT + 3)]
+    before = EntityState(last_time=H - 1, streamed=["old"])
+    state = fz.featurize_columns({"card-1": before}, items).changed["card-1"]
+    assert state.streamed == [f"s{i}" for i in range(3, STREAMED_IDS_KEPT + 3)]
+    assert before.streamed == ["old"]  # the given state is not changed
+    assert EntityState.from_bytes(state.to_bytes()).streamed == state.streamed
+    # within one batch too: the stream's copy, then the same event off the topic
+    e = tx("x1", 3 * H, 5.0)
+    both = fz.featurize_columns({}, [(e, 0, 1), (e, DIRECT_PARTITION, -1)]).changed["card-1"]
+    once = fz.featurize_columns({}, [(e, 0, 1)]).changed["card-1"]
+    assert (both.counts, both.sums, both.direct) == (once.counts, once.sums, [])
+    # a redelivery records nothing twice
+    assert fz.featurize_columns({"card-1": once}, [(e, 0, 1)]).changed == {}
 
 
 def test_a_state_without_direct_events_keeps_its_bytes_and_the_ids_are_bounded(
         spec: PipelineSpec) -> None:
     fz = Featurizer(spec)
     plain = fz.featurize_columns({}, [(tx("e1", H, 1.0), 0, 1)]).changed["card-1"]
-    assert b'"e"' not in plain.to_bytes()
+    assert b'"e"' not in plain.to_bytes() and b'"i":["e1"]' in plain.to_bytes()
     items = [(tx(f"d{i}", H + i, 1.0), DIRECT_PARTITION, -1) for i in range(DIRECT_IDS_KEPT + 5)]
     state = fz.featurize_columns({"card-1": plain}, items).changed["card-1"]
     assert state.direct == [f"d{i}" for i in range(5, DIRECT_IDS_KEPT + 5)]

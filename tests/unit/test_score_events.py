@@ -20,7 +20,7 @@ from precog.services.runtime import Runtime
 
 from precog.avro import Codec
 from precog.errors import ServiceUnavailable
-from precog.features import EntityState, Featurizer, build_training_frame
+from precog.features import STREAMED_IDS_KEPT, EntityState, Featurizer, build_training_frame
 from precog.scoring import ModelSet, make_model_set, prediction_id
 from precog.settings import Settings
 from precog.spec import SPEC_DIR, PipelineSpec, load_spec
@@ -97,14 +97,19 @@ def valid_offsets() -> list[int]:
     return [o for o in range(32) if o not in (GARBAGE_AT, INVALID_AT)]
 
 
-def final_states(spec: PipelineSpec, valid: list[dict[str, Any]]) -> dict[str, EntityState]:
-    """Each card's state after its events, chained offline, with its offset watermark."""
+def final_states(spec: PipelineSpec, valid: list[dict[str, Any]],
+                 offsets: list[int] | None = None) -> dict[str, EntityState]:
+    """Each card's state after its events, chained offline, with its offset watermark and
+    the ids of its last events off the topic."""
     fz = Featurizer(spec)
     states: dict[str, EntityState] = {}
-    for ev, offset in zip(valid, valid_offsets(), strict=True):
+    for ev, offset in zip(valid, valid_offsets() if offsets is None else offsets, strict=True):
         card = ev["card_id"]
-        _, states[card] = fz.featurize(states.get(card), ev)
+        before = states.get(card)
+        _, states[card] = fz.featurize(before, ev)
         states[card].applied = {"0": offset}
+        ids = [] if before is None else before.streamed
+        states[card].streamed = [*ids, ev["event_id"]][-STREAMED_IDS_KEPT:]
     return states
 
 
@@ -214,11 +219,7 @@ def test_one_record_too_large_is_dropped_and_the_batch_featurized_again_without_
     frame = build_training_frame(spec, valid)  # as if the big record had never come
     assert [p["event_id"] for p in preds] == frame.event_ids
     assert [[f["value"] for f in p["features"]] for p in preds] == frame.X.tolist()
-    fz, expected = Featurizer(spec), {}
-    for ev, offset in zip(valid, [0, 1, 2, 4, 5, 6, 7, 8], strict=True):
-        _, expected[ev["card_id"]] = fz.featurize(expected.get(ev["card_id"]), ev)
-        expected[ev["card_id"]].applied = {"0": offset}
-    assert store.states() == expected
+    assert store.states() == final_states(spec, valid, [0, 1, 2, 4, 5, 6, 7, 8])
 
 
 def test_an_unavailable_store_is_waited_for_and_the_batch_comes_out_the_same(
