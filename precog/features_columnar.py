@@ -48,6 +48,7 @@ from precog import spec as kinds
 from precog.features import (
     DIRECT_PARTITION,
     FIRST_EVENT_SECONDS,
+    STREAMED_IDS_KEPT,
     EntityState,
     FeatureColumns,
     Featurizer,
@@ -138,6 +139,7 @@ class ColumnarChain:
         self.moved_ever = np.zeros(0, dtype=bool)
         self.base: list[EntityState | None] = []  # the start state of each row
         self.applied: list[dict[str, int]] = []
+        self.streamed: list[list[str]] = []  # the ids of the last events applied (newest last)
 
     # -- states in and out --------------------------------------------------------------
     def state(self, entity: str) -> EntityState | None:
@@ -191,6 +193,7 @@ class ColumnarChain:
         self.row[entity] = r
         self.base.append(state)
         self.applied.append({} if state is None else dict(state.applied))
+        self.streamed.append([] if state is None else list(state.streamed))
         self.has_last[r], self.last[r], self.agg[r] = False, 0, 0.0
         self.stored[r], self.moved_ever[r] = state is not None, False
         for f in range(len(self.widths)):
@@ -211,7 +214,8 @@ class ColumnarChain:
     def _export(self, r: int, *, has_last: bool | None = None, last: int = 0,
                 agg: np.ndarray | None = None, recent: list[np.ndarray] | None = None,
                 touched: list[bool] | None = None, applied: dict[str, int] | None = None,
-                moved: bool | None = None) -> EntityState | None:
+                streamed: list[str] | None = None, moved: bool | None = None
+                ) -> EntityState | None:
         """Row ``r`` as the state the per-event chain would hold (or the given values)."""
         if moved is None:
             moved = bool(self.moved_ever[r])
@@ -223,7 +227,7 @@ class ColumnarChain:
             agg = self.agg[r]
             recent = [a[r] for a in self.recent]
             touched = [bool(a[r]) for a in self.touched]
-            applied = self.applied[r]
+            applied, streamed = self.applied[r], self.streamed[r]
         assert agg is not None and recent is not None and touched is not None
         base = self.base[r]
         kept = {} if base is None else dict(base.recent)
@@ -236,7 +240,7 @@ class ColumnarChain:
         return EntityState(last if has_last else None,
                            dict(zip(fz._count_keys, values[:n_counts], strict=True)),
                            dict(zip(fz._sum_keys, values[n_counts:], strict=True)),
-                           kept, dict(applied or {}), [])
+                           kept, dict(applied or {}), [], list(streamed or ()))
 
     def _to_objects(self, entity: str) -> None:
         r = self.row.pop(entity)
@@ -346,6 +350,10 @@ class _Chunk:
                 self.equals[(f.field, f.value)] = np.fromiter(
                     (1.0 if str(e.get(f.field)) == f.value else 0.0 for e in events),
                     np.float64, n)
+
+    def event_id(self, i: int) -> str:
+        """The id of the chunk's ``i``-th event (as the state records it)."""
+        return str(self.events[i][self.fz.id_field])
 
     def columns(self, out: _Outputs) -> np.ndarray:
         """The feature matrix, in the spec's order."""
@@ -484,15 +492,17 @@ class _Steps:
                     recent[:m] = np.where(seen[:, None], shifted, kept)
                     self.touched[f][:m] |= seen
 
-    def _watermarks(self, c: int, upto: int) -> dict[str, int]:
-        """Chain ``c``'s watermark after its first ``upto`` items."""
+    def _watermarks(self, c: int, upto: int) -> tuple[dict[str, int], list[str]]:
+        """Chain ``c``'s watermark and streamed ids after its first ``upto`` items."""
         chain, ch = self.chain, self.ch
-        applied = dict(chain.applied[int(self.rows[c])])
+        r = int(self.rows[c])
+        applied, streamed = dict(chain.applied[r]), list(chain.streamed[r])
         mine = np.flatnonzero(ch.entity_codes == self.ents[c])
         mine = mine[self.step_of[mine] < upto]
         for p, o in zip(ch.partitions[mine].tolist(), ch.offsets[mine].tolist(), strict=True):
             applied[str(p)] = o
-        return applied
+        streamed.extend(ch.event_id(i) for i in mine.tolist())
+        return applied, streamed[-STREAMED_IDS_KEPT:]
 
     def _hand_over(self, start: int, k: int, m: int) -> None:
         """The chains still running at step ``k`` go on per event from their state now."""
@@ -501,10 +511,15 @@ class _Steps:
         codes = ch.entity_codes[left]
         for c in range(m):
             r = int(self.rows[c])
-            state = chain._export(r) if k == 0 else chain._export(
-                r, has_last=bool(self.has[c]), last=int(self.last[c]), agg=self.agg[c],
-                recent=[a[c] for a in self.recent], touched=[bool(a[c]) for a in self.touched],
-                applied=self._watermarks(c, k), moved=True)
+            if k == 0:
+                state = chain._export(r)
+            else:
+                applied, streamed = self._watermarks(c, k)
+                state = chain._export(
+                    r, has_last=bool(self.has[c]), last=int(self.last[c]), agg=self.agg[c],
+                    recent=[a[c] for a in self.recent],
+                    touched=[bool(a[c]) for a in self.touched],
+                    applied=applied, streamed=streamed, moved=True)
             self.handed.append((ch.entities[int(self.ents[c])], state,
                                 np.sort(left[codes == self.ents[c]])))
 
@@ -525,9 +540,14 @@ class _Steps:
         sel = np.flatnonzero(finished[ch.entity_codes])
         row_of = np.full(len(ch.entities), -1, dtype=np.int64)
         row_of[self.ents] = self.rows
-        for r, p, o in zip(row_of[ch.entity_codes[sel]].tolist(), ch.partitions[sel].tolist(),
-                           ch.offsets[sel].tolist(), strict=True):
+        for i, r, p, o in zip(sel.tolist(), row_of[ch.entity_codes[sel]].tolist(),
+                              ch.partitions[sel].tolist(), ch.offsets[sel].tolist(),
+                              strict=True):
             chain.applied[r][str(p)] = o
+            streamed = chain.streamed[r]
+            streamed.append(ch.event_id(i))
+            if len(streamed) > STREAMED_IDS_KEPT:
+                del streamed[0]
         moved = {ch.entities[e] for e in self.ents[done].tolist()}
         for entity, state, _ in self.handed:
             chain.row.pop(entity)
