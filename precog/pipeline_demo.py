@@ -1,6 +1,6 @@
 """The full pipeline demo: history -> training -> a live worker -> drift -> retrain -> canary.
 
-(About 650 lines: one script read top to bottom, each step a function in the order it runs.)
+(About 720 lines: one script read top to bottom, each step a function in the order it runs.)
 
 The story (docs/lifecycle.md): the live stream's scheduled concept drift raises an alert;
 the retrain controller (what ``precog retrain watch`` runs) sees it, retrains the spec's
@@ -706,7 +706,7 @@ def run(
                                live_config(plan, spec, after_retrain=True), headline, watch)
             after.append(part)
             part_start = next_window(part.last_event_ms)
-            if deciding:
+            if deciding and canary_spec is not None:
                 wait_until_joined(settings)
                 decisions.append(canary_evaluation(settings, canary_spec, worker, part_start))
         wait_until_drained(settings, spec)
