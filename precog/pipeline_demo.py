@@ -1,12 +1,14 @@
-"""The full pipeline demo: history -> training -> a live worker -> drift -> retrain -> decision.
+"""The full pipeline demo: history -> training -> a live worker -> drift -> retrain -> canary.
 
-(About 600 lines: one script read top to bottom, each step a function in the order it runs.)
+(About 720 lines: one script read top to bottom, each step a function in the order it runs.)
 
 The story (docs/lifecycle.md): the live stream's scheduled concept drift raises an alert;
 the retrain controller (what ``precog retrain watch`` runs) sees it, retrains the spec's
-models on the deployment's own topics and registers them as challengers; the world after
-the drift streams on while every model scores every event; the promotion policy then
-promotes a challenger on paired evidence or keeps the leader with the reason, and the demo
+models on the deployment's own topics and registers them as challengers; a canary of the
+retrained version with the best holdout metric starts; the world after the drift streams
+on in parts while every model scores every event, and between parts the canary controller
+(what the worker's lifecycle agent runs under ``traffic: canary``) steps the canary up on
+its arm's paired evidence, promotes it at 100%, or rolls it back with the reason; the demo
 prints the decision trail from ``{ns}-decisions``.
 
 Runs in its own namespace (``demo`` unless told otherwise), which it resets first, so it
@@ -28,7 +30,6 @@ from typing import Any
 from precog.settings import Settings
 from precog.spec import (
     PipelineSpec,
-    PromotionSpec,
     RetrainingSpec,
     load_spec,
     parse_duration,
@@ -52,8 +53,10 @@ class DemoPlan:
     concept drift and data drift on one feature after ``concept_drift_at``, a volume drop
     across many one-hour windows, and garbage records. After the stream the demo waits at
     most ``trigger_wait_s`` for the retrain that the drift alert triggers, then streams
-    ``after_retrain_events`` more of the drifted world (from the next volume window on): the
-    evidence the promotion policy decides on.
+    ``after_retrain_events`` more of the drifted world (from the next volume window on), in
+    ``len(canary_steps) - 1`` equal parts: the canary starts at ``canary_steps[0]`` percent
+    of the cards, and after each part the canary controller decides on the arm's labels of
+    that part (step up to the next share, promote at 100%, or roll back).
     """
 
     history_events: int = 60_000
@@ -71,7 +74,9 @@ class DemoPlan:
     outcome_wait_s: float = 45.0
     after_retrain_events: int = 9_000
     trigger_wait_s: float = 60.0
-    min_labels: int = 500  # the promotion policy's minimum of paired labelled events
+    canary_steps: tuple[float, ...] = (20.0, 50.0, 100.0)
+    canary_min_labels: int = 150  # canary-arm labels of a part before a step up
+    canary_rollback_min_labels: int = 100  # ...before a rollback can be decided
     seed: int = 7
 
     @classmethod
@@ -443,25 +448,89 @@ def wait_until_scoring(worker: Any, refs: list[tuple[str, int]], timeout: float 
                        f" {worker.log_path}")
 
 
-def decide_on_evidence(settings: Settings, spec: PipelineSpec, plan: DemoPlan,
-                       since_ms: int) -> dict[str, Any]:
-    """One evaluation of the best-recent promotion policy (what the worker's lifecycle agent
-    or ``precog models evaluate`` runs) on the joined labels of the events from ``since_ms``
-    on: every model, the retrained ones included, scored each of them."""
-    from precog.services.lifecycle import evaluate
+def canary_candidate(audit: dict[str, Any]) -> tuple[str, int, str]:
+    """The retrained version the canary starts on: the best holdout metric of the run's
+    audit (each measured next to the leader's on the same held-out rows), and why."""
+    best = max(audit["candidates"], key=lambda c: (c["value"], -c["version"]))
+    others = ", ".join(f"{c['model_id']} v{c['version']} {c['value']:.4f}"
+                       for c in audit["candidates"] if c is not best)
+    why = (f"the best holdout {audit['metric']} of the retrained versions:"
+           f" {best['value']:.4f} vs the leader's {best['leader_value']:.4f} on the same"
+           f" {best['n']} events" + (f" (others: {others})" if others else ""))
+    return best["model_id"], int(best["version"]), why
 
-    now = int(time.time() * 1000)
-    window_s = (now - since_ms) // 1000 - 1  # the window ends on a second: it starts after
-    policy = PromotionSpec(policy="best-recent", metric="f1", window=f"{window_s}s",
-                           interval="1s", min_labels=plan.min_labels, margin=0.0,
-                           bootstrap_samples=1000, cooldown="0s")
-    say("promotion policy best-recent (F1, paired bootstrap on the same labelled events"
-        " since the retrained versions were scoring)")
-    out = evaluate(settings, spec.model_copy(update={"promotion": policy}), now_ms=now)
+
+def canary_policy(spec: PipelineSpec, plan: DemoPlan, candidate: str) -> Any:
+    """The demo's traffic policy: a canary of ``candidate`` stepping through
+    ``plan.canary_steps``, evaluated once per volume window of event time (the demo's
+    clock), with the worker's salt so its arms are the worker's."""
+    from precog.spec import TrafficSpec
+
+    return TrafficSpec(policy="canary", salt=spec.traffic.salt, candidate=candidate,
+                       steps=list(plan.canary_steps), metric="f1",
+                       min_labels=plan.canary_min_labels,
+                       rollback_min_labels=plan.canary_rollback_min_labels, max_drop=0.05,
+                       max_error_increase=0.02, interval=spec.volume.window)
+
+
+def wait_until_revision(worker: Any, revision: int, timeout: float = 60.0) -> None:
+    """Wait until the worker scores with the roles of ``revision`` or later (hot reload)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, body = worker.health()
+        if (body.get("models") or {}).get("revision", -1) >= revision:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the worker did not load roles revision {revision} within"
+                       f" {timeout:.0f} s: {worker.log_path}")
+
+
+def wait_until_joined(settings: Settings, settle: float = 3.0, timeout: float = 30.0) -> None:
+    """Wait until ``{ns}.labeled`` stops growing for ``settle`` s: the join agent has joined
+    the outcomes the producer sent."""
+    from precog.replay.runner import count_topic
+
+    deadline = time.monotonic() + timeout
+    last, since = count_topic(settings, "labeled"), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = count_topic(settings, "labeled")
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return
+
+
+def canary_evaluation(settings: Settings, spec: PipelineSpec, worker: Any, now_ms: int
+                      ) -> dict[str, Any]:
+    """One evaluation of the canary policy (what the worker's lifecycle agent runs every
+    ``traffic.interval``), recorded and applied like every decision.
+
+    ``now_ms`` is the demo's clock: the event time where the next part of the stream
+    starts. The simulated event times run 1800 times faster than the wall clock and end in
+    the past, and the canary's evidence is the arm's joined labels with event times from the
+    step's start (``roles.traffic.since``, set to ``now_ms``) to the interval boundary at
+    ``now_ms``: exactly the part streamed since the last evaluation.
+    """
+    from precog.services.lifecycle import evaluate_traffic
+
+    out = evaluate_traffic(settings, spec, now_ms=now_ms)
     d = out.decision
-    say(f"  decision {d['decision_id']}: {d['action']}")
+    ev = d["traffic"] or {}
+    say(f"  canary decision {d['decision_id']} at event time {_iso(now_ms)}: {d['action']}:"
+        f" {d['reason']}")
     if out.applied:
-        say(f"  applied: the leader is now {out.roles.leader}; the old leader stays a challenger")
+        share = ev.get("to_percent", 0.0)
+        if d["action"] in ("start", "step"):
+            say(f"  applied: {d['chosen']['model_id']} v{d['chosen']['version']} decides for"
+                f" {share:g}% of the cards (roles revision {out.roles.revision})")
+        elif d["action"] == "promote":
+            say(f"  applied: the leader is now {out.roles.leader}; the old leader stays a"
+                " challenger")
+        elif d["action"] == "rollback":
+            say(f"  applied: the leader {out.roles.leader} decides every event again; the"
+                " candidate left the challengers")
+        wait_until_revision(worker, out.roles.revision)
     return d
 
 
@@ -470,15 +539,24 @@ def _iso(ms: int) -> str:
 
 
 def show_trail(settings: Settings, spec: PipelineSpec) -> list[dict[str, Any]]:
-    """The decision trail of this run from ``{ns}-decisions``, oldest first: the trigger, the
-    retrain run, the challengers it registered, the promotion decision(s) with evidence."""
+    """The decision trail of this run from ``{ns}-decisions``, in the order the decisions
+    were recorded (their order on ``{ns}.decisions``, keyed by spec: one partition; the
+    canary's ``evaluated_time`` is the demo's event-time clock, which is in the past of the
+    retrain's wall-clock time): the trigger, the retrain run, the challengers it registered,
+    the canary's start, steps and its promotion or rollback, each with its evidence."""
     from precog.io.elasticsearch import elasticsearch_client
+    from precog.replay.runner import read_topic
+    from precog.schema_registry import namespace_codec
     from precog.services.lifecycle import recent_decisions
 
     elasticsearch_client(settings).indices.refresh(index=settings.index("decisions"))
+    codec = namespace_codec(settings, spec, "decision")
+    order: dict[str, int] = {}
+    for m in read_topic(settings, "decisions"):
+        order.setdefault(codec.decode(m.value())["decision_id"], len(order))
     trail = sorted(recent_decisions(settings, spec.name, limit=100),
-                   key=lambda d: d["evaluated_time"])
-    say(f"the decision trail ({settings.index('decisions')}, oldest first)")
+                   key=lambda d: order.get(d["decision_id"], len(order)))
+    say(f"the decision trail ({settings.index('decisions')}, in the order recorded)")
     if not trail:
         say("  (empty: no trigger fired and no decision was made)")
     for d in trail:
@@ -494,6 +572,12 @@ def show_trail(settings: Settings, spec: PipelineSpec) -> list[dict[str, Any]]:
                     f" {d['roles_revision']} + 1; never as leader)")
                 for c in d["candidates"]:
                     say(f"      {c['model_id']} v{c['version']}: {c['reason']}")
+            continue
+        if d["kind"] == "traffic":
+            ev = d.get("traffic") or {}
+            say(f"  event time {at} canary {d['action']} ({ev.get('from_percent', 0):g}% ->"
+                f" {ev.get('to_percent', 0):g}%, {ev.get('arm_labels', 0)} arm labels)"
+                f" {d['decision_id']}: {d['reason']}")
             continue
         say(f"  {at} decision {d['decision_id']} ({d['policy']}): {d['action']}:"
             f" {d['reason']}")
@@ -520,9 +604,9 @@ class DemoResult:
     plan: DemoPlan
     live_start_ms: int
     summary: Any  # the live stream with the drift
-    after: Any  # the stream after the retrain
+    after: list[Any]  # the parts of the stream after the retrain
     retrain: dict[str, Any] | None  # the retrain run's audit record
-    decision: dict[str, Any]  # the promotion decision on the evidence after the retrain
+    canary: list[dict[str, Any]]  # the canary's decisions: start, steps, promote/rollback
     trail: list[dict[str, Any]]  # the {ns}-decisions documents, oldest first
     report: Path
 
@@ -585,25 +669,54 @@ def run(
             wait_until_scoring(worker, [(c["model_id"], c["version"])
                                         for c in audit["candidates"]])
             say("  the worker scores every event with the retrained versions too")
-        # CANARY STEP (issue 14, traffic policies; not built here): a canary of the retrained
-        # challenger starts here -- it decides for a growing share of entities while the
-        # stream below runs, and goes on by steps or is rolled back on its online metrics.
-        # Until then the traffic policy is shadow: the leader decides every event.
+        # the canary: the retrained version with the best holdout metric decides for a
+        # share of the cards while the drifted world streams on in parts; between parts
+        # the canary controller steps it up, promotes it at 100% or rolls it back
         window_ms = parse_duration(spec.volume.window)
-        after_start = summary.last_event_ms - summary.last_event_ms % window_ms + window_ms
-        after = stream_live(
-            settings, spec, worker, plan, after_start, plan.after_retrain_events,
-            live_config(plan, spec, after_retrain=True),
-            "the drifted world goes on: the promotion policy's evidence", watch)
+
+        def next_window(ms: int) -> int:
+            return ms - ms % window_ms + window_ms
+
+        canary_spec, decisions = None, []
+        parts = [plan.after_retrain_events]
+        if audit is not None and audit["action"] == "registered":
+            model_id, version, why = canary_candidate(audit)
+            policy = canary_policy(spec, plan, model_id)
+            canary_spec = spec.model_copy(update={"traffic": policy})
+            k = len(policy.steps) - 1
+            parts = [plan.after_retrain_events // k + (i < plan.after_retrain_events % k)
+                     for i in range(k)]
+            say(f"traffic policy canary of {model_id} v{version}: {why}")
+            say(f"  steps {' -> '.join(f'{p:g}%' for p in policy.steps)} (100%: promotion);"
+                f" after each of {k} parts of {parts[0]} events: step up with >="
+                f" {policy.min_labels} arm labels, roll back (from"
+                f" {policy.rollback_min_labels} labels) if its F1 is below the leader's by"
+                f" more than {policy.max_drop} or its error rate above by more than"
+                f" {policy.max_error_increase}, on the same arm events")
+        part_start = next_window(summary.last_event_ms)
+        if canary_spec is not None:
+            decisions.append(canary_evaluation(settings, canary_spec, worker, part_start))
+        after = []
+        for i, n in enumerate(parts):
+            deciding = canary_spec is not None and decisions[-1]["action"] in ("start", "step",
+                                                                               "keep")
+            headline = (f"the drifted world goes on, part {i + 1} of {len(parts)}: the"
+                        " canary's evidence" if deciding else "the drifted world goes on")
+            part = stream_live(settings, spec, worker, plan, part_start, n,
+                               live_config(plan, spec, after_retrain=True), headline, watch)
+            after.append(part)
+            part_start = next_window(part.last_event_ms)
+            if deciding and canary_spec is not None:
+                wait_until_joined(settings)
+                decisions.append(canary_evaluation(settings, canary_spec, worker, part_start))
         wait_until_drained(settings, spec)
         time.sleep(2 * settings.monitor.tick_seconds + 1)  # the monitor's last tick
-        ok = reconcile(settings, spec, summary.sent + after.sent)
+        ok = reconcile(settings, spec, summary.sent + sum(a.sent for a in after))
         show_provenance(settings)
         show_metrics_and_alerts(settings)
-        decision = decide_on_evidence(settings, spec, plan, after_start)
         trail = show_trail(settings, spec)
     finally:
         worker.stop()
     write_report(settings, report_dir)
-    return DemoResult(ok, plan, live_start, summary, after, audit, decision, trail,
+    return DemoResult(ok, plan, live_start, summary, after, audit, decisions, trail,
                       report_dir / "report.html")

@@ -4,8 +4,9 @@ Steps (each prints what it does): 1. local stack up, 2. Kafka Avro round trip, 3
 pipeline round trip, 4. Elasticsearch bulk + search (2-4 in a throw-away namespace that is
 dropped afterwards), then the pipeline demo of ``precog/pipeline_demo.py`` in its own
 namespace (``demo``): history, training, a live worker, drift and garbage, the retrain the
-drift triggers and the promotion decision on the evidence after it, reconciliation,
-provenance, every model's metrics, alerts, the decision trail, and the dashboards' report.
+drift triggers, a canary of the best retrained version stepped up and promoted or rolled
+back on its evidence, reconciliation, provenance, every model's metrics, alerts, the decision
+trail, and the dashboards' report.
 """
 
 from __future__ import annotations

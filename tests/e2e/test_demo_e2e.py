@@ -1,9 +1,10 @@
 """The demo's scenario on the real stack: every monitor fires where the schedule put a fault,
-and the concept drift closes the loop: alert -> retrain -> challengers -> decision.
+and the concept drift closes the loop: alert -> retrain -> challengers -> canary start ->
+step(s) -> promote or rollback.
 
 Seeded: the quick demo plan streams garbage, a concept + data drift (amount) and a 30%
 volume drop through a live worker in accelerated event time, then more of the drifted world
-after the retrain.
+after the retrain, in parts with a canary decision between them.
 """
 
 from __future__ import annotations
@@ -61,15 +62,18 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         # (per window: one row per failed check and a "total" row of records failing any)
         failed = sum(h["count"] for h in health if h["kind"] == "quality" and h["name"] == "total")
         dead = sum(h["count"] for h in health if h["kind"] == "dead_letter")
-        assert failed == dead == sum(s.garbage.values()) + sum(after.garbage.values())
+        assert failed == dead == sum(s.garbage.values()) + sum(sum(a.garbage.values())
+                                                              for a in after)
 
         # the trail: the drift alert triggered one retrain run, which registered the spec's
-        # models as challengers; the promotion policy decided on the evidence after it
-        retrain, decision = result.retrain, result.decision
+        # models as challengers; a canary of the best retrained version started, was
+        # stepped up on its arm's evidence, and was promoted or rolled back
+        retrain, canary = result.retrain, result.canary
         assert retrain is not None, "no retrain was triggered"
-        assert [d["kind"] for d in result.trail] == ["retrain", "promotion"]
+        kinds_seen = [d["kind"] for d in result.trail]
+        assert kinds_seen == ["retrain"] + ["traffic"] * len(canary), kinds_seen
         assert result.trail[0]["decision_id"] == retrain["decision_id"]
-        assert result.trail[1]["decision_id"] == decision["decision_id"]
+        assert [d["decision_id"] for d in result.trail[1:]] == [d["decision_id"] for d in canary]
         trigger, _, evidence = retrain["policy"].partition(": ")
         alert_id = evidence.split()[1].rstrip(":")
         (alert,) = [a for a in alerts if a["alert_id"] == alert_id]
@@ -79,24 +83,67 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         new = {("fraud-lgbm", 2), ("fraud-logreg", 2)}
         assert retrain["action"] == "registered"
         assert {(c["model_id"], c["version"]) for c in retrain["candidates"]} == new
-        judged = {(c["model_id"], c["version"]): c for c in decision["candidates"]}
-        assert set(judged) == new | {("fraud-logreg", 1)}
-        for ref in new:  # every retrained version was judged on paired evidence
-            c = judged[ref]
-            assert c["status"] in ("supported", "not-better"), c
-            assert c["n"] >= plan.min_labels and c["p_value"] is not None
+
+        # the candidate: the retrained version with the best holdout metric
+        best = max(retrain["candidates"], key=lambda c: c["value"])
+        cand = (best["model_id"], best["version"])
+        steps = list(plan.canary_steps)
+        actions = [d["action"] for d in canary]
+        assert actions[0] == "start" and actions[-1] in ("promote", "rollback"), actions
+        assert all(a == "step" for a in actions[1:-1]), actions
+        assert all(d["kind"] == "traffic" and d["policy"] == "canary" for d in canary)
+        assert all((d["chosen"]["model_id"], d["chosen"]["version"]) == cand for d in canary)
+        assert canary[0]["traffic"]["to_percent"] == steps[0]
+        for i, d in enumerate(canary[1:], start=1):  # each decision follows its evidence
+            ev, (c,) = d["traffic"], d["candidates"]
+            assert ev["from_percent"] == steps[i - 1], (i, ev)
+            assert ev["arm_labels"] == c["n"] > 0, (ev, c)
+            drop = c["leader_value"] - c["value"]
+            increase = ev["error_rate"] - ev["leader_error_rate"]
+            worse = ev["arm_labels"] >= plan.canary_rollback_min_labels and (
+                drop > ev["max_drop"] or increase > ev["max_error_increase"])
+            if d["action"] == "rollback":
+                assert worse and c["status"] == "worse" and ev["to_percent"] == 0.0, d
+            else:  # a step up, or the promotion at 100%
+                assert not worse and c["status"] == "holds", d
+                assert ev["arm_labels"] >= plan.canary_min_labels, d
+                assert ev["to_percent"] == steps[i], d
+                assert (d["action"] == "promote") == (steps[i] == 100), d
+            assert d["reason"], d
         from precog.services.model_control import read_roles
 
+        from precog.spec import load_spec
+
+        pipeline_salt = load_spec(settings.spec).traffic.salt
         roles = read_roles(settings, "transactions")
-        if decision["action"] == "promote":
-            chosen = (decision["chosen"]["model_id"], decision["chosen"]["version"])
-            assert judged[chosen]["status"] == "supported"
-            assert (roles.leader.model_id, roles.leader.version) == chosen
+        assert roles.traffic is None, "the canary ended"
+        held = {(r.model_id, r.version) for r in (roles.leader, *roles.challengers)}
+        if actions[-1] == "promote":
+            assert (roles.leader.model_id, roles.leader.version) == cand
+            assert ("fraud-lgbm", 1) in held  # the old leader stays a challenger
         else:
-            assert decision["action"] == "keep" and decision["reason"]
-            assert all(c["status"] != "supported" for c in judged.values())
             assert (roles.leader.model_id, roles.leader.version) == ("fraud-lgbm", 1)
-        assert new <= {(r.model_id, r.version) for r in (roles.leader, *roles.challengers)}
+            assert cand not in held  # a rolled-back candidate leaves the challengers
+        assert new - {cand} <= held
+
+        # the canary decided for its share of the cards: in the first part after the start,
+        # a card is on the canary arm exactly when its bucket is below the start's weight
+        from precog.avro import Codec
+        from precog.replay.runner import read_topic
+        from precog.traffic import bucket, percent_to_weight
+
+        codec = Codec.for_schema("prediction")
+        first = [r for r in (codec.decode(m.value()) for m in read_topic(settings, "predictions"))
+                 if canary[0]["traffic"]["since"] <= r["event_time"] < canary[1]["window_end"]]
+        weight = percent_to_weight(steps[0])
+        assert first
+        for r in first:
+            b = bucket(r["entity_id"], pipeline_salt)
+            assert r["served"]["bucket"] == b, r["served"]
+            assert r["served"]["arm"] == ("canary" if b < weight else "leader"), r["served"]
+        on_canary = {r["entity_id"] for r in first if r["served"]["arm"] == "canary"}
+        share = len(on_canary) / len({r["entity_id"] for r in first})
+        assert abs(share - steps[0] / 100) < 0.05, share
 
         # metrics of the leader, the trained challenger and the retrained ones were published
         roles_seen = {(m["model_id"], m["version"], m["role"]) for m in docs("metrics")
