@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 
 from precog.roles import ModelRef, Traffic
 from precog.traffic import ArmPlan
@@ -266,11 +267,16 @@ def document_id(prediction: Mapping[str, Any], model: Mapping[str, Any]) -> str:
     return f"{prediction['prediction_id']}:{model['model_id']}:{model['version']}"
 
 
-def prediction_documents(
+def document_parts(
     prediction: Mapping[str, Any], indexed_time: int, amount_feature: str | None = None
-) -> list[tuple[str, dict[str, Any]]]:
-    """One ``{ns}-predictions`` document per model that scored the event (docs/documents.md).
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """The ``{ns}-predictions`` documents of one event as the fields every one of them shares
+    and, per model that scored the event, its ``_id`` and its own fields (docs/documents.md).
 
+    The one place a document's fields are chosen: :func:`prediction_documents` merges the
+    two, :func:`prediction_document_sources` serializes the shared part once per event. A
+    field added to the prediction record goes into ``common`` (per event) or the model
+    fields (per model) here, and both writers carry it; the two parts never share a key.
     ``amount_feature`` (the spec's ``business.amount_feature``) names the feature copied
     into the document's ``amount``, the business amount the dashboards sum.
     """
@@ -304,21 +310,46 @@ def prediction_documents(
     }
     if amount_feature is not None and amount_feature in features:
         common["amount"] = features[amount_feature]
-    docs = []
-    for m in (leader, *prediction["challengers"]):
-        doc = {
-            **common,
-            "model_id": m["model_id"],
-            "model_version": m["version"],
-            "role": m["role"],
-            "score": m["score"],
-            "label": m["label"],
-            "threshold": m["threshold"],
-            "artifact_sha256": m["artifact_sha256"],
-            "served": (m["model_id"], m["version"]) == decider,
-        }
-        docs.append((document_id(prediction, m), doc))
-    return docs
+    per_model = [(document_id(prediction, m), {
+        "model_id": m["model_id"],
+        "model_version": m["version"],
+        "role": m["role"],
+        "score": m["score"],
+        "label": m["label"],
+        "threshold": m["threshold"],
+        "artifact_sha256": m["artifact_sha256"],
+        "served": (m["model_id"], m["version"]) == decider,
+    }) for m in (leader, *prediction["challengers"])]
+    return common, per_model
+
+
+def prediction_documents(
+    prediction: Mapping[str, Any], indexed_time: int, amount_feature: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """One ``{ns}-predictions`` document per model that scored the event (docs/documents.md)."""
+    common, per_model = document_parts(prediction, indexed_time, amount_feature)
+    return [(doc_id, {**common, **own}) for doc_id, own in per_model]
+
+
+def prediction_document_sources(
+    prediction: Mapping[str, Any], indexed_time: int, amount_feature: str | None = None
+) -> list[tuple[str, bytes]]:
+    """:func:`prediction_documents` as JSON (orjson), the shared fields serialized once.
+
+    Each source is the JSON object of the same document (``orjson.loads`` gives
+    :func:`prediction_documents`' dict): the shared part's object with the model's fields
+    spliced in before its closing brace, so the features, their ages and the provenance are
+    serialized once per event instead of once per model (the index agent's bulk body).
+    """
+    common, per_model = document_parts(prediction, indexed_time, amount_feature)
+    head = orjson.dumps(common)[:-1] + b","
+    out = []
+    for doc_id, own in per_model:
+        if not common.keys().isdisjoint(own):
+            raise ValueError(f"document fields both shared and per model: "
+                             f"{sorted(common.keys() & own.keys())}")
+        out.append((doc_id, head + orjson.dumps(own)[1:]))
+    return out
 
 
 #: Kafka's default ``message.max.bytes`` (broker and librdkafka): every dead letter fits.

@@ -282,7 +282,8 @@ class ScoreSettings(BaseModel):
 
     batch_size: int = Field(500, ge=1)
     batch_timeout: float = Field(
-        0.005, gt=0, description="seconds to wait to fill a batch (bounds added latency)"
+        0.005, gt=0, description="seconds a consume call waits for a first event when none "
+        "is queued (at least 0.1); a batch takes what is queued and never waits for more"
     )
 
 
@@ -290,7 +291,10 @@ class IndexSettings(BaseModel):
     """The index agent's bulk writes to Elasticsearch."""
 
     batch_size: int = Field(1000, ge=1, description="predictions per batch")
-    batch_timeout: float = Field(0.5, gt=0)
+    batch_timeout: float = Field(
+        0.5, gt=0, description="seconds a consume call waits for a first prediction when "
+        "none is queued (at least 0.1); a batch takes what is queued"
+    )
     request_docs: int = Field(500, ge=1, description="documents per bulk request")
     inflight_batches: int = Field(
         2, ge=1, description="batches being written at once; the next batch is decoded and "

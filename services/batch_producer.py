@@ -20,6 +20,9 @@ from precog.services.reliability import RECORD_OVERHEAD, OutRecord, until_availa
 from precog.errors import ServiceUnavailable
 from precog.io import kafka
 
+#: librdkafka's linger (ms, a float): the records of one batch are produced in one loop
+LINGER_MS = 0.5
+
 
 class DeliveryFailed(Exception):
     """Kafka refused records for a reason waiting does not fix."""
@@ -40,7 +43,9 @@ class BatchProducer:
         self._producer = kafka.producer(rt.settings, **{
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 2,
+            # a batch is handed over in one go; waiting longer for more adds to every
+            # event's latency (docs/scoring.md "Batch transport")
+            "linger.ms": LINGER_MS,
             "message.max.bytes": max_bytes,
             "client.id": f"precog-score-{rt.worker_name}",
         })
@@ -57,9 +62,13 @@ class BatchProducer:
             self._producer.poll(0.05)
 
     def _send(self, topic: str, records: Sequence[OutRecord],
-              report: Callable[[int, KafkaError | None], None] | None) -> None:
+              report: Callable[[int, KafkaError | None], None] | None, start: int = 0,
+              block: bool = True) -> int:
+        """Hand ``records[start:]`` to librdkafka; returns how many of them it took (all,
+        unless ``block`` is false and its local queue filled up)."""
         p = self._producer
-        for i, (key, value, headers, timestamp) in enumerate(records):
+        for i in range(start, len(records)):
+            key, value, headers, timestamp = records[i]
             kwargs: dict[str, Any] = {"key": key, "value": value}
             if headers:
                 kwargs["headers"] = headers
@@ -72,7 +81,10 @@ class BatchProducer:
                     p.produce(topic, **kwargs)
                     break
                 except BufferError:  # the local queue is full: wait for deliveries
+                    if not block:
+                        return i - start
                     time.sleep(0.005)
+        return len(records) - start
 
     async def produce(self, topic: str, records: Sequence[OutRecord], what: str) -> None:
         pending = list(records)
@@ -93,7 +105,11 @@ class BatchProducer:
                 if left[0] == 0:
                     loop.call_soon_threadsafe(_finish, done)
 
-            await loop.run_in_executor(None, self._send, topic, pending, report)
+            # in the event loop (produce only enqueues): no thread hop per batch; only when
+            # librdkafka's queue is full does the rest wait for room in a thread
+            sent = self._send(topic, pending, report, block=False)
+            if sent < len(pending):
+                await loop.run_in_executor(None, self._send, topic, pending, report, sent)
             await done
             if failed:
                 errors = [e for _, e in failed]

@@ -31,7 +31,6 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -44,6 +43,8 @@ log = logging.getLogger("precog.transport")
 
 #: how often librdkafka reports its statistics, from which ``precog_consumer_lag`` is set
 LAG_STATS_MS = 5000
+#: longest one consume call waits for a first record (the loop then checks for a stop)
+IDLE_WAIT = 0.1
 
 
 class Record:
@@ -174,6 +175,11 @@ class BatchSource:
         #: offsets of the handled batches, committed asynchronously; made durable
         #: synchronously when partitions are revoked and when the source stops
         self._done: dict[tuple[str, int], int] = {}
+        #: handled offsets not yet handed to ``commit(asynchronous=True)`` (the next
+        #: consume call does it)
+        self._to_commit: list[TopicPartition] = []
+        #: longest a consume call waits for the first record when nothing is queued
+        self.idle_wait = max(within, IDLE_WAIT)
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._unavailable = kafka_unavailable(self.address)
@@ -261,9 +267,27 @@ class BatchSource:
                     self.name, _describe(sorted((tp.topic, tp.partition) for tp in parts)))
         self._assigned = []
 
-    def _consume(self) -> list[Record]:
+    def _consume(self, commit: list[TopicPartition] | None = None) -> list[Record]:
+        """One batch, in the consumer thread; first the asynchronous commit of the batches
+        handled since the last call (one hop to this thread for both).
+
+        Adaptive: what the local queue holds now is taken at once (``consume`` with no
+        wait: a full batch under a backlog); only when it is empty does the call wait, up to
+        ``idle_wait``, for the *first* record, and then takes what came with it, without
+        waiting for company. ``consume(n, timeout)`` waits for ``n`` records or the
+        timeout, which at moderate rates added ``within`` to every event's latency; a
+        batch still fills to ``size`` whenever that many are queued.
+        """
+        c = self._consumer
+        if commit:
+            c.commit(offsets=commit, asynchronous=True)
+        msgs = c.consume(self.size, 0)
+        if not msgs:
+            msgs = c.consume(1, self.idle_wait)
+            if msgs and self.size > 1:
+                msgs += c.consume(self.size - 1, 0)
         records = []
-        for msg in self._consumer.consume(self.size, self.within):
+        for msg in msgs:
             err = msg.error()
             if err is None:
                 records.append(Record(msg))
@@ -284,9 +308,10 @@ class BatchSource:
                     break
                 if len(self._pending) >= self.inflight:
                     continue
+                commit, self._to_commit = self._to_commit, []
                 records = await until_available(
                     self.rt.health, f"{self.name}: consume",
-                    lambda: loop.run_in_executor(self._pool, self._consume),
+                    lambda c=commit: loop.run_in_executor(self._pool, self._consume, c),
                     is_unavailable=self._unavailable)
                 if records:
                     task = asyncio.ensure_future(self.handle(records))
@@ -320,6 +345,7 @@ class BatchSource:
             self._done[key] = max(self._done.get(key, -1), tp.offset)
         out = [TopicPartition(t, p, o) for (t, p), o in sorted(self._done.items())]
         self._done.clear()
+        self._to_commit = []  # covered by ``out``
         return out
 
     def _on_commit(self, err: KafkaError | None, _parts: list[TopicPartition]) -> None:
@@ -332,10 +358,10 @@ class BatchSource:
         path; the commits reach the broker in order), synchronously at the end."""
         loop = asyncio.get_running_loop()
         if not sync:
+            # sent by the next consume call, in the consumer thread (no hop of its own)
             for tp in offsets:
                 self._done[(tp.topic, tp.partition)] = tp.offset
-            await loop.run_in_executor(
-                self._pool, partial(self._consumer.commit, offsets=offsets, asynchronous=True))
+            self._to_commit = _latest(self._to_commit + offsets)
             return
 
         def commit() -> None:

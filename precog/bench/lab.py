@@ -35,6 +35,7 @@ class BenchConfig:
     reps: int = 3
     latency_seconds: float = 15.0
     latency_warmup: float = 3.0
+    latency_max_rate: float = 0.0  # 0: the throughput section's precog median
     history_events: int = 12_000
     quick: bool = False
     sections: tuple[str, ...] = SECTIONS
@@ -99,7 +100,9 @@ class Lab:
                   f"{time.monotonic() - started:.0f}s")
         need = max(cfg.events, cfg.memory_events if "memory" in cfg.sections else 0,
                    cfg.scaling_events, cfg.challenger_events, cfg.profile_events,
-                   cfg.batch_events if "batch" in cfg.sections else 0, 50_000)
+                   cfg.batch_events if "batch" in cfg.sections else 0, 50_000,
+                   # the latency rates: 25 + 50 + 75% of the maximum, latency_seconds each
+                   int(1.5 * cfg.latency_max_rate * cfg.latency_seconds) + 1)
         self.pool = generate_events(self.spec, need)
         self.echo(f"generated {len(self.pool)} events")
 

@@ -50,8 +50,9 @@ def _section(lab: Lab, section: str, report: dict[str, Any]) -> dict[str, Any]:
     if section == "throughput":
         return bench_throughput(lab)
     if section == "latency":
-        base = report.get("throughput", {}).get("precog", {}).get("median")
-        if base is None:
+        base = cfg.latency_max_rate or report.get("throughput", {}).get(
+            "precog", {}).get("median")
+        if not base:
             base = statistics.median(lab.throughput_run("precog", cfg.events)["events_per_s"]
                                      for _ in range(cfg.reps))
         return bench_latency(lab, float(base))

@@ -25,6 +25,10 @@ def bench(
     memory_events: int = typer.Option(0, help="events of the memory run (default 1000000)"),
     batch_events: int = typer.Option(0, help="events of the batch scoring runs (default"
                                              " 200000, quick 5000)"),
+    max_rate: float = typer.Option(0.0, help="latency: the events/s its 25/50/75% are taken"
+                                   " of (default: measured in the throughput section)"),
+    latency_seconds: float = typer.Option(0.0, help="latency: seconds per offered rate"
+                                          " (default 15, quick 3)"),
     sections: str = typer.Option(
         "throughput,latency,memory,scaling,outcome,core,batch,profile",
         help="comma-separated sections"
@@ -44,9 +48,9 @@ def bench(
     unknown = set(chosen) - set(SECTIONS)
     if unknown or not chosen:
         raise ConfigError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
-    if reps < 0 or events < 0 or memory_events < 0 or batch_events < 0:
-        raise ConfigError("--reps, --events, --memory-events and --batch-events must be"
-                          " positive")
+    if min(reps, events, memory_events, batch_events, max_rate, latency_seconds) < 0:
+        raise ConfigError("--reps, --events, --memory-events, --batch-events, --max-rate and"
+                          " --latency-seconds must be positive")
     # --profile runs the core only (and generates no events for the other sections)
     overrides: dict[str, object] = {"sections": ("core",) if profile else chosen}
     if reps:
@@ -57,6 +61,10 @@ def bench(
         overrides["memory_events"] = memory_events
     if batch_events:
         overrides["batch_events"] = batch_events
+    if max_rate:
+        overrides["latency_max_rate"] = max_rate
+    if latency_seconds:
+        overrides["latency_seconds"] = latency_seconds
     config = (BenchConfig.quick_config(**overrides) if quick
               else BenchConfig(**overrides))  # type: ignore[arg-type]
     if doc is None:

@@ -34,7 +34,7 @@ from precog.services.runtime import Runtime, now_ms
 from precog.avro import Codec
 from precog.errors import EventError
 from precog.prediction_reader import PredictionReader
-from precog.scoring import EventContext, prediction_documents
+from precog.scoring import EventContext, prediction_document_sources
 
 log = logging.getLogger("precog.index")
 
@@ -74,6 +74,7 @@ def build_docs(
     index = rt.settings.index("predictions")
     indexed_time = now_ms()
     amount_feature = rt.spec.business.amount_feature
+    action = b'{"create":{"_index":' + orjson.dumps(index) + b',"_id":'
     docs: list[BulkDoc] = []
     bad: list[tuple[Any, Exception]] = []
     for event in events:
@@ -82,13 +83,10 @@ def build_docs(
         except EventError as exc:
             bad.append((event, exc))
             continue
-        for doc_id, doc in prediction_documents(prediction, indexed_time, amount_feature):
-            docs.append(BulkDoc(
-                doc_id,
-                orjson.dumps({"create": {"_index": index, "_id": doc_id}}),
-                orjson.dumps(doc),
-                event,
-            ))
+        # the fields shared by the event's documents are serialized once (not per model)
+        for doc_id, source in prediction_document_sources(prediction, indexed_time,
+                                                          amount_feature):
+            docs.append(BulkDoc(doc_id, action + orjson.dumps(doc_id) + b"}}", source, event))
     return docs, bad
 
 

@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 import pytest
 
 from precog.avro import Codec
@@ -21,6 +22,7 @@ from precog.scoring import (
     EventContext,
     dead_letter,
     make_model_set,
+    prediction_document_sources,
     prediction_documents,
     prediction_id,
     prediction_record,
@@ -120,6 +122,34 @@ def test_one_document_per_model_with_deterministic_ids():
     assert leader_doc["feature_ages_ms"] == {"a": 0, "b": 10, "c": 20}
     assert "namespace" not in leader_doc["provenance"] and leader_doc["namespace"] == "prod"
     assert prediction_documents(rec, indexed_time=5) == docs
+
+
+def test_document_sources_are_the_documents_as_json():
+    _, _, models = _models()
+    rec = _record(models, [0.7, 0.8])
+    rec["entity_id"] = 'card "7"\\ \u00e9'  # escaped in the shared part
+    for amount in (None, "a"):
+        docs = prediction_documents(rec, indexed_time=5, amount_feature=amount)
+        sources = prediction_document_sources(rec, indexed_time=5, amount_feature=amount)
+        assert [i for i, _ in sources] == [i for i, _ in docs]
+        assert [orjson.loads(src) for _, src in sources] == [d for _, d in docs]
+    assert orjson.loads(sources[1][1])["amount"] == 1.0
+
+
+def test_document_sources_refuse_a_field_both_shared_and_per_model(monkeypatch):
+    import precog.scoring as scoring
+
+    _, _, models = _models()
+    rec = _record(models, [0.7, 0.8])
+    real = scoring.document_parts
+
+    def overlapping(*args):
+        common, per_model = real(*args)
+        return {**common, "score": 0.0}, per_model
+
+    monkeypatch.setattr(scoring, "document_parts", overlapping)
+    with pytest.raises(ValueError, match="score"):
+        prediction_document_sources(rec, 5)
 
 
 def test_dead_letter_names_where_and_why():
