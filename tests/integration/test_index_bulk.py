@@ -20,6 +20,7 @@ from precog.avro import Codec
 from precog.scoring import EventContext, prediction_record
 from precog.settings import Settings
 from precog.spec import load_spec
+from precog.traffic import ArmPlan
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,8 @@ def _model(model_id: str, role: str) -> Any:
     )
 
 
-MODELS = SimpleNamespace(all=[_model("fraud-lgbm", "leader"), _model("fraud-logreg", "challenger")])
+MODELS = SimpleNamespace(all=[_model("fraud-lgbm", "leader"), _model("fraud-logreg", "challenger")],
+                         plan=ArmPlan.shadow())
 
 
 def _events(ns: str, n: int) -> list[Any]:
