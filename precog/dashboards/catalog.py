@@ -22,6 +22,9 @@ from precog.spec import BusinessSpec
 NS_CONTROL = Control("namespace", "Namespace")
 MODEL_CONTROL = Control("model_id", "Model")
 LEADER = Is("role", "leader")
+#: The document of the model whose decision was served for its event (one per event): the
+#: leader's under shadow, the arm's model under a canary or A/B split.
+SERVED = Is("served", True)
 CUMULATIVE = Is("window", "cumulative")
 #: One series per model version and role, per index (the version field's name differs):
 #: a model's versions and its leader and challenger runs are never merged into one line.
@@ -101,26 +104,73 @@ def _model_performance() -> Dashboard:
 
 
 def _lifecycle() -> Dashboard:
+    promotion, traffic = Is("kind", "promotion"), Is("kind", "traffic")
+    by_arm = Terms("arm", 10, "arm", also=("model_id", "version", "role"))
+    arm_metrics = (CUMULATIVE, Exists("arm"))
+
+    def per_arm(pid: str, title: str, fld: str) -> Panel:
+        return Panel(pid, title, "metrics", "line", x=DateHistogram("event_time"),
+                     split=by_arm, filters=arm_metrics, metrics=(Metric("avg", fld, fld),),
+                     description=f"cumulative {fld} of each arm's model on the arm's events"
+                     " only (its served decisions; docs/lifecycle.md \"Traffic\")")
+
     return Dashboard(
         "precog-lifecycle", "precog: Model lifecycle",
         "The promotion policy's decisions: the leader at each evaluation, what it was"
-        " compared with, and the evidence.",
+        " compared with, and the evidence. The traffic policy's decisions (canary start,"
+        " step, rollback, promotion), the metrics of each traffic arm and whose decision"
+        " was served.",
         panels=(
             Panel(
                 "lc-decisions-timeline", "Promotion policy: leader at each evaluation",
                 "decisions", "bar_stacked", x=DateHistogram("evaluated_time"),
-                split=Terms("leader_model", 10, "leader"),
+                split=Terms("leader_model", 10, "leader"), filters=(promotion,),
                 metrics=(Metric("count", label="evaluations"),),
                 description="one decision per evaluation interval (docs/lifecycle.md); the"
                 " colour is the leader it was made on",
             ),
             Panel("lc-decisions", "Promotion decisions and their evidence", "decisions",
-                  "search", width=48,
+                  "search", width=48, filters=(promotion,),
                   columns=("action", "leader_model", "chosen_model", "metric", "test",
                            "margin", "candidates.gain", "candidates.p_value", "candidates.n",
                            "reason")),
+            Panel(
+                "lc-traffic-timeline", "Traffic policy: decisions by action", "decisions",
+                "bar_stacked", x=DateHistogram("evaluated_time"),
+                split=Terms("action", 10, "action"), filters=(traffic,),
+                metrics=(Metric("count", label="traffic decisions"),),
+                description="start, step, promote, rollback, keep or end: one per"
+                " traffic.interval",
+            ),
+            Panel(
+                "lc-canary-share", "Canary share after each traffic decision (%)",
+                "decisions", "line", x=DateHistogram("evaluated_time"),
+                split=Terms("chosen_model", 10, "candidate"), filters=(traffic,),
+                metrics=(Metric("max", "traffic.to_percent", "share after (%)"),
+                         Metric("max", "traffic.from_percent", "share before (%)")),
+                description="0 after a rollback; the step to 100% is the promotion",
+            ),
+            Panel("lc-traffic-decisions", "Traffic decisions and their evidence",
+                  "decisions", "search", width=48, filters=(traffic,),
+                  columns=("action", "chosen_model", "leader_model", "traffic.step",
+                           "traffic.from_percent", "traffic.to_percent", "metric",
+                           "candidates.value", "candidates.leader_value",
+                           "traffic.arm_labels", "traffic.error_rate",
+                           "traffic.leader_error_rate", "traffic.max_drop",
+                           "traffic.max_error_increase", "reason")),
+            per_arm("lc-arm-f1", "F1 per traffic arm", "f1"),
+            per_arm("lc-arm-precision", "Precision per traffic arm", "precision"),
+            per_arm("lc-arm-recall", "Recall per traffic arm", "recall"),
+            Panel(
+                "lc-served-share", "Served events per arm (the stack is the share)",
+                "predictions", "bar_stacked", x=DateHistogram("event_time"),
+                split=Terms("arm", 10, "arm"), filters=(SERVED,),
+                metrics=(Metric("count", label="events served"),),
+                description="one document per event is the served one (served = true);"
+                " arm 'leader' under shadow",
+            ),
         ),
-        controls=(NS_CONTROL, Control("action", "Action"), Control("leader_model", "Leader")),
+        controls=(NS_CONTROL,),
     )
 
 
@@ -215,7 +265,8 @@ def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
                   height=16,
                   columns=("prediction_id", "event_id", "entity_id", "model_id",
                            "model_version", "role", "score", "label", "threshold",
-                           "leader_model_id", "leader_version", "outcome_label",
+                           "leader_model_id", "leader_version", "policy", "arm", "served",
+                           "served_model_id", "outcome_label",
                            "artifact_sha256", "provenance.code_version",
                            "provenance.source_topic", "provenance.partition",
                            "provenance.offset") + feature_columns),
@@ -232,9 +283,9 @@ def _predictions_provenance(feature_names: Sequence[str]) -> Dashboard:
 
 
 def _business_view(business: BusinessSpec) -> Dashboard:
-    """Leader decisions in the domain's words; the amount panels only with an amount, named
+    """Served decisions in the domain's words; the amount panels only with an amount, named
     after the spec's ``business.amount_feature``."""
-    flagged = (LEADER, Is("label", 1))
+    flagged = (SERVED, Is("served_label", 1))
     positive = Is("outcome_label", 1)
     events, pos = business.event_noun, business.positive_noun
     declined, approved = business.positive_decision, business.negative_decision
@@ -247,9 +298,9 @@ def _business_view(business: BusinessSpec) -> Dashboard:
               height=8),
     ) if has_amount else ()
     by_namespace_amounts = (
-        Metric("sum", AMOUNT_FIELD, f"{amount} at risk", (Is("label", 1),)),
-        Metric("sum", AMOUNT_FIELD, f"{pos} caught", (positive, Is("leader_label", 1))),
-        Metric("sum", AMOUNT_FIELD, f"{pos} missed", (positive, Is("leader_label", 0))),
+        Metric("sum", AMOUNT_FIELD, f"{amount} at risk", (Is("served_label", 1),)),
+        Metric("sum", AMOUNT_FIELD, f"{pos} caught", (positive, Is("served_label", 1))),
+        Metric("sum", AMOUNT_FIELD, f"{pos} missed", (positive, Is("served_label", 0))),
     ) if has_amount else ()
     amount_over_time = (
         Panel("bv-at-risk-time", f"{title} at risk over time", "predictions", "line",
@@ -259,38 +310,39 @@ def _business_view(business: BusinessSpec) -> Dashboard:
     caught_missed = (
         Panel("bv-caught-missed", f"{pos.capitalize()} {amount} caught vs missed",
               "predictions", "bar_stacked", x=DateHistogram("event_time"),
-              filters=(LEADER, positive),
-              metrics=(Metric("sum", AMOUNT_FIELD, "caught", (Is("leader_label", 1),)),
-                       Metric("sum", AMOUNT_FIELD, "missed", (Is("leader_label", 0),))),
+              filters=(SERVED, positive),
+              metrics=(Metric("sum", AMOUNT_FIELD, "caught", (Is("served_label", 1),)),
+                       Metric("sum", AMOUNT_FIELD, "missed", (Is("served_label", 0),))),
               description=f"labelled {pos} only (outcome_label = 1)"),
     ) if has_amount else ()
     at_risk = f" and {amount} at risk" if has_amount else ""
     return Dashboard(
         "precog-business", "precog: Business view",
         f"Flagged {events}{at_risk}, {approved} vs {declined}, {pos} caught vs "
-        "missed once outcomes arrive. Leader decisions only.",
+        "missed once outcomes arrive. Served decisions only (the leader's under shadow,"
+        " each arm's model's under a canary or A/B split).",
         panels=(
             Panel("bv-flagged", f"Flagged {events}", "predictions", "metric",
                   filters=flagged, metrics=(Metric("count", label="flagged"),), width=12,
                   height=8),
             *amount_panels,
             Panel("bv-approval", f"{approved.capitalize()} vs {declined}", "predictions",
-                  "pie", x=Filters("decision", ((approved, Is("leader_label", 0)),
-                                                (declined, Is("leader_label", 1)))),
-                  filters=(LEADER,),
+                  "pie", x=Filters("decision", ((approved, Is("served_label", 0)),
+                                                (declined, Is("served_label", 1)))),
+                  filters=(SERVED,),
                   metrics=(Metric("count", label=events),), height=8),
             Panel("bv-flagged-time", "Flagged over time", "predictions", "bar_stacked",
                   x=DateHistogram("event_time"), filters=flagged,
                   metrics=(Metric("count", label="flagged"),)),
             *amount_over_time,
             Panel("bv-decline-rate", f"{declined.capitalize()} share over time",
-                  "predictions", "line", x=DateHistogram("event_time"), filters=(LEADER,),
-                  metrics=(Metric("avg", "leader_label", f"{declined} share"),)),
+                  "predictions", "line", x=DateHistogram("event_time"), filters=(SERVED,),
+                  metrics=(Metric("avg", "served_label", f"{declined} share"),)),
             *caught_missed,
             Panel("bv-by-namespace", "Side by side: namespace", "predictions", "table",
-                  x=Terms("namespace", 10, "namespace"), filters=(LEADER,),
+                  x=Terms("namespace", 10, "namespace"), filters=(SERVED,),
                   metrics=(Metric("count", label=events),
-                           Metric("count", label="flagged", filters=(Is("label", 1),)),
+                           Metric("count", label="flagged", filters=(Is("served_label", 1),)),
                            *by_namespace_amounts),
                   width=48),
         ),

@@ -244,7 +244,11 @@ def _check_lens(obj: Mapping[str, Any], ex: _Export, problems: list[Problem]) ->
             if src and src != "___records___":
                 _check_field(where, ex, ref["id"], src, col.get("operationType", "?"),
                              problems)
-            for f in fields_in_kql((col.get("filter") or {}).get("query", "")):
+            queries = [(col.get("filter") or {}).get("query", "")]
+            # a filters bucket's named slices are KQL too (the business view's decisions)
+            queries += [(q.get("input") or {}).get("query", "") for q in
+                        (col.get("params") or {}).get("filters", []) if isinstance(q, dict)]
+            for f in (f for q in queries for f in fields_in_kql(q)):
                 _check_field(where, ex, ref["id"], f, "filter", problems)
             if cid not in layer.get("columnOrder", []):
                 problems.append(Problem(where, f"column {cid} is not in columnOrder"))

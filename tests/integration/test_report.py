@@ -33,10 +33,18 @@ BUSINESS = BusinessSpec(amount_feature="amount", event_noun="transactions", posi
 MODELS = (("fraud-lgbm", 1, "leader"), ("fraud-logreg", 1, "challenger"))
 
 
+def _served_label(i: int) -> int:
+    """The served decision of event ``i``: fraud-logreg's on the canary arm, else the leader's."""
+    score = ((i * 53) % 100) / 100 if i % 4 == 0 else ((i * 37) % 100) / 100
+    return int(score >= 0.7)
+
+
 def _prediction(ns: str, i: int, model: str, version: int, role: str) -> dict[str, Any]:
     event_time = T0 + i * 5 * MIN
     score = ((i * 37) % 100) / 100 if role == "leader" else ((i * 53) % 100) / 100
     leader_label = int(((i * 37) % 100) / 100 >= 0.7)
+    canary_arm = i % 4 == 0  # a canary of fraud-logreg v1 decides a quarter of the events
+    served_model = "fraud-logreg" if canary_arm else "fraud-lgbm"
     doc: dict[str, Any] = {
         "prediction_id": f"p{i}", "event_id": f"e{i}", "entity_id": f"card-{i % 7}",
         "source": "transactions", "namespace": ns, "event_time": event_time,
@@ -45,6 +53,9 @@ def _prediction(ns: str, i: int, model: str, version: int, role: str) -> dict[st
         "label": int(score >= 0.7), "threshold": 0.7, "artifact_sha256": "ab" * 32,
         "leader_model_id": "fraud-lgbm", "leader_version": 1 if i < 30 else 2,
         "leader_label": leader_label, "amount": 10.0 + i,
+        "policy": "canary", "arm": "canary" if canary_arm else "leader",
+        "served": model == served_model, "served_model_id": served_model, "served_version": 1,
+        "served_label": _served_label(i),
         "features": {"amount": 10.0 + i, "count_1h": i % 4},
         "feature_ages_ms": {"amount": 0, "count_1h": (i % 4) * 1000},
         "outlier": i % 11 == 0, "outlier_score": (i % 11) / 11,
@@ -70,6 +81,13 @@ def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         "computed_time": T0 + t * 30 * MIN + 5})
         for m, v, r in MODELS
         for w in ("cumulative", "last_1000", "estimated_1h", "realised_1h") for t in range(10)]
+    metrics += [(f"{m}:{v}:cumulative:{arm}:{t}", {  # per traffic arm: the arm's model
+        "namespace": ns, "model_id": m, "version": v, "role": r, "window": "cumulative",
+        "arm": arm, "n_labels": 5 * (t + 1), "accuracy": 0.9, "precision": 0.5 + t / 100,
+        "recall": 0.4, "f1": 0.44 + t / 100, "roc_auc": 0.8, "log_loss": 0.3,
+        "label_coverage": 0.2, "label_latency_p50_ms": 3.6e6, "label_latency_p95_ms": 7.2e6,
+        "event_time": T0 + t * 30 * MIN, "computed_time": T0 + t * 30 * MIN + 5})
+        for (m, v, r), arm in zip(MODELS, ("leader", "canary"), strict=True) for t in range(10)]
     alerts = [(f"a{i}", {
         "alert_id": f"a{i}", "namespace": ns, "kind": kind, "detector": det, "severity":
         "warning", "model_id": "fraud-lgbm", "version": 1, "feature": feat,
@@ -121,7 +139,7 @@ def _documents(ns: str) -> dict[str, list[tuple[str, dict[str, Any]]]]:
         "left_version": 1, "left_score": 0.8, "left_label": 1, "right_model_id": "fraud-lgbm",
         "right_version": 1, "right_score": 0.6, "right_label": 0, "abs_diff": 0.2})
         for i in range(2)]
-    decisions = [(d["decision_id"], d) for d in _decisions(ns)]
+    decisions = [(d["decision_id"], d) for d in (*_decisions(ns), *_traffic_decisions(ns))]
     return {"predictions": preds, "metrics": metrics, "alerts": alerts,
             "pipeline-health": health, "models": models, "replay-compare": compare,
             "decisions": decisions}
@@ -151,6 +169,41 @@ def _decisions(ns: str) -> list[dict[str, Any]]:
         out.append(decision_document(
             {**d.to_record(), "decision_id": f"d{h}", "evaluated_time": T0 + h * 3_600_000},
             ns))
+    return out
+
+
+def _traffic_decisions(ns: str) -> list[dict[str, Any]]:
+    """Documents of real traffic decisions: a canary of fraud-logreg v1 started at 5%, then
+    stepped up to 25% on seeded canary-arm labels where it is the better model."""
+    from precog.services.lifecycle import decision_document
+
+    from precog.lifecycle.canary import apply_traffic, arm_window, decide_traffic
+    from precog.roles import ModelRef, initial_roles
+    from precog.spec import TrafficSpec
+
+    hour = 3_600_000
+    policy = TrafficSpec(policy="canary", candidate="fraud-logreg", steps=[5, 25, 100],
+                         min_labels=100, rollback_min_labels=50, max_drop=0.05,
+                         max_error_increase=0.02, interval="1h")
+    roles = initial_roles("transactions", ModelRef("fraud-lgbm", 1),
+                          [ModelRef("fraud-logreg", 1)], at=T0, by="t")
+    rng = np.random.default_rng(5)
+    out = []
+    for h in (1, 2):
+        since = roles.traffic.since if roles.traffic else T0
+        y = rng.random(200) < 0.3
+        recs = [{"model_id": m, "version": 1, "event_id": f"e{i}", "event_time": since + 1 + i,
+                 "score": float(s), "label": int(s >= 0.5), "outcome": int(y[i]),
+                 "arm": "canary", "served": m == "fraud-logreg"}
+                for i in range(200) for m, s in (
+                    ("fraud-lgbm", 0.9 if y[i] == (i % 3 != 0) else 0.1),
+                    ("fraud-logreg", 0.9 if y[i] else 0.1))]
+        now = T0 + h * hour
+        d = decide_traffic(policy, roles, arm_window(recs, "canary", since, now), now_ms=now)
+        record = {**d.to_record(), "evaluated_time": now}
+        out.append(decision_document(record, ns))
+        roles = apply_traffic(policy, roles, record, now_ms=now) or roles
+    assert [d["action"] for d in out] == ["start", "step"], [d["reason"] for d in out]
     return out
 
 
@@ -219,13 +272,14 @@ def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
     # received / expected of each bucket: sum(received) / sum(expected), not min(ratio)
     ratio = {r["window_start"]: r["received / expected"] for r in by_id["ph-ratio"].rows}
     assert sorted(ratio.values()) == sorted((100 - w) / 100 for w in range(6))
-    # exact values: 60 leader decisions, those flagged at score >= 0.7
-    flagged = sum(((i * 37) % 100) / 100 >= 0.7 for i in range(60))
+    # exact values: 60 served decisions (the canary's on its arm), those flagged
+    flagged = sum(_served_label(i) for i in range(60))
+    assert flagged != sum(((i * 37) % 100) / 100 >= 0.7 for i in range(60))  # not the leader's
     assert by_id["bv-flagged"].rows[0]["flagged"] == flagged
     assert by_id["bv-at-risk"].rows[0]["amount flagged"] == sum(
-        10.0 + i for i in range(60) if ((i * 37) % 100) / 100 >= 0.7)
-    caught = sum(10.0 + i for i in range(0, 60, 3) if i % 2 == 0 and (i * 37) % 100 >= 70)
-    missed = sum(10.0 + i for i in range(0, 60, 3) if i % 2 == 0 and (i * 37) % 100 < 70)
+        10.0 + i for i in range(60) if _served_label(i))
+    caught = sum(10.0 + i for i in range(0, 60, 3) if i % 2 == 0 and _served_label(i))
+    missed = sum(10.0 + i for i in range(0, 60, 3) if i % 2 == 0 and not _served_label(i))
     totals = by_id["bv-caught-missed"].rows
     assert sum(r["caught"] or 0 for r in totals) == caught
     assert sum(r["missed"] or 0 for r in totals) == missed
@@ -238,6 +292,15 @@ def test_every_panel_has_data_of_its_shape_and_every_png_is_written(
     assert by_id["rc-summary"].rows[0]["events on both"] == 58
     assert len(by_id["rc-disagreements"].rows) == 2
     assert by_id["pp-predictions"].rows[0]["features.amount"] == 10.0 + 59
+    # traffic: the canary's decisions, per-arm metrics and the served share per arm
+    assert keys("lc-traffic-timeline", "action") == {"start", "step"}
+    assert sorted(r["share after (%)"] for r in by_id["lc-canary-share"].rows) == [5.0, 25.0]
+    assert keys("lc-arm-f1", "arm") == {"leader · fraud-lgbm · 1 · leader",
+                                        "canary · fraud-logreg · 1 · challenger"}
+    served = {r["arm"]: 0 for r in by_id["lc-served-share"].rows}
+    for r in by_id["lc-served-share"].rows:
+        served[r["arm"]] += r["events served"]
+    assert served == {"canary": 15, "leader": 45}
 
     page = report.html.read_text()
     assert settings.namespace in page and "all time" in page

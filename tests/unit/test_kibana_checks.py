@@ -347,3 +347,54 @@ def test_supported_kibana_versions_are_documented() -> None:
     oldest = ".".join(MIN_KIBANA_VERSION.split(".")[:2])
     assert "## Supported Kibana versions" in doc
     assert f"Kibana {oldest} and newer" in doc
+
+
+def test_a_panel_on_a_field_the_index_does_not_have_fails(templates: dict[str, Any]) -> None:
+    """Wherever the field is read: a bucket, a metric, a metric's filter, a named slice."""
+    from precog.dashboards import DateHistogram, Filters, Is
+
+    panel = Panel("gone", "G", "predictions", "bar_stacked", x=DateHistogram("event_time"),
+                  split=Terms("served_arm"),
+                  metrics=(Metric("sum", "served_amount", "a"),
+                           Metric("count", label="c", filters=(Is("served_decision", 1),))))
+    pie = Panel("slices", "S", "predictions", "pie",
+                x=Filters("decision", (("passed", Is("decision", 0)),
+                                       ("flagged", Is("decision", 1)))),
+                metrics=(Metric("count"),))
+    board = Dashboard("d", "D", "", (panel, pie), (NS,))
+    assert [str(p) for p in check_definitions((board,), templates)] == [
+        "panel gone (G): field 'served_arm' (terms) is not in the predictions index template",
+        "panel gone (G): field 'served_amount' (sum) is not in the predictions index template",
+        "panel gone (G): field 'served_decision' (filter) is not in the predictions index "
+        "template",
+        "panel slices (S): field 'decision' (filter) is not in the predictions index template",
+        "panel slices (S): field 'decision' (filter) is not in the predictions index template",
+    ]
+    msgs = _messages(saved_objects((board,), templates), templates)
+    assert "lens precog-gone (G): field 'served_arm' (terms) is not in the predictions index "\
+        "template" in msgs
+    assert "lens precog-gone (G): field 'served_decision' (filter) is not in the predictions "\
+        "index template" in msgs
+    # the named slices of a filters bucket are checked in the export too
+    assert msgs.count("lens precog-slices (S): field 'decision' (filter) is not in the "
+                      "predictions index template") == 2
+
+
+def test_the_business_view_reads_the_served_decision_not_the_leaders() -> None:
+    (board,) = [b for b in dashboards(_feature_names(), TRANSACTIONS.business)
+                if b.id == "precog-business"]
+    for panel in board.panels:
+        fields = {f for f, _ in panel.field_uses()}
+        assert "served" in fields, panel.id
+        assert not fields & {"leader_label", "role", "label"}, panel.id
+
+
+def test_the_lifecycle_dashboard_shows_traffic_decisions_and_arms() -> None:
+    (board,) = [b for b in dashboards() if b.id == "precog-lifecycle"]
+    panels = {p.id: p for p in board.panels}
+    assert {"lc-traffic-timeline", "lc-canary-share", "lc-traffic-decisions", "lc-arm-f1",
+            "lc-arm-precision", "lc-arm-recall", "lc-served-share"} <= set(panels)
+    assert all(("kind", "filter") in panels[p].field_uses() for p in (
+        "lc-decisions-timeline", "lc-decisions", "lc-traffic-timeline", "lc-canary-share",
+        "lc-traffic-decisions"))
+    assert panels["lc-arm-f1"].split.fields == ("arm", "model_id", "version", "role")
