@@ -11,7 +11,7 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -254,12 +254,7 @@ def evaluate_cmd(
 
     settings, pipeline, _ = _context(spec)
     out = evaluate(settings, pipeline, apply=not dry_run, echo=typer.echo)
-    for line in _decision_lines(out.decision):
-        typer.echo(line)
-    if out.note:
-        typer.echo(out.note)
-    if out.applied:
-        typer.echo("applied: " + _roles_line(out.roles))
+    _show_outcome(out)
 
 
 @app.command("decisions")
@@ -339,6 +334,11 @@ def evaluate_traffic_cmd(
 
     settings, pipeline, _ = _context(spec)
     out = evaluate_traffic(settings, pipeline, apply=not dry_run, echo=typer.echo)
+    _show_outcome(out)
+
+
+def _show_outcome(out: Any) -> None:
+    """An evaluation's decision lines, its note and the roles it applied (if any)."""
     for line in _decision_lines(out.decision):
         typer.echo(line)
     if out.note:
