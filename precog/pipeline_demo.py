@@ -534,6 +534,31 @@ def canary_evaluation(settings: Settings, spec: PipelineSpec, worker: Any, now_m
     return d
 
 
+def promotion_review(settings: Settings, spec: PipelineSpec, since_ms: int, now_ms: int
+                     ) -> dict[str, Any]:
+    """One evaluation of the best-recent promotion policy (what the worker's lifecycle agent
+    or ``precog models evaluate`` runs every ``promotion.interval``) on the joined labels
+    of the events from ``since_ms`` to ``now_ms`` (the demo's event-time clock): every model
+    scored each of them, so the evidence is paired. The spec's cool-down counts from the
+    last change of the roles, i.e. the canary's last decision, at the same ``now_ms``: the
+    review shows the evidence and keeps the leader the canary left (a promotion needs a
+    later review)."""
+    from precog.services.lifecycle import evaluate
+
+    window = f"{max(1, (now_ms - since_ms) // 1000)}s"
+    policy = spec.promotion.model_copy(update={"policy": "best-recent", "window": window,
+                                               "interval": "1s"})
+    say(f"promotion policy best-recent ({policy.metric}, {policy.test}, paired on the same"
+        f" labelled events since {_iso(since_ms)}; cool-down {policy.cooldown} after a change"
+        " of the roles)")
+    out = evaluate(settings, spec.model_copy(update={"promotion": policy}), now_ms=now_ms)
+    d = out.decision
+    say(f"  decision {d['decision_id']}: {d['action']}: {d['reason']}")
+    if out.applied:
+        say(f"  applied: the leader is now {out.roles.leader}; the old leader stays a challenger")
+    return d
+
+
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
 
@@ -607,6 +632,7 @@ class DemoResult:
     after: list[Any]  # the parts of the stream after the retrain
     retrain: dict[str, Any] | None  # the retrain run's audit record
     canary: list[dict[str, Any]]  # the canary's decisions: start, steps, promote/rollback
+    review: dict[str, Any]  # the promotion policy's review after the canary
     trail: list[dict[str, Any]]  # the {ns}-decisions documents, oldest first
     report: Path
 
@@ -693,7 +719,7 @@ def run(
                 f" {policy.rollback_min_labels} labels) if its F1 is below the leader's by"
                 f" more than {policy.max_drop} or its error rate above by more than"
                 f" {policy.max_error_increase}, on the same arm events")
-        part_start = next_window(summary.last_event_ms)
+        part_start = after_start = next_window(summary.last_event_ms)
         if canary_spec is not None:
             decisions.append(canary_evaluation(settings, canary_spec, worker, part_start))
         after = []
@@ -714,9 +740,10 @@ def run(
         ok = reconcile(settings, spec, summary.sent + sum(a.sent for a in after))
         show_provenance(settings)
         show_metrics_and_alerts(settings)
+        review = promotion_review(settings, spec, after_start, part_start)
         trail = show_trail(settings, spec)
     finally:
         worker.stop()
     write_report(settings, report_dir)
-    return DemoResult(ok, plan, live_start, summary, after, audit, decisions, trail,
+    return DemoResult(ok, plan, live_start, summary, after, audit, decisions, review, trail,
                       report_dir / "report.html")

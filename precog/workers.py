@@ -134,6 +134,15 @@ class WorkerProcess:
         lines = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n:])
 
+    def first_error(self, after: int = 12) -> str:
+        """The log's first ERROR or CRITICAL line and the ``after`` lines that follow it (the
+        cause of a crash, which the shutdown's own tracebacks push out of :meth:`log_tail`)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if "[ERROR]" in line or "[CRITICAL]" in line:
+                return "\n".join(lines[i:i + 1 + after])
+        return ""
+
     def health(self) -> tuple[int, dict[str, Any]]:
         url = f"http://127.0.0.1:{self.port}/health"
         try:

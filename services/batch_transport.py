@@ -75,6 +75,11 @@ _TRANSIENT = {
     KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NETWORK_EXCEPTION,
     KafkaError._WAIT_COORD, KafkaError.NOT_ENOUGH_REPLICAS,
     KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError._PARTITION_EOF,
+    # a restarted broker answers before it has loaded every partition: for a few seconds a
+    # topic the worker checked at start looks unknown (a deleted topic waits here too, with
+    # the error in the log and, for the producer, a 503 naming kafka, instead of a crash loop)
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION,
+    KafkaError.KAFKA_STORAGE_ERROR,
 }
 #: commit errors after which this member no longer owns the partitions: the next owner
 #: redelivers from the last commit (at-least-once), nothing to retry here
@@ -291,8 +296,8 @@ class BatchSource:
             err = msg.error()
             if err is None:
                 records.append(Record(msg))
-            elif is_transient(err):
-                log.debug("%s: %s", self.name, err)
+            elif is_transient(err):  # not a record: nothing is skipped
+                log.info("%s: %s (waiting for the broker)", self.name, err)
             else:
                 raise KafkaException(err)
         return records

@@ -71,9 +71,15 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         retrain, canary = result.retrain, result.canary
         assert retrain is not None, "no retrain was triggered"
         kinds_seen = [d["kind"] for d in result.trail]
-        assert kinds_seen == ["retrain"] + ["traffic"] * len(canary), kinds_seen
+        assert kinds_seen == ["retrain"] + ["traffic"] * len(canary) + ["promotion"], kinds_seen
         assert result.trail[0]["decision_id"] == retrain["decision_id"]
-        assert [d["decision_id"] for d in result.trail[1:]] == [d["decision_id"] for d in canary]
+        assert [d["decision_id"] for d in result.trail[1:-1]] == [d["decision_id"] for d in canary]
+        # the promotion policy's review after the canary: paired evidence on every model, and
+        # the leader kept within the cool-down that the canary's last change of the roles began
+        review = result.review
+        assert result.trail[-1]["decision_id"] == review["decision_id"]
+        assert review["action"] == "keep" and review["reason"], review
+        assert review["candidates"] and all(c["n"] > 0 for c in review["candidates"]), review
         trigger, _, evidence = retrain["policy"].partition(": ")
         alert_id = evidence.split()[1].rstrip(":")
         (alert,) = [a for a in alerts if a["alert_id"] == alert_id]

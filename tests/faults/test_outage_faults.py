@@ -279,7 +279,8 @@ class Supervised:
         while not self._stop.wait(0.5):
             with self._lock:
                 if self.worker.proc.poll() is not None and not self._stop.is_set():
-                    self.restarts.append(f"exit {self.worker.proc.returncode}:\n"
+                    self.restarts.append(f"exit {self.worker.proc.returncode}; first error:\n"
+                                         f"{self.worker.first_error()}\nlast lines:\n"
                                          f"{self.worker.log_tail(40)}")
                     self.worker._log.close()
                     self.worker = WorkerProcess(self.ns, self.tmp)

@@ -266,3 +266,39 @@ def test_consumer_lag_gauge_follows_the_groups_uncommitted_records(
     assert max(totals) > 0, totals
     assert all(0 <= t <= 200 for t in totals)
     assert lags() == {}, "a member that left reports no lag"
+
+
+def test_a_topic_unknown_for_a_while_is_waited_out_not_a_crash(settings: Settings) -> None:
+    """A restarted broker answers "unknown topic or partition" until it has loaded the
+    partitions; the consumer reports it as an error, not as a record. The source waits for
+    the topic (here: created 3 s after the source started) and handles its records then."""
+    from confluent_kafka.admin import NewTopic
+
+    topic, group = settings.topic("bt-late"), settings.group("bt-late")
+    rt = _rt(settings)
+    handled: list[tuple[int, int]] = []
+
+    async def handle(records: list[Any]) -> None:
+        handled.extend((r.partition, r.offset) for r in records)
+
+    admin = kafka.admin(settings)
+
+    async def run() -> dict[int, int]:
+        source = BatchSource(rt, "bt", [topic], group, 50, 0.05, handle)
+        source.start()
+        await asyncio.sleep(3.0)  # the consumer has been told the topic is unknown
+        assert rt.crashed == [] and not source._task.done()
+        for fut in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+            fut.result(30)
+        ends = await asyncio.get_running_loop().run_in_executor(None, _produce, settings,
+                                                                topic, 40)
+        await _until(lambda: len(handled) == 40, 60)
+        await source.stop()
+        return ends
+
+    try:
+        ends = asyncio.run(run())
+    finally:
+        admin.delete_topics([topic])
+    assert rt.crashed == []
+    assert sorted(handled) == sorted((q, o) for q, end in ends.items() for o in range(end))
