@@ -287,6 +287,17 @@ class ScoreSettings(BaseModel):
     )
 
 
+class LightGBMSettings(BaseModel):
+    """How LightGBM models score (docs/models.md, "The compiled LightGBM scorer")."""
+
+    compiled: bool = Field(
+        True, description="score with the model compiled to native code (tl2cgen + gcc) when "
+        "it is bit-for-bit Booster.predict on a probe batch; false keeps the Booster"
+    )
+    cache: Path = Field(Path.home() / ".cache" / "precog" / "lightgbm",
+                        description="compiled models, one directory per artifact SHA-256")
+
+
 class IndexSettings(BaseModel):
     """The index agent's bulk writes to Elasticsearch."""
 
@@ -439,6 +450,7 @@ class Settings(BaseSettings):
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     stack: StackSettings = StackSettings()
     score: ScoreSettings = ScoreSettings()
+    lightgbm: LightGBMSettings = LightGBMSettings()
     indexer: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     serve: ServeSettings = ServeSettings()

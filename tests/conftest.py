@@ -8,6 +8,7 @@ stack's one-line reason.
 
 from __future__ import annotations
 
+import os
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,6 +21,11 @@ from precog.errors import PrecogError
 from precog.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# LightGBM scores with the Booster in the suite (and in the workers it starts): the compiled
+# scorer is bit-for-bit the same (checked per model when it loads) but compiling each test's
+# model costs seconds. tests/unit/test_tree_compiler.py turns it on; so can
+# PRECOG_LIGHTGBM_COMPILED=true for a whole run.
+os.environ.setdefault("PRECOG_LIGHTGBM_COMPILED", "false")
 _LAYER_MARKERS = ("unit", "integration", "e2e", "bench")
 
 

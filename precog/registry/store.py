@@ -22,6 +22,7 @@ from typing import Any
 from precog.errors import ArtifactIntegrityError, ConfigError, ModelError
 from precog.models import (
     ARTIFACT_FILE,
+    LightGBMRuntime,
     LoadedModel,
     format_for_algorithm,
     load_runtime,
@@ -101,6 +102,8 @@ class ModelRegistry:
         names = getattr(runtime, "feature_names", None)
         if names is not None and list(names) != list(meta.features):
             raise ModelError(f"{meta.ref}: artifact features {names} != metadata {meta.features}")
+        if isinstance(runtime, LightGBMRuntime):  # the compiled scorer, when exact
+            runtime.accelerate(where=meta.ref)
         return LoadedModel(
             model_id=meta.model_id,
             version=meta.version,
