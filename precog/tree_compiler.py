@@ -148,7 +148,8 @@ class CompiledTrees:
         """Probabilities of ``X`` (float64, C order), as ``Booster.predict`` gives them."""
         import tl2cgen
 
-        X = np.where(np.abs(X) <= KZERO, 0.0, X)  # LightGBM reads these as 0.0
+        # LightGBM reads these as 0.0; C order for the library whatever the caller's layout
+        X = np.ascontiguousarray(np.where(np.abs(X) <= KZERO, 0.0, X))
         out = self._predictor(num_threads).predict(tl2cgen.DMatrix(X, dtype="float64"))
         return np.ascontiguousarray(np.asarray(out, dtype=np.float64).reshape(-1))
 

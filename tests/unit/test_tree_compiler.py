@@ -65,6 +65,9 @@ def test_small_model_bit_for_bit(small: bytes, tmp_path: Path) -> None:
     assert rt.accelerate(settings_for(tmp_path)) and rt.compiled is not None
     assert_same_as_booster(rt, edge_rows(rt, 50_000, seed=1))
     assert_same_as_booster(rt, edge_rows(rt, 1, seed=2))  # a single row
+    X = edge_rows(rt, 3000, seed=9)
+    for layout in (np.asfortranarray(X), X[::3], np.hstack([X, X])[:, ::2]):
+        assert_same_as_booster(rt, layout)  # Fortran order, row and column strides
     # a value within 1e-35 of zero is zero to LightGBM, and so to the compiled scorer
     X = np.full((4, rt.booster.num_feature()), 1e-36)
     assert_same_as_booster(rt, X)
@@ -179,3 +182,25 @@ def test_a_differing_library_is_refused(small: bytes, tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="precog.models"):
         assert not rt.accelerate(settings_for(tmp_path))
     assert rt.compiled is None and "differs from Booster.predict" in caplog.text
+
+
+def test_the_registry_loads_the_compiled_scorer(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the worker loads a model: compiled when enabled, the worker's scores unchanged."""
+    from precog.models import served_scores
+    from precog.scoring import make_model_set, score_batch
+    from precog.settings import get_settings
+    from tests.unit.test_models import SPEC_NAMES, _registered
+
+    monkeypatch.setenv("PRECOG_LIGHTGBM_COMPILED", "true")
+    monkeypatch.setenv("PRECOG_LIGHTGBM_CACHE", str(tmp_path / "cache"))
+    get_settings.cache_clear()
+    try:
+        model, spec_X = _registered(tmp_path, "lightgbm")
+    finally:
+        get_settings.cache_clear()
+    assert isinstance(model.runtime, LightGBMRuntime) and model.runtime.compiled is not None
+    worker = score_batch(make_model_set(1, model, [], SPEC_NAMES), spec_X)[0]
+    own = np.ascontiguousarray(spec_X[:, [3, 2, 4, 0]])
+    assert bits_equal(worker, model.runtime.booster.predict(own, num_threads=1))
+    assert bits_equal(served_scores(model, spec_X, SPEC_NAMES), worker)
