@@ -154,24 +154,36 @@ class CompiledTrees:
         return np.ascontiguousarray(np.asarray(out, dtype=np.float64).reshape(-1))
 
 
-def probe_rows(booster: Any, seed: int = 20261202, n: int = _PROBE_ROWS) -> np.ndarray:
+def split_points(model_text: str) -> tuple[int, dict[int, np.ndarray]]:
+    """The number of features and each feature's split thresholds, read from the text model
+    (LightGBM prints them with 17 digits, so they parse back to the same doubles).
+
+    >>> n, t = split_points("max_feature_idx=2\\nsplit_feature=2 0 2\\nthreshold=1.5 -1 0.25\\n")
+    >>> n, {k: v.tolist() for k, v in sorted(t.items())}
+    (3, {0: [-1.0], 2: [0.25, 1.5]})
+    """
+    nf, features, found = 0, [], {}
+    for line in model_text.splitlines():
+        if line.startswith("max_feature_idx="):
+            nf = int(line.split("=", 1)[1]) + 1
+        elif line.startswith("split_feature="):
+            features = [int(v) for v in line.split("=", 1)[1].split()]
+        elif line.startswith("threshold="):
+            for j, t in zip(features, line.split("=", 1)[1].split(), strict=True):
+                found.setdefault(j, []).append(float(t))
+    return nf, {j: np.unique(np.array(t, dtype=np.float64)) for j, t in found.items()}
+
+
+def probe_rows(model_text: str, seed: int = 20261202, n: int = _PROBE_ROWS) -> np.ndarray:
     """Seeded rows that reach every split's edge: each threshold, one ulp either side, and
     NaN, +-0, +-inf, +-1e-35, 1e-36 and denormals mixed with normal values."""
     rng = np.random.default_rng(seed)
-    nf = booster.num_feature()
-    edges: dict[int, list[float]] = {}
-    for tree in booster.dump_model()["tree_info"]:
-        stack = [tree["tree_structure"]]
-        while stack:
-            node = stack.pop()
-            if "split_feature" in node:
-                edges.setdefault(node["split_feature"], []).append(float(node["threshold"]))
-                stack += [node["left_child"], node["right_child"]]
+    nf, edges = split_points(model_text)
     special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, KZERO, -KZERO, 1e-36, -1e-36,
                         5e-324, -5e-324, 1.0, -1.0])
     X = rng.normal(0.0, 3.0, (n, nf))
     for j in range(nf):
-        t = np.unique(np.array(edges.get(j, []), dtype=np.float64))
+        t = edges.get(j, np.empty(0))
         pool = np.concatenate([special, t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf)])
         mask = rng.random(n) < 0.7
         X[mask, j] = rng.choice(pool, int(mask.sum()))
@@ -257,7 +269,7 @@ def load_compiled(booster: Any, model_text: str, cache_dir: Path) -> CompiledTre
             if found is None:
                 raise CompileUnavailable(f"{entry} does not verify after compiling")
     compiled = CompiledTrees(*found)
-    X = probe_rows(booster)
+    X = probe_rows(model_text)
     if not bits_equal(compiled.predict(X), booster.predict(X, num_threads=1)):
         raise CompileUnavailable("compiled output differs from Booster.predict on the probe")
     return compiled

@@ -47,7 +47,7 @@ def settings_for(cache: Path, compiled: bool = True) -> Settings:
 
 
 def edge_rows(runtime: LightGBMRuntime, n: int, seed: int) -> np.ndarray:
-    X = probe_rows(runtime.booster, seed=seed, n=n)
+    X = probe_rows(runtime.model_text, seed=seed, n=n)
     X[::97] = np.nan  # whole rows missing
     X[1::97] = 0.0
     X[2::97, :] = -KZERO
