@@ -162,7 +162,8 @@ def split_points(model_text: str) -> tuple[int, dict[int, np.ndarray]]:
     >>> n, {k: v.tolist() for k, v in sorted(t.items())}
     (3, {0: [-1.0], 2: [0.25, 1.5]})
     """
-    nf, features, found = 0, [], {}
+    nf, features = 0, []
+    found: dict[int, list[float]] = {}
     for line in model_text.splitlines():
         if line.startswith("max_feature_idx="):
             nf = int(line.split("=", 1)[1]) + 1
