@@ -12,6 +12,9 @@ LightGBM's conventions it does not share, measured on 200k+ seeded rows per mode
   float): such a value is scored as 0.0. The compiled code compares it as given, so 1e-36
   against a threshold of -1e-35 goes the other way. :meth:`CompiledTrees.predict` maps
   those values to 0.0 first, exactly as LightGBM does.
+- tl2cgen's data reader takes +-DBL_MAX for missing (like NaN); LightGBM compares them as
+  numbers (it differs where a tree splits at ``threshold=inf``). The few rows holding one
+  are scored by the Booster.
 - ``zero_as_missing`` splits (missing type ``Zero``) send 0 to the default side in LightGBM
   only (dmlc/tl2cgen#8), and categorical splits differ for negative or NaN categories:
   models with either are not compiled (:func:`unsupported`).
@@ -52,6 +55,7 @@ log = logging.getLogger("precog.models")
 #: LightGBM's ``kZeroThreshold`` (``1e-35f``): dense input values at most this far from 0
 #: are read as 0.0
 KZERO = float(np.float32(1e-35))
+DBL_MAX = float(np.finfo(np.float64).max)
 #: tl2cgen's code generation: trees quantized to bin indices (the comparisons stay exact
 #: double comparisons against the thresholds; 1.4x faster than plain compares on the demo
 #: leader), split into translation units that gcc compiles two at a time
@@ -129,10 +133,12 @@ def _check_owner(path: Path) -> None:
 
 @dataclass
 class CompiledTrees:
-    """A verified compiled library and its predictors (one per thread count)."""
+    """A verified compiled library and its predictors (one per thread count); rows holding
+    +-DBL_MAX are scored by ``booster`` (tl2cgen's reader takes those values for missing)."""
 
     library: Path
     sha256: str
+    booster: Any = field(default=None, repr=False)
     _predictors: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def _predictor(self, num_threads: int) -> Any:
@@ -148,10 +154,16 @@ class CompiledTrees:
         """Probabilities of ``X`` (float64, C order), as ``Booster.predict`` gives them."""
         import tl2cgen
 
+        size = np.abs(X)
         # LightGBM reads these as 0.0; C order for the library whatever the caller's layout
-        X = np.ascontiguousarray(np.where(np.abs(X) <= KZERO, 0.0, X))
-        out = self._predictor(num_threads).predict(tl2cgen.DMatrix(X, dtype="float64"))
-        return np.ascontiguousarray(np.asarray(out, dtype=np.float64).reshape(-1))
+        Z = np.ascontiguousarray(np.where(size <= KZERO, 0.0, X))
+        out = self._predictor(num_threads).predict(tl2cgen.DMatrix(Z, dtype="float64"))
+        out = np.ascontiguousarray(np.asarray(out, dtype=np.float64).reshape(-1))
+        extreme = (size == DBL_MAX).any(axis=1)
+        if extreme.any():  # tl2cgen reads +-DBL_MAX as missing, LightGBM as a number
+            rows = np.ascontiguousarray(X[extreme], dtype=np.float64)
+            out[extreme] = self.booster.predict(rows, num_threads=num_threads)
+        return out
 
 
 def split_points(model_text: str) -> tuple[int, dict[int, np.ndarray]]:
@@ -177,11 +189,11 @@ def split_points(model_text: str) -> tuple[int, dict[int, np.ndarray]]:
 
 def probe_rows(model_text: str, seed: int = 20261202, n: int = _PROBE_ROWS) -> np.ndarray:
     """Seeded rows that reach every split's edge: each threshold, one ulp either side, and
-    NaN, +-0, +-inf, +-1e-35, 1e-36 and denormals mixed with normal values."""
+    NaN, +-0, +-inf, +-1e-35, 1e-36, denormals and +-DBL_MAX mixed with normal values."""
     rng = np.random.default_rng(seed)
     nf, edges = split_points(model_text)
     special = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, KZERO, -KZERO, 1e-36, -1e-36,
-                        5e-324, -5e-324, 1.0, -1.0])
+                        5e-324, -5e-324, DBL_MAX, -DBL_MAX, 1.0, -1.0])
     X = rng.normal(0.0, 3.0, (n, nf))
     for j in range(nf):
         t = edges.get(j, np.empty(0))
@@ -269,7 +281,7 @@ def load_compiled(booster: Any, model_text: str, cache_dir: Path) -> CompiledTre
             found = _verified_library(entry, artifact_sha256)
             if found is None:
                 raise CompileUnavailable(f"{entry} does not verify after compiling")
-    compiled = CompiledTrees(*found)
+    compiled = CompiledTrees(*found, booster=booster)
     X = probe_rows(model_text)
     if not bits_equal(compiled.predict(X), booster.predict(X, num_threads=1)):
         raise CompileUnavailable("compiled output differs from Booster.predict on the probe")

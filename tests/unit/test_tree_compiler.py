@@ -17,7 +17,7 @@ import pytest
 
 from precog.models import LightGBMRuntime
 from precog.settings import Settings
-from precog.tree_compiler import KZERO, bits_equal, probe_rows, unsupported
+from precog.tree_compiler import DBL_MAX, KZERO, bits_equal, probe_rows, unsupported
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,6 +51,8 @@ def edge_rows(runtime: LightGBMRuntime, n: int, seed: int) -> np.ndarray:
     X[::97] = np.nan  # whole rows missing
     X[1::97] = 0.0
     X[2::97, :] = -KZERO
+    X[3::97, 0] = DBL_MAX
+    X[4::97, -1] = -DBL_MAX
     return X
 
 
@@ -70,6 +72,10 @@ def test_small_model_bit_for_bit(small: bytes, tmp_path: Path) -> None:
         assert_same_as_booster(rt, layout)  # Fortran order, row and column strides
     # a value within 1e-35 of zero is zero to LightGBM, and so to the compiled scorer
     X = np.full((4, rt.booster.num_feature()), 1e-36)
+    assert_same_as_booster(rt, X)
+    # +-DBL_MAX, missing to tl2cgen's reader, a number to LightGBM: those rows go to the
+    # Booster
+    X[1:3] = [DBL_MAX, -DBL_MAX]
     assert_same_as_booster(rt, X)
 
 
