@@ -75,7 +75,7 @@ def test_small_model_bit_for_bit(small: bytes, tmp_path: Path) -> None:
     assert_same_as_booster(rt, X)
     # +-DBL_MAX, missing to tl2cgen's reader, a number to LightGBM: those rows go to the
     # Booster
-    X[1:3] = [DBL_MAX, -DBL_MAX]
+    X[1, 0], X[2, -1] = DBL_MAX, -DBL_MAX
     assert_same_as_booster(rt, X)
 
 
