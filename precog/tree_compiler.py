@@ -228,6 +228,8 @@ def _compile(model_text: str, entry: Path, artifact_sha256: str) -> None:
                     "treelite": treelite.__version__, "params": _PARAMS,
                     "options": _CC_OPTIONS}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        for path, mode in ((tmp / _LIBRARY, 0o500), (tmp / _MANIFEST, 0o400), (tmp, 0o700)):
+            path.chmod(mode)  # whatever the umask: private, and refused if that changes
         if entry.exists():
             shutil.rmtree(entry)
         os.replace(tmp, entry)

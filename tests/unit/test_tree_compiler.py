@@ -115,6 +115,7 @@ def test_tampered_library_is_not_loaded(small: bytes, tmp_path: Path,
                                         caplog: pytest.LogCaptureFixture) -> None:
     entry, _ = compiled_entry(small, tmp_path)
     lib = entry / "model.so"
+    lib.chmod(0o700)
     lib.write_bytes(lib.read_bytes()[:-64] + b"\0" * 64)  # not what the manifest says
     with caplog.at_level(logging.WARNING, logger="precog.models"):
         rt = LightGBMRuntime.loads(small)
@@ -123,6 +124,19 @@ def test_tampered_library_is_not_loaded(small: bytes, tmp_path: Path,
     manifest = json.loads((entry / "manifest.json").read_text())
     assert hashlib.sha256(lib.read_bytes()).hexdigest() == manifest["library_sha256"]
     assert_same_as_booster(rt, edge_rows(rt, 2000, seed=6))
+
+
+def test_a_loose_umask_still_gives_private_entries(small: bytes, tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o002)
+    try:
+        entry, _ = compiled_entry(small, tmp_path)
+        rt = LightGBMRuntime.loads(small)
+        assert rt.accelerate(settings_for(tmp_path))  # the cached entry is accepted
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o077 for p in (entry, *entry.iterdir())} == {0}
 
 
 def test_world_writable_cache_is_refused(small: bytes, tmp_path: Path,
