@@ -209,6 +209,41 @@ def _apply(settings: Settings, spec: PipelineSpec, registry: ModelRegistry,
     return True, new, ""
 
 
+#: applies a recorded decision: (settings, spec, registry, decision, now_ms) ->
+#: (applied, roles after, note)
+Applier = Callable[[Settings, PipelineSpec, ModelRegistry, dict[str, Any], int],
+                   tuple[bool, Roles, str]]
+
+
+def _once(settings: Settings, spec: PipelineSpec, did: str, made_before: str, now: int,
+          roles: Roles,
+          make: Callable[[ModelRegistry], dict[str, Any]], apply_decision: Applier, *,
+          apply: bool, say: Callable[[str], None]) -> Outcome:
+    """Record-then-apply, once per decision id: a decision found under ``did`` (made before,
+    e.g. by a process killed before it applied it) is applied again, not remade; otherwise
+    ``make`` decides, the record is kept (the first writer wins) and applied."""
+    registry = ModelRegistry(settings.registry_dir)
+    found = find_decision(settings, did) if apply else None
+    if found is not None:
+        say(made_before)
+        applied, after, note = apply_decision(settings, spec, registry, found, now)
+        return Outcome(found, False, applied, after, note)
+    record = make(registry)
+    if not apply:
+        return Outcome(record, True, False, roles, "dry run: nothing recorded")
+    kept = record_decision(settings, spec, record)
+    _fault_pause(settings, kept)
+    applied, after, note = apply_decision(settings, spec, registry, kept, now)
+    return Outcome(kept, kept is record, applied, after, note)
+
+
+def _current_roles(settings: Settings, spec: PipelineSpec) -> Roles:
+    roles = read_roles(settings, spec.name)
+    if roles is None:
+        raise ConfigError(f"{spec.name} has no roles yet: run `precog train` first")
+    return roles
+
+
 def evaluate(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = None,
              apply: bool = True, echo: Callable[[str], None] | None = None) -> Outcome:
     """One evaluation of ``spec.promotion`` (module docstring). ``apply=False``: decide and
@@ -219,29 +254,20 @@ def evaluate(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = Non
         raise ConfigError(f"spec {spec.name} has promotion policy manual: set"
                           " promotion.policy: best-recent in the spec to evaluate it")
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    roles = read_roles(settings, spec.name)
-    if roles is None:
-        raise ConfigError(f"{spec.name} has no roles yet: run `precog train` first")
-    registry = ModelRegistry(settings.registry_dir)
+    roles = _current_roles(settings, spec)
     start, end = window_bounds(policy, now)
+
+    def make(registry: ModelRegistry) -> dict[str, Any]:
+        say(f"reading the joined labels of {settings.topic('labeled')} since {start}")
+        window = LabelledWindow.from_records(labelled_records(settings, spec, start), start, end)
+        say(f"{len(window.event_ids)} labelled events in the window")
+        unhealthy = health(registry, spec, roles, window, policy.min_coverage)
+        decision: Decision = decide(policy, roles, window, now_ms=now, unhealthy=unhealthy)
+        return decision.to_record()
+
     did = decision_id(spec.name, end)
-    found = find_decision(settings, did) if apply else None
-    if found is not None:
-        say(f"decision {did} for the window ending {end} was made before: applying it")
-        applied, after, note = _apply(settings, spec, registry, found, now)
-        return Outcome(found, False, applied, after, note)
-    say(f"reading the joined labels of {settings.topic('labeled')} since {start}")
-    window = LabelledWindow.from_records(labelled_records(settings, spec, start), start, end)
-    say(f"{len(window.event_ids)} labelled events in the window")
-    unhealthy = health(registry, spec, roles, window, policy.min_coverage)
-    decision: Decision = decide(policy, roles, window, now_ms=now, unhealthy=unhealthy)
-    record = decision.to_record()
-    if not apply:
-        return Outcome(record, True, False, roles, "dry run: nothing recorded")
-    kept = record_decision(settings, spec, record)
-    _fault_pause(settings, kept)
-    applied, after, note = _apply(settings, spec, registry, kept, now)
-    return Outcome(kept, kept is record, applied, after, note)
+    return _once(settings, spec, did, f"decision {did} for the window ending {end} was made"
+                 " before: applying it", now, roles, make, _apply, apply=apply, say=say)
 
 
 def _apply_traffic(settings: Settings, spec: PipelineSpec, registry: ModelRegistry,
@@ -270,31 +296,23 @@ def evaluate_traffic(settings: Settings, spec: PipelineSpec, *, now_ms: int | No
     say = echo or (lambda _m: None)
     policy = spec.traffic
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    roles = read_roles(settings, spec.name)
-    if roles is None:
-        raise ConfigError(f"{spec.name} has no roles yet: run `precog train` first")
-    registry = ModelRegistry(settings.registry_dir)
+    roles = _current_roles(settings, spec)
     end = window_end(policy, now)
+
+    def make(_registry: ModelRegistry) -> dict[str, Any]:
+        start = roles.traffic.since if roles.traffic is not None else end
+        records: list[dict[str, Any]] = []
+        if roles.traffic is not None and roles.traffic.policy == "canary":
+            say(f"reading the canary arm's joined labels of {settings.topic('labeled')} since"
+                f" {start}")
+            records = list(labelled_records(settings, spec, start))
+        window = arm_window(records, CANARY_ARM, start, max(start, end))
+        return decide_traffic(policy, roles, window, now_ms=now).to_record()
+
     did = traffic_decision_id(spec.name, end)
-    found = find_decision(settings, did) if apply else None
-    if found is not None:
-        say(f"traffic decision {did} for the interval ending {end} was made before: applying it")
-        applied, after, note = _apply_traffic(settings, spec, registry, found, now)
-        return Outcome(found, False, applied, after, note)
-    start = roles.traffic.since if roles.traffic is not None else end
-    records: list[dict[str, Any]] = []
-    if roles.traffic is not None and roles.traffic.policy == "canary":
-        say(f"reading the canary arm's joined labels of {settings.topic('labeled')} since"
-            f" {start}")
-        records = list(labelled_records(settings, spec, start))
-    window = arm_window(records, CANARY_ARM, start, max(start, end))
-    decision = decide_traffic(policy, roles, window, now_ms=now)
-    record = decision.to_record()
-    if not apply:
-        return Outcome(record, True, False, roles, "dry run: nothing recorded")
-    kept = record_decision(settings, spec, record)
-    applied, after, note = _apply_traffic(settings, spec, registry, kept, now)
-    return Outcome(kept, kept is record, applied, after, note)
+    return _once(settings, spec, did, f"traffic decision {did} for the interval ending {end}"
+                 " was made before: applying it", now, roles, make, _apply_traffic,
+                 apply=apply, say=say)
 
 
 def _fault_pause(settings: Settings, decision: dict[str, Any]) -> None:
