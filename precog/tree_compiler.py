@@ -270,9 +270,14 @@ def load_compiled(booster: Any, model_text: str, cache_dir: Path) -> CompiledTre
     except ImportError as exc:
         raise CompileUnavailable(f"tl2cgen/treelite not installed ({exc})") from None
     artifact_sha256 = hashlib.sha256(model_text.encode("utf-8")).hexdigest()
-    _private_dir(cache_dir)
     entry = cache_dir / f"{artifact_sha256}-{build_key()}"
-    with open(cache_dir / f"{entry.name}.lock", "w") as lock:
+    try:  # e.g. a read-only root file system with no volume at the cache (docs/models.md)
+        _private_dir(cache_dir)
+        lock = open(cache_dir / f"{entry.name}.lock", "w")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise CompileUnavailable(f"the cache {cache_dir} is not usable ({exc}); set"
+                                 " PRECOG_LIGHTGBM_CACHE to a writable directory") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one compile per entry across processes
         found = _verified_library(entry, artifact_sha256)
         if found is None:

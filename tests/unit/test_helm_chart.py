@@ -420,3 +420,18 @@ def test_dashboard_covers_what_operators_need() -> None:
                    "precog_dead_letters_total", "precog_batch_seconds_bucket",
                    "precog_consumer_lag", "precog_model_loaded"):
         assert metric in queries
+
+
+def test_pods_that_load_models_have_a_writable_lightgbm_cache() -> None:
+    """The root file system is read-only: the compiled LightGBM scorer's cache is a volume
+    where ``PRECOG_LIGHTGBM_CACHE`` points, in the worker and in ``precog serve``."""
+    docs = render("--set", "serve.enabled=true")
+    for suffix in ("-worker", "-serve"):
+        deploy = one(docs, "Deployment", suffix)
+        (_, c), = containers([deploy])
+        path = env_of(c)["PRECOG_LIGHTGBM_CACHE"]["value"]
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == path]
+        assert not mount.get("readOnly")
+        (vol,) = [v for v in deploy["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == mount["name"]]
+        assert "emptyDir" in vol or "persistentVolumeClaim" in vol, vol

@@ -150,6 +150,20 @@ def test_world_writable_cache_is_refused(small: bytes, tmp_path: Path,
     assert rt.compiled is None and "writable by others" in caplog.text
 
 
+def test_an_unusable_cache_falls_back_instead_of_failing_the_load(
+        small: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A read-only root file system (the Helm chart's default) with no volume at the cache:
+    the model still loads and scores, with the Booster (here the cache's parent is a file,
+    which no user, root included, can make a directory in)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    rt = LightGBMRuntime.loads(small)
+    with caplog.at_level(logging.WARNING, logger="precog.models"):
+        assert not rt.accelerate(settings_for(blocker / "cache"))
+    assert rt.compiled is None and "PRECOG_LIGHTGBM_CACHE" in caplog.text
+    assert_same_as_booster(rt, edge_rows(rt, 500, seed=9))
+
+
 def test_disabled_keeps_the_booster(small: bytes, tmp_path: Path) -> None:
     rt = LightGBMRuntime.loads(small)
     assert not rt.accelerate(settings_for(tmp_path, compiled=False))
