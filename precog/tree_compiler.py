@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,12 @@ def unsupported(model_text: str) -> str | None:
     return None
 
 
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+@lru_cache(maxsize=1)
 def build_key() -> str:
     """What a compiled library depends on besides the artifact: the tools, gcc, the options."""
     import tl2cgen
@@ -110,14 +117,6 @@ def build_key() -> str:
     text = json.dumps({"tl2cgen": tl2cgen.__version__, "treelite": treelite.__version__,
                        "gcc": gcc, "params": _PARAMS, "options": _CC_OPTIONS}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _private_dir(path: Path) -> None:
@@ -224,7 +223,7 @@ def _compile(model_text: str, entry: Path, artifact_sha256: str) -> None:
                            nthread=2, options=_CC_OPTIONS)
         src.unlink()
         manifest = {"artifact_sha256": artifact_sha256, "library_sha256":
-                    _sha256_file(tmp / _LIBRARY), "tl2cgen": tl2cgen.__version__,
+                    _file_sha256(tmp / _LIBRARY), "tl2cgen": tl2cgen.__version__,
                     "treelite": treelite.__version__, "params": _PARAMS,
                     "options": _CC_OPTIONS}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -243,7 +242,7 @@ def _verified_library(entry: Path, artifact_sha256: str) -> tuple[Path, str] | N
         manifest = json.loads((entry / _MANIFEST).read_text(encoding="utf-8"))
         _check_owner(entry)
         _check_owner(entry / _LIBRARY)
-        found = _sha256_file(entry / _LIBRARY)
+        found = _file_sha256(entry / _LIBRARY)
     except (OSError, ValueError):
         return None
     if manifest.get("artifact_sha256") != artifact_sha256 or manifest.get(

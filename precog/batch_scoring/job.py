@@ -27,12 +27,13 @@ from precog.batch_scoring import checkpoint as ckpts
 from precog.batch_scoring.chunks import ChunkScorer, reject_line, take_rows
 from precog.batch_scoring.sinks import AvroSink, ParquetSink, RejectsSink
 from precog.batch_scoring.sources import Chunk, FileSource, TopicRange, TopicSource
-from precog.batch_scoring.state import StateStart, file_sha256, write_snapshot
+from precog.batch_scoring.state import StateStart, write_snapshot
 from precog.errors import ConfigError
 from precog.features import EntityState, Featurizer
 from precog.models import LightGBMRuntime
 from precog.prediction_writer import BatchRows
 from precog.progress import ProgressLine
+from precog.registry.provenance import file_sha256
 from precog.scoring import ModelSet
 from precog.settings import Settings
 from precog.spec import PipelineSpec

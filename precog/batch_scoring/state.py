@@ -16,7 +16,6 @@ starts a later run from them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -60,14 +59,6 @@ def read_snapshot(path: Path) -> dict[str, EntityState]:
     except FileNotFoundError:
         raise ConfigError(f"--from-snapshot {path}: no such file") from None
     return states
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 class StateStart:

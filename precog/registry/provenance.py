@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 from functools import lru_cache
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,12 @@ def sha256_hex(data: bytes) -> str:
     'e3b0c44298fc'
     """
     return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the file at ``path`` (read in blocks by the standard library)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def training_data_sha256(features: list[str], X: np.ndarray, y: np.ndarray) -> str:
