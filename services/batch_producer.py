@@ -20,7 +20,8 @@ from precog.services.reliability import RECORD_OVERHEAD, OutRecord, until_availa
 from precog.errors import ServiceUnavailable
 from precog.io import kafka
 
-#: librdkafka's linger (ms, a float): the records of one batch are produced in one loop
+#: librdkafka's linger (ms, a float) for the worker: the records of one batch are produced
+#: in one loop
 LINGER_MS = 0.5
 
 
@@ -36,7 +37,7 @@ class BatchProducer:
     with one future, and sends again only the records Kafka did not acknowledge.
     """
 
-    def __init__(self, rt: Any, max_bytes: int) -> None:
+    def __init__(self, rt: Any, max_bytes: int, linger_ms: float = LINGER_MS) -> None:
         self.rt = rt
         self.address = rt.settings.kafka.bootstrap
         self._max_bytes = max_bytes
@@ -45,7 +46,7 @@ class BatchProducer:
             "acks": "all",
             # a batch is handed over in one go; waiting longer for more adds to every
             # event's latency (docs/scoring.md "Batch transport")
-            "linger.ms": LINGER_MS,
+            "linger.ms": linger_ms,
             "message.max.bytes": max_bytes,
             "client.id": f"precog-score-{rt.worker_name}",
         })

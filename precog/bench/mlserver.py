@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
@@ -139,8 +140,29 @@ def _drive(url: str, headers: dict[str, str], path: str, body: Callable[[int], A
     return asyncio.run(go())
 
 
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's rounds as medians (with each round's value under ``*_runs``)."""
+    def med(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        values = [r[key] for r in rows]
+        return {key: statistics.median(values), f"{key.removesuffix('_ms')}_runs": values}
+
+    rates = []
+    for i, first in enumerate(rounds[0]["rates"]):
+        rows = [r["rates"][i] for r in rounds]
+        rates.append({"rate": first["rate"], "requests": first["requests"],
+                      **med(rows, "p50_ms"), **med(rows, "p99_ms")})
+    sats = [r["saturation"] for r in rounds]
+    return {"rates": rates, "saturation": {
+        "requests_per_s": statistics.median(s["requests_per_s"] for s in sats),
+        "requests_per_s_runs": [s["requests_per_s"] for s in sats],
+        "p50_ms": statistics.median(s["p50_ms"] for s in sats),
+        "p99_ms": statistics.median(s["p99_ms"] for s in sats)}}
+
+
 def bench_mlserver(lab: Any) -> dict[str, Any]:
-    """Both servers, one after the other, under the same schedule (docs/benchmarks.md)."""
+    """Both servers up at once, driven in turn under the same schedule, ``reps`` rounds
+    (the order swapped every round); medians of the rounds and of the per-round ratios
+    (docs/benchmarks.md)."""
     from precog.avro import Codec
     from precog.features import Featurizer
     from precog.registry import ModelRegistry
@@ -164,7 +186,8 @@ def bench_mlserver(lab: Any) -> dict[str, Any]:
         raise BenchError(f"mlserver: the leader {leader.ref} is {leader.artifact_format}, "
                          "not a LightGBM text model")
     out: dict[str, Any] = {"rates_per_s": rates, "seconds_per_rate": seconds,
-                           "saturation_clients": SATURATION_CLIENTS, "packages": list(PACKAGES)}
+                           "saturation_clients": SATURATION_CLIENTS, "packages": list(PACKAGES),
+                           "rounds": cfg.reps}
     logs = lab.logs
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -172,59 +195,92 @@ def bench_mlserver(lab: Any) -> dict[str, Any]:
     key = "bench-" + uuid.uuid4().hex[:8]
     port = free_port()
     env = {**process_env(s, free_port(), lab.work / "serve-data"), "PRECOG_SERVE_API_KEYS": key}
-    serve = _Server([sys.executable, "-m", "precog", "serve", "--port", str(port),
-                     "--loglevel", "warning"], env, logs / f"serve-{s.namespace}.log",
-                    f"http://127.0.0.1:{port}", "/v2/health/ready")
+    servers: list[_Server] = []
     try:
+        serve = _Server([sys.executable, "-m", "precog", "serve", "--port", str(port),
+                         "--loglevel", "warning"], env, logs / f"serve-{s.namespace}.log",
+                        f"http://127.0.0.1:{port}", "/v2/health/ready")
+        servers.append(serve)
+        port = free_port()
+        repo = model_repository(lab.work / "mlserver-models", registry.artifact_file(leader),
+                                port)
+        ml = _Server([str(exe), "start", str(repo)],
+                     {"PATH": str(exe.parent), "HOME": str(lab.work),
+                      # one thread per predict, as precog's models do (precog/models.py):
+                      # LightGBM's default, one per core, put the sequential p50 at 21 ms
+                      # instead of 2.5 on the shared 2-core machine
+                      "OMP_NUM_THREADS": "1"},
+                     logs / "mlserver.log", f"http://127.0.0.1:{port}",
+                     f"/v2/models/{MODEL_NAME}/ready")
+        servers.append(ml)
         serve.ready()
-        lab.echo("mlserver section: precog serve ready")
-        out["precog"] = _drive(serve.url, {"X-API-Key": key}, f"/v2/models/{spec.name}/infer",
-                               event_body(spec, events, v2=True), rates, seconds, saturation_n)
-    finally:
-        serve.stop()
-        lab.drop(s)
-    port = free_port()
-    repo = model_repository(lab.work / "mlserver-models", registry.artifact_file(leader), port)
-    ml = _Server([str(exe), "start", str(repo)], {"PATH": str(exe.parent), "HOME": str(lab.work),
-                                        # one thread per predict, as precog's models do
-                                        # (precog/models.py): LightGBM's default, one per
-                                        # core, put the sequential p50 at 21 ms instead of
-                                        # 2.5 on the shared 2-core machine
-                                        "OMP_NUM_THREADS": "1"},
-                 logs / "mlserver.log", f"http://127.0.0.1:{port}",
-                 f"/v2/models/{MODEL_NAME}/ready")
-    try:
         ml.ready()
-        lab.echo("mlserver section: MLServer ready")
-        out["mlserver"] = _drive(ml.url, {}, f"/v2/models/{MODEL_NAME}/infer",
-                                 _feature_body(rows), rates, seconds, saturation_n)
+        lab.echo("mlserver section: precog serve and MLServer ready")
+        drives = {
+            "precog": lambda: _drive(serve.url, {"X-API-Key": key},
+                                     f"/v2/models/{spec.name}/infer",
+                                     event_body(spec, events, v2=True), rates, seconds,
+                                     saturation_n),
+            "mlserver": lambda: _drive(ml.url, {}, f"/v2/models/{MODEL_NAME}/infer",
+                                       _feature_body(rows), rates, seconds, saturation_n)}
+        rounds: dict[str, list[dict[str, Any]]] = {"precog": [], "mlserver": []}
+        for r in range(cfg.reps):
+            order = ["precog", "mlserver"] if r % 2 == 0 else ["mlserver", "precog"]
+            for name in order:
+                rounds[name].append(drives[name]())
+            p99 = [f"{p['p99_ms']:.1f}/{m['p99_ms']:.1f}" for p, m in
+                   zip(rounds["precog"][-1]["rates"], rounds["mlserver"][-1]["rates"],
+                       strict=True)]
+            lab.echo(f"mlserver round {r + 1}: p99 precog/MLServer (ms) {', '.join(p99)}")
     finally:
-        ml.stop()
-    out["p99_ratio"] = {str(r["rate"]): r["p99_ms"] / m["p99_ms"]
-                        for r, m in zip(out["precog"]["rates"], out["mlserver"]["rates"],
-                                        strict=True)}
-    out["saturation_ratio"] = (out["precog"]["saturation"]["requests_per_s"]
-                               / out["mlserver"]["saturation"]["requests_per_s"])
-    return out
+        for server in servers:
+            server.stop()
+        lab.drop(s)
+    return {**out, **combine_rounds(rounds)}
+
+
+def combine_rounds(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Both servers' medians, and the medians of the rounds' precog/MLServer ratios (each
+    round's pair ran back to back, so its ratio is the like-for-like comparison)."""
+    pairs = list(zip(rounds["precog"], rounds["mlserver"], strict=True))
+    rates = [row["rate"] for row in rounds["precog"][0]["rates"]]
+    return {
+        "precog": _medians(rounds["precog"]), "mlserver": _medians(rounds["mlserver"]),
+        "p99_ratio": {str(rate): statistics.median(p["rates"][i]["p99_ms"]
+                                                   / m["rates"][i]["p99_ms"]
+                                                   for p, m in pairs)
+                      for i, rate in enumerate(rates)},
+        "saturation_ratio": statistics.median(
+            p["saturation"]["requests_per_s"] / m["saturation"]["requests_per_s"]
+            for p, m in pairs)}
+
+
+def _spread(row: dict[str, Any], key: str) -> str:
+    runs = row.get(f"{key}_runs") or [row[f"{key}_ms"]]
+    text = f"{row[f'{key}_ms']:.1f} ms"
+    return text if len(runs) < 2 else f"{text} ({min(runs):.1f}-{max(runs):.1f})"
 
 
 def markdown(ml: dict[str, Any] | None) -> list[str]:
     """The section's part of docs/benchmarks.md (empty when it did not run)."""
     if not ml:
         return []
+    rounds = ml.get("rounds", 1)
     out = ["### `precog serve` and MLServer (V2, the same LightGBM model)", "",
            f"{' + '.join(ml['packages'])} in `.venv-mlserver`; both on 127.0.0.1, one process"
-           f" each, driven in turn by precog/bench/serve_load.py: {ml['seconds_per_rate']:g} s"
-           f" at each fixed rate (open loop: latency from the scheduled send), then"
-           f" {ml['saturation_clients']} clients back to back (the saturation rate). precog's"
-           " request is the event (Redis state, featurize, leader + challenger, publish with"
-           " Kafka's ack, state and answer written); MLServer's the leader's feature vector"
-           " (predict only).", "",
+           f" each, both up, driven in turn by precog/bench/serve_load.py ({rounds} round(s),"
+           f" the order swapped each round; medians, spread in brackets):"
+           f" {ml['seconds_per_rate']:g} s at each fixed rate (open loop: latency from the"
+           f" scheduled send), then {ml['saturation_clients']} clients back to back (the"
+           " saturation rate). precog's request is the event (Redis state, featurize, leader"
+           " + challenger, publish with Kafka's ack, state and answer written); MLServer's the"
+           " leader's feature vector (predict only). The ratio is the median of the rounds'"
+           " ratios.", "",
            "| rate (req/s) | precog p50 | precog p99 | MLServer p50 | MLServer p99 |"
            " p99 precog / MLServer |", "|---|---|---|---|---|---|"]
     for p, m in zip(ml["precog"]["rates"], ml["mlserver"]["rates"], strict=True):
-        out.append(f"| {p['rate']:g} | {p['p50_ms']:.1f} ms | {p['p99_ms']:.1f} ms |"
-                   f" {m['p50_ms']:.1f} ms | {m['p99_ms']:.1f} ms |"
+        out.append(f"| {p['rate']:g} | {_spread(p, 'p50')} | {_spread(p, 'p99')} |"
+                   f" {_spread(m, 'p50')} | {_spread(m, 'p99')} |"
                    f" {ml['p99_ratio'][str(p['rate'])]:.2f}x |")
     ps, ms = ml["precog"]["saturation"], ml["mlserver"]["saturation"]
     out += ["", f"Saturation ({ml['saturation_clients']} clients): precog"

@@ -38,7 +38,7 @@ from precog.serve.scoring import Answer, InvalidEvents, ServeScorer
 from precog.services.agents.role_watcher import RoleWatcher
 from precog.services.batch_producer import BatchProducer
 from precog.services.feature_store import RedisOnlineStore, StateLost
-from precog.services.runtime import Runtime, now_ms
+from precog.services.runtime import Runtime, now_ms, tune_gc
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
@@ -84,7 +84,10 @@ class Service:
         rt = Runtime(settings=settings, spec=spec, app=None,  # type: ignore[arg-type]
                      code_version=code_version)
         store = RedisOnlineStore(settings, spec)
-        producer = BatchProducer(rt, DLQ_MESSAGE_LIMIT)
+        # no linger: a request's records are all there is to send, and the 0.5 ms the
+        # worker waits for its batch to fill cost 1.2 ms per acknowledgement here (p50
+        # 1.5 against 0.3 ms for a lone record on the local broker)
+        producer = BatchProducer(rt, DLQ_MESSAGE_LIMIT, linger_ms=0)
         scorer = ServeScorer(rt, store, producer, read_only=settings.serve.read_only,
                              answer_ttl=settings.serve.answer_ttl_seconds,
                              timeout=settings.serve.timeout)
@@ -107,6 +110,7 @@ def create_app(settings: Settings, spec: PipelineSpec, code_version: str) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.service = Service.start(settings, spec, code_version)
+        tune_gc(settings)  # the worker's collector settings: shorter pauses, fewer of them
         try:
             yield
         finally:
@@ -124,17 +128,8 @@ def create_app(settings: Settings, spec: PipelineSpec, code_version: str) -> Fas
     def service() -> Service:
         return app.state.service  # type: ignore[no-any-return]
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        if request.url.path not in open_paths and (reason := check(request.headers)):
-            response: Response = _error(401, reason)
-            response.headers["WWW-Authenticate"] = "Bearer"
-        else:
-            response = await call_next(request)
-        latency.labels(_route(app, request.scope), request.method,
-                       str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(_Guard, check=check, open_paths=open_paths, latency=latency,
+                       owner=app)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -234,6 +229,45 @@ def create_app(settings: Settings, spec: PipelineSpec, code_version: str) -> Fas
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     return app
+
+
+class _Guard:
+    """The API key check and the latency histogram, as plain ASGI middleware.
+
+    Starlette's ``BaseHTTPMiddleware`` (``@app.middleware``) runs the app in a task group
+    and passes the response through a memory stream: about 0.25 ms per request in
+    ``precog serve``'s profile. This wraps ``send`` instead.
+    """
+
+    def __init__(self, app: Any, *, check: KeyCheck, open_paths: set[str],
+                 latency: Histogram, owner: FastAPI) -> None:
+        self.app, self.check, self.open_paths = app, check, open_paths
+        self.latency, self.owner = latency, owner
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers when the app raises
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["path"] not in self.open_paths and (reason := self.check(
+                    {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})):
+                refused = _error(401, reason)
+                refused.headers["WWW-Authenticate"] = "Bearer"
+                await refused(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        finally:
+            self.latency.labels(_route(self.owner, scope), scope["method"],
+                                str(status)).observe(time.perf_counter() - started)
 
 
 def _route(app: FastAPI, scope: Any) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from precog.bench.mlserver import MODEL_NAME, markdown, model_repository
+from precog.bench.mlserver import MODEL_NAME, combine_rounds, markdown, model_repository
 from precog.bench.report import check_complete, targets
 
 pytestmark = pytest.mark.unit
@@ -42,3 +42,19 @@ def test_the_section_renders_and_its_target_is_the_p99_ratio() -> None:
     lines = markdown(ml)
     assert "| 20 | 10.0 ms | 30.0 ms | 5.0 ms | 15.0 ms | 2.00x |" in lines
     assert markdown(None) == []
+
+
+def test_rounds_combine_into_medians_and_the_median_of_the_rounds_ratios() -> None:
+    precog = [_side(4.0, 8.0), _side(5.0, 30.0), _side(3.0, 6.0)]
+    mlserver = [_side(2.0, 4.0), _side(2.0, 5.0), _side(2.0, 6.0)]
+    out = combine_rounds({"precog": precog, "mlserver": mlserver})
+    row = out["precog"]["rates"][0]
+    assert (row["p50_ms"], row["p99_ms"], row["p99_runs"]) == (4.0, 8.0, [8.0, 30.0, 6.0])
+    # per round 2.0, 6.0 and 1.0: the median ratio is 2.0, not 8.0 / 5.0
+    assert out["p99_ratio"] == {"20.0": 2.0}
+    assert out["mlserver"]["rates"][0]["p99_ms"] == 5.0
+    assert out["saturation_ratio"] == 1.0
+    lines = markdown({**out, "rates_per_s": [20.0], "seconds_per_rate": 3.0, "rounds": 3,
+                      "saturation_clients": 8, "packages": ["mlserver==1.7.1"]})
+    assert "| 20 | 4.0 ms (3.0-5.0) | 8.0 ms (6.0-30.0) | 2.0 ms (2.0-2.0) |" \
+        " 5.0 ms (4.0-6.0) | 2.00x |" in lines

@@ -85,6 +85,33 @@ def test_skops_round_trip_predicts_exactly(make):
                                rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("with_mean,with_std", [(True, True), (False, True), (True, False)])
+def test_the_scaler_shortcut_gives_scikit_learns_bits(with_mean, with_std):
+    from precog.models import _transform
+
+    X, _ = _data(n=300, seed=11)
+    X[::7, 2] = np.nan  # passes through, as scikit-learn lets it
+    scaler = StandardScaler(with_mean=with_mean, with_std=with_std).fit(X * 3.7 + 1.1)
+    for rows in (X, X[:1], X[5:6]):
+        got = _transform(scaler, rows)
+        want = scaler.transform(rows)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.tobytes() == want.tobytes()
+
+
+def test_input_the_scaler_refuses_still_reaches_scikit_learn():
+    from precog.models import _transform
+
+    X, _ = _data(n=50)
+    scaler = StandardScaler().fit(X)
+    bad = X[:2].copy()
+    bad[1, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        _transform(scaler, bad)
+    with pytest.raises(ValueError, match="features"):
+        _transform(scaler, X[:, :3])
+
+
 def test_canonical_skops_bytes_depend_only_on_the_model():
     X, y = _data()
     first = dump_skops(_logistic(X, y))
