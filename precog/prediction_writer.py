@@ -44,6 +44,9 @@ from precog.scoring import (
 #: the schema this writer is compiled for; another version needs its own writer
 PREDICTION_LABEL = PREDICTION_SCHEMA
 
+#: up to this many rows (a REST request) the encoders go row by row: numpy's per-call setup
+#: costs more than it saves there (one row: 201 -> 69 us to encode)
+_JOIN_ROWS = 8
 _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)  # the ten 7-bit groups of a 64-bit varint
 
 
@@ -61,6 +64,8 @@ def _varint_matrix(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def zigzag_varints(values: np.ndarray) -> list[bytes]:
     """Avro ``long`` encoding (zig-zag, then base-128 varint) of every value of an int column."""
+    if len(values) <= _JOIN_ROWS:
+        return [_long(v) for v in np.asarray(values, dtype=np.int64).reshape(-1).tolist()]
     groups, lengths = _varint_matrix(values)
     buf = groups.tobytes()
     return [buf[10 * i: 10 * i + n] for i, n in enumerate(lengths.tolist())]
@@ -73,6 +78,9 @@ def _rows(columns: Sequence[bytes | np.ndarray], n: int) -> list[bytes]:
     """
     if n == 0:
         return []
+    if n <= _JOIN_ROWS:
+        return [b"".join([c if isinstance(c, bytes) else c[i].tobytes() for c in columns])
+                for i in range(n)]
     blocks = [np.broadcast_to(np.frombuffer(c, dtype=np.uint8), (n, len(c)))
               if isinstance(c, bytes) else c for c in columns]
     matrix = np.hstack(blocks) if blocks else np.empty((n, 0), dtype=np.uint8)

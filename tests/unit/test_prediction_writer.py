@@ -48,7 +48,10 @@ def _avro_long(n: int) -> bytes:
 def test_varints_follow_the_avro_specification_at_every_width():
     values = [0, 1, -1, 63, -64, 64, -65, 8191, 8192, 2**31, -(2**31), 2**62, 2**63 - 1, -(2**63)]
     values += [2**k + d for k in range(0, 63, 7) for d in (-1, 0, 1)]
-    assert zigzag_varints(np.array(values, dtype=np.int64)) == [_avro_long(v) for v in values]
+    expected = [_avro_long(v) for v in values]
+    assert zigzag_varints(np.array(values, dtype=np.int64)) == expected
+    # a few values at a time (a REST request's rows) take the per-value path
+    assert [zigzag_varints(np.array([v], dtype=np.int64))[0] for v in values] == expected
     assert zigzag_varints(np.array([], dtype=np.int64)) == []
 
 
@@ -82,22 +85,24 @@ def _rows(rng: np.random.Generator, n: int, names: list[str], models: int) -> Ba
     )
 
 
+@pytest.mark.parametrize("n", [1, 5, 200])  # rows joined one by one (a request), stacked
 @pytest.mark.parametrize("challengers", [0, 1, 3])
 @pytest.mark.parametrize("n_features", [1, 2, 14])
-def test_bytes_equal_fastavro_for_seeded_batches(challengers, n_features):
-    rng = np.random.default_rng(100 * challengers + n_features)
+def test_bytes_equal_fastavro_for_seeded_batches(challengers, n_features, n):
+    rng = np.random.default_rng(100 * challengers + n_features + n)
     names = [f"f{j}_\u00e4" if j % 4 == 0 else f"f{j}" for j in range(n_features)]
     writer = _writer(names, challengers)
-    rows = _rows(rng, 200, names, 1 + challengers)
+    rows = _rows(rng, n, names, 1 + challengers)
     got = writer.encode(rows, scored_time=1_800_000_000_123)
     expected = [CODEC.encode(writer.record(rows, i, scored_time=1_800_000_000_123,
-                                           feature_names=names)) for i in range(200)]
+                                           feature_names=names)) for i in range(n)]
     assert got == expected
     # and they decode to the record prediction_record builds (labels by each threshold)
-    rec = CODEC.decode(got[5])
-    assert rec["leader"]["label"] == int(rows.scores[0][5] >= 0.3)
+    k = min(5, n - 1)
+    rec = CODEC.decode(got[k])
+    assert rec["leader"]["label"] == int(rows.scores[0][k] >= 0.3)
     assert [f["age_ms"] for f in rec["features"]] == [
-        int(rows.gaps_ms[5]) if s else 0 for s in rows.stateful]
+        int(rows.gaps_ms[k]) if s else 0 for s in rows.stateful]
 
 
 def test_a_bad_id_fails_only_its_own_row():
