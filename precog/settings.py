@@ -365,6 +365,15 @@ class WorkerSettings(BaseModel):
         200, ge=0, le=60_000, description="longest a Kafka fetch waits on the broker for "
         "data (Faust's own is 1500: a drained topic then holds back the others)"
     )
+    batch_fetch_min_bytes: int = Field(
+        32_768, ge=1, le=10_000_000, description="bytes a fetch of the batch transport's hot"
+        " topics (score, index) waits for on the broker, up to batch_fetch_max_wait_ms: fewer,"
+        " fuller fetches (docs/scoring.md)"
+    )
+    batch_fetch_max_wait_ms: int = Field(
+        10, ge=0, le=60_000, description="longest a fetch of the batch transport's hot topics"
+        " waits on the broker for batch_fetch_min_bytes"
+    )
     session_timeout: float = Field(
         10.0, ge=6, le=300, description="seconds without a heartbeat after which Kafka "
         "gives a dead worker's partitions to the others (Faust's own is 60)"
