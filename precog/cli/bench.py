@@ -30,7 +30,7 @@ def bench(
     latency_seconds: float = typer.Option(0.0, help="latency: seconds per offered rate"
                                           " (default 15, quick 3)"),
     sections: str = typer.Option(
-        "throughput,latency,memory,scaling,outcome,core,batch,profile",
+        "throughput,latency,memory,scaling,outcome,core,batch,mlserver,profile",
         help="comma-separated sections"
     ),
     out: Annotated[Path, typer.Option(help="directory for the JSON results")] = DEFAULT_OUT,
