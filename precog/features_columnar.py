@@ -107,8 +107,9 @@ def featurize_chunk(fz: Featurizer, states: Mapping[str, EntityState | None],
     chain = ColumnarChain(fz, states)
     cols = chain.featurize(items)
     moved = chain.moved
-    changed = {e: chain.state(e) for e in dict.fromkeys(
-        str(event[fz.entity_field]) for event, _, _ in items) if e in moved}
+    changed = {e: state for e in dict.fromkeys(
+        str(event[fz.entity_field]) for event, _, _ in items)
+        if e in moved and (state := chain.state(e)) is not None}
     return FeatureColumns(cols.X, cols.gaps_ms, cols.stateful, changed)
 
 
@@ -305,11 +306,11 @@ class ColumnarChain:
                       | (np.abs(ch.times) >= _EXACT_INT)]] = True
         # a redelivery: an offset not above the one before it, or the watermark
         order = np.lexsort((np.arange(ch.n), parts, codes))
-        c, p, o = codes[order], parts[order], offsets[order]
-        same = (c[1:] == c[:-1]) & (p[1:] == p[:-1])
-        special[c[1:][same & (o[1:] <= o[:-1])]] = True
+        ce, pe, oe = codes[order], parts[order], offsets[order]
+        same = (ce[1:] == ce[:-1]) & (pe[1:] == pe[:-1])
+        special[ce[1:][same & (oe[1:] <= oe[:-1])]] = True
         firsts = np.flatnonzero(np.concatenate(([True], ~same)))
-        for ci, pi, oi in zip(c[firsts].tolist(), p[firsts].tolist(), o[firsts].tolist(),
+        for ci, pi, oi in zip(ce[firsts].tolist(), pe[firsts].tolist(), oe[firsts].tolist(),
                               strict=True):
             r = int(rows[ci])
             if r >= 0 and self.stored[r] and self.applied[r].get(str(pi), -1) >= oi:
@@ -344,7 +345,7 @@ class _Chunk:
                         for name in fz._number_fields}
         self.novelty = [codes.codes(_as_strings([e.get(name) for e in events]))
                         for name, codes in zip(fz._novelty_fields, chain.codes, strict=True)]
-        self.equals = {}
+        self.equals: dict[tuple[str, Any], np.ndarray] = {}
         for f in fz.spec.features:
             if isinstance(f, kinds.EqualsFeature) and (f.field, f.value) not in self.equals:
                 self.equals[(f.field, f.value)] = np.fromiter(
@@ -485,8 +486,8 @@ class _Steps:
                         out.novelty[r, kcol] = np.where(seen & ~hit, 1.0, 0.0)
                 if seen.any():
                     q = np.where(eq.any(axis=1), eq.argmax(axis=1), 0)
-                    j = np.arange(width)
-                    src = np.minimum(j[None, :] + (j[None, :] >= q[:, None]), width - 1)
+                    at = np.arange(width)
+                    src = np.minimum(at[None, :] + (at[None, :] >= q[:, None]), width - 1)
                     shifted = np.take_along_axis(kept, src, axis=1)
                     shifted[:, -1] = v
                     recent[:m] = np.where(seen[:, None], shifted, kept)

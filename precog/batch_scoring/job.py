@@ -238,8 +238,9 @@ def run_batch(req: BatchRequest) -> BatchSummary:
     # the namespace the predictions belong to: where they are indexed, if they are (its
     # dashboards filter on it), else the one the run reads
     for m in models.all:  # rows are scored independently: the same scores with any count
-        if isinstance(m.model.runtime, LightGBMRuntime):
-            m.model.runtime.num_threads = req.model_threads
+        runtime = getattr(m.model, "runtime", None)  # a LoadedModel's (Scorer does not say)
+        if isinstance(runtime, LightGBMRuntime):
+            runtime.num_threads = req.model_threads
     run = ChunkScorer(req.spec, models,
                       namespace=req.index_namespace or req.settings.namespace,
                       code_version=code_version(req.settings), parquet=req.format == "parquet")

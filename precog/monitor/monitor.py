@@ -99,7 +99,7 @@ class Monitor:
         self.records = 0  # records feeding health windows: events, predictions, DLQ, manifests
         self.closing_clock = ClosingClock()
         self.estimates = EstimationBook(config.estimate_window_ms, config.estimate_keep_ms)
-        self.calibration = {}  # (model_id, version) -> CalibrationWatch
+        self.calibration: dict[tuple[str, int], CalibrationWatch] = {}
 
     # -- models --------------------------------------------------------------------
     def on_labeled(self, rec: dict[str, Any]) -> None:
