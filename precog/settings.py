@@ -362,8 +362,8 @@ class WorkerSettings(BaseModel):
         50_000, ge=700, description="allocations between young-generation GC passes"
     )
     fetch_max_wait_ms: int = Field(
-        200, ge=0, le=60_000, description="longest a Kafka fetch waits on the broker for "
-        "data (Faust's own is 1500: a drained topic then holds back the others)"
+        200, ge=0, le=60_000, description="longest a Faust stream's Kafka fetch waits on the"
+        " broker for data (Faust's own is 1500: a drained topic then holds back the others)"
     )
     batch_fetch_min_bytes: int = Field(
         32_768, ge=1, le=10_000_000, description="bytes a fetch of the batch transport's hot"

@@ -28,6 +28,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from starlette.datastructures import Headers
 from starlette.routing import Match
 
 from precog.errors import ServiceUnavailable
@@ -258,8 +259,8 @@ class _Guard:
             await send(message)
 
         try:
-            if scope["path"] not in self.open_paths and (reason := self.check(
-                    {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})):
+            if scope["path"] not in self.open_paths and (
+                    reason := self.check(Headers(scope=scope))):
                 refused = _error(401, reason)
                 refused.headers["WWW-Authenticate"] = "Bearer"
                 await refused(scope, receive, send_status)
