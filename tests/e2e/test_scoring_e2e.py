@@ -109,15 +109,21 @@ def test_every_event_ends_as_one_prediction_or_one_dead_letter(settings, tmp_pat
 
 def test_switching_the_leader_mid_stream_loses_nothing_and_never_mixes(settings, tmp_path):
     spec, metas = _trained(settings, tmp_path)
-    n = 900
+    n = 1500
     with running_worker(settings, tmp_path):
         result: dict[str, Any] = {}
         producer = threading.Thread(
             target=lambda: result.update(s=produce_live(
-                settings, spec, n, 300.0, SimConfig(seed=5), progress=False, outcome_wait_s=0)),
+                settings, spec, n, 250.0, SimConfig(seed=5), progress=False, outcome_wait_s=0)),
         )
         producer.start()
-        time.sleep(1.5)  # about half the stream is out
+        # switch once a quarter of the stream is scored (seen, not guessed from a sleep:
+        # a slow start must not let the whole stream pass before the switch); the rest
+        # of the stream still takes ~4 s at 250/s, time enough for the worker to load it
+        scored = read_topic(settings, settings.topic("predictions"), n // 4, timeout=60,
+                            settle=0)
+        assert len(scored) >= n // 4, "the worker did not start scoring"
+        assert producer.is_alive(), "the stream ended before the switch"
         roles = read_roles(settings, spec.name)
         assert roles is not None
         publish_roles(settings, set_leader(
