@@ -91,6 +91,7 @@ def worker_env(settings: Settings, port: int, data_dir: Path) -> dict[str, str]:
             "PRECOG_WORKER_DATA_DIR": str(data_dir),
             "PRECOG_SCORE_BATCH_SIZE": str(settings.score.batch_size),
             "PRECOG_SCORE_BATCH_TIMEOUT": str(settings.score.batch_timeout),
+            "PRECOG_SCORE_INFLIGHT_BATCHES": str(settings.score.inflight_batches),
             "PRECOG_INDEXER_BATCH_TIMEOUT": str(settings.indexer.batch_timeout),
             "PRECOG_MONITOR_TICK_SECONDS": str(settings.monitor.tick_seconds),
         }

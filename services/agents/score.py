@@ -6,6 +6,10 @@ before the state write means a crash in between re-scores the event from the sam
 (same prediction id, same features); the state's offset watermark makes the write itself
 idempotent when a batch is redelivered.
 
+Up to ``PRECOG_SCORE_INFLIGHT_BATCHES`` batches are in flight: the next one reads its
+states and is featurized while the last waits for its acks and its write
+(:class:`StateChain`, docs/scoring.md "Batches in flight").
+
 The batch's offsets are held until all of that is acknowledged (services/reliability.py):
 Redis or Kafka being down is waited out, a bad record (decode, validation, featurize,
 encode, too large) goes to the DLQ without touching its neighbours, and anything else
@@ -202,9 +206,117 @@ def encode_predictions(
     return out, failed
 
 
+class _Slot:
+    """One batch's place in a :class:`StateChain`."""
+
+    __slots__ = ("seq", "seen", "after_featurized", "after_written", "featurized", "written")
+
+    def __init__(self, seq: int, after_featurized: asyncio.Future[bool] | None,
+                 after_written: asyncio.Future[bool] | None) -> None:
+        loop = asyncio.get_running_loop()
+        self.seq = seq
+        self.seen = -1  # the newest batch whose write was complete when this one read
+        self.after_featurized, self.after_written = after_featurized, after_written
+        self.featurized: asyncio.Future[bool] = loop.create_future()
+        self.written: asyncio.Future[bool] = loop.create_future()
+
+
+class StateChain:
+    """The score agent's batches in flight, in order where their effects meet.
+
+    Batch N+1 reads its entities' states from Redis and is featurized while batch N still
+    waits for Kafka's acks and for its own state write. What N's write is about to store
+    is kept here (the overlay) and stands in for what Redis may still answer for those
+    entities, so N+1 chains from N's states exactly as if N had been written first. In
+    consumption order, always: featurizing (N+1 after N), the state writes (a state never
+    overwritten by an older one) and, by the batch source, the commits. A batch whose
+    predecessor failed raises before its own write (the worker stops; both are
+    redelivered from the last commit, and the watermark covers what was written).
+
+    An entry leaves the overlay once a batch read Redis after the entry's write completed
+    (every later read sees it there), and the overlay empties whenever no batch is in
+    flight, so nothing held here outlives the writes it stands for (a partition that
+    moves away and back is read from Redis again).
+    """
+
+    def __init__(self) -> None:
+        self._overlay: dict[str, tuple[int, EntityState]] = {}
+        self._seq = 0
+        self._written = -1  # writes complete in order: every batch up to this one is stored
+        self._last: _Slot | None = None
+        self._open = 0
+
+    @property
+    def held(self) -> int:
+        """How many entities' states are held for batches in flight."""
+        return len(self._overlay)
+
+    def begin(self) -> _Slot:
+        """A place for the next batch, behind every batch begun before it."""
+        last = self._last
+        slot = _Slot(self._seq, last and last.featurized, last and last.written)
+        self._seq += 1
+        self._open += 1
+        self._last = slot
+        return slot
+
+    def reading(self, slot: _Slot) -> None:
+        """``slot`` is about to read Redis: what is written by now, that read sees."""
+        slot.seen = self._written
+
+    async def states(self, slot: _Slot,
+                     read: dict[str, EntityState | None]) -> dict[str, EntityState | None]:
+        """After the previous batch featurized: ``read`` with the states of the batches in
+        flight in place of Redis's answers."""
+        if slot.after_featurized is not None:
+            await slot.after_featurized
+        overlay = self._overlay
+        for entity in [e for e, (seq, _) in overlay.items() if seq <= slot.seen]:
+            del overlay[entity]  # written before this read: Redis answered with it
+        if not overlay:
+            return read
+        out = dict(read)
+        for entity in read:
+            held = overlay.get(entity)
+            if held is not None:
+                out[entity] = held[1]
+        return out
+
+    async def featurized(self, slot: _Slot, changed: dict[str, EntityState]) -> None:
+        """``slot``'s new states, for the batches behind it until they are written (after
+        the previous batch's: a batch with nothing to featurize keeps its place too)."""
+        if slot.after_featurized is not None:
+            await slot.after_featurized
+        seq = slot.seq
+        for entity, state in changed.items():
+            self._overlay[entity] = (seq, state)
+        _settle(slot.featurized, True)
+
+    async def turn_to_write(self, slot: _Slot) -> None:
+        """Wait until every earlier batch's write is complete; raise if one failed."""
+        if slot.after_written is not None and not await slot.after_written:
+            raise RuntimeError("an earlier batch failed: this one's state is not written")
+
+    def end(self, slot: _Slot, ok: bool) -> None:
+        """``slot`` is done (written, when ``ok``); the batches behind it may go on."""
+        _settle(slot.featurized, ok)
+        if ok:
+            self._written = slot.seq
+        _settle(slot.written, ok)
+        self._open -= 1
+        if self._open == 0:
+            self._overlay.clear()
+            self._last = None
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 async def score_events(
     rt: Runtime, store: OnlineStore, producer: Producer, featurizer: Featurizer,
-    events: Sequence[Any],
+    events: Sequence[Any], chain: StateChain | None = None, slot: _Slot | None = None,
 ) -> int:
     """Process one micro-batch; returns the number of predictions sent.
 
@@ -215,6 +327,21 @@ async def score_events(
     offset, key, value, timestamp (:class:`~precog.services.batch_transport.Record`, or a
     Faust event); the Faust app itself is not used.
     """
+    chain = chain or StateChain()
+    slot = slot or chain.begin()
+    ok = False
+    try:
+        n = await _score_in_chain(rt, store, producer, featurizer, events, chain, slot)
+        ok = True
+        return n
+    finally:
+        chain.end(slot, ok)
+
+
+async def _score_in_chain(
+    rt: Runtime, store: OnlineStore, producer: Producer, featurizer: Featurizer,
+    events: Sequence[Any], chain: StateChain, slot: _Slot,
+) -> int:
     spec = rt.spec
     rt.metrics.events_in.labels(spec.name).inc(len(events))
     valid, failed = _decode_and_check(rt, events)
@@ -225,8 +352,10 @@ async def score_events(
     if valid:
         entity_field = spec.event.entity_field
         entities = list(dict.fromkeys(str(v.record[entity_field]) for v in valid))
-        states = await until_available(rt.health, "score: read entity state",
-                                       lambda: _read_states(rt, store, producer, entities))
+        chain.reading(slot)
+        read = await until_available(rt.health, "score: read entity state",
+                                     lambda: _read_states(rt, store, producer, entities))
+        states = await chain.states(slot, read)
         while True:
             kept, columns, bad = featurize_isolating(featurizer, states, valid)
             new_states = columns.changed
@@ -240,11 +369,15 @@ async def score_events(
             failed += [_failed(v, "encode", exc) for v, exc in bad]
             dropped = {v.origin for v, _ in bad}  # (topic, partition, offset): one record
             valid = [v for v in kept if v.origin not in dropped]
+    await chain.featurized(slot, new_states)
     await send_dead_letters(rt, producer, failed)
     if out:
         await producer.produce(rt.settings.topic("predictions"), [rec for _, rec in out],
                                "score: publish predictions")
-        # every prediction acknowledged before the state moves on
+    # every prediction acknowledged before the state moves on, and every earlier batch's
+    # state written before this one's
+    await chain.turn_to_write(slot)
+    if out:
         await until_available(rt.health, "score: write entity state",
                               lambda: store.write(new_states))
     rt.metrics.predictions_out.labels(spec.name).inc(len(out))
@@ -330,16 +463,25 @@ def register(rt: Runtime) -> None:
     """
     featurizer = Featurizer(rt.spec)
     store = RedisOnlineStore(rt.settings, rt.spec)
-    ready = False
+    chain = StateChain()
+    ready: asyncio.Future[None] | None = None
+
+    async def prepare() -> None:
+        await wait_for_models(rt)
+        await ensure_state_marker(rt, store)
 
     async def handle(events: list[Any]) -> None:
         nonlocal ready
         started = time.perf_counter()
-        if not ready:  # the first batch waits, held, until the models are loaded
-            await wait_for_models(rt)
-            await ensure_state_marker(rt, store)
-            ready = True
-        await score_events(rt, store, rt.producer(), featurizer, events)
+        slot = chain.begin()  # its place in line, before anything waits
+        try:
+            if ready is None:  # the first batches wait, held, until the models are loaded
+                ready = asyncio.ensure_future(prepare())
+            await ready
+        except BaseException:
+            chain.end(slot, False)
+            raise
+        await score_events(rt, store, rt.producer(), featurizer, events, chain, slot)
         rt.metrics.batch_latency.labels("score").observe(time.perf_counter() - started)
         rt.metrics.batch_size.labels("score").observe(len(events))
         rt.last_batch_time = time.time()
@@ -347,6 +489,7 @@ def register(rt: Runtime) -> None:
     source = BatchSource(
         rt, "score", [rt.settings.topic(rt.spec.event.topic)], score_group(rt.settings),
         rt.settings.score.batch_size, rt.settings.score.batch_timeout, handle,
+        inflight=rt.settings.score.inflight_batches,
     )
     rt.batch_sources.append(source)
 

@@ -107,6 +107,18 @@ def test_every_event_ends_as_one_prediction_or_one_dead_letter(settings, tmp_pat
     assert metric_total(metrics, "precog_events_in_total") == 400
 
 
+def _a_quarter_scored(settings: Settings, n: int, producer: threading.Thread) -> None:
+    """Return once a quarter of a stream of ``n`` events is scored, the stream still going.
+
+    Seen on the predictions topic, not guessed from a sleep: a slow start must not let the
+    whole stream pass before a mid-stream change. At 250 events/s the other three quarters
+    still take ~4 s, time enough for the worker to apply the change.
+    """
+    scored = read_topic(settings, settings.topic("predictions"), n // 4, timeout=60, settle=0)
+    assert len(scored) >= n // 4, "the worker did not start scoring"
+    assert producer.is_alive(), "the stream ended before the change"
+
+
 def test_switching_the_leader_mid_stream_loses_nothing_and_never_mixes(settings, tmp_path):
     spec, metas = _trained(settings, tmp_path)
     n = 1500
@@ -117,13 +129,7 @@ def test_switching_the_leader_mid_stream_loses_nothing_and_never_mixes(settings,
                 settings, spec, n, 250.0, SimConfig(seed=5), progress=False, outcome_wait_s=0)),
         )
         producer.start()
-        # switch once a quarter of the stream is scored (seen, not guessed from a sleep:
-        # a slow start must not let the whole stream pass before the switch); the rest
-        # of the stream still takes ~4 s at 250/s, time enough for the worker to load it
-        scored = read_topic(settings, settings.topic("predictions"), n // 4, timeout=60,
-                            settle=0)
-        assert len(scored) >= n // 4, "the worker did not start scoring"
-        assert producer.is_alive(), "the stream ended before the switch"
+        _a_quarter_scored(settings, n, producer)
         roles = read_roles(settings, spec.name)
         assert roles is not None
         publish_roles(settings, set_leader(
@@ -238,15 +244,15 @@ def test_a_canary_split_in_the_worker_follows_each_entitys_bucket_through_a_step
     at = int(time.time() * 1000)
     at40 = set_traffic(roles, canary(lgbm, logreg, 4000, since=at), at=at, by="test")
     publish_roles(settings, at40)
-    n = 900
+    n = 1500
     with running_worker(settings, tmp_path):
         result: dict[str, Any] = {}
         producer = threading.Thread(
             target=lambda: result.update(s=produce_live(
-                settings, spec, n, 300.0, SimConfig(seed=6), progress=False, outcome_wait_s=0)),
+                settings, spec, n, 250.0, SimConfig(seed=6), progress=False, outcome_wait_s=0)),
         )
         producer.start()
-        time.sleep(1.5)  # about half the stream is out: step the canary up to 80%
+        _a_quarter_scored(settings, n, producer)  # step the canary up to 80%
         at = int(time.time() * 1000)
         publish_roles(settings, set_traffic(at40, canary(lgbm, logreg, 8000, since=at),
                                             at=at, by="test"))
