@@ -131,7 +131,20 @@ class EntityState:
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:  # NaN/Infinity literals of the stdlib's json
-            doc = json.loads(data)
+            return cls._converted(json.loads(data))
+        # what to_bytes wrote comes back typed (its floats as floats: orjson writes 1.0 as
+        # "1.0") in objects nothing else holds, so they are the state's own
+        c, s, a = doc["c"], doc["s"], doc["a"]
+        if (all(type(v) is float for v in c.values())
+                and all(type(v) is float for v in s.values())
+                and all(type(v) is int for v in a.values())):
+            return cls(doc["t"], c, s, doc["r"], a, doc.get("e", []), doc.get("i", []))
+        return cls._converted(doc)
+
+    @classmethod
+    def _converted(cls, doc: dict[str, Any]) -> EntityState:
+        """A state from a decoded document whose numbers may not be typed as written
+        (another writer's JSON, the stdlib's NaN literals)."""
         return cls(
             last_time=doc["t"],
             counts={k: float(v) for k, v in doc["c"].items()},

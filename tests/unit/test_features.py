@@ -139,6 +139,21 @@ def test_state_round_trip_is_exact(spec: PipelineSpec) -> None:
     assert again == state and again.to_bytes() == state.to_bytes()
 
 
+def test_a_state_whose_numbers_were_written_as_integers_reads_back_typed() -> None:
+    """Another writer's JSON (``1`` for ``1.0``, a watermark as ``"7"``) and the stdlib's
+    NaN literal both read back as the state to_bytes writes."""
+    typed = EntityState(last_time=5, counts={"3600000": 1.0}, sums={"3600000:amount": 2.0},
+                        recent={"country": ["DE"]}, applied={"0": 7}, streamed=["e1"])
+    other = (b'{"a":{"0":"7"},"c":{"3600000":1},"i":["e1"],"r":{"country":["DE"]},'
+             b'"s":{"3600000:amount":2},"t":5,"v":1}')
+    again = EntityState.from_bytes(other)
+    assert again == typed and again.to_bytes() == typed.to_bytes()
+    assert [type(v) for v in (*again.counts.values(), *again.sums.values())] == [float, float]
+    assert type(again.applied["0"]) is int
+    nan = EntityState.from_bytes(other.replace(b'"c":{"3600000":1}', b'"c":{"3600000":NaN}'))
+    assert math.isnan(nan.counts["3600000"]) and nan.sums == typed.sums
+
+
 def _online(spec: PipelineSpec, ordered: list[dict], seed: int) -> list[list[float]]:
     """featurize_batch in random batch splits with a byte round trip between batches."""
     fz = Featurizer(spec)
