@@ -99,3 +99,13 @@ def test_settings_with_ignores_options_not_given() -> None:
     assert settings_with(namespace=("--namespace", None)).namespace == Settings().namespace
     with pytest.raises(ConfigError, match=r"^bad --namespace 'A': must be lowercase"):
         settings_with(namespace=("--namespace", "A"))
+
+
+def test_a_command_prints_no_dependency_warning_at_start() -> None:
+    # confluent-kafka's Schema Registry client imports Authlib's httpx integration, which
+    # warned "The httpx module is deprecated" on every command (precog/__init__.py)
+    proc = subprocess.run([sys.executable, "-W", "default", "-c",
+                           "import precog, confluent_kafka.schema_registry"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
