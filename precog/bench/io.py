@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -222,67 +221,110 @@ def raw_passthrough(settings: Settings, source: str, sink: str, n: int,
 
 
 # -- latency probe ----------------------------------------------------------------------
+#: the paced producer sends what is due at most this often (s): a sleep per event costs a
+#: syscall and a wake-up each, which at 15,000 events/s was most of a core of the probe's own
+_PACE_TICK = 0.0005
+
+
 @dataclass
 class LatencyProbe:
     """Offer events at a fixed rate and time each until its prediction is received.
 
     Each event is produced with an explicit record timestamp (the produce time); the
-    prediction's key is the event id, so a receiving thread matches them.
+    prediction's key is the event id. The predictions are received in a process of their
+    own (:func:`_receive_until`): in a thread beside the producer, the two shared one
+    interpreter lock, and at 16,500 events/s the receiver fell seconds behind a worker that
+    kept up (the probe's process at a full core, the worker at 0.65), so the latencies were
+    the probe's own.
     """
 
     settings: Settings
     source: str
     sink: str
-    id_of: dict[bytes, bytes] = field(default_factory=dict)  # event value -> event id
     latencies_ms: list[float] = field(default_factory=list)
     _sent: dict[bytes, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self, events: Sequence[tuple[bytes, bytes, bytes]], rate: float,
-            warmup_s: float, drain_s: float = 5.0) -> dict[str, float]:
+            warmup_s: float, drain_s: float = 5.0) -> dict[str, Any]:
         """Offer ``events`` (key, value, event id) at ``rate``/s; latencies after warm-up."""
-        self.latencies_ms, self._sent = [], {}
-        self._stop.clear()
-        c = _consumer(self.settings, **{"fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
-        c.assign([TopicPartition(self.sink, p, OFFSET_END) for p in partitions(c, self.sink)])
-        receiver = threading.Thread(target=self._receive, args=(c,), daemon=True)
-        receiver.start()
-        time.sleep(1.0)  # assignment at the end of the topic settles
-        p = producer(self.settings, **{"linger.ms": 1})
-        warm_until = time.time() + warmup_s
-        started = time.perf_counter()
-        for i, (key, value, eid) in enumerate(events):
-            due = started + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            t = now_ms()
-            if t / 1000 >= warm_until:
-                self._sent[eid] = t
-            p.produce(self.source, value, key, timestamp=t)
-            p.poll(0)
-        offered = len(events) / (time.perf_counter() - started)
-        p.flush(30)
-        deadline = time.monotonic() + drain_s
-        while time.monotonic() < deadline and len(self.latencies_ms) < len(self._sent):
-            time.sleep(0.05)
-        self._stop.set()
-        receiver.join(10)
-        c.close()
-        return {"offered_rate": offered, "measured": len(self._sent),
-                "received": len(self.latencies_ms)}
+        import multiprocessing as mp
 
-    def _receive(self, c: Consumer) -> None:
-        while not self._stop.is_set():
+        self.latencies_ms, self._sent = [], {}
+        ctx = mp.get_context("spawn")  # no fork of this process's librdkafka threads
+        stop, ready = ctx.Event(), ctx.Event()
+        received = ctx.Value("q", 0)
+        parent, child = ctx.Pipe(duplex=False)
+        receiver = ctx.Process(target=_receive_until, name="latency-receiver", daemon=True,
+                               args=(self.settings, self.sink, child, stop, ready, received))
+        receiver.start()
+        child.close()
+        try:
+            if not ready.wait(60):
+                raise BenchError(f"the latency receiver did not start on {self.sink}")
+            p = producer(self.settings, **{"linger.ms": 1})
+            warm_until = time.time() + warmup_s
+            started = time.perf_counter()
+            sent, total = 0, len(events)
+            while sent < total:
+                due = min(total, int((time.perf_counter() - started) * rate) + 1)
+                while sent < due:
+                    key, value, eid = events[sent]
+                    ts = now_ms()
+                    if ts / 1000 >= warm_until:
+                        self._sent[eid] = ts
+                    p.produce(self.source, value, key, timestamp=ts)
+                    sent += 1
+                p.poll(0)
+                if sent < total:
+                    wait = started + sent / rate - time.perf_counter()
+                    time.sleep(max(wait, _PACE_TICK))
+            offered = total / (time.perf_counter() - started)
+            sent_until = time.time()
+            p.flush(30)
+            deadline = time.monotonic() + drain_s
+            while time.monotonic() < deadline and received.value < total:
+                time.sleep(0.05)
+            stop.set()
+            arrivals: list[tuple[bytes, float]] = parent.recv() if parent.poll(30) else []
+        finally:
+            stop.set()
+            receiver.join(10)
+            if receiver.is_alive():
+                receiver.kill()
+            parent.close()
+        for key, at in arrivals:
+            was = self._sent.get(key)
+            if was is not None:
+                self.latencies_ms.append(at - was)
+        return {"offered_rate": offered, "measured": len(self._sent),
+                "received": len(self.latencies_ms), "window": (warm_until, sent_until)}
+
+
+def _receive_until(settings: Settings, sink: str, conn: Any, stop: Any, ready: Any,
+                   received: Any) -> None:
+    """The latency receiver's process: (key, receive time in ms) of every record of ``sink``
+    from its end, sent back through ``conn`` once ``stop`` is set."""
+    c = _consumer(settings, **{"fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
+    arrivals: list[tuple[bytes, float]] = []
+    try:
+        c.assign([TopicPartition(sink, p, OFFSET_END) for p in partitions(c, sink)])
+        settle = time.monotonic() + 1.0  # the assignment at the end of the topic settles
+        while time.monotonic() < settle:
+            c.poll(0.05)
+        ready.set()
+        while not stop.is_set():
             # poll() returns as soon as one record is there; consume(n, timeout) would wait
             # for n records or the timeout and add its wait to every latency
             first = c.poll(0.05)
-            t = time.time() * 1000
+            at = time.time() * 1000
             msgs = ([first, *c.consume(1000, 0)] if first is not None else [])
             for msg in msgs:
                 key = msg.key()
-                if msg.error() is not None or key is None:
-                    continue  # a partition EOF or any other error: no latency sample
-                sent = self._sent.get(key)
-                if sent is not None:
-                    self.latencies_ms.append(t - sent)
+                if msg.error() is None and key is not None:  # else an EOF or other error
+                    arrivals.append((key, at))
+            if msgs:
+                received.value = len(arrivals)
+    finally:
+        c.close()
+        conn.send(arrivals)
+        conn.close()

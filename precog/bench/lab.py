@@ -12,6 +12,7 @@ from typing import Any
 
 from precog import resources
 from precog.bench import io as bio
+from precog.bench.cpu import CpuSampler, stack_pids, window_usage
 from precog.settings import Settings
 
 REPO = resources.project_root()
@@ -153,7 +154,8 @@ class Lab:
 
     # -- one throughput run --------------------------------------------------------
     def throughput_run(self, kind: str, n: int, challengers: int = 1) -> dict[str, Any]:
-        """Pre-produce ``n`` events, start the process, time first to n-th output record."""
+        """Pre-produce ``n`` events, start the process, time first to n-th output record;
+        ``cpu``: the cores each process used in that window (:mod:`precog.bench.cpu`)."""
         s = self.namespace(challengers)
         try:
             bio.produce_all(s, self.source(s), self.events(n))
@@ -162,18 +164,23 @@ class Lab:
                 return {"events_per_s": record_rate(bio.record_timestamps(s, s.topic("predictions"),
                                                                     n))}
             proc = bio.Proc(s, worker_command(kind), self.logs, kind)
+            sampler = CpuSampler({**stack_pids(s), "worker": proc.pid}).start()
             try:
                 timeout = 120 + n / 100
                 bio.wait_records(s, s.topic("predictions"), n, timeout, [proc])
                 result: dict[str, Any] = {}
                 if kind.endswith("index"):
-                    result["index_events_per_s"] = wait_indexed(s, n, 1 + challengers,
-                                                                timeout, proc)
+                    first, last = indexed_span(s, n, 1 + challengers, timeout, proc)
+                    result["index_events_per_s"] = n / (last - first) if last > first \
+                        else float("nan")
+                    result["index_cpu"] = sampler.usage(first, last)
                 result["rss_bytes"] = proc.rss_bytes()
             finally:
+                sampler.stop()
                 proc.stop()
-            result["events_per_s"] = record_rate(
-                bio.record_timestamps(s, s.topic("predictions"), n))
+            stamps = bio.record_timestamps(s, s.topic("predictions"), n)
+            result["events_per_s"] = record_rate(stamps)
+            result["cpu"] = window_usage(sampler, stamps)
             return result
         finally:
             self.drop(s)
@@ -213,6 +220,14 @@ def wait_indexed(s: Settings, events: int, models: int, timeout: float,
                  proc: bio.Proc) -> float:
     """Wait for the ``events`` x ``models`` prediction documents; events/s from first scored
     to last indexed (ids are deterministic, so that many documents are that many events)."""
+    first, last = indexed_span(s, events, models, timeout, proc)
+    return events / (last - first) if last > first else float("nan")
+
+
+def indexed_span(s: Settings, events: int, models: int, timeout: float,
+                 proc: bio.Proc) -> tuple[float, float]:
+    """Wait for the ``events`` x ``models`` prediction documents; the first scored and the
+    last indexed time among them (seconds since the epoch)."""
     from precog.io.elasticsearch import elasticsearch_client
 
     docs = events * models
@@ -231,8 +246,7 @@ def wait_indexed(s: Settings, events: int, models: int, timeout: float,
                 raise bio.BenchError(f"{index}: fewer than {docs} documents after {timeout:.0f}s")
             time.sleep(0.5)
         aggs = _span_aggregations(es, index, deadline)
-        span = (aggs["last"]["value"] - aggs["first"]["value"]) / 1000.0
-        return events / span if span > 0 else float("nan")
+        return aggs["first"]["value"] / 1000.0, aggs["last"]["value"] / 1000.0
     finally:
         es.close()
 

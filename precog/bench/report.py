@@ -173,6 +173,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{shown} | {verdict} |")
         lines.append("")
     lines += _throughput(report) + _latency(report) + _memory(report) + _scaling(report)
+    lines += _cpu(report)
     lines += _core(report) + _batch(report) + _outcome(report) + _profile(report)
     lines += mlserver_markdown(report.get("mlserver"))
     for section, error in (report.get("errors") or {}).items():
@@ -237,11 +238,18 @@ def _latency(report: dict[str, Any]) -> list[str]:
            f"first {lat['warmup_s']:.0f} s not counted. *Late*: events whose prediction had not"
            " arrived 5 s after the last was sent; they are not in the percentiles, so where"
            " the worker falls behind the offered rate the percentiles understate it.", "",
-           "| offered | events/s | p50 | p95 | p99 | max | late |", "|---|---|---|---|---|---|---|"]
+           " *Cores*: worker / Kafka / the benchmark's producer and receiver / idle, medians"
+           " (`precog/bench/cpu.py`).", "",
+           "| offered | events/s | p50 | p95 | p99 | max | late | cores |",
+           "|---|---|---|---|---|---|---|---|"]
     for row in lat["rates"]:
+        cpu = row.get("cpu") or {}
+        cores = " / ".join(_fmt(cpu.get(k), 2) for k in ("worker", "kafka", "bench", "idle")) \
+            if cpu else "-"
         out.append(f"| {row['fraction']:.0%} | {_fmt(row['offered_rate'])} | "
                    f"{_fmt(row['p50_ms'], 1)} | {_fmt(row['p95_ms'], 1)} | "
-                   f"{_fmt(row['p99_ms'], 1)} | {_fmt(row['max_ms'], 1)} | {row['lost']} |")
+                   f"{_fmt(row['p99_ms'], 1)} | {_fmt(row['max_ms'], 1)} | {row['lost']} | "
+                   f"{cores} |")
     return out + [""]
 
 
@@ -271,6 +279,33 @@ def _scaling(report: dict[str, Any]) -> list[str]:
     for c in ("1", "2", "4"):
         out.append(f"| {c} | leader + {', '.join(sc['challenger_sets'][c])} | "
                    f"{_fmt(sc['challengers'][c])} | {_fmt(sc['us_per_event'][c])} |")
+    return out + [""]
+
+
+def _cpu(report: dict[str, Any]) -> list[str]:
+    """Cores each process used while a rate was measured (precog.bench.cpu)."""
+    t = (report.get("throughput") or {}).get("cpu") or {}
+    sc = (report.get("scaling") or {}).get("cpu") or {}
+    rows = [("Faust passthrough", t.get("passthrough")),
+            ("Quix Streams passthrough", t.get("quix_passthrough")),
+            ("precog worker (`control,score`)", t.get("precog")),
+            ("precog + indexing, first to last prediction", t.get("precog_index")),
+            ("precog + indexing, first scored to last indexed", t.get("precog_index_indexing")),
+            ("scaling: 1 worker", sc.get("1")),
+            ("scaling: 2 workers (both)", sc.get("2"))]
+    rows = [(label, u) for label, u in rows if u]
+    if not rows:
+        return []
+    cols = ("worker", "kafka", "elasticsearch", "redis", "other", "machine", "idle")
+    cores = report.get("machine", {}).get("cores", "?")
+    out = ["### Where the CPU went (cores used while the rate was measured)", "",
+           f"CPU seconds per second of each process tree over the measured window "
+           f"(`precog/bench/cpu.py`; {cores} cores in all): *machine* is everything that ran, "
+           "*other* what no named process accounts for (the benchmark's own producer or "
+           "reader, the OS), *idle* the cores left.", "",
+           "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, u in rows:
+        out.append(f"| {label} | " + " | ".join(_fmt(u.get(c), 2) for c in cols) + " |")
     return out + [""]
 
 

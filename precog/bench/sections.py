@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import tracemalloc
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from precog.bench import io as bio
+from precog.bench.cpu import CpuSampler, cpu_line, stack_pids, summarize_cpu, window_usage
 from precog.bench.lab import Lab, record_rate, wait_indexed, worker_command
 from precog.bench.report import (
     summarize,
@@ -38,7 +40,8 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
             got[kind] = lab.throughput_run(kind, n)
             lab.echo(f"round {r + 1}: {kind:16s} {got[kind]['events_per_s']:9.0f} events/s"
                      + (f"  indexed {got[kind]['index_events_per_s']:.0f}/s"
-                        if "index_events_per_s" in got[kind] else ""))
+                        if "index_events_per_s" in got[kind] else "")
+                     + (f"  ({cpu_line(got[kind]['cpu'])})" if got[kind].get("cpu") else ""))
         rounds.append(got)
 
     def rate(kind: str, r: dict[str, dict[str, Any]]) -> float:
@@ -49,6 +52,11 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
     for kind, _ in plan:
         out[kind] = summarize([rate(kind, r) for r in rounds])
     out["precog_index_scoring"] = summarize([r["precog_index"]["events_per_s"] for r in rounds])
+    # cores used by each process while the rate was measured (precog.bench.cpu)
+    out["cpu"] = {kind: summarize_cpu([r[kind]["cpu"] for r in rounds if r[kind].get("cpu")])
+                  for kind, _ in plan if any(r[kind].get("cpu") for r in rounds)}
+    out["cpu"]["precog_index_indexing"] = summarize_cpu(
+        [r["precog_index"]["index_cpu"] for r in rounds if r["precog_index"].get("index_cpu")])
     out["ratios"] = {f"{a}_vs_{b}": summarize([rate(a, r) / rate(b, r) for r in rounds])
                      for a, b in RATIOS}
     return out
@@ -70,8 +78,11 @@ def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
     for r in range(cfg.reps):
         s = lab.namespace(1)
         proc = bio.Proc(s, worker_command("precog"), lab.logs, "latency")
+        # the producer and the receiver run in this process ("bench")
+        sampler = CpuSampler({**stack_pids(s), "worker": proc.pid, "bench": os.getpid()})
         try:
             proc.wait_healthy()
+            sampler.start()
             probe = bio.LatencyProbe(s, lab.source(s), s.topic("predictions"))
             start = 0
             for f in fractions:
@@ -84,13 +95,15 @@ def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
                 row = {"offered_rate": info["offered_rate"], "measured": info["measured"],
                        "received": info["received"], "p50_ms": _percentile(lat, 50),
                        "p95_ms": _percentile(lat, 95), "p99_ms": _percentile(lat, 99),
-                       "max_ms": max(lat) if lat else float("nan")}
+                       "max_ms": max(lat) if lat else float("nan"),
+                       "cpu": sampler.usage(*info["window"])}
                 runs[f].append(row)
                 lab.echo(f"latency round {r + 1} at {f:.0%} ({rate:.0f}/s): p50 "
                          f"{row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} p99 {row['p99_ms']:.1f} ms"
-                         f" ({info['received']}/{info['measured']})")
+                         f" ({info['received']}/{info['measured']}; {cpu_line(row['cpu'])})")
             proc.check_alive()
         finally:
+            sampler.stop()
             proc.stop()
             lab.drop(s)
     return {
@@ -101,7 +114,8 @@ def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
             {"fraction": f, "target_rate": f * max_rate,
              **{k: summarize([row[k] for row in runs[f]])
                 for k in ("offered_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")},
-             "lost": sum(row["measured"] - row["received"] for row in runs[f])}
+             "lost": sum(row["measured"] - row["received"] for row in runs[f]),
+             "cpu": summarize_cpu([row["cpu"] for row in runs[f] if row["cpu"]])}
             for f in fractions
         ],
     }
@@ -160,23 +174,32 @@ def wait_group_stable(s: Settings, members: int, timeout: float = 60.0) -> None:
     raise bio.BenchError(f"consumer group {group} not stable with {members} members")
 
 
-def scaling_run(lab: Lab, workers: int, n: int) -> float:
-    """Workers started and balanced first, then ``n`` events produced in one burst."""
+def scaling_run(lab: Lab, workers: int, n: int) -> tuple[float, dict[str, float]]:
+    """Workers started and balanced first, then ``n`` events produced in one burst: the
+    events/s and the cores each process used meanwhile (``worker`` is all the workers)."""
     s = lab.namespace(1)
     procs: list[bio.Proc] = []
+    sampler: CpuSampler | None = None
     try:
         procs = [bio.Proc(s, worker_command("precog"), lab.logs, f"scale{i}")
                  for i in range(workers)]
         for p in procs:
             p.wait_healthy()
         wait_group_stable(s, workers)
+        sampler = CpuSampler({**stack_pids(s), **{f"worker{i + 1}": p.pid
+                                                  for i, p in enumerate(procs)}}).start()
         bio.produce_all(s, lab.source(s), lab.events(n))
         bio.wait_records(s, s.topic("predictions"), n, 120 + n / 100, procs)
     finally:
+        if sampler is not None:
+            sampler.stop()
         for p in procs:
             p.stop()
     try:
-        return record_rate(bio.record_timestamps(s, s.topic("predictions"), n))
+        stamps = bio.record_timestamps(s, s.topic("predictions"), n)
+        cpu = window_usage(sampler, stamps) if sampler is not None else {}
+        cpu["worker"] = sum(v for k, v in cpu.items() if k.startswith("worker"))
+        return record_rate(stamps), cpu
     finally:
         lab.drop(s)
 
@@ -184,14 +207,18 @@ def scaling_run(lab: Lab, workers: int, n: int) -> float:
 def bench_scaling(lab: Lab) -> dict[str, Any]:
     cfg = lab.config
     workers: dict[str, list[float]] = {"1": [], "2": []}
+    cpu: dict[str, list[dict[str, float]]] = {"1": [], "2": []}
     chall: dict[str, list[float]] = {"1": [], "2": [], "4": []}
     for r in range(cfg.reps):
         for w in (1, 2):
-            workers[str(w)].append(scaling_run(lab, w, cfg.scaling_events))
-            lab.echo(f"scaling round {r + 1}: {w} worker(s) {workers[str(w)][-1]:.0f} events/s")
+            rate, used = scaling_run(lab, w, cfg.scaling_events)
+            workers[str(w)].append(rate)
+            cpu[str(w)].append(used)
+            lab.echo(f"scaling round {r + 1}: {w} worker(s) {rate:.0f} events/s "
+                     f"({cpu_line(used)})")
         for c in (1, 2, 4):
-            rate = lab.throughput_run("precog", cfg.challenger_events, challengers=c)
-            chall[str(c)].append(rate["events_per_s"])
+            res = lab.throughput_run("precog", cfg.challenger_events, challengers=c)
+            chall[str(c)].append(res["events_per_s"])
             lab.echo(f"scaling round {r + 1}: {c} challenger(s) {chall[str(c)][-1]:.0f} events/s")
     speedup = [b / a for a, b in zip(workers["1"], workers["2"], strict=True)]
     cost = {c: [1e6 / v for v in vals] for c, vals in chall.items()}  # µs per event
@@ -199,6 +226,7 @@ def bench_scaling(lab: Lab) -> dict[str, Any]:
         "method": "workers started and balanced, then the events produced in one burst",
         "events": cfg.scaling_events,
         "workers": {k: summarize(v) for k, v in workers.items()},
+        "cpu": {k: summarize_cpu(v) for k, v in cpu.items()},
         "speedup_2_vs_1": summarize(speedup),
         "challenger_events": cfg.challenger_events,
         "challenger_sets": {str(c): [str(ref) for ref in lab.roles(c).challengers]

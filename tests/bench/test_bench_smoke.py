@@ -12,7 +12,7 @@ from precog.bench.runner import BenchConfig, run_bench, run_core_profile
 
 pytestmark = pytest.mark.bench
 
-SECTIONS = ("throughput", "outcome", "core", "batch")
+SECTIONS = ("throughput", "latency", "outcome", "core", "batch")
 
 
 def test_quick_bench_writes_a_complete_report(stack, tmp_path):
@@ -31,6 +31,13 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     for kind in REQUIRED["throughput"][:-1]:
         assert t[kind]["median"] > 0 and math.isfinite(t[kind]["median"]), kind
     assert t["ratios"]["precog_vs_naive"]["median"] > 0
+    # where the CPU went: the worker's own tree and the broker's, per run and per rate
+    assert t["cpu"]["precog"]["worker"]["median"] > 0 and t["cpu"]["precog"]["kafka"]["median"] > 0
+    # the latency probe's receiver runs in a process of its own: below the maximum every
+    # event offered after the warm-up was received and timed
+    for row in saved["latency"]["rates"]:
+        assert row["cpu"]["worker"]["median"] > 0 and row["p50_ms"]["median"] > 0, row
+        assert row["lost"] == 0 or row["fraction"] > 0.5, row
     assert saved["outcome"]["labels_per_s"]["median"] > 0
     assert saved["outcome"]["join_state"]["json_bytes_per_entry"] > 0
     assert saved["batch"]["events_per_s"]["median"] > 0 and saved["batch"]["ratio"]["median"] > 0
@@ -43,7 +50,7 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     page = doc.read_text()
     assert page.startswith("# Benchmarks\n\nhand-written intro") and page.rstrip().endswith("notes")
     assert "old" not in page and "| **precog** worker" in page and "Outcome path" in page
-    assert "| score-batch -> Parquet |" in page
+    assert "| score-batch -> Parquet |" in page and "### Where the CPU went" in page
     assert "| Quix Streams passthrough" in page and "| precog / Quix Streams naive |" in page
 
 
