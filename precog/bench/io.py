@@ -232,10 +232,10 @@ class LatencyProbe:
 
     Each event is produced with an explicit record timestamp (the produce time); the
     prediction's key is the event id. The predictions are received in a process of their
-    own (:func:`_receive_until`): in a thread beside the producer, the two shared one
-    interpreter lock, and at 16,500 events/s the receiver fell seconds behind a worker that
-    kept up (the probe's process at a full core, the worker at 0.65), so the latencies were
-    the probe's own.
+    own (:func:`_receive_until`), and the producer sends what is due every
+    ``_PACE_TICK`` s: as a thread beside a producer that slept once per event, the receiver
+    read p50 3.0 s at 16,500 events/s while the worker used 0.65 cores with 0.6 idle; with
+    both changes the same worker read 0.13 s (docs/benchmarks.md, round 9).
     """
 
     settings: Settings

@@ -238,7 +238,7 @@ def _latency(report: dict[str, Any]) -> list[str]:
            f"first {lat['warmup_s']:.0f} s not counted. *Late*: events whose prediction had not"
            " arrived 5 s after the last was sent; they are not in the percentiles, so where"
            " the worker falls behind the offered rate the percentiles understate it.", "",
-           " *Cores*: worker / Kafka / the benchmark's producer and receiver / idle, medians"
+           "*Cores*: worker / Kafka / the benchmark's producer and receiver / idle, medians"
            " (`precog/bench/cpu.py`).", "",
            "| offered | events/s | p50 | p95 | p99 | max | late | cores |",
            "|---|---|---|---|---|---|---|---|"]
