@@ -28,11 +28,9 @@ STACK_SERVICES = ("kafka", "elasticsearch", "redis")
 
 def stack_pids(settings: Any) -> dict[str, int]:
     """The local stack's service pids, by service (services not running are left out)."""
-    from precog.stack.layout import Layout
-    from precog.stack.processes import owned_pid
+    from precog.stack import service_pid
 
-    layout = Layout.from_settings(settings)
-    found = {name: owned_pid(layout.pid_file(name)) for name in STACK_SERVICES}
+    found = {name: service_pid(settings, name) for name in STACK_SERVICES}
     return {name: pid for name, pid in found.items() if pid is not None}
 
 

@@ -221,8 +221,8 @@ def raw_passthrough(settings: Settings, source: str, sink: str, n: int,
 
 
 # -- latency probe ----------------------------------------------------------------------
-#: the paced producer sends what is due at most this often (s): a sleep per event costs a
-#: syscall and a wake-up each, which at 15,000 events/s was most of a core of the probe's own
+#: the paced producer sends what is due at most this often (s), instead of one sleep (a
+#: syscall and a wake-up) per event
 _PACE_TICK = 0.0005
 
 

@@ -107,6 +107,13 @@ class Lab:
         self.pool = generate_events(self.spec, need)
         self.echo(f"generated {len(self.pool)} events")
 
+    def ensure_pool(self, n: int) -> None:
+        """At least ``n`` events in the pool; a longer pool starts with the same events (one
+        seed), so the sections measured before it grew saw a prefix of it."""
+        if len(self.pool) < n:
+            self.pool = generate_events(self.spec, n)
+            self.echo(f"generated {len(self.pool)} events")
+
     def leader(self) -> str:
         return next(m.model_id for m in self.spec.models if m.role == "leader")
 

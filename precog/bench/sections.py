@@ -75,6 +75,8 @@ def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
     cfg = lab.config
     fractions = (0.25, 0.5, 0.75)
     runs: dict[float, list[dict[str, float]]] = {f: [] for f in fractions}
+    # the maximum may be known only now (the throughput section's): enough events for all rates
+    lab.ensure_pool(sum(int(f * max_rate * cfg.latency_seconds) for f in fractions) + 1)
     for r in range(cfg.reps):
         s = lab.namespace(1)
         proc = bio.Proc(s, worker_command("precog"), lab.logs, "latency")
