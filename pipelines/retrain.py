@@ -14,7 +14,12 @@
    score the same holdout with the current leader, register the new versions with the
    data's provenance (topics, offsets, time window; ``training_source``), and add them as
    challengers (never as leader), at most ``max_challengers`` in all;
-4. audit the run in ``{ns}.decisions`` / ``{ns}-decisions`` (kind ``retrain``).
+4. evaluate them on the **last window of joined labels** too: the leader's ``labeled``
+   records joined in the ``recent_ms`` before ``end_ms`` (what its online metrics are
+   computed on), for the events of the holdout (an event the new versions were trained on
+   is left out, and counted): each new version's metric on those events against the
+   leader's own served scores of them, paired (who alone was right how often);
+5. audit the run in ``{ns}.decisions`` / ``{ns}-decisions`` (kind ``retrain``).
 
 A run with too little data (no events, or a training or holdout part with one class)
 registers nothing and is audited as ``skipped`` with the reason.
@@ -32,13 +37,13 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from precog.pipelines.fitting import holdout_metrics, time_split
 from precog.pipelines.train import LabeledFrame, join_labels, train_frame
-from precog.services.lifecycle import record_decision
+from precog.services.lifecycle import labelled_records, record_decision
 from precog.services.model_control import publish_roles, read_roles
 
 from precog.errors import ConfigError, EventError, PrecogError, ServiceUnavailable
 from precog.features import build_training_frame
 from precog.io import kafka
-from precog.models import served_scores
+from precog.models import decide, served_scores
 from precog.registry import ModelMetadata, ModelRegistry
 from precog.roles import ModelRef, Roles, add_challenger
 from precog.schema_registry import namespace_codec
@@ -154,6 +159,75 @@ def _leader_on_holdout(registry: ModelRegistry, roles: Roles, frame: LabeledFram
     return holdout_metrics(frame.y[holdout], scores, loaded.threshold).model_dump()
 
 
+@dataclass(frozen=True)
+class RecentLabels:
+    """The leader's joined labels of the last window, for the holdout's events."""
+
+    rows: np.ndarray  # frame row of each event
+    leader_scores: np.ndarray  # what the leader served for it
+    joined: int  # the leader's joined labels in the window
+    trained_on: int  # ...of events the new versions were trained on (left out)
+    start_ms: int
+    end_ms: int
+
+
+def recent_labels(settings: Settings, spec: PipelineSpec, roles: Roles, frame: LabeledFrame,
+                  holdout: np.ndarray, start_ms: int, end_ms: int) -> RecentLabels:
+    """Step 4's events: the leader's labels joined in ``[start_ms, end_ms)`` (the labeled
+    topic's record times) whose events are in the holdout, with the leader's scores."""
+    row_of = {e: i for i, e in enumerate(frame.event_ids)}
+    rows: dict[int, float] = {}
+    joined = trained_on = 0
+    lead = roles.leader
+    for rec in labelled_records(settings, spec, start_ms, end_ms):
+        if rec["model_id"] != lead.model_id or int(rec["version"]) != lead.version:
+            continue
+        joined += 1
+        i = row_of.get(str(rec["event_id"]))
+        if i is None:
+            continue
+        if not holdout[i]:
+            trained_on += 1
+            continue
+        rows[i] = float(rec["score"])  # a label joined twice counts once
+    order = np.array(sorted(rows), dtype=np.int64)
+    return RecentLabels(order, np.array([rows[i] for i in order], dtype=np.float64), joined,
+                        trained_on, start_ms, end_ms)
+
+
+def _recent_row(registry: ModelRegistry, roles: Roles, meta: ModelMetadata, frame: LabeledFrame,
+                recent: RecentLabels, metric: str) -> dict[str, Any]:
+    """The candidate row of a new version on the last window's joined labels (step 4)."""
+    n = int(recent.rows.size)
+    y = frame.y[recent.rows]
+    where = (f"the leader's {recent.joined} labels joined in {recent.start_ms}..{recent.end_ms}"
+             f" ({recent.trained_on} of events it was trained on, left out)")
+    row: dict[str, Any] = {
+        "model_id": meta.model_id, "version": meta.version, "status": "recent-labels",
+        "n": n, "positives": int(y.sum()), "leader_value": float("nan"),
+        "value": float("nan"), "gain": float("nan"), "statistic": float("nan"),
+        "p_value": float("nan"), "ci_low": float("nan"), "leader_only_right": 0,
+        "challenger_only_right": 0}
+    if n == 0 or y.min() == y.max():
+        row["reason"] = (f"not evaluated on the last window: {n} events of {where}"
+                         + (", one class only" if n else ""))
+        return row
+    leader = registry.load(roles.leader.model_id, roles.leader.version)
+    new = registry.load(meta.model_id, meta.version)
+    cols = [frame.names.index(f) for f in new.features]
+    scores = served_scores(new.runtime, np.ascontiguousarray(frame.X[recent.rows][:, cols]))
+    value = float(getattr(holdout_metrics(y, scores, new.threshold), metric))
+    lead = float(getattr(holdout_metrics(y, recent.leader_scores, leader.threshold), metric))
+    new_right = decide(scores, new.threshold) == y
+    lead_right = decide(recent.leader_scores, leader.threshold) == y
+    row.update(leader_value=lead, value=value, gain=value - lead,
+               leader_only_right=int((lead_right & ~new_right).sum()),
+               challenger_only_right=int((new_right & ~lead_right).sum()),
+               reason=f"last window {metric} {value:.4f} vs the leader's served {lead:.4f} on"
+                      f" {n} events of {where}")
+    return row
+
+
 def _audit(settings: Settings, spec: PipelineSpec, roles: Roles, *, trigger: str,
            start_ms: int, end_ms: int, action: str, reason: str, metric: str,
            rows: list[dict[str, Any]], registered: list[ModelRef], now: int) -> dict[str, Any]:
@@ -172,8 +246,8 @@ def _audit(settings: Settings, spec: PipelineSpec, roles: Roles, *, trigger: str
 
 def retrain(settings: Settings, spec: PipelineSpec, start_ms: int, end_ms: int, *,
             trigger: str = "manual", holdout_fraction: float = 0.2, seed: int = 0,
-            max_challengers: int = 3, metric: str = "f1", log: Log | None = None
-            ) -> dict[str, Any]:
+            max_challengers: int = 3, metric: str = "f1", recent_ms: int = 86_400_000,
+            log: Log | None = None) -> dict[str, Any]:
     """Retrain from topics and add the new versions as challengers; the audit record."""
     say = log or (lambda _m: None)
     if end_ms <= start_ms:
@@ -201,8 +275,13 @@ def retrain(settings: Settings, spec: PipelineSpec, start_ms: int, end_ms: int, 
                       action="skipped", reason=str(exc), metric=metric, rows=[],
                       registered=[], now=now)
     holdout = time_split(frame.event_times, holdout_fraction)
-    leader = _leader_on_holdout(ModelRegistry(settings.registry_dir), roles, frame, holdout)
-    rows = [_row(m, leader, metric) for m in metas]
+    registry = ModelRegistry(settings.registry_dir)
+    leader = _leader_on_holdout(registry, roles, frame, holdout)
+    recent = recent_labels(settings, spec, roles, frame, holdout, end_ms - recent_ms, end_ms)
+    say(f"last window: {recent.rows.size} of the leader's {recent.joined} joined labels are of"
+        f" holdout events ({recent.trained_on} trained on)")
+    rows = [r for m in metas for r in (_row(m, leader, metric),
+                                       _recent_row(registry, roles, m, frame, recent, metric))]
     new = roles
     for m in metas:
         new = add_challenger(new, ModelRef(m.model_id, m.version), at=now, by=BY,

@@ -69,14 +69,26 @@ def fired(policy: RetrainingSpec, leader: ModelRef, now_ms: int, last_run_ms: in
                 if (a.get("kind") == "data_drift" and int(a.get("detected_time", 0)) > since
                         and (not wanted or a.get("feature") in wanted)):
                     return Trigger(name, f"alert {a.get('alert_id')}: {a.get('message')}")
-        if name == "performance":
+        if name in _METRIC_TRIGGERS:
+            prefix, threshold, what = _METRIC_TRIGGERS[name]
+            low = policy.min_f1 if name == "performance" else policy.min_estimated_f1
             for m in metrics:
                 f1, n = m.get("f1"), int(m.get("n_labels") or 0)
-                if (m.get("model_id") == leader.model_id and m.get("version") == leader.version
-                        and f1 is not None and n >= policy.min_labels and f1 < policy.min_f1):
-                    return Trigger(name, f"leader {leader} F1 {f1:.4f} < {policy.min_f1} on"
-                                   f" {n} labels ({m.get('window')})")
+                if (str(m.get("window", "")).startswith(prefix)
+                        and m.get("model_id") == leader.model_id
+                        and m.get("version") == leader.version
+                        and f1 is not None and n >= policy.min_labels and f1 < low):
+                    return Trigger(name, f"leader {leader} {threshold} {f1:.4f} < {low} on"
+                                   f" {n} {what} ({m.get('window')}, event time"
+                                   f" {m.get('event_time')})")
     return None
+
+
+#: the metric triggers: the metrics window prefix they read, what the F1 is, what n counts
+_METRIC_TRIGGERS = {
+    "performance": ("last_", "F1", "labels"),
+    "estimated_performance": ("estimated_", "estimated F1", "predictions"),
+}
 
 
 def _search(es: Any, settings: Settings, index: str, query: dict[str, Any], sort: str,
@@ -91,6 +103,17 @@ def _search(es: Any, settings: Settings, index: str, query: dict[str, Any], sort
     return [dict(h["_source"]) for h in res["hits"]["hits"]]
 
 
+def _leader_metrics(es: Any, settings: Settings, leader: ModelRef, prefix: str,
+                    last: int | None) -> list[dict[str, Any]]:
+    """The leader's newest metrics documents of the ``prefix`` windows computed after the
+    last run (an older one was the evidence of that run, or came before it)."""
+    return _search(es, settings, "metrics", {"bool": {"filter": [
+        {"term": {"model_id": leader.model_id}}, {"term": {"version": leader.version}},
+        {"prefix": {"window": prefix}},
+        {"range": {"computed_time": {"gt": last if last is not None else -1}}}]}},
+        "computed_time", 5)
+
+
 def check(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = None,
           log: Log | None = None) -> dict[str, Any] | None:
     """Check the triggers once; run a retrain when one fired. The audit record, or None."""
@@ -99,7 +122,7 @@ def check(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = None,
     if not policy.triggers:
         raise ConfigError(f"spec {spec.name} has no retraining triggers: set"
                           " retraining.triggers (schedule, concept_drift, data_drift,"
-                          " performance)")
+                          " performance, estimated_performance)")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     roles = read_roles(settings, spec.name)
     if roles is None:
@@ -110,10 +133,9 @@ def check(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = None,
     last = int(runs[0]["evaluated_time"]) if runs else None
     after = {"range": {"detected_time": {"gt": last if last is not None else -1}}}
     alerts = _search(es, settings, "alerts", after, "detected_time", 100)
-    metrics = _search(es, settings, "metrics", {"bool": {
-        "filter": [{"term": {"model_id": roles.leader.model_id}},
-                   {"term": {"version": roles.leader.version}},
-                   {"prefix": {"window": "last_"}}]}}, "computed_time", 5)
+    metrics = [doc for name, (prefix, _f, _n) in _METRIC_TRIGGERS.items()
+               if name in policy.triggers
+               for doc in _leader_metrics(es, settings, roles.leader, prefix, last)]
     trigger = fired(policy, roles.leader, now, last, alerts, metrics)
     if trigger is None:
         say("no retraining trigger fired" + (f" (last run at {last})" if last else ""))
@@ -121,4 +143,5 @@ def check(settings: Settings, spec: PipelineSpec, *, now_ms: int | None = None,
     say(f"trigger {trigger.name}: {trigger.evidence}")
     return retrain(settings, spec, now - parse_duration(policy.window), now,
                    trigger=f"{trigger.name}: {trigger.evidence}"[:500],
-                   max_challengers=policy.max_challengers, log=say)
+                   max_challengers=policy.max_challengers,
+                   recent_ms=parse_duration(policy.recent), log=say)

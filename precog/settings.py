@@ -423,6 +423,10 @@ class LifecycleSettings(BaseModel):
         None, gt=0, description="seconds between the worker's lifecycle ticks (None: four"
         " per promotion interval, 10 s to 15 min)"
     )
+    retrain_check_seconds: float = Field(
+        300.0, ge=1, description="seconds between two checks of the retraining triggers by"
+        " the worker's retrain agent (services/agents/retrain.py)"
+    )
     fault_pause_after_record: float = Field(
         0.0, ge=0, description="FAULT TESTS ONLY (tests/faults/test_lifecycle_faults.py):"
         " seconds a made decision waits after it is recorded and before it is applied, so a"

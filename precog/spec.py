@@ -338,19 +338,26 @@ class RetrainingSpec(_Strict):
     ``schedule``; ``concept_drift`` on a concept-drift alert of the leader;
     ``data_drift`` on a data-drift alert of one of ``data_drift_features`` (any feature when
     empty); ``performance`` when the leader's newest ``last_<T>`` F1 is below ``min_f1``
-    on at least ``min_labels`` labels (docs/lifecycle.md).
+    on at least ``min_labels`` labels; ``estimated_performance`` when the F1 estimated from
+    the leader's scores alone (``estimated_<T>``, before any label) of a window is below
+    ``min_estimated_f1`` on at least ``min_labels`` predictions (docs/lifecycle.md).
     """
 
-    triggers: list[Literal["schedule", "concept_drift", "data_drift", "performance"]] = []
+    triggers: list[Literal["schedule", "concept_drift", "data_drift", "performance",
+                           "estimated_performance"]] = []
     schedule: str = Field("7d", description="the schedule trigger's period")
     window: str = Field("14d", description="the data window of a run, back from its start")
+    recent: str = Field("1d", description="the new versions are also evaluated on the"
+                        " leader's labels joined in this span before the run")
     data_drift_features: list[str] = []
     min_f1: float = Field(0.0, ge=0, le=1)
+    min_estimated_f1: float = Field(0.0, ge=0, le=1, description="the estimated_performance"
+                                    " trigger's threshold")
     min_labels: int = Field(200, ge=1)
     cooldown: str = Field("1d", description="no run sooner than this after the last")
     max_challengers: int = Field(3, ge=1, description="a run that would exceed it is skipped")
 
-    @field_validator("schedule", "window", "cooldown")
+    @field_validator("schedule", "window", "recent", "cooldown")
     @classmethod
     def _is_duration(cls, v: str) -> str:
         return _valid_duration(v)

@@ -82,9 +82,10 @@ class Outcome:
     note: str = ""
 
 
-def labelled_records(settings: Settings, spec: PipelineSpec, start_ms: int
-                     ) -> Iterator[dict[str, Any]]:
-    """Decoded ``labeled.v1`` records produced at or after ``start_ms``, up to the end now."""
+def labelled_records(settings: Settings, spec: PipelineSpec, start_ms: int,
+                     end_ms: int | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded ``labeled`` records produced at or after ``start_ms``, up to the end now, or
+    up to the first produced at or after ``end_ms``."""
     topic = settings.topic("labeled")
     codec = namespace_codec(settings, spec, "labeled")
     consumer = kafka.reader(settings, settings.group("lifecycle-reader"))
@@ -95,8 +96,14 @@ def labelled_records(settings: Settings, spec: PipelineSpec, start_ms: int
         highs = kafka.watermarks(consumer, topic, parts, _TIMEOUT)
         found = consumer.offsets_for_times(
             [TopicPartition(topic, p, start_ms) for p in parts], timeout=_TIMEOUT)
-        ranges = {(topic, tp.partition): (tp.offset, highs[tp.partition][1])
-                  for tp in found if tp.offset >= 0}
+        ends = {p: highs[p][1] for p in parts}
+        if end_ms is not None:
+            for tp in consumer.offsets_for_times(
+                    [TopicPartition(topic, p, end_ms) for p in parts], timeout=_TIMEOUT):
+                if tp.offset >= 0:
+                    ends[tp.partition] = tp.offset
+        ranges = {(topic, tp.partition): (tp.offset, ends[tp.partition])
+                  for tp in found if 0 <= tp.offset < ends[tp.partition]}
         for msg in kafka.read_ranges(consumer, ranges, idle_timeout=2 * _TIMEOUT):
             yield codec.decode(msg.value())
     except (TimeoutError, KafkaException) as exc:

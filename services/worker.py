@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import faust
 from precog.services import watchdog, web
-from precog.services.agents import index, join, lifecycle, monitor, role_watcher, score
+from precog.services.agents import index, join, lifecycle, monitor, retrain, role_watcher, score
 from precog.services.runtime import Runtime, create_app, install_event_loop, run_worker
 
 from precog.errors import ConfigError
@@ -25,8 +25,10 @@ AGENTS: dict[str, Callable[[Runtime], None]] = {
     "join": join.register,
     "monitor": monitor.register,
     "lifecycle": lifecycle.register,
+    # opt-in (one worker per namespace): the retrain controller as a supervised child process
+    "retrain": retrain.register,
 }
-DEFAULT_AGENTS = tuple(AGENTS)
+DEFAULT_AGENTS = tuple(a for a in AGENTS if a != "retrain")
 
 
 def agent_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -86,7 +88,7 @@ def run(
 
     from precog.namespace import ensure_topics
 
-    check_all(settings, elasticsearch="index" in agents or "monitor" in agents)
+    check_all(settings, elasticsearch=bool({"index", "monitor", "retrain"} & set(agents)))
     install_event_loop(settings)
     rt = build_runtime(settings, agents)
     ensure_topics(settings, rt.spec)  # Faust would otherwise ignore topics that do not exist

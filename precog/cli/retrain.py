@@ -70,16 +70,20 @@ def retrain(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     trigger: Annotated[str, typer.Option("--trigger", help="recorded in the audit")
                        ] = "manual",
+    recent: Annotated[str, typer.Option("--recent", help="also evaluate the new versions on"
+                                        " the leader's labels joined in this span before"
+                                        " --until")] = "1d",
 ) -> None:
     """Train on the window's labelled events, register, add as challengers, audit."""
     from precog.pipelines.retrain import retrain as run
+    from precog.spec import parse_duration
 
     settings = Settings()
     pipeline = load_spec(spec or settings.spec)
     start, end = window_ms(since, until, int(time.time() * 1000))
     rec = run(settings, pipeline, start, end, trigger=trigger, seed=seed,
               holdout_fraction=holdout_fraction, max_challengers=max_challengers,
-              log=typer.echo)
+              recent_ms=parse_duration(recent), log=typer.echo)
     _show(rec)
 
 

@@ -47,6 +47,25 @@ def test_performance_below_the_threshold_on_enough_labels():
     assert fired(p, LEAD, 10 * H, None, [], [{**low, "f1": 0.6}]) is None
 
 
+def test_estimated_performance_reads_the_estimated_windows_only():
+    p = RetrainingSpec(triggers=["estimated_performance"], min_estimated_f1=0.4,
+                       min_labels=100, cooldown="1h")
+    est = {"model_id": "lgbm", "version": 2, "f1": 0.3, "n_labels": 800,
+           "window": "estimated_1h", "event_time": 7 * H}
+    t = fired(p, LEAD, 10 * H, None, [], [est])
+    assert t.name == "estimated_performance"
+    assert t.evidence.startswith("leader lgbm v2 estimated F1 0.3000 < 0.4 on 800 predictions")
+    # a realised window, another version, too few predictions, or above the threshold: no
+    assert fired(p, LEAD, 10 * H, None, [], [{**est, "window": "realised_1h"}]) is None
+    assert fired(p, LEAD, 10 * H, None, [], [{**est, "window": "last_1h"}]) is None
+    assert fired(p, LEAD, 10 * H, None, [], [{**est, "version": 1}]) is None
+    assert fired(p, LEAD, 10 * H, None, [], [{**est, "n_labels": 99}]) is None
+    assert fired(p, LEAD, 10 * H, None, [], [{**est, "f1": 0.41}]) is None
+    # each trigger has its own threshold: the realised one does not fire on an estimate
+    both = RetrainingSpec(triggers=["performance"], min_f1=0.9, min_labels=100, cooldown="1h")
+    assert fired(both, LEAD, 10 * H, None, [], [est]) is None
+
+
 def test_cooldown_holds_every_trigger_and_the_schedule_runs_first():
     p = RetrainingSpec(triggers=["schedule", "concept_drift"], schedule="1d", cooldown="2h")
     drift = [_alert("concept_drift", 9 * H + 1)]  # after the last run
