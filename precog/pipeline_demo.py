@@ -448,12 +448,19 @@ def wait_until_scoring(worker: Any, refs: list[tuple[str, int]], timeout: float 
                        f" {worker.log_path}")
 
 
+def registered(audit: dict[str, Any]) -> list[dict[str, Any]]:
+    """A retrain run's holdout rows, one per new version (the others: its last window of
+    joined labels)."""
+    return [c for c in audit["candidates"] if c["status"] == "registered"]
+
+
 def canary_candidate(audit: dict[str, Any]) -> tuple[str, int, str]:
     """The retrained version the canary starts on: the best holdout metric of the run's
     audit (each measured next to the leader's on the same held-out rows), and why."""
-    best = max(audit["candidates"], key=lambda c: (c["value"], -c["version"]))
+    rows = registered(audit)
+    best = max(rows, key=lambda c: (c["value"], -c["version"]))
     others = ", ".join(f"{c['model_id']} v{c['version']} {c['value']:.4f}"
-                       for c in audit["candidates"] if c is not best)
+                       for c in rows if c is not best)
     why = (f"the best holdout {audit['metric']} of the retrained versions:"
            f" {best['value']:.4f} vs the leader's {best['leader_value']:.4f} on the same"
            f" {best['n']} events" + (f" (others: {others})" if others else ""))
@@ -592,7 +599,7 @@ def show_trail(settings: Settings, spec: PipelineSpec) -> list[dict[str, Any]]:
             say(f"  {at} retrain run {d['decision_id']}: {d['action']}: {d['reason']}"
                 f" (data received {_iso(d['window_start'])}..{_iso(d['window_end'])})")
             if d["action"] == "registered":
-                added = ", ".join(f"{c['model_id']} v{c['version']}" for c in d["candidates"])
+                added = ", ".join(f"{c['model_id']} v{c['version']}" for c in registered(d))
                 say(f"  {at} challengers registered: {added} (roles revision"
                     f" {d['roles_revision']} + 1; never as leader)")
                 for c in d["candidates"]:
@@ -693,7 +700,7 @@ def run(
                 " challengers are the trained ones")
         elif audit["action"] == "registered":
             wait_until_scoring(worker, [(c["model_id"], c["version"])
-                                        for c in audit["candidates"]])
+                                        for c in registered(audit)])
             say("  the worker scores every event with the retrained versions too")
         # the canary: the retrained version with the best holdout metric decides for a
         # share of the cards while the drifted world streams on in parts; between parts

@@ -91,7 +91,8 @@ def test_the_demo_reconciles_and_every_monitor_fires_where_scheduled(stack, tmp_
         assert {(c["model_id"], c["version"]) for c in retrain["candidates"]} == new
 
         # the candidate: the retrained version with the best holdout metric
-        best = max(retrain["candidates"], key=lambda c: c["value"])
+        best = max((c for c in retrain["candidates"] if c["status"] == "registered"),
+                   key=lambda c: c["value"])
         cand = (best["model_id"], best["version"])
         steps = list(plan.canary_steps)
         actions = [d["action"] for d in canary]

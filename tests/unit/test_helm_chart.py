@@ -44,7 +44,7 @@ CRD_SCHEMAS = {
 K8S_VERSION = "1.37.0"
 PRODUCTION = ["-f", str(CHART / "values-production.yaml")]
 #: everything the chart can render, for the schema checks
-EVERYTHING = [*PRODUCTION, "--set", "serve.enabled=true"]
+EVERYTHING = [*PRODUCTION, "--set", "serve.enabled=true", "--set", "retrain.enabled=true"]
 
 
 def helm(*args: str) -> str:
@@ -193,7 +193,7 @@ def test_every_credential_comes_from_a_secret() -> None:
             ref = env[var].get("valueFrom", {}).get("secretKeyRef")
             assert ref and ref["name"] == "precog-credentials" and "value" not in env[var]
         seen += 1
-    assert seen == 3  # worker, serve, setup
+    assert seen == 4  # worker, serve, retrain, setup
     for values in ("values.yaml", "values-production.yaml"):
         text = (CHART / values).read_text()
         assert not re.search(r"(?i)(password|api_?key)\s*:\s*\S", text), values
@@ -290,6 +290,24 @@ def test_serve_is_off_by_default_and_complete_when_on() -> None:
     assert c["ports"][0]["containerPort"] == 8123
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     assert service["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
+
+
+def test_retrain_is_off_by_default_one_pod_and_writes_the_shared_registry() -> None:
+    assert not [d for d in render() if d["metadata"]["name"].endswith("-retrain")]
+    done = subprocess.run([str(HELM), "template", "precog", str(CHART), "--kube-version",
+                           K8S_VERSION, "--set", "retrain.enabled=true"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "retrain.enabled needs registry.existingClaim" in done.stderr
+    docs = render("--set", "retrain.enabled=true", "--set", "registry.existingClaim=models",
+                  "--set", "retrain.everySeconds=60")
+    deploy = one(docs, "Deployment", "-retrain")
+    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"]["type"] == "Recreate"
+    (_, c), = containers([deploy])
+    assert c["command"] == ["precog", "retrain", "watch", "--every", "60"]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "registry"]
+    assert not mount.get("readOnly")
+    (vol,) = [v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "registry"]
+    assert vol["persistentVolumeClaim"] == {"claimName": "models"}
 
 
 def test_setup_job_is_a_hook_that_imports_kibana_when_given_one() -> None:
