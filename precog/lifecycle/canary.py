@@ -4,7 +4,9 @@
 live split) and the joined labels of the canary arm since its current step, it returns a
 :class:`~precog.lifecycle.policy.Decision` of kind ``traffic`` with the evidence;
 :func:`apply_traffic` turns a recorded decision into the next roles, so a decision found
-after a restart is applied exactly as it was made.
+after a restart is applied exactly as it was made: the new split's ``since`` is the
+decision's ``evaluated_time``, not the time it is applied, so applying it again (after a
+crash, at another time) gives the same split.
 
 The canary's evidence is paired: every model scores every event, so on the canary arm's
 events the candidate's served decisions are compared with the leader's shadow decisions on
@@ -158,8 +160,10 @@ def decide_traffic(policy: TrafficSpec, roles: Roles, window: LabelledWindow, *,
     cand_rec, evidence, drop, increase = _evidence(policy, traffic, window, roles.leader)
     cand = traffic.arms[0].model
     if cand_rec.status == "worse":
-        return _decision(common, "rollback", f"canary {cand} rolled back: {cand_rec.reason}",
-                         cand, {**evidence, "step": -1, "to_percent": 0.0}, cand_rec)
+        crossed = "; ".join(_crossed(policy, drop, increase))
+        return _decision(common, "rollback", f"canary {cand} rolled back ({crossed}):"
+                         f" {cand_rec.reason}", cand, {**evidence, "step": -1,
+                                                       "to_percent": 0.0}, cand_rec)
     if cand_rec.status == "too-few-labels":
         return _decision(common, "keep", f"canary {cand} kept at {evidence['from_percent']:g}%:"
                          f" {evidence['arm_labels']} arm labels < min_labels"
@@ -176,6 +180,17 @@ def decide_traffic(policy: TrafficSpec, roles: Roles, window: LabelledWindow, *,
                      {**evidence, "step": nxt, "to_percent": to}, cand_rec)
 
 
+def _crossed(policy: TrafficSpec, drop: float, increase: float) -> list[str]:
+    """The rollback bounds the candidate crossed, each with its value."""
+    out = []
+    if drop > policy.max_drop:
+        out.append(f"{policy.metric} drop {_fmt(drop)} > max_drop {policy.max_drop}")
+    if increase > policy.max_error_increase:
+        out.append(f"error rate increase {_fmt(increase)} > max_error_increase"
+                   f" {policy.max_error_increase}")
+    return out
+
+
 def _decision(common: dict[str, Any], action: str, reason: str, chosen: ModelRef | None,
               evidence: dict[str, Any], cand: Candidate | None = None) -> Decision:
     return Decision(action=action, reason=reason, chosen=chosen,
@@ -184,8 +199,14 @@ def _decision(common: dict[str, Any], action: str, reason: str, chosen: ModelRef
 
 def apply_traffic(policy: TrafficSpec, roles: Roles, decision: Mapping[str, Any], *,
                   now_ms: int) -> Roles | None:
-    """The roles after a recorded traffic decision, or None when it changes nothing."""
+    """The roles after a recorded traffic decision, or None when it changes nothing.
+
+    The split depends on the decision only (its ``since`` is the decision's
+    ``evaluated_time``: the step's evidence ended at ``window_end``, no later than that, so
+    no labelled event is evidence for two steps); ``now_ms`` is only the revision's time.
+    """
     action = decision["action"]
+    since = int(decision["evaluated_time"])
     reason = f"decision {decision['decision_id']}: {decision['reason']}"[:1000]
     chosen = (ModelRef.from_record(dict(decision["chosen"])) if decision.get("chosen")
               else None)
@@ -195,12 +216,12 @@ def apply_traffic(policy: TrafficSpec, roles: Roles, decision: Mapping[str, Any]
     if action == "start" and policy.policy == "ab":
         arms = [(a.name, _scoring_version(roles, a.model), a.weight) for a in policy.arms]
         return set_traffic(roles, ab([(n, m, w) for n, m, w in arms if m is not None],
-                                     since=now_ms), at=now_ms, by=BY, reason=reason)
+                                     since=since), at=now_ms, by=BY, reason=reason)
     if chosen is None:
         return None
     if action in ("start", "step"):
         weight = int(round(float(ev["to_percent"]) * BUCKETS / 100))
-        return set_traffic(roles, canary(roles.leader, chosen, weight, since=now_ms,
+        return set_traffic(roles, canary(roles.leader, chosen, weight, since=since,
                                          step=int(ev["step"])), at=now_ms, by=BY, reason=reason)
     if action == "promote":
         return promote(roles, chosen, at=now_ms, by=BY, reason=reason)

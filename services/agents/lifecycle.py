@@ -1,8 +1,9 @@
 """The promotion and traffic policies inside the worker: evaluate them on timers.
 
 The traffic policy (``spec.traffic``, canary or ab) is evaluated the same way, with
-:func:`precog.services.lifecycle.evaluate_traffic` on a timer of its own ``interval``;
-nothing runs for ``shadow``.
+:func:`precog.services.lifecycle.evaluate_traffic` on a timer of its own: four ticks per
+``traffic.interval`` (10 s to 15 min), or ``PRECOG_LIFECYCLE_TICK_SECONDS`` as for the
+promotion timer; nothing runs for ``shadow``.
 
 Nothing runs for the ``manual`` policy. For ``best-recent`` a timer ticks four times per
 evaluation interval (between 10 s and 15 min; ``PRECOG_LIFECYCLE_TICK_SECONDS`` sets it);
@@ -65,7 +66,9 @@ def _register_traffic(rt: Runtime) -> None:
     if policy.policy == "shadow":
         return
 
-    @rt.app.timer(tick_seconds(policy.interval))
+    every = rt.settings.lifecycle.tick_seconds or tick_seconds(policy.interval)
+
+    @rt.app.timer(every)
     async def _evaluate_traffic() -> None:
         if rt.stopping:
             return

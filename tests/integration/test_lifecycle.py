@@ -1,11 +1,14 @@
-"""The promotion policy on the real stack: decide from {ns}.labeled, record, apply once."""
+"""The promotion policy on the real stack: decide from {ns}.labeled, record, apply once; a
+challenger failing its health checks (registry sha256, coverage) is never promoted."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from confluent_kafka import Producer
 from precog.services import lifecycle
 from precog.services.lifecycle import evaluate, recent_decisions
 from precog.services.model_control import read_roles
@@ -14,6 +17,7 @@ from typer.testing import CliRunner
 from precog.avro import Codec
 from precog.cli import app
 from precog.io.kafka import read_to_end
+from precog.registry import ModelRegistry
 from precog.settings import Settings
 from precog.spec import PromotionSpec, load_spec
 from tests.lifecycle_evidence import HOUR, LGBM, LOGREG, produce_labels
@@ -102,3 +106,71 @@ def test_manual_policy_and_missing_roles_are_one_line_errors(settings):
     result = CliRunner().invoke(app, ["models", "evaluate"], env=_env(settings))
     assert result.exit_code != 0
     assert "promotion policy manual" in str(result.exception or result.output)
+
+
+# -- health: a challenger that fails its checks is never promoted --------------------------
+HEALTH_POLICY = PromotionSpec(policy="best-recent", metric="f1", window="2d", interval="1h",
+                              min_labels=500, margin=0.01, bootstrap_samples=300,
+                              cooldown="0s", min_coverage=0.95)
+
+
+def _leader_only_labels(settings: Settings, n: int, *, now: int, seed: int) -> None:
+    """labeled.v1 records of ``n`` more events in the last day that only the leader scored."""
+    codec = Codec.for_schema("labeled")
+    producer = Producer(settings.kafka.producer_config(acks="all"))
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        t = now - 20 * HOUR + int(i * 18 * HOUR / n) + 7
+        y = int(rng.random() < 0.2)
+        s = float(rng.random())
+        rec = {"model_id": LGBM.model_id, "version": LGBM.version, "role": "leader",
+               "prediction_id": f"q{seed}-{i}", "event_id": f"q{seed}-{i}",
+               "entity_id": "card-1", "source": "", "event_time": t, "scored_time": t,
+               "outcome_time": t + 1000, "score": s, "label": int(s >= 0.5), "outcome": y,
+               "label_latency_ms": 1000, "features": None}
+        producer.produce(settings.topic("labeled"), key=LGBM.model_id.encode(),
+                         value=codec.encode(rec))
+    assert producer.flush(30) == 0
+
+
+def _unhealthy_challenger_is_kept(settings: Settings, now: int) -> dict:
+    """Evaluate the policy: the (better) challenger is kept out; its candidate record."""
+    spec = load_spec(settings.spec).model_copy(update={"promotion": HEALTH_POLICY})
+    before = read_roles(settings, "transactions")
+    out = evaluate(settings, spec, now_ms=now)
+    assert out.made_now and not out.applied and out.decision["action"] == "keep"
+    after = read_roles(settings, "transactions")
+    assert (after.revision, after.leader) == (before.revision, LGBM)
+    (doc,) = recent_decisions(settings, "transactions")
+    assert doc["decision_id"] == out.decision["decision_id"] and doc["chosen"] is None
+    (cand,) = doc["candidates"]
+    assert (cand["model_id"], cand["status"]) == ("fraud-logreg", "unhealthy")
+    assert doc["reason"] == "no challenger beats the leader: fraud-logreg v1: unhealthy"
+    return cand
+
+
+def test_a_challenger_whose_artifact_was_tampered_with_is_not_promoted(settings, history):
+    _cli(settings, "train", "--history", str(history), "--seed", "3")
+    registry = ModelRegistry(settings.registry_dir)
+    artifact = registry.artifact_file(registry.get(LOGREG.model_id, LOGREG.version))
+    now = int(time.time() * 1000)
+    produce_labels(settings, 1500, better=LOGREG, now=now, seed=1)  # clearly better
+    data = bytearray(artifact.read_bytes())
+    data[-2] ^= 0x01  # one bit: the sha256 no longer matches the registry's
+    artifact.write_bytes(bytes(data))
+
+    cand = _unhealthy_challenger_is_kept(settings, now)
+    assert cand["reason"].startswith("registry check failed: sha256 mismatch for"
+                                     " fraud-logreg v1")
+
+
+def test_a_challenger_that_scored_too_few_of_the_leaders_events_is_not_promoted(
+        settings, history):
+    _cli(settings, "train", "--history", str(history), "--seed", "3")
+    now = int(time.time() * 1000)
+    produce_labels(settings, 1000, better=LOGREG, now=now, seed=1)  # clearly better, paired
+    _leader_only_labels(settings, 500, now=now, seed=2)  # 1000 of 1500: coverage 0.67
+
+    cand = _unhealthy_challenger_is_kept(settings, now)
+    assert cand["reason"] == ("scored 1000 of the leader's 1500 labelled events"
+                              " (< min_coverage 0.95)")

@@ -204,6 +204,10 @@ def test_a_canary_steps_up_on_evidence_and_a_degraded_one_rolls_back(controlled,
     assert (ev["from_percent"], ev["to_percent"], ev["arm_labels"]) == (5.0, 25.0, 250)
     roles = read_roles(settings, spec.name)
     assert roles.revision == rev0 + 2 and roles.traffic.arms[0].weight == 2500
+    # the step's split dates from the recorded decision (the crashed evaluation), not from
+    # the evaluation that applied it
+    assert again.decision["evaluated_time"] == base + HOUR + 100
+    assert roles.traffic.since == base + HOUR + 100
     assert again.decision["decision_id"] in roles.reason
     # the same interval once more: nothing changes
     once = evaluate_traffic(settings, spec, now_ms=base + HOUR + 300)
@@ -217,6 +221,7 @@ def test_a_canary_steps_up_on_evidence_and_a_degraded_one_rolls_back(controlled,
     ev = back.decision["traffic"]
     assert ev["arm_labels"] == 60 and ev["to_percent"] == 0.0
     assert ev["error_rate"] > ev["leader_error_rate"] + 0.02
+    assert "error rate increase" in back.decision["reason"]
     roles = read_roles(settings, spec.name)
     assert roles.traffic is None and roles.leader == LGBM and LOGREG not in roles.challengers
 

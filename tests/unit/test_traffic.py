@@ -4,6 +4,7 @@ decisions and per-arm metrics (exact against scikit-learn)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -243,6 +244,101 @@ def test_a_bad_candidate_is_rolled_back_at_rollback_min_labels():
     assert early.action == "keep"
 
 
+def _counted_labels(leader: tuple[int, int, int, int], cand: tuple[int, int, int, int]
+                    ) -> list[dict]:
+    """Canary-arm records with the confusion counts (tp, fn, fp, tn) of each model on the
+    same events: the first ``tp + fn`` events (of both models) are positive."""
+    pos = leader[0] + leader[1]
+    assert pos == cand[0] + cand[1] and sum(leader) == sum(cand)
+
+    def labels(tp: int, fn: int, fp: int, tn: int) -> list[int]:
+        return [1] * tp + [0] * fn + [1] * fp + [0] * tn
+
+    out = []
+    for ref, lab in ((LEAD, labels(*leader)), (CAND, labels(*cand))):
+        for i, d in enumerate(lab):
+            out.append({"model_id": ref.model_id, "version": ref.version, "event_id": f"e{i}",
+                        "event_time": 1 + i, "score": 0.9 if d else 0.1, "label": d,
+                        "outcome": int(i < pos), "arm": "canary", "served": ref == CAND})
+    return out
+
+
+#: the leader on 100 canary-arm events (30 positive): f1 40/60 = 0.667, error rate 0.20
+LEADER_COUNTS = (20, 10, 10, 60)
+
+
+@pytest.mark.parametrize(("cand_counts", "named", "not_named"), [
+    # f1 30/50 = 0.600 (drop 0.067 > 0.05), error rate 0.20 (no increase)
+    ((15, 15, 5, 65), "f1 drop 0.0667 > max_drop 0.05", "max_error_increase 0.02;"),
+    # f1 50/73 = 0.685 (better), error rate 0.23 (increase 0.03 > 0.02)
+    ((25, 5, 18, 52), "error rate increase 0.0300 > max_error_increase 0.02",
+     "> max_drop"),
+])
+def test_either_bound_alone_rolls_the_canary_back_and_the_reason_names_it(
+        cand_counts, named, not_named):
+    roles = _roles(canary(LEAD, CAND, 500, since=0))
+    window = arm_window(_counted_labels(LEADER_COUNTS, cand_counts), "canary", 0, HOUR)
+    out = decide_traffic(POLICY, roles, window, now_ms=HOUR)
+    assert out.action == "rollback" and out.traffic["arm_labels"] == 100
+    assert named in out.reason and not_named not in out.reason
+    # the same evidence with the crossed bound relaxed (and min_labels reached): a step
+    relaxed = POLICY.model_copy(update={"max_drop": 0.1, "max_error_increase": 0.05,
+                                        "min_labels": 100})
+    assert decide_traffic(relaxed, roles, window, now_ms=HOUR).action == "step"
+
+
+AB = TrafficSpec(policy="ab", arms=[{"name": "a", "model": "lead", "weight": 1},
+                                    {"name": "b", "model": "cand", "weight": 3}],
+                 interval="1h")
+
+
+def test_an_ab_policy_starts_its_arms_then_keeps_them():
+    empty = arm_window([], "canary", 0, 0)
+    start = decide_traffic(AB, _roles(), empty, now_ms=HOUR + 7)
+    assert (start.action, start.chosen, start.kind) == ("start", None, "traffic")
+    assert start.reason == "ab split started: a=lead v1, b=cand v2"
+    roles = apply_traffic(AB, _roles(), start.to_record(), now_ms=HOUR + 9)
+    assert roles.traffic == ab([("a", LEAD, 1), ("b", CAND, 3)], since=HOUR + 7)
+    assert [a.weight for a in roles.traffic.arms] == [2500, 7500]
+    assert start.decision_id in roles.reason
+    keep = decide_traffic(AB, roles, empty, now_ms=2 * HOUR)
+    assert (keep.action, keep.reason) == ("keep", "ab split running")
+    assert apply_traffic(AB, roles, keep.to_record(), now_ms=2 * HOUR) is None
+    # a canary left in the roles is replaced by the ab arms
+    canaried = _roles(canary(LEAD, CAND, 500, since=0))
+    assert decide_traffic(AB, canaried, empty, now_ms=HOUR).action == "start"
+
+
+def test_an_ab_arm_whose_model_is_not_scoring_keeps_shadow():
+    roles = initial_roles("s", LEAD, [OTHER], at=0, by="t")  # no "cand"
+    out = decide_traffic(AB, roles, arm_window([], "canary", 0, 0), now_ms=HOUR)
+    assert out.action == "keep" and out.chosen is None
+    assert out.reason == "ab not started: cand score nothing (neither leader nor challenger)"
+    assert apply_traffic(AB, roles, out.to_record(), now_ms=HOUR) is None
+
+
+@pytest.mark.parametrize("kind", ["canary start", "canary step", "ab start"])
+def test_a_decision_applied_again_later_gives_the_same_split(kind):
+    """After a crash the recorded decision is applied again at another time: the split
+    (and its ``since``, the decision's evaluated time) is the one the first attempt made."""
+    evaluated = 2 * HOUR + 123
+    if kind == "ab start":
+        policy, roles, window = AB, _roles(), arm_window([], "canary", 0, 0)
+    elif kind == "canary start":
+        policy, roles, window = POLICY, _roles(), arm_window([], "canary", 0, 0)
+    else:
+        policy, roles = POLICY, _roles(canary(LEAD, CAND, 500, since=HOUR))
+        window = arm_window(_arm_labels(400, cand_edge=2.0, seed=2, since=HOUR), "canary",
+                            HOUR, 2 * HOUR)
+    record = decide_traffic(policy, roles, window, now_ms=evaluated).to_record()
+    assert record["action"] == kind.split()[1]
+    first = apply_traffic(policy, roles, record, now_ms=evaluated + 50)
+    later = apply_traffic(policy, roles, record, now_ms=evaluated + 5 * HOUR)
+    assert first.traffic is not None and first.traffic.since == evaluated
+    assert later.traffic == first.traffic
+    assert later == replace(first, updated_time=evaluated + 5 * HOUR)
+
+
 def test_labels_of_other_arms_and_before_the_step_are_not_evidence():
     roles = _roles(canary(LEAD, CAND, 500, since=HOUR))
     bad = _arm_labels(100, cand_edge=-0.5, seed=5)  # event times before `since`
@@ -271,11 +367,21 @@ def _prediction(i: int, entity: str, plan: ArmPlan, scores: list[float]) -> dict
                        "bucket": int(plan.buckets([entity])[0])}}
 
 
-def test_per_arm_metrics_equal_scikit_learn_on_the_arms_events():
-    plan = ArmPlan.of(canary(LEAD, CAND, 3_000, since=0), [LEAD, OTHER, CAND], salt="m")
+#: the splits of the per-arm test and, for each, the model deciding in each arm
+PER_ARM_SPLITS = {
+    "canary": (canary(LEAD, CAND, 3_000, since=0), {"canary": CAND, "leader": LEAD}),
+    "ab": (ab([("a", LEAD, 1), ("b", OTHER, 2), ("c", CAND, 1)], since=0),
+           {"a": LEAD, "b": OTHER, "c": CAND}),
+}
+
+
+@pytest.mark.parametrize("split", sorted(PER_ARM_SPLITS))
+def test_per_arm_metrics_equal_scikit_learn_on_the_arms_events(split):
+    traffic, deciders = PER_ARM_SPLITS[split]
+    plan = ArmPlan.of(traffic, [LEAD, OTHER, CAND], salt="m")
     rng = np.random.default_rng(7)
     join, book = JoinState(label_window_ms=10**9), MetricsBook(last_n=10**6, last_ms=10**12)
-    expected: dict[str, list[tuple[int, int, float]]] = {"canary": [], "leader": []}
+    expected: dict[str, list[tuple[int, int, float]]] = {arm: [] for arm in deciders}
     for i in range(3000):
         entity = f"card-{rng.integers(0, 400)}"
         scores = rng.random(3).tolist()
@@ -287,9 +393,11 @@ def test_per_arm_metrics_equal_scikit_learn_on_the_arms_events():
                                     "outcome_time": i + 10}).labeled:
             book.observe_labeled(rec)
         served = pred["served"]
+        assert (served["policy"], served["decided_by"]["model_id"]) == (
+            split, deciders[served["arm"]].model_id)
         expected[served["arm"]].append((y, served["label"], served["score"]))
     snap = {(r["model_id"], r["arm"], r["window"]): r for r in book.snapshot("ns", 1)}
-    for arm, model in (("canary", CAND), ("leader", LEAD)):
+    for arm, model in deciders.items():
         y, d, s = (np.array(c) for c in zip(*expected[arm], strict=True))
         rec = snap[(model.model_id, arm, "cumulative")]
         assert rec["n_labels"] == len(y) > 500
@@ -300,6 +408,7 @@ def test_per_arm_metrics_equal_scikit_learn_on_the_arms_events():
         assert rec["roc_auc"] == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
         assert rec["log_loss"] == pytest.approx(skm.log_loss(y, s), rel=1e-9)
         assert rec["label_coverage"] == 1.0
-    # no arm record for a model that decided nowhere, and the per-model records are whole
-    assert not any(k[0] == OTHER.model_id and k[1] is not None for k in snap)
+    # one arm record per arm, of the model deciding there; the per-model records are whole
+    assert {(k[0], k[1]) for k in snap if k[1] is not None} == {
+        (m.model_id, arm) for arm, m in deciders.items()}
     assert snap[(LEAD.model_id, None, "cumulative")]["n_labels"] == 3000
