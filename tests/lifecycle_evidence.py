@@ -13,8 +13,10 @@ LGBM, LOGREG = ModelRef("fraud-lgbm", 1), ModelRef("fraud-logreg", 1)
 HOUR = 3_600_000
 
 
-def produce_labels(settings: Settings, n: int, *, better: ModelRef, now: int, seed: int) -> None:
-    """labeled.v1 records of ``n`` events in the last day, ``better`` clearly the better model."""
+def produce_labels(settings: Settings, n: int, *, better: ModelRef | None, now: int,
+                   seed: int) -> None:
+    """labeled.v1 records of ``n`` events in the last day, ``better`` clearly the better model
+    (None: both equally good)."""
     rng = np.random.default_rng(seed)
     codec = Codec.for_schema("labeled")
     producer = Producer(settings.kafka.producer_config(acks="all"))
@@ -23,7 +25,7 @@ def produce_labels(settings: Settings, n: int, *, better: ModelRef, now: int, se
     for i in range(n):
         t = now - 20 * HOUR + int(i * 18 * HOUR / n)
         for ref in (LGBM, LOGREG):
-            edge = 1.8 if ref == better else 0.6
+            edge = 1.2 if better is None else 1.8 if ref == better else 0.6
             s = float(1 / (1 + np.exp(-(edge * z[i] + rng.normal() - 1.0))))
             rec = {"model_id": ref.model_id, "version": ref.version, "role": "x",
                    "prediction_id": f"p{seed}-{i}", "event_id": f"e{seed}-{i}",

@@ -102,6 +102,33 @@ def test_best_recent_promotes_once_records_everything_and_keeps_a_worse_model_ou
     assert "fraud-logreg v1: supported" in shown
 
 
+@pytest.mark.parametrize("seed", [21, 22, 23])
+@pytest.mark.parametrize("case", ["better", "equal"])
+def test_seeded_streams_promote_a_better_challenger_and_never_an_equal_one(
+        settings, history, case, seed):
+    """On the real stack, several seeds (McNemar: exact, so each seed's outcome is fixed by
+    its data): a challenger better by the generator's edge is promoted on 1,500 labelled
+    events; an equally good one is kept (its false-promotion rate over 200 seeds is in
+    docs/lifecycle.md, 3.0%)."""
+    _cli(settings, "train", "--history", str(history), "--seed", "3")
+    roles = read_roles(settings, "transactions")
+    policy = PromotionSpec(policy="best-recent", metric="f1", window="2d", interval="1h",
+                           min_labels=500, margin=0.0, test="mcnemar", cooldown="0s")
+    spec = load_spec(settings.spec).model_copy(update={"promotion": policy})
+    now = int(time.time() * 1000)
+    produce_labels(settings, 1500, better=LOGREG if case == "better" else None, now=now,
+                   seed=seed)
+    out = evaluate(settings, spec, now_ms=now)
+    (cand,) = out.decision["candidates"]
+    assert cand["n"] == 1500, cand
+    if case == "better":
+        assert out.decision["action"] == "promote" and cand["status"] == "supported", cand
+        assert read_roles(settings, "transactions").leader == LOGREG
+    else:
+        assert out.decision["action"] == "keep" and cand["status"] == "not-better", cand
+        assert read_roles(settings, "transactions").revision == roles.revision
+
+
 def test_manual_policy_and_missing_roles_are_one_line_errors(settings):
     result = CliRunner().invoke(app, ["models", "evaluate"], env=_env(settings))
     assert result.exit_code != 0
