@@ -70,7 +70,7 @@ def fired(policy: RetrainingSpec, leader: ModelRef, now_ms: int, last_run_ms: in
                         and (not wanted or a.get("feature") in wanted)):
                     return Trigger(name, f"alert {a.get('alert_id')}: {a.get('message')}")
         if name in _METRIC_TRIGGERS:
-            prefix, threshold, what = _METRIC_TRIGGERS[name]
+            prefix, measure, what = _METRIC_TRIGGERS[name]
             low = policy.min_f1 if name == "performance" else policy.min_estimated_f1
             for m in metrics:
                 f1, n = m.get("f1"), int(m.get("n_labels") or 0)
@@ -78,7 +78,7 @@ def fired(policy: RetrainingSpec, leader: ModelRef, now_ms: int, last_run_ms: in
                         and m.get("model_id") == leader.model_id
                         and m.get("version") == leader.version
                         and f1 is not None and n >= policy.min_labels and f1 < low):
-                    return Trigger(name, f"leader {leader} {threshold} {f1:.4f} < {low} on"
+                    return Trigger(name, f"leader {leader} {measure} {f1:.4f} < {low} on"
                                    f" {n} {what} ({m.get('window')}, event time"
                                    f" {m.get('event_time')})")
     return None

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from precog.services import worker
-from precog.services.agents import index, join, lifecycle, monitor, role_watcher, score
+from precog.services.agents import index, join, lifecycle, monitor, retrain, role_watcher, score
 
 from precog.cli import main
 from precog.cli import worker as worker_cli
@@ -24,11 +24,13 @@ def test_the_table_registers_each_agent_module_in_the_documented_order() -> None
         ("join", join.register),
         ("monitor", monitor.register),
         ("lifecycle", lifecycle.register),
+        ("retrain", retrain.register),
     ]
+    # the retrain controller is opt-in (one worker per namespace): not a default
     assert worker.DEFAULT_AGENTS == ("control", "score", "index", "join", "monitor", "lifecycle")
 
 
-def test_the_cli_default_runs_every_agent() -> None:
+def test_the_cli_default_runs_every_default_agent() -> None:
     option = worker_cli.worker.__defaults__[0]  # type: ignore[index]
     assert tuple(option.default.split(",")) == worker.DEFAULT_AGENTS
 
@@ -42,7 +44,8 @@ def test_agent_names_name_every_unknown_agent() -> None:
     with pytest.raises(ConfigError) as exc:
         worker.agent_names(["score", "scoring", "Index"])
     assert str(exc.value) == ("unknown agents 'scoring', 'Index'; "
-                              "choose from control, score, index, join, monitor, lifecycle")
+                              "choose from control, score, index, join, monitor, lifecycle,"
+                              " retrain")
 
 
 def test_build_runtime_refuses_an_unknown_agent_before_building_anything(
@@ -69,4 +72,4 @@ def test_an_unknown_agent_is_one_line_on_stderr_and_exit_2(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err == ("precog: error: unknown agent 'scoring'; "
-                   "choose from control, score, index, join, monitor, lifecycle\n")
+                   "choose from control, score, index, join, monitor, lifecycle, retrain\n")
