@@ -121,6 +121,18 @@ def _restarted_until_applied(s: Settings, tmp_path: Path, spec_name: str, revisi
     return recovered_s
 
 
+def _recorded_and_applied_once(settings: Settings, spec_name: str, revision: int,
+                               did: str) -> dict[str, Any]:
+    """One roles change after ``revision``, one decision ``did`` on the topic and in the
+    index (for fraud-logreg v1); the decision's document."""
+    changes = [r for r in _history(settings, spec_name) if r.revision > revision]
+    assert [r.revision for r in changes] == [revision + 1]
+    assert [d["decision_id"] for d in _decisions_on_topic(settings)] == [did]
+    (doc,) = recent_decisions(settings, spec_name)
+    assert doc["decision_id"] == did and doc["chosen_model"] == "fraud-logreg v1"
+    return doc
+
+
 def test_kill9_between_recording_and_applying_a_decision_promotes_once(
         settings: Settings, trained: Any, tmp_path: Path):
     started = time.monotonic()
@@ -147,12 +159,7 @@ def test_kill9_between_recording_and_applying_a_decision_promotes_once(
     assert after.revision == before.revision + 1
     assert (after.leader, after.challengers) == (LOGREG, (LGBM,))
     assert did in after.reason
-    changes = [r for r in _history(settings, spec.name) if r.revision > before.revision]
-    assert [r.revision for r in changes] == [before.revision + 1]
-    on_topic = _decisions_on_topic(settings)
-    assert [d["decision_id"] for d in on_topic] == [did]
-    (doc,) = recent_decisions(settings, spec.name)
-    assert doc["decision_id"] == did and doc["chosen_model"] == "fraud-logreg v1"
+    doc = _recorded_and_applied_once(settings, spec.name, before.revision, did)
     cand = doc["candidates"][0]
     assert cand["status"] == "supported" and cand["n"] == 1500
     print(f"kill -9 mid-decision: applied {recovered_s:.1f} s after the kill;"
@@ -195,12 +202,7 @@ def test_kill9_between_recording_and_applying_a_canary_step_steps_once(
     assert (after.leader, after.challengers) == (LGBM, (LOGREG,))
     # the split the decision made: 25% from the decision's evaluated time, not the restart's
     assert after.traffic == canary(LGBM, LOGREG, 2500, since=doc["evaluated_time"], step=1)
-    changes = [r for r in _history(settings, spec.name) if r.revision > before.revision]
-    assert [r.revision for r in changes] == [before.revision + 1]
-    on_topic = _decisions_on_topic(settings)
-    assert [d["decision_id"] for d in on_topic] == [did]
-    (doc,) = recent_decisions(settings, spec.name)
-    assert doc["decision_id"] == did and doc["chosen_model"] == "fraud-logreg v1"
+    doc = _recorded_and_applied_once(settings, spec.name, before.revision, did)
     assert doc["candidates"][0]["status"] == "holds"
     print(f"kill -9 mid-traffic-decision: applied {recovered_s:.1f} s after the kill;"
           f" wall {time.monotonic() - started:.1f} s")
