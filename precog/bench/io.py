@@ -224,6 +224,11 @@ def raw_passthrough(settings: Settings, source: str, sink: str, n: int,
 #: the paced producer sends what is due at most this often (s), instead of one sleep (a
 #: syscall and a wake-up) per event
 _PACE_TICK = 0.0005
+#: the paced producer's ``linger.ms``: librdkafka's default (and the Java client's since
+#: Kafka 4.0), as an upstream producer would have it. Its wait is inside every measured
+#: latency; at 1 ms the probe's own produce requests made Kafka the second-largest CPU
+#: user of the 2-core machine (0.45 against 0.32 cores at 10,000 events/s, docs/benchmarks.md)
+PROBE_LINGER_MS = 5.0
 
 
 @dataclass
@@ -261,7 +266,7 @@ class LatencyProbe:
         try:
             if not ready.wait(60):
                 raise BenchError(f"the latency receiver did not start on {self.sink}")
-            p = producer(self.settings, **{"linger.ms": 1})
+            p = producer(self.settings, **{"linger.ms": PROBE_LINGER_MS})
             warm_until = time.time() + warmup_s
             started = time.perf_counter()
             sent, total = 0, len(events)
