@@ -69,6 +69,15 @@ class WorkerMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.batch_stage = Histogram(
+            "precog_batch_stage_seconds",
+            "Wall time of one stage of a micro-batch (the score agent: decode, state_read,"
+            " featurize, predict_encode, publish, state_write)",
+            ["agent", "stage"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                     0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.batch_size = Histogram(
             "precog_batch_size", "Events per micro-batch", ["agent"],
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500), registry=r,
@@ -88,6 +97,45 @@ class WorkerMetrics:
         self.roles_revision = Gauge(
             "precog_roles_revision", "Revision of the model-control record in use", registry=r
         )
+
+
+    def stages(self, agent: str, stages: tuple[str, ...]) -> StageClock:
+        """A clock for one batch of ``agent``: :meth:`StageClock.lap` after each stage."""
+        return StageClock(self.batch_stage, agent, stages)
+
+
+class StageClock:
+    """Wall time per stage of one micro-batch, into ``precog_batch_stage_seconds``.
+
+    ``lap(stage)`` charges the time since the last lap (or since the clock was made) to
+    ``stage``; a stage lapped twice in a batch (the score agent featurizes again after
+    dropping a record it cannot encode) adds up. :meth:`observe` records every one of
+    ``stages`` once (0 for a stage the batch had nothing for), when the batch succeeded: a
+    batch that raised is not a sample. So each stage's count is the agent's batch count.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> h = Histogram("s", "s", ["agent", "stage"], registry=CollectorRegistry())
+    >>> clock = StageClock(h, "score", ("read", "write"))
+    >>> clock.lap("read"); clock.lap("read")
+    >>> sorted(clock.spent) == ["read", "write"] and clock.spent["write"] == 0.0
+    True
+    """
+
+    __slots__ = ("_histogram", "_agent", "_last", "spent")
+
+    def __init__(self, histogram: Histogram, agent: str, stages: tuple[str, ...]) -> None:
+        self._histogram, self._agent = histogram, agent
+        self._last = time.perf_counter()
+        self.spent: dict[str, float] = dict.fromkeys(stages, 0.0)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.spent[stage] += now - self._last
+        self._last = now
+
+    def observe(self) -> None:
+        for stage, seconds in self.spent.items():
+            self._histogram.labels(self._agent, stage).observe(seconds)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -117,6 +117,46 @@ def core_pass(spec: Any, models: Any, values: list[bytes], batch: int, reference
     return spent
 
 
+#: the after-idle pass: batches this small, each after this long asleep (an event loop
+#: waiting for Kafka's acks or a Redis answer at a moderate rate)
+IDLE_BATCH = 20
+IDLE_SECONDS = 0.02
+
+
+def idle_penalty(spec: Any, models: Any, values: list[bytes], batch: int = IDLE_BATCH,
+                 idle: float = IDLE_SECONDS, rounds: int = 3) -> dict[str, Any]:
+    """CPU per batch of ``batch`` events back to back, against the same batches each after
+    ``idle`` s asleep: the machine's cost of waking to a burst, in the same run.
+
+    Each round times the same batches both ways (busy first, then after idle), and the
+    medians over the batches of each round are taken, then the median of the rounds. On
+    the 2-core VM this was found on, a batch of 20 cost 1.3-1.9 ms of CPU back to back and
+    2.6-5.7 ms after a sleep of 1-100 ms; batches of 200 and 1,000 gained the same ~3.5 ms
+    (docs/benchmarks.md, round 11). The code is the same both ways: what differs is what
+    the CPU kept warm.
+    """
+    chunks = [values[i:i + batch] for i in range(0, len(values) - batch + 1, batch)]
+    if not chunks:
+        raise ValueError(f"idle_penalty needs at least {batch} events")
+
+    def per_batch(sleep: float) -> float:
+        spent = []
+        for chunk in chunks:
+            if sleep:
+                time.sleep(sleep)
+            spent.append(sum(core_pass(spec, models, chunk, batch, reference=False).values()))
+        return statistics.median(spent)
+
+    busy, after = [], []
+    for _ in range(rounds):
+        busy.append(per_batch(0.0))
+        after.append(per_batch(idle))
+    b, a = statistics.median(busy), statistics.median(after)
+    return {"batch": batch, "idle_s": idle, "batches": len(chunks), "rounds": rounds,
+            "busy_ms_per_batch": round(b * 1e3, 3), "after_idle_ms_per_batch": round(a * 1e3, 3),
+            "ratio": round(a / b, 2), "penalty_ms": round((a - b) * 1e3, 3)}
+
+
 def bench_core(lab: Any) -> dict[str, Any]:
     """Per-event microseconds of each stage, medians of ``reps`` passes (docs/benchmarks.md)."""
     from precog.settings import Settings
@@ -128,6 +168,7 @@ def bench_core(lab: Any) -> dict[str, Any]:
     batch = Settings().score.batch_size
     with worker_gc():
         passes = [core_pass(lab.spec, models, values, batch) for _ in range(max(cfg.reps, 3))]
+        idle = idle_penalty(lab.spec, models, values[:min(n, 100 * IDLE_BATCH)])
     us = {stage: statistics.median(p[stage] for p in passes) / n * 1e6
           for stage in (*STAGES, "reference_encode")}
     total = sum(us[s] for s in STAGES)
@@ -137,4 +178,5 @@ def bench_core(lab: Any) -> dict[str, Any]:
         "total_us_per_event": round(total, 2),
         "reference_total_us_per_event": round(total - us["encode"] + us["reference_encode"], 2),
         "encode_vs_reference": round(us["encode"] / us["reference_encode"], 3),
+        "after_idle": idle,
     }

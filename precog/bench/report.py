@@ -324,6 +324,15 @@ def _core(report: dict[str, Any]) -> list[str]:
             f"The reference encode (a `prediction_record` dict per event, then fastavro, the "
             f"agent's path before the compiled writer) took {us['reference_encode']:.1f} us/event"
             f" in the same passes: total {co['reference_total_us_per_event']:.1f} us/event.", ""]
+    idle = co.get("after_idle")
+    if idle:
+        out += [f"**After idle.** The same stages on batches of {idle['batch']}: "
+                f"{idle['busy_ms_per_batch']:.2f} ms of CPU per batch back to back, "
+                f"{idle['after_idle_ms_per_batch']:.2f} ms when each batch follows "
+                f"{idle['idle_s'] * 1e3:.0f} ms asleep ({idle['ratio']:.2f}x, "
+                f"+{idle['penalty_ms']:.2f} ms; medians of {idle['rounds']} rounds of "
+                f"{idle['batches']} batches). A worker at a moderate rate wakes like that for "
+                "every batch; what this costs is the machine's, not the code's.", ""]
     return out
 
 

@@ -52,6 +52,10 @@ def score_group(settings: Any) -> str:
     return str(settings.group("score"))
 
 
+#: the score agent's stages in ``precog_batch_stage_seconds`` (docs/scoring.md "Metrics")
+SCORE_STAGES = ("decode", "state_read", "featurize", "predict_encode", "publish", "state_write")
+
+
 class RecordTooLarge(EventError):
     """The record this event produces is larger than a Kafka request may carry."""
 
@@ -344,7 +348,9 @@ async def _score_in_chain(
 ) -> int:
     spec = rt.spec
     rt.metrics.events_in.labels(spec.name).inc(len(events))
+    clock = rt.metrics.stages("score", SCORE_STAGES)
     valid, failed = _decode_and_check(rt, events)
+    clock.lap("decode")
     models = rt.models
     assert models is not None, "score agent started before models were loaded"
     new_states: dict[str, EntityState] = {}
@@ -356,12 +362,15 @@ async def _score_in_chain(
         read = await until_available(rt.health, "score: read entity state",
                                      lambda: _read_states(rt, store, producer, entities))
         states = await chain.states(slot, read)
+        clock.lap("state_read")
         while True:
             kept, columns, bad = featurize_isolating(featurizer, states, valid)
             new_states = columns.changed
             failed += [_failed(v, "featurize", exc) for v, exc in bad]
+            clock.lap("featurize")
             out, bad = encode_predictions(rt, _WRITERS.get(rt, featurizer, models), models,
                                           kept, columns, producer.record_limit)
+            clock.lap("predict_encode")
             if not bad:
                 break
             # a record that cannot be published must not move its entity's state:
@@ -374,12 +383,15 @@ async def _score_in_chain(
     if out:
         await producer.produce(rt.settings.topic("predictions"), [rec for _, rec in out],
                                "score: publish predictions")
+    clock.lap("publish")
     # every prediction acknowledged before the state moves on, and every earlier batch's
     # state written before this one's
     await chain.turn_to_write(slot)
     if out:
         await until_available(rt.health, "score: write entity state",
                               lambda: store.write(new_states))
+    clock.lap("state_write")
+    clock.observe()
     rt.metrics.predictions_out.labels(spec.name).inc(len(out))
     return len(out)
 

@@ -39,6 +39,8 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
         assert row["cpu"]["worker"]["median"] > 0 and row["p50_ms"]["median"] > 0, row
         assert row["lost"] == 0 or row["fraction"] > 0.5, row
     assert saved["outcome"]["labels_per_s"]["median"] > 0
+    idle = saved["core"]["after_idle"]
+    assert idle["busy_ms_per_batch"] > 0 and idle["after_idle_ms_per_batch"] > 0
     assert saved["outcome"]["join_state"]["json_bytes_per_entry"] > 0
     assert saved["batch"]["events_per_s"]["median"] > 0 and saved["batch"]["ratio"]["median"] > 0
     assert saved["batch"]["worker_from"] == "the throughput section's precog median"
@@ -51,6 +53,7 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     assert page.startswith("# Benchmarks\n\nhand-written intro") and page.rstrip().endswith("notes")
     assert "old" not in page and "| **precog** worker" in page and "Outcome path" in page
     assert "| score-batch -> Parquet |" in page and "### Where the CPU went" in page
+    assert "**After idle.**" in page
     assert "| Quix Streams passthrough" in page and "| precog / Quix Streams naive |" in page
 
 

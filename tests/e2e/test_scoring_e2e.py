@@ -105,6 +105,25 @@ def test_every_event_ends_as_one_prediction_or_one_dead_letter(settings, tmp_pat
     assert metric_total(metrics, "precog_predictions_out_total") == summary.valid
     assert metric_total(metrics, "precog_dead_letters_total") == bad
     assert metric_total(metrics, "precog_events_in_total") == 400
+    # every score batch timed stage by stage: one sample per stage per batch, and the
+    # stages lie within the batch's own time
+    batches = _score_samples(metrics, "precog_batch_seconds_count")
+    assert batches[()] >= 1
+    counts = _score_samples(metrics, "precog_batch_stage_seconds_count")
+    assert set(counts) == {("decode",), ("state_read",), ("featurize",), ("predict_encode",),
+                           ("publish",), ("state_write",)}
+    assert set(counts.values()) == {batches[()]}
+    stages = sum(_score_samples(metrics, "precog_batch_stage_seconds_sum").values())
+    assert 0 < stages <= _score_samples(metrics, "precog_batch_seconds_sum")[()]
+
+
+def _score_samples(text: str, name: str) -> dict[tuple[str, ...], float]:
+    """The score agent's samples of ``name`` in ``/metrics`` text, by stage (if any)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {tuple(v for k, v in s.labels.items() if k == "stage"): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == name and s.labels.get("agent") == "score"}
 
 
 def _a_quarter_scored(settings: Settings, n: int, producer: threading.Thread) -> None:
