@@ -98,7 +98,6 @@ class WorkerMetrics:
             "precog_roles_revision", "Revision of the model-control record in use", registry=r
         )
 
-
     def stages(self, agent: str, stages: tuple[str, ...]) -> StageClock:
         """A clock for one batch of ``agent``: :meth:`StageClock.lap` after each stage."""
         return StageClock(self.batch_stage, agent, stages)
