@@ -203,6 +203,7 @@ def worker_command(kind: str) -> list[str]:
         "naive_index": ["precog.bench.apps", "naive", "--index"],
         "quix_passthrough": ["precog.bench.quix_apps", "passthrough"],
         "quix_naive": ["precog.bench.quix_apps", "naive"],
+        "floor": ["precog.bench.floor"],
     }[kind]
 
 

@@ -27,7 +27,7 @@ PROFILE_END = "<!-- core-profile:end -->"
 REQUIRED = {
     "throughput": ("raw", "passthrough", "precog", "precog_index", "naive", "naive_index",
                    "quix_passthrough", "quix_naive", "ratios"),
-    "latency": ("rates", "max_rate"),
+    "latency": ("rates", "floor", "max_rate"),
     "memory": ("rss_warm_bytes", "rss_end_bytes", "growth"),
     "scaling": ("workers", "speedup_2_vs_1", "challengers", "us_per_event"),
     "outcome": ("labels_per_s", "predictions_per_s", "join_state"),
@@ -80,10 +80,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     >>> [(x["name"], x["met"]) for x in t if x["value"] is not None]
     [('RSS growth after warm-up', True)]
     """
-    p50 = None
+    p50 = floor = None
     for row in (report.get("latency") or {}).get("rates", []):
         if row.get("fraction") == 0.5:
             p50 = _med(row, "p99_ms")
+    for row in (report.get("latency") or {}).get("floor", []):
+        if row.get("fraction") == 0.5:
+            floor = _med(row, "p99_ms")
     core = (report.get("core") or {}).get("total_us_per_event")
     rows = [
         ("precog / Faust passthrough", ">= 2.0x", _med(report, "throughput", "ratios",
@@ -113,8 +116,11 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
          None if "memory" not in report else float(report["memory"]["growth"]),
          lambda v: v <= 0.10),
     ]
-    return [{"name": n, "target": t, "value": v, "met": None if v is None else bool(ok(v))}
-            for n, t, v, ok in rows]
+    out = [{"name": n, "target": t, "value": v, "met": None if v is None else bool(ok(v))}
+           for n, t, v, ok in rows]
+    if floor is not None:  # the no-work hop's p99 at the same rate (precog.bench.floor)
+        next(t for t in out if t["name"] == "p99 latency at 50% of max")["floor"] = floor
+    return out
 
 
 def _median_of(values: dict[str, float] | None) -> float | None:
@@ -168,6 +174,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                                            f"{v:.1f} ms" if "latency" in t["name"] else
                                            f"{v:.1f} us" if "core" in t["name"] else
                                            f"{v:.2f}x")
+            if t.get("floor") is not None:
+                shown += f" (no-work floor {t['floor']:.1f} ms)"
             verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "**not met**")
             lines.append(f"| {t['name']} | {t['goal'] if 'goal' in t else t['target']} | "
                          f"{shown} | {verdict} |")
@@ -242,15 +250,27 @@ def _latency(report: dict[str, Any]) -> list[str]:
            " (`precog/bench/cpu.py`).", "",
            "| offered | events/s | p50 | p95 | p99 | max | late | cores |",
            "|---|---|---|---|---|---|---|---|"]
-    for row in lat["rates"]:
-        cpu = row.get("cpu") or {}
-        cores = " / ".join(_fmt(cpu.get(k), 2) for k in ("worker", "kafka", "bench", "idle")) \
-            if cpu else "-"
-        out.append(f"| {row['fraction']:.0%} | {_fmt(row['offered_rate'])} | "
-                   f"{_fmt(row['p50_ms'], 1)} | {_fmt(row['p95_ms'], 1)} | "
-                   f"{_fmt(row['p99_ms'], 1)} | {_fmt(row['max_ms'], 1)} | {row['lost']} | "
-                   f"{cores} |")
+    out += [_latency_row(row) for row in lat["rates"]]
+    if lat.get("floor"):
+        out += ["", "*Floor*: the same rates, in the same rounds, through a Kafka hop that does"
+                " no work (`precog/bench/floor.py`: consume -> produce with the worker's producer"
+                " settings, events keyed by event id): what the machine, the broker and the"
+                " probe cost an event before any worker does anything. *Cores*: the hop / Kafka"
+                " / producer and receiver / idle.", "",
+                "| offered | events/s | p50 | p95 | p99 | max | late | cores |",
+                "|---|---|---|---|---|---|---|---|"]
+        out += [_latency_row(row) for row in lat["floor"]]
     return out + [""]
+
+
+def _latency_row(row: dict[str, Any]) -> str:
+    cpu = row.get("cpu") or {}
+    cores = " / ".join(_fmt(cpu.get(k), 2) for k in ("worker", "kafka", "bench", "idle")) \
+        if cpu else "-"
+    return (f"| {row['fraction']:.0%} | {_fmt(row['offered_rate'])} | "
+            f"{_fmt(row['p50_ms'], 1)} | {_fmt(row['p95_ms'], 1)} | "
+            f"{_fmt(row['p99_ms'], 1)} | {_fmt(row['max_ms'], 1)} | {row['lost']} | "
+            f"{cores} |")
 
 
 def _memory(report: dict[str, Any]) -> list[str]:

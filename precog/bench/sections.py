@@ -70,57 +70,83 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[k]
 
 
+#: the latency section's offered rates, as fractions of the maximum
+LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
+
+
 def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
-    """p50/p95/p99 produce -> prediction received, at 25/50/75% of ``max_rate``."""
+    """p50/p95/p99 produce -> prediction received, at 25/50/75% of ``max_rate``; and the same
+    rates through the floor (:mod:`precog.bench.floor`: a Kafka hop that does no work), in
+    every round right after the worker's."""
     cfg = lab.config
-    fractions = (0.25, 0.5, 0.75)
-    runs: dict[float, list[dict[str, float]]] = {f: [] for f in fractions}
+    fractions = LATENCY_FRACTIONS
+    runs: dict[str, dict[float, list[dict[str, Any]]]] = {
+        kind: {f: [] for f in fractions} for kind in ("precog", "floor")}
     # the maximum may be known only now (the throughput section's): enough events for all rates
     lab.ensure_pool(sum(int(f * max_rate * cfg.latency_seconds) for f in fractions) + 1)
     for r in range(cfg.reps):
-        s = lab.namespace(1)
-        proc = bio.Proc(s, worker_command("precog"), lab.logs, "latency")
-        # the producer and the receiver run in this process ("bench")
-        sampler = CpuSampler({**stack_pids(s), "worker": proc.pid, "bench": os.getpid()})
-        try:
-            proc.wait_healthy()
-            sampler.start()
-            probe = bio.LatencyProbe(s, lab.source(s), s.topic("predictions"))
-            start = 0
-            for f in fractions:
-                rate = f * max_rate
-                count = int(rate * cfg.latency_seconds)
-                events = lab.pool[start:start + count]
-                start += count
-                info = probe.run(events, rate, cfg.latency_warmup)
-                lat = probe.latencies_ms
-                row = {"offered_rate": info["offered_rate"], "measured": info["measured"],
-                       "received": info["received"], "p50_ms": _percentile(lat, 50),
-                       "p95_ms": _percentile(lat, 95), "p99_ms": _percentile(lat, 99),
-                       "max_ms": max(lat) if lat else float("nan"),
-                       "cpu": sampler.usage(*info["window"])}
-                runs[f].append(row)
-                lab.echo(f"latency round {r + 1} at {f:.0%} ({rate:.0f}/s): p50 "
-                         f"{row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} p99 {row['p99_ms']:.1f} ms"
-                         f" ({info['received']}/{info['measured']}; {cpu_line(row['cpu'])})")
-            proc.check_alive()
-        finally:
-            sampler.stop()
-            proc.stop()
-            lab.drop(s)
+        for kind, runs_of in runs.items():
+            for f, row in zip(fractions, _probe_rates(lab, kind, max_rate, r), strict=True):
+                runs_of[f].append(row)
     return {
         "max_rate": max_rate,
         "seconds_per_rate": cfg.latency_seconds,
         "warmup_s": cfg.latency_warmup,
-        "rates": [
-            {"fraction": f, "target_rate": f * max_rate,
-             **{k: summarize([row[k] for row in runs[f]])
-                for k in ("offered_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")},
-             "lost": sum(row["measured"] - row["received"] for row in runs[f]),
-             "cpu": summarize_cpu([row["cpu"] for row in runs[f] if row["cpu"]])}
-            for f in fractions
-        ],
+        "rates": _latency_rows(runs["precog"]),
+        "floor": _latency_rows(runs["floor"]),
     }
+
+
+def _probe_rates(lab: Lab, kind: str, max_rate: float, r: int) -> list[dict[str, Any]]:
+    """One process of ``kind`` (``precog``: the worker; ``floor``) in a fresh namespace, the
+    probe at each fraction of ``max_rate`` in turn; a row per rate."""
+    cfg = lab.config
+    s = lab.namespace(1)
+    proc = bio.Proc(s, worker_command(kind), lab.logs, f"latency-{kind}")
+    # the producer and the receiver run in this process ("bench")
+    sampler = CpuSampler({**stack_pids(s), "worker": proc.pid, "bench": os.getpid()})
+    rows: list[dict[str, Any]] = []
+    try:
+        proc.wait_healthy()
+        sampler.start()
+        probe = bio.LatencyProbe(s, lab.source(s), s.topic("predictions"))
+        start = 0
+        for f in LATENCY_FRACTIONS:
+            rate = f * max_rate
+            count = int(rate * cfg.latency_seconds)
+            events = lab.pool[start:start + count]
+            start += count
+            if kind == "floor":  # forwarded as they are: the probe matches keys to event ids
+                events = [(eid, value, eid) for _, value, eid in events]
+            info = probe.run(events, rate, cfg.latency_warmup)
+            lat = probe.latencies_ms
+            row = {"offered_rate": info["offered_rate"], "measured": info["measured"],
+                   "received": info["received"], "p50_ms": _percentile(lat, 50),
+                   "p95_ms": _percentile(lat, 95), "p99_ms": _percentile(lat, 99),
+                   "max_ms": max(lat) if lat else float("nan"),
+                   "cpu": sampler.usage(*info["window"])}
+            rows.append(row)
+            lab.echo(f"latency round {r + 1}, {kind}, at {f:.0%} ({rate:.0f}/s): p50 "
+                     f"{row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} p99 {row['p99_ms']:.1f} ms"
+                     f" ({info['received']}/{info['measured']}; {cpu_line(row['cpu'])})")
+        proc.check_alive()
+    finally:
+        sampler.stop()
+        proc.stop()
+        lab.drop(s)
+    return rows
+
+
+def _latency_rows(runs: dict[float, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per fraction: the rounds' medians, the events not received, the cores."""
+    return [
+        {"fraction": f,
+         **{k: summarize([row[k] for row in rows])
+            for k in ("offered_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")},
+         "lost": sum(row["measured"] - row["received"] for row in rows),
+         "cpu": summarize_cpu([row["cpu"] for row in rows if row["cpu"]])}
+        for f, rows in runs.items()
+    ]
 
 
 def bench_memory(lab: Lab) -> dict[str, Any]:

@@ -38,6 +38,11 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     for row in saved["latency"]["rates"]:
         assert row["cpu"]["worker"]["median"] > 0 and row["p50_ms"]["median"] > 0, row
         assert row["lost"] == 0 or row["fraction"] > 0.5, row
+    # the no-work floor at the same rates, its hop a process of its own like the worker
+    assert [row["fraction"] for row in saved["latency"]["floor"]] == [0.25, 0.5, 0.75]
+    for row in saved["latency"]["floor"]:
+        assert row["cpu"]["worker"]["median"] > 0 and row["p50_ms"]["median"] > 0, row
+        assert row["lost"] == 0 or row["fraction"] > 0.5, row
     assert saved["outcome"]["labels_per_s"]["median"] > 0
     idle = saved["core"]["after_idle"]
     assert idle["busy_ms_per_batch"] > 0 and idle["after_idle_ms_per_batch"] > 0
@@ -54,6 +59,7 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     assert "old" not in page and "| **precog** worker" in page and "Outcome path" in page
     assert "| score-batch -> Parquet |" in page and "### Where the CPU went" in page
     assert "**After idle.**" in page
+    assert "*Floor*: the same rates" in page and "(no-work floor " in page
     assert "| Quix Streams passthrough" in page and "| precog / Quix Streams naive |" in page
 
 
