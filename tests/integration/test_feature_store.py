@@ -90,6 +90,31 @@ def test_sync_and_async_twins_agree(settings: Settings) -> None:
     assert store.key("card-1") == f"{settings.namespace}:state:transactions:card-1"
 
 
+def test_one_write_sets_states_and_other_values_each_with_its_ttl(
+    settings: Settings, redis_client
+) -> None:
+    fz = Featurizer(SPEC)
+    _, states = fz.featurize_batch({}, [(e, 0, i) for i, e in enumerate(stream(40))])
+    store = RedisOnlineStore(settings, SPEC)
+    other = {settings.redis_key("answer", "a"): b"A", settings.redis_key("answer", "b"): b"B"}
+    forever = {settings.redis_key("answer", "c"): b"C"}
+
+    async def write() -> None:
+        await store.write(states, other, ttl=120)
+        await store.write({}, forever)  # ttl 0: no expiry
+        await store.close()
+
+    asyncio.run(write())
+    for entity, state in states.items():
+        assert redis_client.get(store.key(entity)) == state.to_bytes()
+        assert settings.redis.state_ttl_seconds - 5 < redis_client.ttl(store.key(entity)) <= (
+            settings.redis.state_ttl_seconds)
+    for key, value in other.items():
+        assert redis_client.get(key) == value and 115 < redis_client.ttl(key) <= 120
+    key = next(iter(forever))
+    assert redis_client.get(key) == b"C" and redis_client.ttl(key) == -1
+
+
 def test_unreachable_redis_names_the_address() -> None:
     settings = Settings(namespace="tunreach", redis={"url": "redis://user:pw@127.0.0.1:1/0"})
     store = RedisOnlineStore(settings, SPEC)
