@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,7 @@ class WorkerMetrics:
                      0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self._stage_children: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
         self.batch_size = Histogram(
             "precog_batch_size", "Events per micro-batch", ["agent"],
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500), registry=r,
@@ -100,7 +101,11 @@ class WorkerMetrics:
 
     def stages(self, agent: str, stages: tuple[str, ...]) -> StageClock:
         """A clock for one batch of ``agent``: :meth:`StageClock.lap` after each stage."""
-        return StageClock(self.batch_stage, agent, stages)
+        children = self._stage_children.get((agent, stages))
+        if children is None:  # the labelled histograms, looked up once per agent
+            children = {stage: self.batch_stage.labels(agent, stage) for stage in stages}
+            self._stage_children[(agent, stages)] = children
+        return StageClock(children)
 
 
 class StageClock:
@@ -112,20 +117,26 @@ class StageClock:
     ``stages`` once (0 for a stage the batch had nothing for), when the batch succeeded: a
     batch that raised is not a sample. So each stage's count is the agent's batch count.
 
+    ``children``: each stage's labelled histogram (:meth:`WorkerMetrics.stages` binds them once
+    per agent).
+
     >>> from prometheus_client import CollectorRegistry
     >>> h = Histogram("s", "s", ["agent", "stage"], registry=CollectorRegistry())
-    >>> clock = StageClock(h, "score", ("read", "write"))
+    >>> clock = StageClock({stage: h.labels("score", stage) for stage in ("read", "write")})
     >>> clock.lap("read"); clock.lap("read")
     >>> sorted(clock.spent) == ["read", "write"] and clock.spent["write"] == 0.0
     True
+    >>> clock.observe()  # one sample per stage
+    >>> {x.labels["stage"]: x.value for x in h.collect()[0].samples if x.name == "s_count"}
+    {'read': 1.0, 'write': 1.0}
     """
 
-    __slots__ = ("_histogram", "_agent", "_last", "spent")
+    __slots__ = ("_children", "_last", "spent")
 
-    def __init__(self, histogram: Histogram, agent: str, stages: tuple[str, ...]) -> None:
-        self._histogram, self._agent = histogram, agent
+    def __init__(self, children: Mapping[str, Any]) -> None:
+        self._children = children
         self._last = time.perf_counter()
-        self.spent: dict[str, float] = dict.fromkeys(stages, 0.0)
+        self.spent: dict[str, float] = dict.fromkeys(children, 0.0)
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
@@ -133,8 +144,9 @@ class StageClock:
         self._last = now
 
     def observe(self) -> None:
+        children = self._children
         for stage, seconds in self.spent.items():
-            self._histogram.labels(self._agent, stage).observe(seconds)
+            children[stage].observe(seconds)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
