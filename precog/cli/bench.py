@@ -26,7 +26,8 @@ def bench(
     batch_events: int = typer.Option(0, help="events of the batch scoring runs (default"
                                              " 200000, quick 5000)"),
     max_rate: float = typer.Option(0.0, help="latency: the events/s its 25/50/75% are taken"
-                                   " of (default: measured in the throughput section)"),
+                                   " of (default: measured in the throughput section; quick"
+                                   " 4000)"),
     latency_seconds: float = typer.Option(0.0, help="latency: seconds per offered rate"
                                           " (default 15, quick 3)"),
     sections: str = typer.Option(
