@@ -54,6 +54,7 @@ def _health_server(settings: Settings, assigned: threading.Event) -> ThreadingHT
 
 def forward(settings: Settings, stop: threading.Event) -> int:
     """Forward the events topic to the predictions topic until ``stop``; records forwarded."""
+    from precog.bench.io import forward_record
     from precog.services.batch_producer import LINGER_MS
     from precog.spec import load_spec
 
@@ -75,7 +76,7 @@ def forward(settings: Settings, stop: threading.Event) -> int:
             if first is not None:
                 for msg in (first, *consumer.consume(1000, 0)):
                     if msg.error() is None:
-                        _produce(producer, sink, msg)
+                        forward_record(producer, sink, msg)
                         forwarded += 1
             producer.poll(0)
         producer.flush(10)
@@ -83,15 +84,6 @@ def forward(settings: Settings, stop: threading.Event) -> int:
         consumer.close()
         server.shutdown()
     return forwarded
-
-
-def _produce(producer: Any, sink: str, msg: Any) -> None:
-    while True:
-        try:
-            producer.produce(sink, msg.value(), msg.key())
-            return
-        except BufferError:  # librdkafka's queue is full: serve deliveries, then again
-            producer.poll(0.01)
 
 
 def main() -> None:

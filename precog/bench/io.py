@@ -191,6 +191,17 @@ def record_timestamps(settings: Settings, topic: str, expected: int,
         c.close()
 
 
+def forward_record(p: Producer, sink: str, msg: Any) -> None:
+    """Produce a consumed record's key and value to ``sink``; when librdkafka's queue is full,
+    serve deliveries and try again."""
+    while True:
+        try:
+            p.produce(sink, msg.value(), msg.key())
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
 def raw_passthrough(settings: Settings, source: str, sink: str, n: int,
                     timeout: float = 300.0) -> None:
     """The raw ceiling: a confluent-kafka consume -> produce loop of ``n`` records."""
@@ -206,12 +217,7 @@ def raw_passthrough(settings: Settings, source: str, sink: str, n: int,
             for msg in c.consume(500, 0.1):
                 if msg.error() is not None:
                     continue
-                while True:
-                    try:
-                        p.produce(sink, msg.value(), msg.key())
-                        break
-                    except BufferError:
-                        p.poll(0.01)
+                forward_record(p, sink, msg)
                 done += 1
             p.poll(0)
         if p.flush(60):
