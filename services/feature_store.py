@@ -20,6 +20,7 @@ states is harmless.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -27,6 +28,7 @@ import redis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -86,6 +88,19 @@ def _backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=1.0, base=0.05)
 
 
+def packed(*parts: bytes) -> bytes:
+    """One command in Redis's protocol (RESP), its arguments given as bytes.
+
+    The score agent's two commands per batch carry an argument per entity; redis-py packs
+    each argument in Python (3-4 us per key of the event loop's time for an MGET or the
+    write's EVALSHA, against 1.6-2.3 packed here: docs/benchmarks.md "Round 13").
+
+    >>> packed(b"MGET", b"k1", b"k")
+    b'*3\\r\\n$4\\r\\nMGET\\r\\n$2\\r\\nk1\\r\\n$1\\r\\nk\\r\\n'
+    """
+    return b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%s\r\n" % (len(p), p) for p in parts])
+
+
 class RedisOnlineStore:
     """Entity states of one pipeline spec in Redis (async for agents, sync for batch jobs)."""
 
@@ -95,11 +110,12 @@ class RedisOnlineStore:
         self.address = redacted(settings.redis.url)
         self.ttl = settings.redis.state_ttl_seconds
         self._prefix = self.key("")  # + entity id: the key without a join per entity
+        self._key_prefix = self._prefix.encode()
         self._async = async_redis_client(settings, retry=AsyncRetry(_backoff(), _RETRIES))
         # one EVALSHA per batch instead of a pipeline of SETs: redis-py builds and parses
         # each pipelined command in Python (15-19 ms for 500 keys against 4 ms here,
         # docs/benchmarks.md "Round 6"); the script is loaded again after a Redis restart
-        self._set_all = self._async.register_script(SET_ALL)
+        self._set_all_sha = hashlib.sha1(SET_ALL.encode(), usedforsecurity=False).hexdigest().encode()
         self._sync: redis.Redis | None = None
 
     def key(self, entity_id: str) -> str:
@@ -133,11 +149,12 @@ class RedisOnlineStore:
         ids = list(dict.fromkeys(entity_ids))
         if not ids and not check_marker:
             return {}
-        prefix = self._prefix
-        keys = [prefix + e for e in ids]
+        prefix = self._key_prefix
+        keys = [prefix + e.encode() for e in ids]
         if check_marker:
-            keys.append(self.marker_key)
-        values = await self._guard(lambda: self._async.mget(keys))
+            keys.append(self.marker_key.encode())
+        command = packed(b"MGET", *keys)
+        values = await self._guard(lambda: self._command(command))
         if check_marker:
             if values[-1] is None:
                 raise StateLost(self.address, self.marker_key)
@@ -159,14 +176,34 @@ class RedisOnlineStore:
         ``values`` (:meth:`read_with`'s keys) with ``ttl`` seconds."""
         if not states and not values:
             return
-        prefix = self._prefix
-        keys = [prefix + entity for entity in states]
-        args: list[bytes | int] = [len(keys), self.ttl, ttl]
-        args += [state.to_bytes() for state in states.values()]
+        prefix = self._key_prefix
+        keys = [prefix + entity.encode() for entity in states]
+        blobs = [state.to_bytes() for state in states.values()]
+        first = len(keys)
         for key, value in (values or {}).items():
-            keys.append(key)
-            args.append(value)
-        await self._guard(lambda: self._set_all(keys=keys, args=args))
+            keys.append(key.encode())
+            blobs.append(value)
+        args = (b"%d" % len(keys), *keys, b"%d" % first, b"%d" % self.ttl, b"%d" % ttl, *blobs)
+        await self._guard(lambda: self._set_all(args))
+
+    async def _set_all(self, args: tuple[bytes, ...]) -> Any:
+        """:data:`SET_ALL` by its SHA; by its text when Redis does not hold it (restarted,
+        or its scripts flushed: that loads it again)."""
+        try:
+            return await self._command(packed(b"EVALSHA", self._set_all_sha, *args))
+        except NoScriptError:
+            return await self._command(packed(b"EVAL", SET_ALL.encode(), *args))
+
+    async def _command(self, command: bytes) -> Any:
+        """A :func:`packed` command on one of the client's pooled connections, with the
+        client's retries (a connection that failed is closed first); its reply."""
+        pool = self._async.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await conn.retry.call_with_retry(lambda: _exchange(conn, command),
+                                                    lambda _error: conn.disconnect())
+        finally:
+            await pool.release(conn)
 
     async def read_with(
         self, entity_ids: Sequence[str], keys: Sequence[str]
@@ -233,6 +270,19 @@ class RedisOnlineStore:
             return call()
         except _TRANSIENT as exc:
             raise ServiceUnavailable("redis", self.address, str(exc)) from exc
+
+
+async def _exchange(conn: Any, command: bytes) -> Any:
+    """Send ``command`` on ``conn`` and read its reply; a connection left with a reply that
+    may still arrive (an error or a cancellation between the two) is closed, never reused."""
+    try:
+        await conn.send_packed_command(command)
+        return await conn.read_response()
+    except ResponseError:  # Redis answered with an error: the connection is in order
+        raise
+    except BaseException:
+        await conn.disconnect()
+        raise
 
 
 def _decode(ids: list[str], values: Sequence[Any]) -> dict[str, EntityState | None]:

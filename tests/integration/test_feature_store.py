@@ -130,3 +130,43 @@ def test_unreachable_redis_names_the_address() -> None:
     with pytest.raises(ServiceUnavailable) as err:
         store.read_sync(["card-1"])
     assert err.value.address == "redis://127.0.0.1:1/0" and "pw" not in str(err.value)
+
+
+def test_write_loads_its_script_again_after_redis_flushed_scripts(
+    settings: Settings, redis_client
+) -> None:
+    fz = Featurizer(SPEC)
+    events = stream(60)
+    _, first = fz.featurize_batch({}, [(e, 0, i) for i, e in enumerate(events[:30])])
+    _, second = fz.featurize_batch(first, [(e, 0, 30 + i) for i, e in enumerate(events[30:])])
+    store = RedisOnlineStore(settings, SPEC)
+
+    async def write() -> dict:
+        await store.write(first)
+        redis_client.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+        await store.write(second)
+        got = await store.read(list(second))
+        await store.close()
+        return got
+
+    assert asyncio.run(write()) == second
+    assert all(redis_client.get(store.key(e)) == s.to_bytes() for e, s in second.items())
+
+
+def test_entities_with_any_unicode_id_round_trip(settings: Settings, redis_client) -> None:
+    fz = Featurizer(SPEC)
+    base = stream(3)
+    ids = ["kärt-1", "卡-2", "a b\r\n$3\r\nc"]  # the last would break a hand-packed command
+    events = [{**e, "card_id": i} for e, i in zip(base, ids, strict=True)]
+    _, states = fz.featurize_batch({}, [(e, 0, n) for n, e in enumerate(events)])
+    store = RedisOnlineStore(settings, SPEC)
+
+    async def round_trip() -> dict:
+        await store.write(states)
+        got = await store.read([*ids, "never-seen"])
+        await store.close()
+        return got
+
+    got = asyncio.run(round_trip())
+    assert got == {**states, "never-seen": None} and set(states) == set(ids)
+    assert all(redis_client.get(store.key(e)) == states[e].to_bytes() for e in ids)
