@@ -38,6 +38,11 @@ class BenchConfig:
     outcome_labels: int = 20_000
     profile_events: int = 30_000
     batch_events: int = 200_000  # precog score-batch in process (precog/bench/batch.py)
+    #: the world of the throughput section's "many entities" run: the other runs' events come
+    #: from the simulator's default (about 2,000 cards), whose batches of 2,000 events hold
+    #: about 1,100 entities; a deployment's cards are more, and each costs a state read,
+    #: featurizer set-up and write
+    many_entities: int = 100_000
     reps: int = 3
     latency_seconds: float = 15.0
     latency_warmup: float = 3.0
@@ -82,6 +87,7 @@ class Lab:
         self.template = Settings(namespace="bench", spec=spec_path,
                                  registry_dir=self.work / "registry")
         self.pool: list[tuple[bytes, bytes, bytes]] = []
+        self.many_pool: list[tuple[bytes, bytes, bytes]] = []  # of config.many_entities
         self.models: dict[str, list[int]] = {}
         self._live: list[Settings] = []
 
@@ -115,6 +121,10 @@ class Lab:
                    int(1.5 * cfg.latency_max_rate * cfg.latency_seconds) + 1)
         self.pool = generate_events(self.spec, need)
         self.echo(f"generated {len(self.pool)} events")
+        if "throughput" in cfg.sections:
+            self.many_pool = generate_events(self.spec, cfg.events, entities=cfg.many_entities)
+            self.echo(f"generated {len(self.many_pool)} events of {cfg.many_entities:,} entities"
+                      f" ({len({k for k, _, _ in self.many_pool}):,} distinct)")
 
     def ensure_pool(self, n: int) -> None:
         """At least ``n`` events in the pool; a longer pool starts with the same events (one
@@ -165,8 +175,12 @@ class Lab:
     def source(self, s: Settings) -> str:
         return s.topic(self.spec.event.topic)
 
-    def events(self, n: int) -> list[tuple[bytes, bytes]]:
-        return [(k, v) for k, v, _ in self.pool[:n]]
+    def events(self, n: int, kind: str = "") -> list[tuple[bytes, bytes]]:
+        """The first ``n`` events of the pool (of the many-entities pool for ``precog_many``)."""
+        pool = self.many_pool if kind == "precog_many" else self.pool
+        if len(pool) < n:
+            raise ValueError(f"{kind or 'the'} pool holds {len(pool)} events, not {n}")
+        return [(k, v) for k, v, _ in pool[:n]]
 
     # -- one throughput run --------------------------------------------------------
     def throughput_run(self, kind: str, n: int, challengers: int = 1) -> dict[str, Any]:
@@ -174,7 +188,7 @@ class Lab:
         ``cpu``: the cores each process used in that window (:mod:`precog.bench.cpu`)."""
         s = self.namespace(challengers)
         try:
-            bio.produce_all(s, self.source(s), self.events(n))
+            bio.produce_all(s, self.source(s), self.events(n, kind))
             if kind == "raw":
                 bio.raw_passthrough(s, self.source(s), s.topic("predictions"), n)
                 return {"events_per_s": record_rate(bio.record_timestamps(s, s.topic("predictions"),
@@ -205,6 +219,7 @@ class Lab:
 def worker_command(kind: str) -> list[str]:
     return {
         "precog": ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"],
+        "precog_many": ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"],
         "precog_index": ["precog", "worker", "--agents", "control,score,index",
                          "--loglevel", "warning"],
         "passthrough": ["precog.bench.apps", "passthrough"],
@@ -216,13 +231,14 @@ def worker_command(kind: str) -> list[str]:
     }[kind]
 
 
-def generate_events(spec: Any, n: int, seed: int = 42) -> list[tuple[bytes, bytes, bytes]]:
+def generate_events(spec: Any, n: int, seed: int = 42,
+                    entities: int | None = None) -> list[tuple[bytes, bytes, bytes]]:
     """``n`` valid events of the simulator ``spec`` names, as (key = entity id, Avro value,
-    event id)."""
+    event id); ``entities``: the world's entities (None: the simulator's default)."""
     from precog.avro import Codec
     from precog.simulate import SimConfig, simulator_for
 
-    sim = simulator_for(SimConfig(seed=seed), spec)
+    sim = simulator_for(SimConfig(seed=seed, entities=entities), spec)
     codec = Codec.for_schema(sim.spec.event.schema_name)
     ev = sim.spec.event
     out = []

@@ -25,8 +25,8 @@ PROFILE_END = "<!-- core-profile:end -->"
 
 #: what a complete report holds, per section
 REQUIRED = {
-    "throughput": ("raw", "passthrough", "precog", "precog_index", "naive", "naive_index",
-                   "quix_passthrough", "quix_naive", "ratios"),
+    "throughput": ("raw", "passthrough", "precog", "precog_many", "precog_index", "naive",
+                   "naive_index", "quix_passthrough", "quix_naive", "ratios"),
     "latency": ("rates", "floor", "max_rate"),
     "memory": ("rss_warm_bytes", "rss_end_bytes", "growth"),
     "scaling": ("workers", "speedup_2_vs_1", "challengers", "us_per_event"),
@@ -204,10 +204,15 @@ def _throughput(report: dict[str, Any]) -> list[str]:
     if not t:
         return []
     n = t["events"]
+    entities = t.get("entities", {})
     rows = [
         ("raw confluent-kafka consume -> produce", "raw"),
         ("Faust passthrough (consume -> produce, no work)", "passthrough"),
-        ("**precog** worker: Avro, Redis features, leader + challenger, Avro out", "precog"),
+        ("**precog** worker: Avro, Redis features, leader + challenger, Avro out"
+         + (f" ({entities['precog']:,} entities in the run)" if entities else ""), "precog"),
+        ("**precog** worker, the same on events of "
+         f"{entities.get('precog_many_world', 0):,} entities "
+         f"({entities.get('precog_many', 0):,} in the run)", "precog_many"),
         ("**precog** + Elasticsearch indexing (events fully indexed /s)", "precog_index"),
         ("naive: per-event Redis GET/SET, single-row predict", "naive"),
         ("naive + one Elasticsearch request per document", "naive_index"),
@@ -224,6 +229,8 @@ def _throughput(report: dict[str, Any]) -> list[str]:
             f"| precog / Faust passthrough | {_fmt(r['precog_vs_passthrough'], 2)} |",
             f"| precog / raw confluent-kafka | {_fmt(r['precog_vs_raw'], 2)} |",
             f"| Faust passthrough / raw | {_fmt(r['passthrough_vs_raw'], 2)} |",
+            *([f"| precog, many entities / precog | {_fmt(r['precog_many_vs_precog'], 2)} |"]
+              if "precog_many_vs_precog" in r else []),
             f"| precog / naive, both without Elasticsearch | {_fmt(r['precog_vs_naive'], 1)} |",
             "| precog + indexing / naive + indexing (the target's pair) | "
             f"{_fmt(r['precog_index_vs_naive_index'], 1)} |",
@@ -312,6 +319,7 @@ def _cpu(report: dict[str, Any]) -> list[str]:
     rows = [("Faust passthrough", t.get("passthrough")),
             ("Quix Streams passthrough", t.get("quix_passthrough")),
             ("precog worker (`control,score`)", t.get("precog")),
+            ("precog worker, many entities", t.get("precog_many")),
             ("precog + indexing, first to last prediction", t.get("precog_index")),
             ("precog + indexing, first scored to last indexed", t.get("precog_index_indexing")),
             ("scaling: 1 worker", sc.get("1")),

@@ -22,14 +22,15 @@ from precog.settings import Settings
 RATIOS = (("precog", "passthrough"), ("precog", "raw"), ("passthrough", "raw"),
           ("precog", "naive"), ("precog_index", "naive_index"), ("precog_index", "passthrough"),
           ("precog_index", "precog"), ("precog", "quix_passthrough"), ("precog", "quix_naive"),
-          ("quix_passthrough", "passthrough"))
+          ("quix_passthrough", "passthrough"), ("precog_many", "precog"))
 
 
 def bench_throughput(lab: Lab) -> dict[str, Any]:
-    """Rounds of raw, passthrough, precog, precog+index, naive, naive+index and the Quix
-    Streams passthrough and naive apps; ratios per round."""
+    """Rounds of raw, passthrough, precog, precog on events of many entities, precog+index,
+    naive, naive+index and the Quix Streams passthrough and naive apps; ratios per round."""
     cfg = lab.config
     plan = [("raw", cfg.events), ("passthrough", cfg.events), ("precog", cfg.events),
+            ("precog_many", cfg.events),
             ("precog_index", cfg.events), ("naive", cfg.naive_events),
             ("naive_index", cfg.naive_index_events), ("quix_passthrough", cfg.events),
             ("quix_naive", cfg.naive_events)]
@@ -49,6 +50,9 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
         return float(r[kind].get("index_events_per_s", r[kind]["events_per_s"]))
 
     out: dict[str, Any] = {"events": {k: n for k, n in plan}, "rounds": rounds}
+    out["entities"] = {"precog": len({k for k, _, _ in lab.pool[:cfg.events]}),
+                       "precog_many": len({k for k, _, _ in lab.many_pool[:cfg.events]}),
+                       "precog_many_world": cfg.many_entities}
     for kind, _ in plan:
         out[kind] = summarize([rate(kind, r) for r in rounds])
     out["precog_index_scoring"] = summarize([r["precog_index"]["events_per_s"] for r in rounds])

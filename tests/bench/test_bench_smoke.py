@@ -31,6 +31,10 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     for kind in REQUIRED["throughput"][:-1]:
         assert t[kind]["median"] > 0 and math.isfinite(t[kind]["median"]), kind
     assert t["ratios"]["precog_vs_naive"]["median"] > 0
+    # the same worker on events of a world of 100,000 entities: more of them in each batch
+    assert t["entities"]["precog_many_world"] == 100_000
+    assert t["entities"]["precog_many"] > max(t["entities"]["precog"], 0.9 * t["events"]["precog"])
+    assert t["ratios"]["precog_many_vs_precog"]["median"] > 0
     # where the CPU went: the worker's own tree and the broker's, per run and per rate
     assert t["cpu"]["precog"]["worker"]["median"] > 0 and t["cpu"]["precog"]["kafka"]["median"] > 0
     # the latency probe's receiver runs in a process of its own: below the maximum every
@@ -61,6 +65,8 @@ def test_quick_bench_writes_a_complete_report(stack, tmp_path):
     assert "**After idle.**" in page
     assert "*Floor*: the same rates" in page and "(no-work floor " in page
     assert "| Quix Streams passthrough" in page and "| precog / Quix Streams naive |" in page
+    assert "on events of 100,000 entities (" in page
+    assert "| precog, many entities / precog |" in page
 
 
 def test_core_profile_writes_profiles_and_its_own_block(stack, tmp_path):
