@@ -115,7 +115,8 @@ class RedisOnlineStore:
         # one EVALSHA per batch instead of a pipeline of SETs: redis-py builds and parses
         # each pipelined command in Python (15-19 ms for 500 keys against 4 ms here,
         # docs/benchmarks.md "Round 6"); the script is loaded again after a Redis restart
-        self._set_all_sha = hashlib.sha1(SET_ALL.encode(), usedforsecurity=False).hexdigest().encode()
+        self._set_all_sha = hashlib.sha1(SET_ALL.encode(),
+                                         usedforsecurity=False).hexdigest().encode()
         self._sync: redis.Redis | None = None
 
     def key(self, entity_id: str) -> str:
