@@ -216,10 +216,13 @@ class Lab:
             self.drop(s)
 
 
+_SCORE_WORKER = ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"]
+
+
 def worker_command(kind: str) -> list[str]:
     return {
-        "precog": ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"],
-        "precog_many": ["precog", "worker", "--agents", "control,score", "--loglevel", "warning"],
+        "precog": _SCORE_WORKER,
+        "precog_many": _SCORE_WORKER,  # the same worker, on other events
         "precog_index": ["precog", "worker", "--agents", "control,score,index",
                          "--loglevel", "warning"],
         "passthrough": ["precog.bench.apps", "passthrough"],
