@@ -88,6 +88,7 @@ class Lab:
                                  registry_dir=self.work / "registry")
         self.pool: list[tuple[bytes, bytes, bytes]] = []
         self.many_pool: list[tuple[bytes, bytes, bytes]] = []  # of config.many_entities
+        self.many_distinct = 0  # the entities of many_pool's events
         self.models: dict[str, list[int]] = {}
         self._live: list[Settings] = []
 
@@ -123,8 +124,9 @@ class Lab:
         self.echo(f"generated {len(self.pool)} events")
         if "throughput" in cfg.sections:
             self.many_pool = generate_events(self.spec, cfg.events, entities=cfg.many_entities)
+            self.many_distinct = len({k for k, _, _ in self.many_pool})
             self.echo(f"generated {len(self.many_pool)} events of {cfg.many_entities:,} entities"
-                      f" ({len({k for k, _, _ in self.many_pool}):,} distinct)")
+                      f" ({self.many_distinct:,} distinct)")
 
     def ensure_pool(self, n: int) -> None:
         """At least ``n`` events in the pool; a longer pool starts with the same events (one

@@ -324,8 +324,8 @@ def _cpu(report: dict[str, Any]) -> list[str]:
             ("precog + indexing, first scored to last indexed", t.get("precog_index_indexing")),
             ("scaling: 1 worker", sc.get("1")),
             ("scaling: 2 workers (both)", sc.get("2"))]
-    rows = [(label, u) for label, u in rows if u]
-    if not rows:
+    shown = [(label, u) for label, u in rows if u is not None and u]
+    if not shown:
         return []
     cols = ("worker", "kafka", "elasticsearch", "redis", "other", "machine", "idle")
     cores = report.get("machine", {}).get("cores", "?")
@@ -335,7 +335,7 @@ def _cpu(report: dict[str, Any]) -> list[str]:
            "*other* what no named process accounts for (the benchmark's own producer or "
            "reader, the OS), *idle* the cores left.", "",
            "| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for label, u in rows:
+    for label, u in shown:
         out.append(f"| {label} | " + " | ".join(_fmt(u.get(c), 2) for c in cols) + " |")
     return out + [""]
 

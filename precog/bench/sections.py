@@ -51,7 +51,7 @@ def bench_throughput(lab: Lab) -> dict[str, Any]:
 
     out: dict[str, Any] = {"events": {k: n for k, n in plan}, "rounds": rounds}
     out["entities"] = {"precog": len({k for k, _, _ in lab.pool[:cfg.events]}),
-                       "precog_many": len({k for k, _, _ in lab.many_pool[:cfg.events]}),
+                       "precog_many": lab.many_distinct,
                        "precog_many_world": cfg.many_entities}
     for kind, _ in plan:
         out[kind] = summarize([rate(kind, r) for r in rounds])

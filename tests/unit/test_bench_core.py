@@ -17,13 +17,22 @@ def test_idle_penalty_times_the_same_batches_busy_and_after_a_sleep(monkeypatch)
         slept.append(s)
         woke[0] = True
 
-    def fake_pass(spec, models, values, batch, reference=True):
+    built: list[object] = []
+    given: list[object] = []
+
+    def fake_parts(spec, models):
+        built.append(object())
+        return built[-1]
+
+    def fake_pass(spec, models, values, batch, reference=True, parts=None):
         seen.append(values)
+        given.append(parts)
         cost = 0.003 if woke[0] else 0.001  # 3 ms right after a sleep, 1 ms back to back
         woke[0] = False
         return {"decode": cost, "encode": 0.0}
 
     monkeypatch.setattr(core, "core_pass", fake_pass)
+    monkeypatch.setattr(core, "CoreParts", fake_parts)
     monkeypatch.setattr(core.time, "sleep", fake_sleep)
     values = [bytes([i]) for i in range(45)]
     got = core.idle_penalty(None, None, values, batch=20, idle=0.02, rounds=3)
@@ -31,6 +40,8 @@ def test_idle_penalty_times_the_same_batches_busy_and_after_a_sleep(monkeypatch)
     # after-idle batch only
     assert seen == [values[:20], values[20:40]] * 6
     assert slept == [0.02] * 6
+    # the featurizer, reader and writer are built once, not after each sleep
+    assert len(built) == 1 and given == built * 12
     assert got == {"batch": 20, "idle_s": 0.02, "batches": 2, "rounds": 3,
                    "busy_ms_per_batch": 1.0, "after_idle_ms_per_batch": 3.0, "ratio": 3.0,
                    "penalty_ms": 2.0}
