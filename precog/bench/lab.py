@@ -23,6 +23,31 @@ SECTIONS = ("throughput", "latency", "memory", "scaling", "outcome", "core", "ba
 #: ``--quick``: the events/s the latency section's 25/50/75% are taken of (``--max-rate``
 #: overrides)
 QUICK_LATENCY_MAX_RATE = 4_000.0
+#: the latency section's offered rates, as fractions of the maximum (``--fractions``)
+LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def latency_fractions(text: str) -> tuple[float, ...]:
+    """``--fractions``: comma-separated fractions of the maximum in (0, 1], sorted, each once.
+
+    >>> latency_fractions("0.3, 0.1,0.2,0.1")
+    (0.1, 0.2, 0.3)
+    >>> latency_fractions("0.5,2")
+    Traceback (most recent call last):
+    ...
+    ValueError: --fractions takes fractions of the maximum rate in (0, 1], e.g. 0.1,0.2,0.3; got '2'
+    """
+    out = set()
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            f = float(part)
+        except ValueError:
+            f = float("nan")
+        if not 0 < f <= 1:  # also NaN
+            raise ValueError("--fractions takes fractions of the maximum rate in (0, 1], e.g."
+                             f" 0.1,0.2,0.3; got {part!r}")
+        out.add(f)
+    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
@@ -47,6 +72,7 @@ class BenchConfig:
     latency_seconds: float = 15.0
     latency_warmup: float = 3.0
     latency_max_rate: float = 0.0  # 0: the throughput section's precog median
+    latency_fractions: tuple[float, ...] = LATENCY_FRACTIONS
     history_events: int = 12_000
     quick: bool = False
     sections: tuple[str, ...] = SECTIONS
@@ -118,8 +144,9 @@ class Lab:
         need = max(cfg.events, cfg.memory_events if "memory" in cfg.sections else 0,
                    cfg.scaling_events, cfg.challenger_events, cfg.profile_events,
                    cfg.batch_events if "batch" in cfg.sections else 0, 50_000,
-                   # the latency rates: 25 + 50 + 75% of the maximum, latency_seconds each
-                   int(1.5 * cfg.latency_max_rate * cfg.latency_seconds) + 1)
+                   # the latency rates: each fraction of the maximum, latency_seconds each
+                   int(sum(cfg.latency_fractions) * cfg.latency_max_rate
+                       * cfg.latency_seconds) + 1)
         self.pool = generate_events(self.spec, need)
         self.echo(f"generated {len(self.pool)} events")
         if "throughput" in cfg.sections:

@@ -74,16 +74,13 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[k]
 
 
-#: the latency section's offered rates, as fractions of the maximum
-LATENCY_FRACTIONS = (0.25, 0.5, 0.75)
-
-
 def bench_latency(lab: Lab, max_rate: float) -> dict[str, Any]:
-    """p50/p95/p99 produce -> prediction received, at 25/50/75% of ``max_rate``; and the same
-    rates through the floor (:mod:`precog.bench.floor`: a Kafka hop that does no work), in
-    every round right after the worker's."""
+    """p50/p95/p99 produce -> prediction received, at the configured fractions of
+    ``max_rate`` (25/50/75% unless ``--fractions``); and the same rates through the floor
+    (:mod:`precog.bench.floor`: a Kafka hop that does no work), in every round right after
+    the worker's."""
     cfg = lab.config
-    fractions = LATENCY_FRACTIONS
+    fractions = tuple(cfg.latency_fractions)
     runs: dict[str, dict[float, list[dict[str, Any]]]] = {
         kind: {f: [] for f in fractions} for kind in ("precog", "floor")}
     # the maximum may be known only now (the throughput section's): enough events for all rates
@@ -115,7 +112,7 @@ def _probe_rates(lab: Lab, kind: str, max_rate: float, r: int) -> list[dict[str,
         sampler.start()
         probe = bio.LatencyProbe(s, lab.source(s), s.topic("predictions"))
         start = 0
-        for f in LATENCY_FRACTIONS:
+        for f in cfg.latency_fractions:
             rate = f * max_rate
             count = int(rate * cfg.latency_seconds)
             events = lab.pool[start:start + count]

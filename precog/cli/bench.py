@@ -30,6 +30,9 @@ def bench(
                                    " 4000)"),
     latency_seconds: float = typer.Option(0.0, help="latency: seconds per offered rate"
                                           " (default 15, quick 3)"),
+    fractions: str = typer.Option("", help="latency: the offered rates as comma-separated"
+                                  " fractions of the maximum (default 0.25,0.5,0.75); e.g."
+                                  " 0.1,0.2,0.3,0.4 to find the rate a p99 budget allows"),
     sections: str = typer.Option(
         "throughput,latency,memory,scaling,outcome,core,batch,mlserver,profile",
         help="comma-separated sections"
@@ -43,6 +46,7 @@ def bench(
         "page; --sections is not used)"),
 ) -> None:
     """Run the benchmarks; every number is a median of several runs with its spread."""
+    from precog.bench.lab import latency_fractions
     from precog.bench.runner import SECTIONS, BenchConfig, run_bench, run_core_profile
 
     chosen = tuple(s.strip() for s in sections.split(",") if s.strip())
@@ -66,6 +70,11 @@ def bench(
         overrides["latency_max_rate"] = max_rate
     if latency_seconds:
         overrides["latency_seconds"] = latency_seconds
+    if fractions:
+        try:
+            overrides["latency_fractions"] = latency_fractions(fractions)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     config = (BenchConfig.quick_config(**overrides) if quick
               else BenchConfig(**overrides))  # type: ignore[arg-type]
     if doc is None:
