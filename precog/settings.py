@@ -393,8 +393,8 @@ class WorkerSettings(BaseModel):
         "the worker's group (services/watchdog.py)"
     )
     drain_seconds: float = Field(
-        10.0, ge=0, description="seconds a graceful stop waits for the score agent's batch in "
-        "flight to finish and commit before it abandons it (redelivered)"
+        10.0, ge=0, description="seconds a graceful stop waits for the score and index "
+        "agents' batches in flight to finish and commit before it abandons them (redelivered)"
     )
     stall_seconds: float = Field(
         60.0, ge=10, description="seconds the broker may answer while the worker's "
@@ -437,14 +437,14 @@ class LifecycleSettings(BaseModel):
 class KibanaSettings(BaseModel):
     """Kibana, for importing the saved objects (Kibana does not run on the local stack)."""
 
-    url: str = "http://127.0.0.1:5601"
-    space: str | None = None
+    url: str = Field("http://127.0.0.1:5601", description="Kibana base URL")
+    space: str | None = Field(None, description="Kibana space id (default space if unset)")
     username: str | None = None
     password: SecretStr | None = None
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="encoded API key (id:key base64)")
     ca_certs: Path | None = None
     verify_certs: bool = True
-    timeout: float = 30.0
+    timeout: float = Field(30.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -15,8 +15,6 @@ from typing import Annotated, Any
 
 import typer
 import urllib3
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from precog.dashboards import (
     DEFAULT_NAMESPACE,
@@ -29,34 +27,10 @@ from precog.dashboards import (
     load_templates,
 )
 from precog.errors import ConfigError, PrecogError, ServiceUnavailable
-from precog.settings import get_settings
+from precog.settings import KibanaSettings, get_settings
 from precog.spec import PipelineSpec, load_spec
 
 app = typer.Typer(help="Kibana saved objects: export, check, import.", no_args_is_help=True)
-
-
-class KibanaSettings(BaseSettings):
-    """Where Kibana is and how to authenticate (``PRECOG_KIBANA_*``); secrets only from
-    the environment. Meant to become the ``kibana`` section of :class:`Settings`."""
-
-    model_config = SettingsConfigDict(env_prefix="PRECOG_KIBANA_", frozen=True,
-                                      extra="ignore")
-
-    url: str = Field("http://127.0.0.1:5601", description="Kibana base URL")
-    space: str | None = Field(None, description="Kibana space id (default space if unset)")
-    username: str | None = None
-    password: SecretStr | None = None
-    api_key: SecretStr | None = Field(None, description="encoded API key (id:key base64)")
-    ca_certs: Path | None = None
-    verify_certs: bool = True
-    timeout: float = Field(30.0, gt=0)
-
-
-def kibana_settings() -> KibanaSettings:
-    """The Kibana section of the settings, from ``Settings.kibana`` once it exists there,
-    else read from ``PRECOG_KIBANA_*`` here."""
-    section = getattr(get_settings(), "kibana", None)
-    return KibanaSettings.model_validate(section.model_dump()) if section else KibanaSettings()
 
 
 # ---------------------------------------------------------------------------- import: pure
@@ -259,7 +233,7 @@ def import_cmd(
     if file is not None and not file.exists():
         raise ConfigError(f"no such file: {file}")
     given = {k: v for k, v in {"url": url, "space": space, "username": username}.items() if v}
-    cfg = kibana_settings().model_copy(update=given)
+    cfg = get_settings().kibana.model_copy(update=given)
     if file is not None:
         ndjson = file.read_bytes()
     else:
