@@ -400,8 +400,10 @@ class Featurizer:
         An item with partition :data:`DIRECT_PARTITION` (an event scored by ``precog serve``)
         is recorded by its event id instead (:attr:`EntityState.direct`), and a topic's item
         by its event id too (:attr:`EntityState.streamed`), besides the watermark: an item
-        whose event id the entity's state holds (:meth:`EntityState.holds`; a topic's item:
-        in ``direct``) does not update the state, in either order.
+        whose event id the entity's state holds (:meth:`EntityState.holds`) does not update
+        the state, in either order; so neither does a topic's item whose event id its entity
+        applied at another offset (a producer's re-send) among its last
+        :data:`STREAMED_IDS_KEPT` events off the topic.
         """
         return self._featurize_columns(states, items, watermark=True)
 
@@ -508,8 +510,8 @@ class Featurizer:
                     part = parts[partition]
                     if w.stored and w.applied.get(part, -1) >= offset:
                         continue  # a redelivery: the state already contains this event
-                    if w.direct and event_id in w.direct:
-                        continue  # applied already, off the topic (precog serve)
+                    if event_id in w.streamed or (w.direct and event_id in w.direct):
+                        continue  # applied already: at another offset (a re-send) or by serve
                     w.applied[part] = offset
                     streamed = w.streamed
                     streamed.append(event_id)

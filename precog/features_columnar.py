@@ -17,7 +17,8 @@ The chain is the per-event one only while nothing of it is special, so an entity
 through :meth:`Featurizer.featurize_columns` itself (from its start state, or from its
 state at the step where few chains are left, ``TAIL``) when it has items of ``precog
 serve`` (:data:`DIRECT_PARTITION`) or direct ids in its state, when an item would be taken
-for a redelivery (its offset not above its entity's watermark), when its state holds a
+for a redelivery (its offset not above its entity's watermark) or for a re-send (an event
+id twice in the entity's items, or one its state's streamed ids hold), when its state holds a
 novelty list with a value twice or longer than the feature's capacity, or when a time is
 beyond 2**52 ms. Entities are independent, so each row's features are the same either way.
 
@@ -315,10 +316,32 @@ class ColumnarChain:
             r = int(rows[ci])
             if r >= 0 and self.stored[r] and self.applied[r].get(str(pi), -1) >= oi:
                 special[ci] = True
+        for ci in self._resent(ch, rows):
+            special[ci] = True
         for ci in np.flatnonzero(special & ~slow).tolist():
             self._to_objects(ch.entities[ci])
             rows[ci], slow[ci] = -1, True
         return rows, slow
+
+
+    def _resent(self, ch: _Chunk, rows: np.ndarray) -> list[int]:
+        """The chunk entities with an event id applied already: twice in the chunk, or among
+        the ids their state keeps (a producer's re-send at another offset)."""
+        ids = [ch.event_id(i) for i in range(ch.n)]
+        codes = ch.entity_codes.tolist()
+        found: set[int] = set()
+        pairs = list(zip(codes, ids, strict=True))
+        if len(set(pairs)) < ch.n:
+            seen: set[tuple[int, str]] = set()
+            for pair in pairs:
+                if pair in seen:
+                    found.add(pair[0])
+                seen.add(pair)
+        kept = {c: self.streamed[r] for c, r in enumerate(rows.tolist())
+                if r >= 0 and self.streamed[r]}
+        if kept:
+            found.update(c for c, e in pairs if c in kept and e in kept[c])
+        return sorted(found)
 
 
 class _Chunk:

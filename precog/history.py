@@ -372,8 +372,30 @@ def read_history(directory: Path | str, spec: PipelineSpec | None = None
     if spec is None:
         return _read_as_written(d / EVENTS_FILE), _read_as_written(d / OUTCOMES_FILE)
     events = read_avro(d / EVENTS_FILE, Codec.for_schema(spec.event.schema_name))
+    _unique_ids(d / EVENTS_FILE, events, spec.event.id_field)
     outcomes = read_avro(d / OUTCOMES_FILE, Codec.for_schema(spec.outcome.schema_name))
     return events, outcomes
+
+
+def _unique_ids(path: Path, events: list[dict[str, Any]], id_field: str) -> None:
+    """Raise a :class:`ConfigError` naming the first event id that appears twice.
+
+    The stream applies an event id to its entity's state once (a re-send at another offset
+    is not counted again, docs/features.md), so a history with an id twice would train on
+    features the stream never computes.
+
+    >>> try:
+    ...     _unique_ids(Path("h/events.avro"), [{"id": "a"}, {"id": "b"}, {"id": "a"}], "id")
+    ... except ConfigError as exc:
+    ...     print(exc)
+    h/events.avro: event id 'a' appears twice (records 0 and 2): a history holds each event once
+    """
+    first: dict[Any, int] = {}
+    for i, event in enumerate(events):
+        seen = first.setdefault(event[id_field], i)
+        if seen != i:
+            raise ConfigError(f"{path}: event id {event[id_field]!r} appears twice (records "
+                              f"{seen} and {i}): a history holds each event once")
 
 
 def _read_as_written(path: Path) -> list[dict[str, Any]]:

@@ -56,7 +56,14 @@ class WorkerMetrics:
             "precog_dead_letters", "Records sent to the DLQ", ["stage", "error_class"], registry=r
         )
         self.documents_indexed = Counter(
-            "precog_documents_indexed", "Documents acknowledged by Elasticsearch", ["index"],
+            "precog_documents_indexed",
+            "Documents acknowledged by Elasticsearch (created, or held already: see "
+            "precog_documents_existing)", ["index"], registry=r,
+        )
+        self.documents_existing = Counter(
+            "precog_documents_existing",
+            "Documents Elasticsearch held already (409 on create): a redelivered prediction,"
+            " or a prediction id indexed before (an event id seen again)", ["index"],
             registry=r,
         )
         self.index_retries = Counter(

@@ -62,6 +62,7 @@ class BulkOutcome:
     """What Elasticsearch said about each document of one request."""
 
     acknowledged: int = 0
+    existing: int = 0  #: of the acknowledged, those Elasticsearch held already (409)
     retry: list[BulkDoc] = field(default_factory=list)
     rejected: list[tuple[BulkDoc, str]] = field(default_factory=list)
 
@@ -98,7 +99,8 @@ def _reader(codec: Codec) -> PredictionReader:
 def classify(docs: Sequence[BulkDoc], response: dict[str, Any]) -> BulkOutcome:
     """Sort a bulk response's items (in request order) into acknowledged, retry, rejected.
 
-    409 on ``create`` means the document already exists: a redelivery, acknowledged.
+    409 on ``create`` means the document already exists (a redelivery, or a prediction id
+    indexed before): acknowledged, and counted as ``existing``.
 
     >>> docs = [BulkDoc(str(i), b"", b"") for i in range(4)]
     >>> out = classify(docs, {"errors": True, "items": [
@@ -106,8 +108,10 @@ def classify(docs: Sequence[BulkDoc], response: dict[str, Any]) -> BulkOutcome:
     ...     {"create": {"status": 429}},
     ...     {"create": {"status": 400, "error": {"type": "document_parsing_exception",
     ...                                          "reason": "bad"}}}]})
-    >>> out.acknowledged, [d.doc_id for d in out.retry], [(d.doc_id, r) for d, r in out.rejected]
-    (2, ['2'], [('3', 'document_parsing_exception: bad')])
+    >>> out.acknowledged, out.existing, [d.doc_id for d in out.retry]
+    (2, 1, ['2'])
+    >>> [(d.doc_id, r) for d, r in out.rejected]
+    [('3', 'document_parsing_exception: bad')]
     >>> classify(docs, {"errors": False}).acknowledged
     4
     """
@@ -123,6 +127,7 @@ def classify(docs: Sequence[BulkDoc], response: dict[str, Any]) -> BulkOutcome:
         status = int(info.get("status", 0))
         if status < 300 or status == 409:
             out.acknowledged += 1
+            out.existing += status == 409
         elif status in RETRYABLE_STATUS:
             out.retry.append(doc)
         else:
@@ -194,9 +199,14 @@ async def bulk_until_acknowledged(
             # while this process is free to decode the next batch
             chunks = [pending[at:at + cfg.request_docs]
                       for at in range(0, len(pending), cfg.request_docs)]
+            existing = 0
             for outcome in await asyncio.gather(*(_send(rt, chunk) for chunk in chunks)):
                 retry += outcome.retry
                 rejected += outcome.rejected
+                existing += outcome.existing
+            if existing:
+                rt.metrics.documents_existing.labels(rt.settings.index("predictions")).inc(
+                    existing)
         except (ConnectionError, ConnectionTimeout, ApiError) as exc:
             status = getattr(getattr(exc, "meta", None), "status", None)
             if isinstance(exc, ApiError) and status not in RETRYABLE_STATUS:

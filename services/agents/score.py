@@ -258,7 +258,8 @@ class StateChain:
     def begin(self) -> _Slot:
         """A place for the next batch, behind every batch begun before it."""
         last = self._last
-        slot = _Slot(self._seq, last and last.featurized, last and last.written)
+        slot = _Slot(self._seq, last.featurized if last else None,
+                     last.written if last else None)
         self._seq += 1
         self._open += 1
         self._last = slot

@@ -87,8 +87,13 @@ def test_every_document_is_created_once_and_a_redelivery_keeps_what_the_join_add
     # the join adds the outcome; then the whole batch is delivered again
     es_client.update(index=index, id=docs[0].doc_id, doc={"outcome_label": 1},
                      refresh=True)
+    def existing() -> float | None:
+        return rt.metrics.registry.get_sample_value("precog_documents_existing_total",
+                                                    {"index": index})
+    assert existing() is None
     again, _ = build_docs(rt, events)
     assert asyncio.run(_index(rt, again)) == []  # 409s are acknowledged
+    assert existing() == 50  # and counted: the index holds 50, not 100
     es_client.indices.refresh(index=index)
     assert es_client.count(index=index)["count"] == 50
     assert es_client.get(index=index, id=docs[0].doc_id)["_source"]["outcome_label"] == 1

@@ -115,7 +115,9 @@ def reference_batch(
         rows.append(values)
         ages.append(age)
         if state is not None and state.applied.get(str(partition), -1) >= offset:
-            continue
+            continue  # a redelivery
+        if state is not None and str(event[spec.event.id_field]) in state.streamed:
+            continue  # a re-send at another offset
         new.applied[str(partition)] = offset
         new.streamed = [*new.streamed, str(event[spec.event.id_field])][-STREAMED_IDS_KEPT:]
         changed[entity] = new

@@ -455,6 +455,28 @@ def test_the_stream_records_its_event_ids_in_the_batch_and_bounded(spec: Pipelin
     assert fz.featurize_columns({"card-1": once}, [(e, 0, 1)]).changed == {}
 
 
+def test_an_event_resent_at_another_offset_moves_its_state_once(spec: PipelineSpec) -> None:
+    """A producer's re-send (the same event id at a new offset, in the same or another
+    partition) is scored from the state that holds it and does not count twice."""
+    fz = Featurizer(spec)
+    e1, e2 = tx("e1", H, 10.0), tx("e2", 2 * H, 20.0, merchant="m2")
+    once = fz.featurize_columns({}, [(e1, 0, 3), (e2, 0, 4)]).changed["card-1"]
+    for again in [(e1, 0, 9), (e1, 1, 0), ({**e2, "amount": 999.0}, 2, 7)]:
+        resent = fz.featurize_columns({"card-1": once}, [again])
+        assert resent.changed == {}
+    # within one batch: the second copy sees the state with the first in it
+    both = fz.featurize_columns({}, [(e1, 0, 3), (e2, 0, 4), (e1, 3, 50)])
+    assert both.changed["card-1"] == once
+    assert reference_batch(spec, {}, [(e1, 0, 3), (e2, 0, 4), (e1, 3, 50)])[2] == both.changed
+    row = as_dict(fz, both.X[2].tolist())
+    assert row == as_dict(fz, fz.featurize_columns({"card-1": once}, [(e1, 1, 0)]).X[0].tolist())
+    # the ids kept are the last STREAMED_IDS_KEPT: a re-send after more events applies again
+    later = [(tx(f"x{i}", 3 * H + i, 1.0), 0, 5 + i) for i in range(STREAMED_IDS_KEPT)]
+    moved = fz.featurize_columns({"card-1": once}, later).changed["card-1"]
+    assert "e1" not in moved.streamed
+    assert fz.featurize_columns({"card-1": moved}, [(e1, 0, 99)]).changed != {}
+
+
 def test_a_state_without_direct_events_keeps_its_bytes_and_the_ids_are_bounded(
         spec: PipelineSpec) -> None:
     fz = Featurizer(spec)

@@ -138,6 +138,25 @@ def test_start_states_watermarks_and_redeliveries_of_a_topic(spec: PipelineSpec)
                   [(e, k % 2, 10_000 + k) for k, (e, _, _) in enumerate(items[900:1600])]])
 
 
+def test_events_resent_at_other_offsets_in_a_chunk_and_across_chunks(
+        spec: PipelineSpec) -> None:
+    fz = Featurizer(spec)
+    events = random_stream(6, 3000, n_cards=TAIL * 8)
+    rng = random.Random(8)
+    items: list[Item] = [(e, 0, i) for i, e in enumerate(events)]
+    # re-sends of earlier events at new offsets: soon after (the same chunk), much later
+    # (the next chunks, while the state still keeps the id) and long after (applied again)
+    for n, k in enumerate(sorted(rng.sample(range(100, 2900), 60))):
+        back = rng.choice([1, 3, 40, 400, 2000])
+        items.insert(k + n, (events[max(0, k - back)], 1, 10_000 + n))
+    chain = run_both(fz, chunked(items, random.Random(3), 150, 700))
+    assert chain.row  # the other chains still ran as arrays
+    starts = {"card-1": EntityState(last_time=1_700_000_000_000, streamed=["s-1", "s-2"])}
+    resent = [(tx("s-1", 1_700_000_050_000, 5.0), 0, 1),
+              (tx("s-3", 1_700_000_060_000, 6.0), 0, 2)]
+    run_both(fz, [items[:400] + resent], starts=starts)
+
+
 def test_states_the_arrays_do_not_hold(spec: PipelineSpec) -> None:
     fz = Featurizer(spec)
     events = random_stream(17, 2000, n_cards=60)

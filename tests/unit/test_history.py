@@ -84,6 +84,19 @@ def test_bad_files_are_one_line_naming_file_record_and_field(good: Path, tmp_pat
     with pytest.raises(ConfigError, match=r"record 0: field amount: '12 EUR' is not double$"):
         check_history(tmp_path, SPEC)
 
+    resent = {"n": 0}
+
+    def second_copy(r: dict) -> dict:  # record 3 again in place of record 7
+        resent["n"] += 1
+        return first[3] if resent["n"] == 8 else r
+    with open(good / "events.avro", "rb") as f:
+        first = list(fastavro.reader(f))
+    _rewrite(good, tmp_path, "events.avro", _avsc("transaction"), second_copy)
+    with pytest.raises(ConfigError) as err:
+        check_history(tmp_path, SPEC)
+    assert str(err.value) == (f"{tmp_path / 'events.avro'}: event id {first[3]['event_id']!r}"
+                              " appears twice (records 3 and 7): a history holds each event once")
+
     shutil.copy(good / "events.avro", tmp_path / "events.avro")
     outcome = _avsc("outcome")
     _rewrite(good, tmp_path, "outcomes.avro", outcome, lambda r: {**r, "label": 2})
