@@ -208,15 +208,25 @@ class Monitor:
         self.lags[group] = int(lag)
 
     # -- output --------------------------------------------------------------------
-    def tick(self, now: int, watermark: int | None = None) -> TickOutput:
+    def tick(self, now: int, watermark: int | None = None, *,
+             horizon: int | None = None) -> TickOutput:
         """Everything to publish at wall time ``now``: metrics, closed health windows, new
-        alerts. ``watermark`` (event time) moves the monitor's watermark on if larger."""
+        alerts. ``watermark`` (event time) moves the monitor's watermark on if larger.
+
+        ``horizon`` (the agent gives its wall clock) is the latest event time the clocks may
+        reach: an event dated ahead of it (within the validation's allowed skew) is counted
+        in its own window, but closes no window and evicts no label before its time.
+        """
         self.now = now
         wm = self.watermark if watermark is None else max(self.watermark, watermark)
+        if horizon is not None:
+            wm = min(wm, horizon)
         ns = self.config.namespace
         out = TickOutput(metrics=[*self.metrics.snapshot(ns, now, clock=wm),
                                   *self.estimates.records(ns, now)])
         closing = self.closing_clock.at(now, wm, self.records)
+        if horizon is not None:
+            closing = min(closing, horizon)
         for vw in self.volume.close(closing):
             out.health.append(vw.doc(ns, now))
             if vw.alert:

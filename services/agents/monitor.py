@@ -158,7 +158,8 @@ class MonitorAgent:
     async def tick(self) -> None:
         """Publish what the monitor computed; waits while Kafka is down, defers while ES is."""
         self.observe_lag()
-        out = self.monitor.tick(now_ms())
+        now = now_ms()
+        out = self.monitor.tick(now, horizon=now)
         for alert in out.alerts:
             log.warning("ALERT %s: %s", alert["kind"], alert["message"])
         s = self.rt.settings

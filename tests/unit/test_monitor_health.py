@@ -193,3 +193,28 @@ def test_a_replay_closes_windows_by_the_watermark_and_the_last_ones_after_it_end
         assert out.alerts == []
     assert sorted((start, received) for _, start, received in seen) == sorted(truth.items())
     assert len(truth) == 50 and [start for _, start, _ in seen[-2:]] == [48 * W, 49 * W]
+
+
+@pytest.mark.parametrize("horizon", [True, False])
+def test_an_event_dated_ahead_of_the_wall_clock_closes_no_window_before_its_time(horizon):
+    """Events 20 h and 23 h ahead (within the allowed skew) after a steady stream: with the
+    wall clock as the horizon (as the agent ticks) their windows stay open and nothing
+    alerts; without one, the watermark jumps and the 20 h window, one event, alerts."""
+    mon = Monitor(MonitorConfig("t", volume_window_ms=W, volume_grace_ms=W, min_ratio=0.8))
+    base = WALL // W * W
+    start = base - 8 * W
+    for t in np.sort(np.random.default_rng(3).integers(start, base, 800)):
+        mon.on_event("transactions", int(t))
+    ahead = WALL + 20 * 3_600_000
+    mon.on_event("transactions", ahead)
+    mon.on_event("transactions", ahead + 3 * 3_600_000)  # and one later still
+    alerts, judged = [], []
+    for i in range(12):  # a minute of ticks at wall speed
+        now = WALL + i * TICK
+        out = mon.tick(now=now, horizon=now if horizon else None)
+        alerts += [a for a in out.alerts if a["kind"] == "volume"]
+        judged += [s for s, _ in _docs(out)]
+    if horizon:
+        assert alerts == [] and sorted(judged) == list(range(start, base, W))  # once each
+    else:
+        assert [a["window"] for a in alerts] == [f"{ahead // W * W}-{ahead // W * W + W}"]
