@@ -62,6 +62,25 @@ def main() -> None:
         typer.secho(f"precog: error: {validation_message(exc)}", fg=typer.colors.RED,
                     err=True)
         sys.exit(2)
+    except OSError as exc:  # a path that cannot be read or written, named with the reason
+        typer.secho(f"precog: error: {os_error_line(exc)}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("precog: interrupted", err=True)
         sys.exit(130)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the path(s) and the reason.
+
+    >>> os_error_line(FileNotFoundError(2, "No such file or directory", "/proc/x/out.avro"))
+    '/proc/x/out.avro: No such file or directory'
+    >>> os_error_line(OSError(18, "Invalid cross-device link", "a", None, "b"))
+    'a -> b: Invalid cross-device link'
+    >>> os_error_line(ConnectionRefusedError("connection refused"))
+    'ConnectionRefusedError: connection refused'
+    """
+    if exc.filename is None:
+        return f"{type(exc).__name__}: {exc}"
+    where = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{where}: {exc.strerror or exc}"

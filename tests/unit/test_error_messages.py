@@ -109,3 +109,12 @@ def test_a_command_prints_no_dependency_warning_at_start() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr
+
+
+def test_a_path_that_cannot_be_written_is_one_line_naming_it(tmp_path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    out = a_file / "x.ndjson"  # under a file: its directory cannot be made
+    res = _precog("kibana", "export", "--out", str(out))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [f"precog: error: {a_file}: File exists"]
