@@ -285,10 +285,9 @@ class Codec:
             )
         except Exception as exc:  # truncated or corrupt body
             at = body.tell()
-            early = " (the body ends early)" if at >= len(data) else ""
             raise DecodeError(
-                f"corrupt {self.writer.label} record at byte {at} of {len(data)}{early}:"
-                f" {_describe(exc)}"
+                f"corrupt {self.writer.label} record at byte {at} of {len(data)}"
+                f"{_what_broke(exc, at >= len(data))}: {_describe(exc)}"
             ) from exc
         extra = len(data) - body.tell()
         if extra:
@@ -296,6 +295,33 @@ class Codec:
                 f"trailing bytes: {extra} after a valid record ({self.writer.label})"
             )
         return record
+
+
+_EXPECTED = re.compile(r"Expected (-?\d+) bytes, read (\d+)")
+
+
+def _what_broke(exc: BaseException, at_end: bool) -> str:
+    """Why fastavro stopped, where its own message misleads: a negative or an impossible
+    length (a corrupt length prefix), or a read past the end (the body ends early).
+
+    >>> _what_broke(EOFError("Expected -5 bytes, read 105"), True)
+    ' (a negative length, -5: a corrupt length prefix)'
+    >>> _what_broke(EOFError("Expected 1152921504606846976 bytes, read 99"), True)
+    ' (a length of 1152921504606846976 bytes with 99 left: a corrupt length or a truncated body)'
+    >>> _what_broke(EOFError("Expected 4 bytes, read 2"), True)
+    ' (the body ends early)'
+    >>> _what_broke(IndexError("string index out of range"), True), _what_broke(KeyError(1), False)
+    (' (the body ends early)', '')
+    """
+    found = _EXPECTED.search(str(exc)) if isinstance(exc, EOFError) else None
+    if found is not None:
+        wanted, left = int(found[1]), int(found[2])
+        if wanted < 0:
+            return f" (a negative length, {wanted}: a corrupt length prefix)"
+        if wanted > left + 1024:
+            return (f" (a length of {wanted} bytes with {left} left: a corrupt length or a"
+                    " truncated body)")
+    return " (the body ends early)" if at_end else ""
 
 
 def _describe(exc: BaseException) -> str:

@@ -27,16 +27,21 @@ from precog.monitor.health import WindowCount, WindowedCounts
 
 
 def check_name(failure: Any) -> str:
-    """``field.check`` of a ``CheckFailure``-like object or a plain string.
+    """``field.check`` of a ``CheckFailure``-like object or a plain string; a check already
+    named with its field (as :mod:`precog.validation` names them) keeps its name.
 
-    >>> check_name("decode")
-    'decode'
+    >>> from types import SimpleNamespace
+    >>> from precog.validation import CheckFailure
+    >>> check_name("decode"), check_name(CheckFailure("amount", "amount.finite", "nan"))
+    ('decode', 'amount.finite')
+    >>> check_name(SimpleNamespace(field="amount", check="min"))
+    'amount.min'
     """
     if isinstance(failure, str):
         return failure
     field_ = getattr(failure, "field", None)
-    check = getattr(failure, "check", str(failure))
-    return f"{field_}.{check}" if field_ else str(check)
+    check = str(getattr(failure, "check", failure))
+    return f"{field_}.{check}" if field_ and not check.startswith(f"{field_}.") else check
 
 
 def source_of_topic(topic: str, namespace: str) -> str:

@@ -91,8 +91,9 @@ def test_a_record_of_another_schema_is_refused_not_misread():
         (lambda d: d[:-3], "corrupt precog.outcomes.Outcome/v1 record at byte 16 of 16"
                            " (the body ends early): EOFError: Expected 3 bytes, read 0"),
         (lambda d: d[:10] + b"\x01" + d[11:], "corrupt precog.outcomes.Outcome/v1 record at"
-                                            " byte 19 of 19 (the body ends early): EOFError:"
-                                            " Expected -1 bytes, read 8"),
+                                            " byte 19 of 19 (a negative length, -1: a corrupt"
+                                            " length prefix): EOFError: Expected -1 bytes,"
+                                            " read 8"),
     ],
 )
 def test_each_undecodable_value_has_its_own_reason(cut, reason):
