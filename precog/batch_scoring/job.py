@@ -14,6 +14,7 @@ earlier row), then writes from there on: each row exactly once.
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ from typing import Any
 from precog.avro import Codec
 from precog.batch_scoring import checkpoint as ckpts
 from precog.batch_scoring.chunks import ChunkScorer, reject_line, take_rows
-from precog.batch_scoring.sinks import AvroSink, ParquetSink, RejectsSink
+from precog.batch_scoring.sinks import PART, AvroSink, ParquetSink, RejectsSink
 from precog.batch_scoring.sources import Chunk, FileSource, TopicRange, TopicSource
 from precog.batch_scoring.state import StateStart, write_snapshot
 from precog.errors import ConfigError
@@ -39,6 +40,17 @@ from precog.settings import Settings
 from precog.spec import PipelineSpec
 
 OUT_FORMATS = ("parquet", "avro")
+
+
+def max_model_threads() -> int:
+    """The most prediction threads this process may run: the CPUs it may use (OpenMP's own
+    bound, which the compiled trees refuse to exceed), or ``OMP_NUM_THREADS`` if lower."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return min(cpus, int(omp)) if omp.isdigit() and int(omp) > 0 else cpus
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,10 @@ class BatchRequest:
         if self.model_threads < 0:
             raise ConfigError(f"--model-threads must be 0 (all cores) or more, not"
                               f" {self.model_threads}")
+        if self.model_threads > max_model_threads():
+            raise ConfigError(f"--model-threads {self.model_threads}: at most"
+                              f" {max_model_threads()} here (the CPUs this process may use;"
+                              f" 0 uses them all)")
         if self.chunk_size < 1:
             raise ConfigError(f"--chunk-size must be at least 1, not {self.chunk_size}")
         if self.max_chunks is not None and self.max_chunks < 1:
@@ -78,9 +94,23 @@ class BatchRequest:
             raise ConfigError(f"--format {self.out_format!r}: parquet or avro")
         if (self.state == "snapshot") != (self.snapshot is not None):
             raise ConfigError("--from-snapshot needs its file")
+        if self.snapshot is not None and not self.snapshot.is_file():
+            raise ConfigError(f"--from-snapshot {self.snapshot}: "
+                              + ("a directory, not a snapshot file" if self.snapshot.is_dir()
+                                 else "no such file"))
+        if self.models is not None:
+            _check_models(self.models)
         if self.input is not None and self.input.resolve() in {
                 p.resolve() for p in (self.out, self.checkpoint_path, self.rejects_path)}:
             raise ConfigError(f"--out {self.out} would overwrite --input {self.input}")
+
+    @property
+    def input_name(self) -> str:
+        """The input as the command line names it."""
+        if self.input is not None:
+            return f"--input {self.input}"
+        assert self.topic is not None
+        return f"--topic {self.topic.topic}"
 
     @property
     def format(self) -> str:
@@ -95,6 +125,28 @@ class BatchRequest:
     @property
     def rejects_path(self) -> Path:
         return self.out.with_name(self.out.name + ".rejects.jsonl")
+
+
+def _check_models(record: dict[str, Any]) -> None:
+    """Refuse a leader among its own challengers, or a challenger given twice.
+
+    >>> ref = {"model_id": "m", "version": 1}
+    >>> _check_models({"leader": ref, "challengers": [{"model_id": "m", "version": 2}, ref]})
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: --challenger m:1 is the leader, not a possible challenger
+    """
+    def name(ref: dict[str, Any]) -> str:
+        return f"{ref['model_id']}:{ref['version']}"
+
+    seen = {name(record["leader"])}
+    for ref in record.get("challengers", []):
+        if name(ref) == name(record["leader"]):
+            raise ConfigError(f"--challenger {name(ref)} is the leader, not a possible"
+                              " challenger")
+        if name(ref) in seen:
+            raise ConfigError(f"--challenger {name(ref)} is given twice")
+        seen.add(name(ref))
 
 
 @dataclass
@@ -115,6 +167,7 @@ class BatchSummary:
     models: str = ""
     states_written: int | None = None
     reject_stages: dict[str, int] = field(default_factory=dict)
+    first_reject: str | None = None  # "stage: message" of the first rejects line, if any
 
     def reconciliation(self) -> str:
         ok = "ok" if self.rows == self.predictions + self.rejects else "MISMATCH"
@@ -197,8 +250,66 @@ def _state_start(req: BatchRequest, file_input: bool) -> StateStart:
                       drop_watermarks=file_input)
 
 
+def _writable_parent(path: Path, option: str) -> None:
+    """Create the directory ``path`` goes into (as ``--state-out`` always did), or say why not."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise ConfigError(f"{option} {path}: cannot create its directory {parent}:"
+                          f" {why or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write into {parent} (permission denied)")
+
+
+def _check_outputs(req: BatchRequest, c: ckpts.Checkpoint) -> None:
+    """Refuse to resume when what the checkpoint says is written is not on disk (deleted or
+    cut): every Parquet part it counts (with its row count, where recorded), and the Avro and
+    rejects files at least as long as it says."""
+    def gone(what: str) -> ConfigError:
+        chunks = f"{c.chunks} chunk{'s' if c.chunks != 1 else ''}"
+        return ConfigError(f"--out {req.out}: {what}, though {req.checkpoint_path.name}"
+                           f" records {chunks} ({c.rows:,} rows) written: --restart scores"
+                           " the input again")
+
+    def size(path: Path) -> int | None:
+        return path.stat().st_size if path.is_file() else None
+
+    if c.chunks and req.format == "parquet":
+        import pyarrow.parquet as pq
+
+        if not req.out.is_dir():
+            raise gone(f"the Parquet directory {req.out} is missing")
+        for i in range(c.chunks):
+            part = req.out / PART.format(i)
+            if not part.is_file():
+                raise gone(f"{part.name} is missing")
+            if i < len(c.parts):
+                try:
+                    rows = int(pq.ParquetFile(part).metadata.num_rows)
+                except OSError as exc:  # pyarrow's ArrowInvalid too
+                    raise gone(f"{part.name} is not a Parquet file ({exc})") from None
+                if rows != c.parts[i]:
+                    raise gone(f"{part.name} has {rows:,} rows, not {c.parts[i]:,}")
+    if c.chunks and req.format == "avro":
+        have = size(req.out)
+        if have is None or have < c.out_bytes:
+            raise gone("the file is missing" if have is None else
+                       f"the file is {have:,} bytes, shorter than the {c.out_bytes:,} written")
+    if c.rejects_bytes:
+        have = size(req.rejects_path)
+        if have is None or have < c.rejects_bytes:
+            raise gone(f"{req.rejects_path.name} is missing" if have is None else
+                       f"{req.rejects_path.name} is {have:,} bytes, shorter than the"
+                       f" {c.rejects_bytes:,} written")
+
+
 def _prepare(req: BatchRequest) -> ckpts.Checkpoint | None:
     """The checkpoint to resume from (None: a new run); clears the outputs of a restart."""
+    _writable_parent(req.out, "--out")
+    if req.state_out is not None:
+        _writable_parent(req.state_out, "--state-out")
     paths = (req.out, req.rejects_path, req.checkpoint_path)
     if not req.resume:
         for p in paths:
@@ -229,10 +340,12 @@ def run_batch(req: BatchRequest) -> BatchSummary:
         if changed:
             raise ConfigError(f"{req.checkpoint_path} is from another run (it differs in"
                               f" {', '.join(changed)}): --restart starts over")
+        _check_outputs(req, saved)
     ckpt = saved or ckpts.Checkpoint(run=run_info)
     summary = _summary(req, ckpt, started, models, resumed_at=ckpt.chunks)
     if ckpt.complete:
         return summary
+    total = source.total()  # reads a file's blocks: a truncated one fails before any output
     from precog.registry.provenance import code_version
 
     # the namespace the predictions belong to: where they are indexed, if they are (its
@@ -246,7 +359,7 @@ def run_batch(req: BatchRequest) -> BatchSummary:
                       code_version=code_version(req.settings), parquet=req.format == "parquet")
     start = _state_start(req, isinstance(source, FileSource))
     with _lean_gc(req.settings):
-        _execute(req, run, source, start, ckpt, summary)
+        _execute(req, run, source, total, start, ckpt, summary)
     if ckpt.complete and req.state_out is not None:
         states = {e: s for e, s in run.states().items() if s is not None}
         if isinstance(source, FileSource):  # file rows carry no Kafka offsets
@@ -285,23 +398,42 @@ def _summary(req: BatchRequest, c: ckpts.Checkpoint, started: float, models: Mod
                         predictions=c.predictions, rejects=c.rejects, chunks=c.chunks,
                         complete=c.complete, resumed_at_chunk=resumed_at,
                         seconds=round(time.monotonic() - started, 3),
-                        models=models.describe(), reject_stages=dict(c.counts))
+                        models=models.describe(), reject_stages=dict(c.counts),
+                        first_reject=(_first_reject(req.rejects_path)
+                                      if c.rejects and not c.predictions else None))
 
 
-def _execute(req: BatchRequest, run: ChunkScorer, source: Any, start: StateStart,
+def _first_reject(path: Path) -> str | None:
+    """``stage: message`` of the first line of a rejects file (None if it has none)."""
+    import orjson
+
+    try:
+        with open(path, "rb") as fh:
+            line = orjson.loads(fh.readline())
+        return f"{line['stage']}: {line['error_message']}".replace("\n", " ")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _execute(req: BatchRequest, run: ChunkScorer, source: Any, total: int, start: StateStart,
              ckpt: ckpts.Checkpoint, summary: BatchSummary) -> None:
     """The chunk loop: replay the chunks already written, then score, write, checkpoint."""
     from precog.replay.runner.job import replace_file
 
     now = int(ckpt.run["validated_at"])
     rejects = RejectsSink(req.rejects_path)
-    rejects.open(ckpt.rejects_bytes)
     avro = AvroSink(req.out, run.codec) if req.format == "avro" else None
     parquet = ParquetSink(req.out) if req.format == "parquet" else None
-    if avro is not None:
-        avro.open(ckpt.out_bytes)
-    if parquet is not None:
-        parquet.open(ckpt.chunks)
+    try:
+        rejects.open(ckpt.rejects_bytes)
+        if avro is not None:
+            avro.open(ckpt.out_bytes)
+        if parquet is not None:
+            parquet.open(ckpt.chunks)
+    except OSError as exc:  # e.g. --out /proc/x.avro: the directory exists, takes no files
+        rejects.close()
+        raise ConfigError(f"--out {req.out}: cannot write {exc.filename or req.out}:"
+                          f" {exc.strerror or exc}") from None
     indexer = None
     if req.index_namespace is not None:
         from precog.batch_scoring.index import Indexer
@@ -309,7 +441,7 @@ def _execute(req: BatchRequest, run: ChunkScorer, source: Any, start: StateStart
 
         indexer = Indexer(namespace_settings(req.settings, req.index_namespace), req.spec)
     written = 0
-    bar = ProgressLine(f"score-batch {req.spec.name}", source.total(), enabled=req.progress)
+    bar = ProgressLine(f"score-batch {req.spec.name}", total, enabled=req.progress)
     # chunk k's predict_proba (C code, without the GIL) runs in a thread while chunk k + 1
     # is read, validated and featurized; chunks are written in order, one at a time
     pool = ThreadPoolExecutor(1, thread_name_prefix="score-batch-predict")
@@ -320,6 +452,8 @@ def _execute(req: BatchRequest, run: ChunkScorer, source: Any, start: StateStart
         n_pred, stages = _write_chunk(run, chunk, scored.result(), lines, avro, parquet,
                                       rejects, indexer, ckpt, summary)
         ckpt.chunks, ckpt.rows = chunk.index + 1, ckpt.rows + chunk.rows
+        if parquet is not None and len(ckpt.parts) == chunk.index:  # (else: a checkpoint
+            ckpt.parts.append(n_pred)  # of before ``parts``, whose rows are not recorded)
         ckpt.predictions += n_pred
         ckpt.rejects += len(lines)
         for stage in stages:

@@ -62,16 +62,66 @@ class FileSource:
                 "mtime_ns": st.st_mtime_ns}
 
     def total(self) -> int:
-        return count_rows(self.path, self.format)
+        """The file's rows (CSV, JSON lines: from its lines); reads every Avro block, so a
+        truncated or corrupt Avro file fails here, before the run writes anything."""
+        if self.format == "avro":
+            return avro_rows(self.path)
+        try:
+            return count_rows(self.path, self.format)
+        except ConfigError as exc:
+            raise ConfigError(f"--input {exc}") from None
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         def rows() -> Iterator[tuple[EventContext, dict[str, Any] | Undecodable, None]]:
-            for i, row in enumerate(read_rows(self.path, self.codec, self.format)):
-                origin = EventContext(self.topic, 0, i)
-                yield origin, (Undecodable(origin, DecodeError(str(row)))
-                               if isinstance(row, ConfigError) else row), None
+            i = -1
+            try:
+                for i, row in enumerate(read_rows(self.path, self.codec, self.format)):
+                    origin = EventContext(self.topic, 0, i)
+                    yield origin, (Undecodable(origin, DecodeError(str(row)))
+                                   if isinstance(row, ConfigError) else row), None
+            except ConfigError as exc:  # the file breaks off (it changed since total())
+                why = exc.__context__ or exc
+                raise ConfigError(f"--input {self.path}: truncated or corrupt {self.format}"
+                                  f" file: unreadable after {i + 1:,} rows ({why})") from None
 
         return chunked(rows(), size)
+
+
+def avro_rows(path: Path) -> int:
+    """The records of an Avro container file, from its blocks; one line if it is not one.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "e.avro"
+    >>> _ = p.write_bytes(b"Obj")
+    >>> avro_rows(p)
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: --input ...e.avro: not an Avro container file (a truncated...
+    """
+    import fastavro
+
+    n = 0
+    try:
+        with open(path, "rb") as fo:
+            try:
+                blocks = fastavro.block_reader(fo)
+            except (ValueError, EOFError, StopIteration) as exc:
+                fo.seek(0)
+                magic = fo.read(4)
+                what = ("an empty file" if not magic else "a truncated or corrupt header"
+                        if b"Obj\x01".startswith(magic) else "no Avro magic bytes")
+                raise ConfigError(f"--input {path}: not an Avro container file ({what}:"
+                                  f" {exc})") from None
+            try:
+                for block in blocks:
+                    n += block.num_records
+            except (ValueError, EOFError, OSError, StopIteration) as exc:
+                raise ConfigError(f"--input {path}: truncated or corrupt Avro file: unreadable"
+                                  f" after {n:,} records ({type(exc).__name__}: {exc})"
+                                  ) from None
+    except FileNotFoundError:
+        raise ConfigError(f"--input {path}: no such file") from None
+    return n
 
 
 def chunked(rows: Iterator[tuple[EventContext, dict[str, Any] | Undecodable, bytes | None]],
@@ -89,7 +139,7 @@ def chunked(rows: Iterator[tuple[EventContext, dict[str, Any] | Undecodable, byt
         if chunk.rows == size:
             yield chunk
             chunk = Chunk(chunk.index + 1)
-    if chunk.rows:
+    if chunk.rows or chunk.index == 0:  # an empty input: one empty chunk (an empty part)
         yield chunk
 
 
@@ -108,6 +158,13 @@ class TopicRange:
             raise ConfigError("give --start or --start-offset, not both")
         if self.end_ms is not None and self.end_offsets is not None:
             raise ConfigError("give --end or --end-offset, not both")
+        if self.start_ms is not None and self.end_ms is not None and self.start_ms > self.end_ms:
+            raise ConfigError(f"--start ({self.start_ms} ms) is after --end ({self.end_ms} ms):"
+                              " the range is empty")
+        start, end = (self.start_offsets or "").strip(), (self.end_offsets or "").strip()
+        if start.isdigit() and end.isdigit() and int(start) > int(end):
+            raise ConfigError(f"--start-offset {start} is after --end-offset {end}: the range"
+                              " is empty")
 
 
 class TopicSource:
@@ -170,9 +227,16 @@ def resolve_ranges(settings: Settings, topic: str, want: TopicRange
             except ConfigError as exc:
                 raise ConfigError(f"{option}: {exc}") from None
 
-        planned = plan_ranges(watermarks(reader, topic, parts),
-                              bound(want.start_ms, want.start_offsets, "--start-offset"),
-                              bound(want.end_ms, want.end_offsets, "--end-offset"))
+        starts = bound(want.start_ms, want.start_offsets, "--start-offset")
+        ends = bound(want.end_ms, want.end_offsets, "--end-offset")
+        for p in sorted(starts.keys() & ends.keys()):
+            s, e = starts[p], ends[p]
+            if s is not None and e is not None and 0 <= e < s:
+                raise ConfigError(
+                    f"{'--start' if want.start_ms is not None else '--start-offset'} is after"
+                    f" {'--end' if want.end_ms is not None else '--end-offset'} on partition"
+                    f" {p} (offset {s} > {e}): the range is empty")
+        planned = plan_ranges(watermarks(reader, topic, parts), starts, ends)
     except KafkaException as exc:
         raise kafka_error(settings, exc) from None
     finally:

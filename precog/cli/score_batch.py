@@ -74,8 +74,9 @@ def score_batch(
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", help="input rows per chunk: one featurize and predict each")] = 10_000,
     model_threads: Annotated[int, typer.Option(
-        "--model-threads", help="LightGBM prediction threads (0: all cores), beside the main"
-        " thread, which featurizes the next chunk meanwhile (docs/batch-scoring.md)")] = 1,
+        "--model-threads", help="LightGBM prediction threads (0: all cores; at most the CPUs),"
+        " beside the main thread, which featurizes the next chunk meanwhile"
+        " (docs/batch-scoring.md)")] = 1,
     max_chunks: Annotated[int | None, typer.Option(
         "--max-chunks", help="stop after writing this many chunks (resume later)")] = None,
     resume: Annotated[bool, typer.Option(
@@ -114,11 +115,14 @@ def score_batch(
 
         index_namespace = namespace_settings(settings, index_namespace or settings.namespace,
                                              "--index-namespace").namespace
+    start_ms, end_ms = when(start, "--start"), when(end, "--end")
+    if start_ms is not None and end_ms is not None and start_ms > end_ms:
+        raise ConfigError(f"--start {start} is after --end {end}: the range is empty")
     request = BatchRequest(
         settings=settings, spec=load_spec(spec or settings.spec), out=out, input=input,
         input_format=input_format,
         topic=None if topic is None else TopicRange(
-            topic, start_ms=when(start, "--start"), end_ms=when(end, "--end"),
+            topic, start_ms=start_ms, end_ms=end_ms,
             start_offsets=start_offset, end_offsets=end_offset),
         out_format=out_format,
         state="redis" if from_redis else "snapshot" if from_snapshot else "input",
@@ -128,6 +132,10 @@ def score_batch(
         max_chunks=max_chunks, progress=not quiet,
     )
     summary = run_batch(request)
+    if summary.complete and summary.rows and not summary.predictions:
+        raise ConfigError(f"all {summary.rows:,} rows of {request.input_name} were rejected"
+                          f" (the first: {summary.first_reject or 'see the file'});"
+                          f" rejects -> {summary.rejects_file}")
     if summary.complete and summary.rows_this_run == 0 and summary.resumed_at_chunk:
         typer.echo(f"{out}: complete already ({summary.chunks} chunks); --restart scores again")
     elif not summary.complete:
@@ -144,4 +152,8 @@ def score_batch(
     typer.echo(f"{summary.models}; {summary.rows_this_run:,} rows in {summary.seconds:.1f}s"
                + "".join(f"; {e}" for e in extra))
     typer.echo(f"predictions -> {summary.out}; rejects -> {summary.rejects_file}")
-    typer.echo(summary.reconciliation())
+    if summary.complete and not summary.rows:
+        typer.echo(f"{request.input_name}: no rows to score (an empty input); the output holds"
+                   " no predictions")
+    else:
+        typer.echo(summary.reconciliation())

@@ -197,3 +197,18 @@ def test_index_writes_countable_documents_once(settings, trained, tmp_path, es_c
                            )["hits"]["hits"][0]["_source"]
     # the documents belong to the namespace they are indexed under (its dashboards filter on it)
     assert doc["model_id"] == "fraud-logreg" and doc["namespace"] == s.namespace
+
+
+def test_an_inverted_or_empty_offset_range(settings, trained, tmp_path):
+    s, spec = _settings(settings, trained), trained["spec"]
+    with pytest.raises(ConfigError) as exc:  # per partition: known once the topic is asked
+        run_batch(_request(s, spec, tmp_path / "inverted", topic=TopicRange(
+            spec.event.topic, start_offsets="0:50", end_offsets="0:10")))
+    assert str(exc.value) == ("--start-offset is after --end-offset on partition 0 (offset"
+                              " 50 > 10): the range is empty")
+    assert not (tmp_path / "inverted").exists()
+    out = tmp_path / "empty"
+    summary = run_batch(_request(s, spec, out, topic=TopicRange(
+        spec.event.topic, start_offsets="5", end_offsets="5")))
+    assert (summary.complete, summary.rows, summary.chunks) == (True, 0, 1)
+    assert _rows(out) == []
