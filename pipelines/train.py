@@ -201,11 +201,18 @@ def train(
     log: Log | None = None,
 ) -> list[ModelMetadata]:
     """Train, register and (``index``) index every model of ``spec``; (``roles``) publish
-    initial roles when the spec has none. Services are checked before any work."""
+    initial roles when the spec has none. The history's path, then the services are
+    checked before any work; a history without both labels is refused as ``precog history
+    check`` refuses it."""
+    from precog.history import history_dir as existing_history
+    from precog.history import require_trainable
+
     say = log or (lambda _msg: None)
+    existing_history(history_dir)
     es = reachable_elasticsearch(settings) if index else None
     current = _current_roles(settings, spec) if roles else None
     frame = labeled_frame(spec, history_dir)
+    require_trainable(Path(history_dir), len(frame.y) + frame.unlabeled, frame.y.tolist())
     say(f"{len(frame.y)} labelled events ({int(frame.y.sum())} positive),"
         f" {frame.unlabeled} without outcome dropped")
     return train_frame(

@@ -1,7 +1,7 @@
 """The history format read by ``precog train`` and ``precog backfill``: read, check, convert.
 
-(About 400 lines: the readers of the four file formats share one record check, kept here
-with the format it checks.)
+(About 500 lines: the readers of the four file formats share one record check, kept here
+with the format it checks, and the writers of a history share its all-or-nothing write.)
 
 Events files in Avro, CSV, JSON lines or Parquet are read record by record with
 :func:`read_rows` (``precog history write`` and ``precog score-batch`` read them so).
@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,6 +41,9 @@ from precog.spec import PipelineSpec, epoch_ms
 
 EVENTS_FILE = "events.avro"
 OUTCOMES_FILE = "outcomes.avro"
+MANIFEST_FILE = "manifest.json"  # what the simulator wrote (ignored by the readers)
+#: the files a history directory holds
+HISTORY_FILES = (EVENTS_FILE, OUTCOMES_FILE, MANIFEST_FILE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _NUMBERS = {"int": int, "long": int, "float": float, "double": float}
@@ -345,8 +350,16 @@ def count_rows(path: Path, fmt: str | None = None) -> int:
         return max(lines - 1, 0) if kind == "csv" else lines
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (ValueError, EOFError, OSError) as exc:
-        raise ConfigError(f"{path}: not a {kind} file: {exc}") from None
+    except EOFError as exc:
+        raise ConfigError(f"{path}: a truncated or corrupt {_KIND_NAMES[kind]} file: {exc}"
+                          ) from None
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{path}: not {_ARTICLE[kind]} {_KIND_NAMES[kind]} file: {exc}"
+                          ) from None
+
+
+_KIND_NAMES = {"avro": "Avro", "parquet": "Parquet", "csv": "CSV", "jsonl": "JSON lines"}
+_ARTICLE = {"avro": "an", "parquet": "a", "csv": "a", "jsonl": "a"}
 
 
 def read_records(path: Path, codec: Codec) -> list[dict[str, Any]]:
@@ -357,18 +370,27 @@ def read_records(path: Path, codec: Codec) -> list[dict[str, Any]]:
     return _strict(read_rows(path, codec))
 
 
+def history_dir(directory: Path | str) -> Path:
+    """``directory`` if it holds a history's two files; else the one line saying what is not."""
+    d = Path(directory)
+    if not d.is_dir():
+        if d.exists():
+            raise ConfigError(f"{d}: not a directory (a history is a directory with"
+                              f" {EVENTS_FILE} and {OUTCOMES_FILE})")
+        raise ConfigError(f"history directory not found: {d}")
+    missing = [name for name in (EVENTS_FILE, OUTCOMES_FILE) if not (d / name).exists()]
+    if missing:
+        raise ConfigError(f"no history in {d}: {d / missing[0]} is missing")
+    return d
+
+
 def read_history(directory: Path | str, spec: PipelineSpec | None = None
                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The checked (events, outcomes) of a history directory.
 
     Without ``spec`` the files are checked against the schemas they were written with.
     """
-    d = Path(directory)
-    if not d.is_dir():
-        raise ConfigError(f"history directory not found: {d}")
-    missing = [name for name in (EVENTS_FILE, OUTCOMES_FILE) if not (d / name).exists()]
-    if missing:
-        raise ConfigError(f"no history in {d}: {d / missing[0]} is missing")
+    d = history_dir(directory)
     if spec is None:
         return _read_as_written(d / EVENTS_FILE), _read_as_written(d / OUTCOMES_FILE)
     events = read_avro(d / EVENTS_FILE, Codec.for_schema(spec.event.schema_name))
@@ -407,8 +429,35 @@ def _read_as_written(path: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{path}: not an Avro container file: {exc}") from None
 
 
+def require_trainable(directory: Path, events: int, labels: Sequence[int]) -> None:
+    """Raise the :class:`ConfigError` ``precog train`` (and ``history check``) stops with
+    when a history of ``events`` events, whose events with an outcome have ``labels``,
+    cannot be trained on.
+
+    >>> require_trainable(Path("h"), 3, [0, 1])
+    >>> for events, labels in ((0, []), (3, []), (3, [0, 0])):
+    ...     try:
+    ...         require_trainable(Path("h"), events, labels)
+    ...     except ConfigError as exc:
+    ...         print(exc)
+    h: no events to train on
+    h: none of its 3 events has an outcome: no labelled events to train on
+    h: every labelled event (2) has label 0: training needs both labels, 0 and 1
+    """
+    if events == 0:
+        raise ConfigError(f"{directory}: no events to train on")
+    if not labels:
+        raise ConfigError(f"{directory}: none of its {events:,} events has an outcome: no"
+                          " labelled events to train on")
+    classes = sorted(set(int(x) for x in labels))
+    if classes != [0, 1]:
+        raise ConfigError(f"{directory}: every labelled event ({len(labels):,}) has label"
+                          f" {classes[0]}: training needs both labels, 0 and 1")
+
+
 def check_history(directory: Path | str, spec: PipelineSpec) -> HistoryCheck:
-    """Read a history as ``precog train`` does; a :class:`ConfigError` names what is wrong."""
+    """Read a history as ``precog train`` does; a :class:`ConfigError` names what is wrong
+    (also a history train refuses: no events, no labelled events, only one label)."""
     d = Path(directory)
     events, outcomes = read_history(d, spec)
     ev, label = spec.event, spec.outcome.label_field
@@ -417,6 +466,13 @@ def check_history(directory: Path | str, spec: PipelineSpec) -> HistoryCheck:
         if o.get(label) not in (0, 1):
             raise ConfigError(f"{d / OUTCOMES_FILE}: record {i}: field {label}: {o.get(label)!r}"
                               " is not 0 or 1")
+    ids = {str(e[ev.id_field]) for e in events}
+    latest: dict[str, tuple[int, int]] = {}  # a later outcome_time wins, as in training
+    for o in outcomes:
+        eid, at = str(o[spec.outcome.join_key]), int(o.get("outcome_time", 0))
+        if eid in ids and (eid not in latest or at >= latest[eid][0]):
+            latest[eid] = (at, o[label])
+    require_trainable(d, len(events), [lab for _, lab in latest.values()])
     return HistoryCheck(len(events), len(outcomes), sum(o[label] for o in outcomes),
                         min(times, default=None), max(times, default=None))
 
@@ -427,3 +483,49 @@ def write_records(path: Path, codec: Codec, records: Iterable[dict[str, Any]]) -
     with open(path, "wb") as fo:
         fastavro.writer(fo, codec.schema, rows, codec="deflate")
     return len(rows)
+
+
+def check_out(out: Path, force: bool = False, option: str = "--out") -> None:
+    """Refuse ``out`` (the ``option`` naming it) as a history to write, in one line: a file,
+    or a directory already holding a history's files unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: not a directory")
+    there = [name for name in HISTORY_FILES if (out / name).exists()]
+    if there and not force:
+        raise ConfigError(f"{option} {out}: already holds a history ({', '.join(there)});"
+                          " give --force to replace it")
+
+
+@contextmanager
+def writing_history(out: Path, option: str = "--out") -> Iterator[Callable[[str], Path]]:
+    """Write a history's files to ``out`` all or nothing.
+
+    Yields ``part(name)``, the temporary file to write ``name`` (one of
+    :data:`HISTORY_FILES`) to. When the block succeeds each is renamed onto ``out / name``
+    and a history file not written is removed (it would describe the files replaced); when
+    it fails they are removed, and so is ``out`` if this made it and it is empty.
+    """
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{option} {out}: cannot create the directory: {exc.strerror or exc}"
+                          ) from None
+    parts: dict[str, Path] = {}
+
+    def part(name: str) -> Path:
+        parts[name] = out / f".{name}.{os.getpid()}.part"
+        return parts[name]
+
+    try:
+        yield part
+    except BaseException:
+        for path in parts.values():
+            path.unlink(missing_ok=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    for name, path in parts.items():
+        os.replace(path, out / name)
+    for name in set(HISTORY_FILES) - parts.keys():
+        (out / name).unlink(missing_ok=True)

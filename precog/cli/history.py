@@ -29,7 +29,7 @@ def check_cmd(
                                               " or one of its files")],
     spec: SpecOption = None,
 ) -> None:
-    """Read a history as `precog train` does; exit 1 with one line naming what is wrong."""
+    """Read a history as `precog train` does; exit 2 with one line naming what is wrong."""
     from precog.avro import Codec
     from precog.history import OUTCOMES_FILE, check_history, read_records
 
@@ -53,17 +53,32 @@ def write_cmd(
     outcomes: Annotated[Path | None, typer.Option(
         "--outcomes", help="outcomes: .avro, .csv or .parquet (default: none known yet)")] = None,
     spec: SpecOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="replace the history already in --out")] = False,
 ) -> None:
     """Convert files of the spec's event (and outcome) schema into a history directory."""
     from precog.avro import Codec
-    from precog.history import EVENTS_FILE, OUTCOMES_FILE, read_records, write_records
+    from precog.history import (
+        EVENTS_FILE,
+        OUTCOMES_FILE,
+        check_out,
+        read_records,
+        write_records,
+        writing_history,
+    )
 
+    check_out(out, force)
     pipeline = _spec(spec)
     event_codec = Codec.for_schema(pipeline.event.schema_name)
     outcome_codec = Codec.for_schema(pipeline.outcome.schema_name)
     events = read_records(source, event_codec)
+    if not events:
+        raise ConfigError(f"--from {source}: no events in it")
     known = read_records(outcomes, outcome_codec) if outcomes is not None else []
-    out.mkdir(parents=True, exist_ok=True)
-    n = write_records(out / EVENTS_FILE, event_codec, events)
-    m = write_records(out / OUTCOMES_FILE, outcome_codec, known)
+    if outcomes is not None and not known:
+        raise ConfigError(f"--outcomes {outcomes}: no outcomes in it (leave --outcomes out"
+                          " when none are known yet)")
+    with writing_history(out) as part:
+        n = write_records(part(EVENTS_FILE), event_codec, events)
+        m = write_records(part(OUTCOMES_FILE), outcome_codec, known)
     typer.echo(f"wrote {n:,} events and {m:,} outcomes to {out}")

@@ -22,10 +22,11 @@ SpecOption = Annotated[
 # the spec names the simulator (simulation.simulator); these words fit every domain
 EntitiesOption = Annotated[int | None, typer.Option(
     "--entities", min=1,
-    help="entities in the simulated world (values of the spec's event.entity_field);"
-         " default: the simulator's")]
+    help="entities in the simulated world (values of the spec's event.entity_field), at most"
+         " 1,000,000; default: the simulator's")]
+# no typer range: SimConfig refuses a rate outside (0, 0.5) in one line
 PositiveRateOption = Annotated[float, typer.Option(
-    "--positive-rate", min=0.0, help="share of events labelled 1")]
+    "--positive-rate", help="share of events labelled 1, in (0, 0.5)")]
 
 
 def _spec(path: Path | None) -> PipelineSpec:
@@ -50,18 +51,26 @@ def _epoch_ms(text: str | None) -> int | None:
 @app.command()
 def history(
     out: Annotated[Path, typer.Option("--out", help="directory for events.avro, outcomes.avro")],
-    events: Annotated[int, typer.Option("--events", min=1, help="number of events")] = 20_000,
+    events: Annotated[int, typer.Option(
+        "--events", min=1, help="number of events, at most 10,000,000")] = 20_000,
     seed: Annotated[int, typer.Option("--seed")] = 7,
-    end: Annotated[str | None, typer.Option("--end", help="last event time (default now)")] = None,
-    days: Annotated[float | None, typer.Option("--days", min=0.01, help="span")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", help="last event time, 1970-01-01 to 9999-12-31 (default now)")] = None,
+    days: Annotated[float | None, typer.Option(
+        "--days", help="span in days, 0.01 to 3650 (default: the spec's"
+                       " simulation.history_days)")] = None,
     spec: SpecOption = None,
     entities: EntitiesOption = None,
     positive_rate: PositiveRateOption = 0.02,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    force: Annotated[bool, typer.Option(
+        "--force", help="replace the history already in --out")] = False,
 ) -> None:
     """Write a history (no garbage) for training: events, known outcomes, manifest.json."""
+    from precog.history import check_out
     from precog.simulate import SimConfig, write_history
 
+    check_out(out, force)
     cfg = SimConfig(seed=seed, entities=entities, positive_rate=positive_rate)
     s = write_history(out, events, seed, _epoch_ms(end), progress, config=cfg, days=days,
                       spec=_spec(spec))

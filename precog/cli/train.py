@@ -39,12 +39,14 @@ def train(
     ] = True,
 ) -> None:
     """Train every model of the spec, register it, index it, publish initial roles."""
+    from precog.history import history_dir
     from precog.pipelines.train import train as run_training
     from precog.spec import load_spec
 
     settings = Settings()
     if not 0 < holdout_fraction < 1:
         raise ConfigError(f"--holdout-fraction must be between 0 and 1, got {holdout_fraction}")
+    history_dir(history)  # a history that is not there, before any service is asked
     pipeline = load_spec(spec or settings.spec)
     typer.echo(f"training {pipeline.name} from {history} (namespace {settings.namespace})")
     metas = run_training(

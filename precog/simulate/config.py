@@ -15,6 +15,8 @@ DAY = 86_400_000
 GARBAGE_KINDS = ("malformed", "wrong_schema", "impossible")
 #: Default start of simulated time when none is given: 2024-01-01T00:00:00Z.
 DEFAULT_START_MS = 1_704_067_200_000
+#: the most entities a simulated world holds (a million cards take ~15 s to make)
+MAX_ENTITIES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,13 @@ class SimConfig:
         if not 0 <= self.garbage_fraction < 1:
             raise ConfigError("garbage fraction must be in [0, 1)")
         if not 0 < self.positive_rate < 0.5:
-            raise ConfigError("positive rate must be in (0, 0.5)")
+            raise ConfigError(f"positive rate (--positive-rate) must be in (0, 0.5), got"
+                              f" {self.positive_rate}")
         if self.entities is not None and self.entities < 1:
             raise ConfigError("a world needs at least one entity")
+        if self.entities is not None and self.entities > MAX_ENTITIES:
+            raise ConfigError(f"--entities {self.entities}: a world holds at most"
+                              f" {MAX_ENTITIES:,} entities")
         if not 0 <= self.volume_drop <= 1:
             raise ConfigError("volume drop must be a fraction in [0, 1]")
         if self.mean_interarrival_ms <= 0:

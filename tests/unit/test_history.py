@@ -110,11 +110,16 @@ def test_bad_files_are_one_line_naming_file_record_and_field(good: Path, tmp_pat
 
 def test_cli_writes_a_history_from_csv_and_checks_it(good: Path, tmp_path: Path) -> None:
     events, outcomes = read_history(good, SPEC)
+    # 20 outcomes with both labels (`history check` refuses what training refuses), 30 events
+    known = [next(o for o in outcomes if o["label"]), *[o for o in outcomes if not o["label"]][:19]]
+    ids = {o["event_id"] for o in known}
+    some = [e for e in events if e["event_id"] in ids] + [
+        e for e in events if e["event_id"] not in ids][:10]
     header = list(events[0])
-    rows = [",".join(str(e[k]) for k in header) for e in events[:30]]
+    rows = [",".join(str(e[k]) for k in header) for e in some]
     (tmp_path / "ev.csv").write_text("\n".join([",".join(header), *rows]) + "\n")
     out_header = list(outcomes[0])
-    rows = [",".join(str(o[k]) for k in out_header) for o in outcomes[:20]]
+    rows = [",".join(str(o[k]) for k in out_header) for o in known]
     (tmp_path / "out.csv").write_text("\n".join([",".join(out_header), *rows]) + "\n")
     runner = CliRunner()
     res = runner.invoke(app, ["history", "write", "--from", str(tmp_path / "ev.csv"),
@@ -122,9 +127,10 @@ def test_cli_writes_a_history_from_csv_and_checks_it(good: Path, tmp_path: Path)
                               str(tmp_path / "h"), "--spec", str(SPEC_PATH)])
     assert res.exit_code == 0, res.output
     assert res.output.strip() == f"wrote 30 events and 20 outcomes to {tmp_path / 'h'}"
-    assert read_history(tmp_path / "h", SPEC) == (events[:30], outcomes[:20])
+    assert read_history(tmp_path / "h", SPEC) == (some, known)
     res = runner.invoke(app, ["history", "check", str(tmp_path / "h"), "--spec", str(SPEC_PATH)])
-    assert res.exit_code == 0 and res.output.startswith(f"{tmp_path / 'h'}: ok, 30 events")
+    assert res.exit_code == 0 and res.output.startswith(
+        f"{tmp_path / 'h'}: ok, 30 events, 20 outcomes (1 positive)")
 
     (tmp_path / "bad.csv").write_text("event_id,card_id,amount\ne1,card-1,abc\n")
     res = runner.invoke(app, ["history", "check", str(tmp_path / "bad.csv"),
