@@ -103,6 +103,24 @@ def load_templates(settings: Settings, template_dir: Path = TEMPLATE_DIR) -> dic
     return found
 
 
+def template_dir_problem(template_dir: Path) -> str | None:
+    """What makes ``template_dir`` unusable for setup (missing, not a directory, no
+    ``*.json``), or None.
+
+    >>> template_dir_problem(TEMPLATE_DIR) is None
+    True
+    >>> template_dir_problem(Path("/nonexistent"))
+    'no such directory'
+    """
+    if not template_dir.exists():
+        return "no such directory"
+    if not template_dir.is_dir():
+        return "not a directory"
+    if not any(template_dir.glob("*.json")):
+        return "no index templates (*.json) in it"
+    return None
+
+
 def ensure_topics(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
                   timeout: float = 30.0) -> list[str]:
     """Create the namespace's missing topics; returns the names created (existing ones: none)."""
@@ -215,7 +233,12 @@ def ensure_indices(settings: Settings, template_dir: Path = TEMPLATE_DIR, *,
 def setup_namespace(settings: Settings, spec: PipelineSpec, *, echo: Echo | None = None,
                     template_dir: Path = TEMPLATE_DIR) -> None:
     """Topics, index templates and indices of ``settings.namespace``; safe to run any number
-    of times."""
+    of times. The templates are read first: a directory without any (or a broken one)
+    raises :class:`ConfigError` before anything is created."""
+    problem = template_dir_problem(template_dir)
+    if problem:
+        raise ConfigError(f"index templates {template_dir}: {problem}")
+    load_templates(settings, template_dir)  # every file is valid JSON with the placeholder
     ensure_topics(settings, spec, echo=echo)
     apply_index_templates(settings, template_dir, echo=echo)
     ensure_indices(settings, template_dir, echo=echo)

@@ -568,10 +568,25 @@ def namespace_problem(value: str) -> str | None:
 _SECRET = re.compile(r"password|api_key|secret|token", re.IGNORECASE)
 
 
+def _section_of(title: str) -> str | None:
+    """The :class:`Settings` field whose section model is named ``title`` (None: not one).
+
+    >>> _section_of("ServeSettings"), _section_of("ModelMetadata")
+    ('serve', None)
+    """
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel) \
+                and section.__name__ == title:
+            return name
+    return None
+
+
 def validation_message(exc: ValidationError, options: Mapping[str, str] | None = None) -> str:
     """One line naming what was wrong: the command-line option when the field's value came
     from one (``options``: field -> option name), else the ``PRECOG_*`` variable; the value
-    too, unless it is a secret.
+    too, unless it is a secret. Only errors of :class:`Settings` (or one of its sections)
+    name a variable; any other model is named with the field.
 
     >>> try:
     ...     Settings(namespace="Bad")
@@ -585,6 +600,18 @@ def validation_message(exc: ValidationError, options: Mapping[str, str] | None =
     ... except ValidationError as exc:
     ...     print(validation_message(exc))
     invalid setting PRECOG_KAFKA_PARTITIONS=0: Input should be greater than or equal to 1
+    >>> try:
+    ...     ServeSettings(port=-1)
+    ... except ValidationError as exc:
+    ...     print(validation_message(exc))
+    ...     print(validation_message(exc, {"port": "--port"}))
+    invalid setting PRECOG_SERVE_PORT=-1: Input should be greater than or equal to 1
+    bad --port -1: Input should be greater than or equal to 1
+    >>> try:
+    ...     KafkaSettings.model_validate_json('{broken')
+    ... except ValidationError as exc:
+    ...     print(validation_message(exc))
+    invalid setting PRECOG_KAFKA_*: Invalid JSON: key must be a string at line 1 column 2
     """
     first = exc.errors()[0]
     loc = [str(p) for p in first["loc"]]
@@ -594,11 +621,19 @@ def validation_message(exc: ValidationError, options: Mapping[str, str] | None =
         else f" {value!r}"
     if loc and options and loc[0] in options:
         return f"bad {options[loc[0]]}{shown}: {msg}"
+    section = _section_of(exc.title)
+    if exc.title != Settings.__name__ and section is None:  # not a setting: no variable
+        return f"invalid {exc.title}{' ' + '.'.join(loc) if loc else ''}: {msg}"
+    if section is not None:
+        loc = [section, *loc]
+    if not loc:  # the settings as a whole, e.g. not JSON
+        return f"invalid settings: {msg}"
     name = "PRECOG_" + "_".join(p.upper() for p in loc)
     field = Settings.model_fields.get(loc[0]) if len(loc) == 1 else None
-    section = field.annotation if field is not None else None
-    if isinstance(section, type) and issubclass(section, BaseModel):
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         name += "_*"  # a check across a section's fields (e.g. the stack's ports)
+        shown = ""
     return f"invalid setting {name}{'=' + shown.strip() if shown else ''}: {msg}"
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from precog.cli.train import format_table
-from precog.errors import ConfigError, PrecogError
+from precog.errors import ConfigError, PrecogError, ServiceUnavailable
 from precog.registry import ModelMetadata, ModelRegistry
 from precog.roles import (
     ModelRef,
@@ -76,7 +76,9 @@ def list_models(spec: SpecOption = None) -> None:
     metas = registry.list()
     try:
         roles = read_roles(settings, pipeline.name)
-    except PrecogError as exc:  # still list the registry without roles
+    except ServiceUnavailable:  # roles that exist but cannot be read: never shown as none
+        raise
+    except PrecogError as exc:  # e.g. no model-control topic: list the registry without roles
         typer.echo(f"precog: warning: roles unknown: {exc}", err=True)
         roles = None
     if not metas:
@@ -167,21 +169,26 @@ def _change(spec: Path | None, change: str, ref: ModelRef | None, reason: str) -
         if change == "remove-challenger":
             registry.get(ref.model_id, ref.version)  # removing a broken version is allowed
         else:
-            verify_ref(registry, pipeline, ref)
+            registry.check_for(pipeline, ref.model_id, ref.version)  # no loading yet
     current = read_roles(settings, pipeline.name)
     at, by = int(time.time() * 1000), _who()
+    # the change first (a version already in that role is refused at once), then loading
+    # the version it brings in, which compiles a LightGBM model (seconds)
     if current is None:
         if change != "set-leader" or ref is None:
             raise ConfigError(f"{pipeline.name} has no roles yet: set a leader first")
         new = initial_roles(pipeline.name, ref, at=at, by=by, reason=reason or "first leader")
     elif change == "rollback":
         new = rollback(current, at=at, by=by, reason=reason)
-        verify_ref(registry, pipeline, new.leader)
     else:
         step = {"set-leader": set_leader, "add-challenger": add_challenger,
                 "remove-challenger": remove_challenger}[change]
         assert ref is not None
         new = step(current, ref, at=at, by=by, reason=reason)
+    if change == "rollback":
+        verify_ref(registry, pipeline, new.leader)
+    elif ref is not None and change != "remove-challenger":
+        verify_ref(registry, pipeline, ref)
     publish_roles(settings, new)
     typer.echo(_roles_line(new))
 
@@ -295,6 +302,11 @@ def traffic_cmd(
     """
     from precog.services.model_control import publish_roles, read_roles
 
+    if shadow and (canary_model is not None or percent is not None):
+        raise ConfigError("--shadow ends the split: it cannot go with --canary or --percent")
+    if percent is not None and canary_model is None:
+        raise ConfigError("--percent needs --canary MODEL:VERSION (the model it is the share"
+                          " of)")
     settings, pipeline, registry = _context(spec)
     current = read_roles(settings, pipeline.name)
     if current is None:
@@ -304,6 +316,10 @@ def traffic_cmd(
         return
     at = int(time.time() * 1000)
     if shadow:
+        if current.traffic is None:  # nothing to change: no revision for workers to reload
+            typer.echo(f"{pipeline.name}: traffic is already shadow; nothing published")
+            typer.echo(_roles_line(current))
+            return
         new = set_traffic(current, None, at=at, by=_who(), reason=reason)
     else:
         if percent is None:

@@ -30,6 +30,9 @@ def window_ms(since: str, until: str | None, now_ms: int) -> tuple[int, int]:
     (1767225600000, 1767312000000)
     >>> window_ms("1000", "5000", 0)
     (1000, 5000)
+    >>> window_ms("99999999d", None, 86_400_000)
+    Traceback (most recent call last):
+    precog.errors.ConfigError: bad --since '99999999d': the window would start before 1970-01-01
     """
     from precog.errors import ConfigError
     from precog.spec import epoch_ms, parse_duration
@@ -38,15 +41,19 @@ def window_ms(since: str, until: str | None, now_ms: int) -> tuple[int, int]:
         return int(text) if text.strip().isdigit() else epoch_ms(text)
 
     end = now_ms if until is None else when(until)
+    if end < 0:
+        raise ConfigError(f"bad --until {until!r}: before 1970-01-01")
     try:
-        return end - parse_duration(since), end
+        start = end - parse_duration(since)
     except ConfigError:
-        pass
-    try:
-        return when(since), end
-    except ConfigError:
-        raise ConfigError(f"bad --since {since!r}: a duration back from --until (7d, 36h)"
-                          " or a time (ISO date or epoch ms)") from None
+        try:
+            start = when(since)
+        except ConfigError:
+            raise ConfigError(f"bad --since {since!r}: a duration back from --until (7d, 36h)"
+                              " or a time (ISO date or epoch ms)") from None
+    if start < 0:  # Kafka has no offsets before the epoch
+        raise ConfigError(f"bad --since {since!r}: the window would start before 1970-01-01")
+    return start, end
 
 
 def _show(rec: dict) -> None:

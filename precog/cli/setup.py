@@ -30,10 +30,14 @@ def setup(
 ) -> None:
     """Idempotent: existing topics, templates and indices are reported, never recreated or
     lost."""
-    from precog.namespace import TEMPLATE_DIR, setup_namespace
+    from precog.errors import ConfigError
+    from precog.namespace import TEMPLATE_DIR, setup_namespace, template_dir_problem
     from precog.spec import load_spec
 
     settings = settings_with(namespace=("--namespace", namespace), spec=("--spec", spec))
+    problem = template_dir_problem(templates) if templates is not None else None
+    if problem:
+        raise ConfigError(f"bad --templates {str(templates)!r}: {problem}")
     spec_path = spec or settings.spec
     pipeline = load_spec(spec_path)  # the relative default falls back to the packaged specs
     typer.echo(f"namespace {settings.namespace}: spec {spec_path}")

@@ -102,7 +102,8 @@ def logs(
         str | None,
         typer.Argument(help="kafka, elasticsearch, redis or schema-registry (default: all)"),
     ] = None,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="lines from each log's end")] = 50,
+    lines: Annotated[int, typer.Option("-n", "--lines", min=0, help="lines from each log's end")
+                     ] = 50,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="keep printing (tail -F)")] = False,
     secure: Secure = False,
 ) -> None:

@@ -18,9 +18,12 @@ def worker(
     loglevel: str = typer.Option("info", help="debug | info | warning | error"),
 ) -> None:
     """Run until interrupted; /health and /metrics on PRECOG_WORKER_WEB_PORT (6066)."""
-    from precog.services.worker import agent_names, run
+    from precog.services.worker import AGENTS, agent_names, run
 
     chosen = agent_names(agents.split(","))
+    if not chosen:  # a worker with no agents would run forever doing nothing
+        raise ConfigError(f"--agents {agents!r} names no agent: give at least one of"
+                          f" {', '.join(AGENTS)}")
     if loglevel not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"bad --loglevel {loglevel!r}")
     settings = get_settings()

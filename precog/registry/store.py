@@ -12,12 +12,15 @@ artifact's sha256 and refuses a mismatch before deserialising anything.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from precog.errors import ArtifactIntegrityError, ConfigError, ModelError
 from precog.models import (
@@ -70,7 +73,7 @@ class ModelRegistry:
                 raise self._unknown_model(model_id)
             listed = ", ".join(map(str, known))
             raise ModelError(f"{model_id} has no version {version} (versions: {listed})")
-        return ModelMetadata.model_validate_json(path.read_text())
+        return _read_metadata(path)
 
     def list(self) -> list[ModelMetadata]:
         """Every registered version of every model, by model id then version."""
@@ -121,13 +124,19 @@ class ModelRegistry:
         What every role change checks before it is published (``precog models``, the
         promotion policy's health check).
         """
+        meta = self.check_for(spec, model_id, version)
+        self.load(model_id, version)
+        return meta
+
+    def check_for(self, spec: PipelineSpec, model_id: str, version: int) -> ModelMetadata:
+        """The version exists and was trained for ``spec`` on features it has: the cheap
+        part of :meth:`verify_for`, nothing is loaded (or compiled)."""
         meta = self.get(model_id, version)
         if meta.spec != spec.name:
             raise ConfigError(f"{meta.ref} was trained for spec {meta.spec!r}, not {spec.name!r}")
         missing = [f for f in meta.features if f not in spec.feature_names]
         if missing:
             raise ConfigError(f"{meta.ref} uses features the spec {spec.name} lacks: {missing}")
-        self.load(model_id, version)
         return meta
 
     def register(
@@ -185,6 +194,25 @@ class ModelRegistry:
     def _unknown_model(self, model_id: str) -> ModelError:
         known = ", ".join(self.model_ids()) or "none"
         return ModelError(f"no model {model_id!r} in the registry {self.root} (models: {known})")
+
+
+def _read_metadata(path: Path) -> ModelMetadata:
+    """The :class:`ModelMetadata` in ``path``; a corrupt file raises :class:`ModelError`
+    naming it (not JSON, or not the metadata of a version)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return ModelMetadata.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        count = exc.error_count()
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise ModelError(f"{path}: not valid model metadata: "
+                         f"{where + ': ' if where else ''}{msg}{more}") from None
 
 
 def _check_model_id(model_id: str) -> None:

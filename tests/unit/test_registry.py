@@ -191,3 +191,29 @@ def test_code_version_prefers_settings():
     assert code_version(Settings(code_version="v9")) == "v9"
     detected = code_version(Settings())
     assert detected and detected != "v9"
+
+
+def test_a_corrupt_metadata_file_is_named_where_the_registry_reads_it(registry):
+    registry.register("fraud-lgbm", "lightgbm", dump_lightgbm(_booster()), **_fields())
+    path = registry.root / "fraud-lgbm" / "1" / "metadata.json"
+    path.write_text("{broken\n")
+    line = (f"{path}: not valid JSON (Expecting property name enclosed in double quotes:"
+            " line 1 column 2 (char 1))")
+    for read in (lambda: registry.get("fraud-lgbm", 1), registry.list,
+                 lambda: registry.latest("fraud-lgbm")):
+        with pytest.raises(ModelError) as info:
+            read()
+        assert str(info.value) == line
+
+
+def test_metadata_that_is_json_but_not_a_version_is_named_with_its_field(registry):
+    meta = registry.register("fraud-lgbm", "lightgbm", dump_lightgbm(_booster()), **_fields())
+    path = registry.root / "fraud-lgbm" / "1" / "metadata.json"
+    path.write_text(json.dumps({**meta.model_dump(), "version": 0}))
+    with pytest.raises(ModelError) as info:
+        registry.get("fraud-lgbm", 1)
+    assert str(info.value) == (f"{path}: not valid model metadata: version: Input should be"
+                               " greater than or equal to 1")
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ModelError, match=r"^.*metadata\.json: not valid JSON \("):
+        registry.get("fraud-lgbm", 1)
