@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from precog import resources
 from precog.errors import ConfigError
@@ -506,6 +513,25 @@ class PipelineSpec(_Strict):
         raise ConfigError(f"spec {self.name} has no model {model_id!r}")
 
 
+def spec_problem(exc: ValidationError) -> str:
+    """The first problem of a spec's validation: where (a dotted path) and what, without
+    pydantic's input echo and help link; how many more there are.
+
+    >>> try:
+    ...     PipelineSpec.model_validate({"name": "x"})
+    ... except ValidationError as exc:
+    ...     print(spec_problem(exc))
+    event: Field required (and 2 more problems)
+    """
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"])
+    what = str(first["msg"]).removeprefix("Value error, ")
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {what}{tail}" if where else f"{what}{tail}"
+
+
 def load_spec(path: Path | str) -> PipelineSpec:
     """Read and validate a YAML pipeline spec; errors name the file and the field.
 
@@ -515,17 +541,21 @@ def load_spec(path: Path | str) -> PipelineSpec:
     p = Path(path)
     if not p.exists() and not p.is_absolute() and (SPEC_DIR / p.name).exists():
         p = SPEC_DIR / p.name
+    if p.is_dir():
+        raise ConfigError(f"pipeline spec {p}: is a directory, not a YAML file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"pipeline spec not found: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"pipeline spec {p}: not UTF-8 text (byte {exc.start}: "
+                          f"{exc.reason})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
     try:
         spec = PipelineSpec.model_validate(data)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise ConfigError(f"{p}: invalid pipeline spec: {' '.join(first[:3])}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: invalid pipeline spec: {spec_problem(exc)}") from None
     if not spec.schema_dirs:
         return spec
     dirs = [d if d.is_absolute() else (p.parent / d).resolve() for d in spec.schema_dirs]

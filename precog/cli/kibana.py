@@ -26,7 +26,7 @@ from precog.dashboards import (
     export_ndjson,
     load_templates,
 )
-from precog.errors import ConfigError, PrecogError, ServiceUnavailable
+from precog.errors import ConfigError, PrecogError, ServiceUnavailable, redacted
 from precog.settings import KibanaSettings, get_settings
 from precog.spec import PipelineSpec, load_spec
 
@@ -119,6 +119,46 @@ def parse_import_response(status: int, body: bytes) -> list[ObjectResult]:
     return results
 
 
+def check_url(url: str, given_as: str) -> None:
+    """A Kibana base URL is ``http(s)://host[:port][/path]``; anything else is refused
+    before any request (``given_as``: --url or PRECOG_KIBANA_URL).
+
+    >>> check_url("https://kb.example:5601/base", "--url")
+    >>> check_url("notaurl", "--url")
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: bad --url 'notaurl': use http://HOST[:PORT] or https://HOST[:PORT]
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (
+            parts.port is None or parts.port > 0)  # .port raises ValueError when bad
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"bad {given_as} {redacted(url)!r}: use http://HOST[:PORT] or "
+                          "https://HOST[:PORT]")
+
+
+def read_text_file(path: Path, given_as: str = "") -> str:
+    """A UTF-8 text file's content; a directory, a binary file or an unreadable path is
+    a one-line ConfigError naming ``path`` (after ``given_as``, the option, if any)."""
+    name = f"{given_as} {path}" if given_as else str(path)
+    if not path.exists():
+        raise ConfigError(f"no such file: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{name}: is a directory, not a file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start}: "
+                          f"{exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: {exc.strerror or exc}") from None
+
+
 # ---------------------------------------------------------------------------- import: I/O
 def import_saved_objects(ndjson: bytes, cfg: KibanaSettings) -> list[ObjectResult]:
     """POST the export to Kibana; unreachable Kibana raises ServiceUnavailable."""
@@ -173,6 +213,11 @@ def export_cmd(
     pipeline = _spec(spec)
     text = export_ndjson(pipeline.feature_names, business=pipeline.business,
                          namespace=_namespace(namespace, DEFAULT_NAMESPACE))
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory; give a file name (e.g. "
+                          f"{out / NDJSON_PATH.name})")
+    # a folder that cannot be made or a file that cannot be written: main's one line
+    # naming the path and the reason (tests/unit/test_error_messages.py)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     typer.echo(f"wrote {len(text.splitlines())} saved objects to {out}")
@@ -189,23 +234,22 @@ def check_cmd(
     setup` creates; exit 1 on problems."""
     from precog.namespace import index_stems
 
-    if not file.exists():
-        raise ConfigError(f"no such file: {file}")
+    content = read_text_file(file)
     tmpl = load_templates(templates)
     if not tmpl:
         raise ConfigError(f"no index templates in {templates}")
     pipeline = _spec(spec)
     names, business = pipeline.feature_names, pipeline.business
-    problems = check_ndjson(file.read_text(), tmpl, setup_indices=index_stems(templates),
+    problems = check_ndjson(content, tmpl, setup_indices=index_stems(templates),
                             namespace=_namespace(namespace, DEFAULT_NAMESPACE)
                             ) + check_definitions(dashboards(names, business), tmpl)
-    stale = file.resolve() == NDJSON_PATH.resolve() and file.read_text() != export_ndjson(
+    stale = file.resolve() == NDJSON_PATH.resolve() and content != export_ndjson(
         names, business=business)
     for p in problems:
         typer.echo(str(p))
     if stale:
         typer.echo(f"{file}: differs from precog/dashboards/; run `precog kibana export`")
-    n = len(file.read_text().splitlines())
+    n = len(content.splitlines())
     if problems or stale:
         typer.echo(f"{len(problems)} problem(s) in {n} saved objects")
         raise typer.Exit(1)
@@ -230,12 +274,11 @@ def import_cmd(
     for several namespaces in one Kibana, import each into its own --space.
     Password and API key come only from PRECOG_KIBANA_PASSWORD / PRECOG_KIBANA_API_KEY.
     """
-    if file is not None and not file.exists():
-        raise ConfigError(f"no such file: {file}")
     given = {k: v for k, v in {"url": url, "space": space, "username": username}.items() if v}
     cfg = get_settings().kibana.model_copy(update=given)
+    check_url(cfg.url, "--url" if url else "PRECOG_KIBANA_URL")
     if file is not None:
-        ndjson = file.read_bytes()
+        ndjson = read_text_file(file, "--file").encode()
     else:
         pipeline = _spec(spec)
         ns = _namespace(namespace, get_settings().namespace)

@@ -58,7 +58,8 @@ def run(
     start_offset: StartOffsetOption = None,
     end_offset: EndOffsetOption = None,
     pace: Annotated[str, typer.Option(
-        "--pace", help="max | realtime | Nx (by record timestamp)")] = "max",
+        "--pace", help="max | realtime | Nx (by record timestamp; may change on resume)")
+    ] = "max",
     warmup_start: Annotated[str | None, typer.Option(
         "--warmup-start", help="rebuild feature state from here up to the start, unscored")
     ] = None,
@@ -71,10 +72,13 @@ def run(
         "--checkpoint-dir", help="checkpoints live in <dir>/<to-ns>/<topic>.json")
     ] = DEFAULT_CHECKPOINT_DIR,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress line")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="allow replaying into namespace prod")] = False,
     spec: SpecOption = None,
 ) -> None:
     """Republish a range of FROM.<topic> into TO.<topic>: keys, headers, record times and
-    partitions kept, paced by record time; resumable without duplicates."""
+    partitions kept, paced by record time; resumable without duplicates (run the same
+    command again; the pace may change)."""
     from precog.replay.runner import replay
 
     settings, pipeline = _context(spec)
@@ -88,9 +92,11 @@ def run(
         pace=parse_pace(pace),
         warmup_start_ms=parse_time(warmup_start) if warmup_start else None,
         with_outcomes=with_outcomes, resume=resume, checkpoint_dir=checkpoint_dir,
-        progress=not quiet,
+        progress=not quiet, force=force,
     )
     summary = replay(request)
+    if summary.empty:  # replay() said so
+        return
     typer.echo(
         f"replayed {summary.sent:,} records {summary.source_topic} -> {summary.target_topic}"
         f" ({summary.planned:,} planned offsets; outcomes {summary.outcomes_sent:,};"

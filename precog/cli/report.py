@@ -38,6 +38,34 @@ def parse_time(text: str | None, now_ms: int) -> int | None:
     return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
+def check_range(time_range: TimeRange, since: str | None, until: str | None) -> None:
+    """``--since`` must be before ``--until`` (the range is ``[since, until)``).
+
+    >>> check_range((1000, 2000), "1000", "2000")
+    >>> check_range((2000, 1000), "2030-01-01", "2020-01-01")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: --since 2030-01-01 is not before --until 2020-01-01: ...
+    """
+    start, end = time_range
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(f"--since {since} is not before --until {until}: the time range "
+                          "is empty")
+
+
+def make_out_dir(out_dir: Path) -> None:
+    """Create the ``--out`` directory (parents too); an existing file or a path that
+    cannot be created is a one-line ConfigError naming it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename not in (None, str(out_dir)) else ""
+        raise ConfigError(f"--out {out_dir}: cannot create the directory: "
+                          f"{exc.strerror or exc}{where}") from None
+
+
 @app.callback(invoke_without_command=True)
 def report(
     namespace: Annotated[str | None, typer.Option(help="namespace [PRECOG_NAMESPACE]")] = None,
@@ -56,8 +84,10 @@ def report(
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     time_range: TimeRange = (parse_time(since, now_ms), parse_time(until, now_ms))
+    check_range(time_range, since, until)
     out_dir = out or Path("reports") / f"{settings.namespace}-{now.strftime('%Y%m%d-%H%M%S')}"
     pipeline = load_spec(settings.spec)
+    make_out_dir(out_dir)
     boards = dashboards(pipeline.feature_names, pipeline.business)
     echo = typer.echo if verbose else None
     try:

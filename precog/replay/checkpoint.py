@@ -77,7 +77,9 @@ class Checkpoint:
     ``ranges``: ``topic -> partition -> [start, end)`` source offsets; ``target_start``:
     ``topic -> partition -> high watermark of the target partition before sending``;
     ``acked``: ``topic -> partition -> [source offset, target offset]`` of the last
-    contiguous acknowledged record.
+    contiguous acknowledged record. ``options``: the range options the replay was asked
+    with (:attr:`ReplayRequest.range_options`; None in checkpoints written before they
+    were kept), which a resume must repeat.
 
     >>> c = Checkpoint("prod", "par", "events.transactions", {"prod.e": {"0": [0, 9]}},
     ...                {"prod.e": {"0": 0}})
@@ -100,6 +102,7 @@ class Checkpoint:
     started_time: int = 0
     updated_time: int = 0
     version: int = CHECKPOINT_VERSION
+    options: dict[str, Any] | None = None
 
     def record_ack(self, topic: str, partition: int, offset: int, target_offset: int) -> None:
         self.acked.setdefault(topic, {})[str(partition)] = [offset, target_offset]
@@ -119,14 +122,44 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
+        """A checkpoint from its JSON; anything else is a ConfigError (use --restart).
+
+        >>> Checkpoint.from_json("[]")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        precog.errors.ConfigError: unreadable replay checkpoint (not a JSON object but a list);...
+        """
         try:
-            doc: dict[str, Any] = json.loads(text)
+            doc: Any = json.loads(text)
+            if not isinstance(doc, dict):
+                raise TypeError(f"not a JSON object but a {type(doc).__name__}")
             if doc.get("version") != CHECKPOINT_VERSION:
                 raise ConfigError(f"replay checkpoint version {doc.get('version')} is not "
                                   f"{CHECKPOINT_VERSION}; use --restart")
-            return cls(**doc)
+            ckpt = cls(**doc)
+            for name in ("ranges", "target_start", "acked"):
+                value = getattr(ckpt, name)
+                if not (isinstance(value, dict)
+                        and all(isinstance(v, dict) for v in value.values())):
+                    raise TypeError(f"{name} is not an object of objects")
+            if ckpt.options is not None and not isinstance(ckpt.options, dict):
+                raise TypeError("options is not an object")
+            return ckpt
         except (json.JSONDecodeError, TypeError) as exc:
             raise ConfigError(f"unreadable replay checkpoint ({exc}); use --restart") from exc
+
+    def changed_options(self, options: dict[str, Any]) -> list[str]:
+        """The range options in which ``options`` differs from the checkpoint's (none when
+        the checkpoint predates keeping them).
+
+        >>> c = Checkpoint("a", "b", "t", {}, {}, options={"--start": 5, "--end": None})
+        >>> c.changed_options({"--start": 5, "--end": 9}), c.changed_options(c.options)
+        (['--end'], [])
+        """
+        if self.options is None:
+            return []
+        return sorted(k for k in {*self.options, *options}
+                      if self.options.get(k) != options.get(k))
 
     def same_job(self, other: Checkpoint) -> bool:
         """Whether ``other`` describes the same replay (namespaces, topic, ranges)."""

@@ -79,6 +79,24 @@ def parse_offsets(text: str, partitions: list[int]) -> dict[int, int]:
     return out
 
 
+def check_offsets(text: str, option: str) -> str:
+    """An offsets argument (``N`` or ``P:N,P:N``) checked before any partition is known,
+    without spaces (what a checkpoint compares); ``option`` names it in the error.
+
+    >>> check_offsets(" 1:7, 0:2 ", "--end-offset"), check_offsets("5", "--start-offset")
+    ('1:7,0:2', '5')
+    >>> check_offsets("x", "--start-offset")
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: bad --start-offset 'x': use N or PARTITION:OFFSET,...
+    """
+    value = "".join(text.split())
+    parts = [part.partition(":") for part in value.split(",")]
+    if not (value.isdigit() or all(sep and p.isdigit() and o.isdigit() for p, sep, o in parts)):
+        raise ConfigError(f"bad {option} {text!r}: use N or PARTITION:OFFSET,...")
+    return value
+
+
 def parse_pace(text: str) -> float | None:
     """Speed relative to record time: None = as fast as possible, 1.0 = real time, N = Nx.
 

@@ -15,14 +15,20 @@ where the replay starts.
 Traceback (most recent call last):
 ...
 precog.errors.ConfigError: --from-namespace and --to-namespace are both 'prod'
+>>> ReplayRequest(r.target, prod, spec)
+Traceback (most recent call last):
+...
+precog.errors.ConfigError: refusing to replay into namespace 'prod' without --force
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from precog.errors import ConfigError
+from precog.replay.plan import check_offsets
 from precog.settings import Settings
 from precog.spec import PipelineSpec
 
@@ -46,7 +52,7 @@ class ReplayRequest:
     start)`` first. ``resume`` continues after the checkpoint in
     ``checkpoint_dir/<to-ns>/<topic>.json`` (False: start over). ``stop_after`` stops after
     that many records (tests; ReplayInterrupted), ``checkpoint_every_s`` is how often the
-    checkpoint follows the delivery reports.
+    checkpoint follows the delivery reports. Writing into ``prod`` needs ``force``.
     """
 
     source: Settings
@@ -65,9 +71,16 @@ class ReplayRequest:
     progress: bool = True
     stop_after: int | None = None
     checkpoint_every_s: float = 0.5
+    force: bool = False
 
     def __post_init__(self) -> None:
         check_distinct(self.source, self.target)
+        if self.target.namespace == "prod" and not self.force:
+            raise ConfigError("refusing to replay into namespace 'prod' without --force")
+        for text, option in ((self.start_offsets, "--start-offset"),
+                             (self.end_offsets, "--end-offset")):
+            if text is not None:
+                check_offsets(text, option)
         event_topic = self.spec.event.topic
         if self.warmup_start_ms is not None and self.replayed_topic != event_topic:
             raise ConfigError(f"--warmup-start needs the spec's event topic {event_topic}")
@@ -83,6 +96,19 @@ class ReplayRequest:
     def replayed_topic(self) -> str:
         """The topic without namespace: ``topic`` or the spec's event topic."""
         return self.topic or self.spec.event.topic
+
+    @property
+    def range_options(self) -> dict[str, Any]:
+        """What decides the records a replay sends, by option name: a resumed replay must
+        be asked for the same (its checkpoint keeps them). The pace may change."""
+        return {
+            "--start": self.start_ms, "--end": self.end_ms,
+            "--start-offset": None if self.start_offsets is None
+            else check_offsets(self.start_offsets, "--start-offset"),
+            "--end-offset": None if self.end_offsets is None
+            else check_offsets(self.end_offsets, "--end-offset"),
+            "--warmup-start": self.warmup_start_ms, "--with-outcomes": self.with_outcomes,
+        }
 
     @property
     def checkpoint_path(self) -> Path:
@@ -102,6 +128,7 @@ class ReplaySummary:
     source_topic: str
     target_topic: str
     planned: int
+    empty: bool = False  # nothing to replay: nothing created, no checkpoint written
     sent: int = 0
     outcomes_sent: int = 0
     skipped_delivered: int = 0

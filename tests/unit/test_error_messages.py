@@ -118,3 +118,57 @@ def test_a_path_that_cannot_be_written_is_one_line_naming_it(tmp_path) -> None:
     res = _precog("kibana", "export", "--out", str(out))
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [f"precog: error: {a_file}: File exists"]
+
+
+def test_a_corrupt_registry_file_is_named_not_blamed_on_a_setting(tmp_path) -> None:
+    version = tmp_path / "registry" / "fraud-lgbm" / "1"
+    version.mkdir(parents=True)
+    (version / "metadata.json").write_text("{broken\n")
+    res = _precog("models", "list", PRECOG_REGISTRY_DIR=str(tmp_path / "registry"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"precog: error: {version / 'metadata.json'}: not valid JSON (Expecting property name"
+        " enclosed in double quotes: line 1 column 2 (char 1))"]
+
+
+def test_only_the_settings_model_is_named_as_a_setting() -> None:
+    from precog.registry import ModelMetadata
+    from precog.settings import ServeSettings
+
+    with pytest.raises(ValidationError) as info:
+        ModelMetadata.model_validate_json("{broken\n")
+    assert validation_message(info.value) == (
+        "invalid ModelMetadata: Invalid JSON: key must be a string at line 1 column 2")
+    with pytest.raises(ValidationError) as info:
+        ModelMetadata.model_validate({"model_id": "m"})
+    assert validation_message(info.value) == "invalid ModelMetadata version: Field required"
+    # a section validated on its own is still named by its full variable
+    with pytest.raises(ValidationError) as info:
+        ServeSettings.model_validate({"port": -1})
+    assert validation_message(info.value) == (
+        "invalid setting PRECOG_SERVE_PORT=-1: Input should be greater than or equal to 1")
+    assert validation_message(info.value, {"port": "--port"}) == (
+        "bad --port -1: Input should be greater than or equal to 1")
+
+
+def test_a_check_across_fields_has_no_pydantic_link() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(stack={"kafka_port": 19200})
+    message = validation_message(info.value)
+    assert "errors.pydantic.dev" not in message and "\n" not in message
+
+
+def test_a_spec_check_across_fields_is_its_message_alone(tmp_path) -> None:
+    import yaml
+
+    from precog.spec import SPEC_DIR, load_spec
+
+    spec = yaml.safe_load((SPEC_DIR / "transactions.yaml").read_text())
+    for model in spec["models"]:
+        model["role"] = "leader"
+    path = tmp_path / "two-leaders.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    assert str(err.value) == (f"{path}: invalid pipeline spec: exactly one model must have"
+                              " role: leader")

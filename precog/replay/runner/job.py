@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from precog.errors import ConfigError
 from precog.replay.checkpoint import Checkpoint, already_delivered
@@ -37,14 +38,20 @@ class Job:
     event_topic: str
 
 
+    @property
+    def planned(self) -> int:
+        """Offsets in all ranges (0: nothing to replay)."""
+        return sum(r.size for r in self.streams.values())
+
+
 def plan(request: ReplayRequest) -> Job:
-    """The ranges of ``request`` (times turned into offsets), checked against the target."""
+    """The ranges of ``request`` (times turned into offsets) on the source only: the target
+    is not touched (:func:`check_targets` once its topics exist)."""
     source, target, spec = request.source, request.target, request.spec
     src, dst = source.topic(request.replayed_topic), target.topic(request.replayed_topic)
     reader = consumer(source, target)
     try:
         parts = partitions(reader, src)
-        _check_target(reader, dst, parts)
         ranges = plan_ranges(watermarks(reader, src, parts),
                              _bound(reader, src, parts, request.start_ms, request.start_offsets),
                              _bound(reader, src, parts, request.end_ms, request.end_offsets))
@@ -54,7 +61,6 @@ def plan(request: ReplayRequest) -> Job:
             out_src = source.topic(spec.outcome.topic)
             out_dst = target.topic(spec.outcome.topic)
             out_parts = partitions(reader, out_src)
-            _check_target(reader, out_dst, out_parts)
             t0 = (request.start_ms if request.start_ms is not None
                   else edge_time(source, target, src, ranges, False))
             t1 = request.end_ms if request.end_ms is not None else (
@@ -82,12 +88,60 @@ def _bound(reader: Consumer, topic: str, parts: list[int], ms: int | None,
     return {}
 
 
-def _check_target(reader: Consumer, dst: str, parts: list[int]) -> None:
-    target_parts = partitions(reader, dst)
-    if len(target_parts) != len(parts):
-        raise ConfigError(
-            f"{dst} has {len(target_parts)} partitions, the source {len(parts)}: the replay "
-            "keeps each record's partition, so both need the same count")
+def check_targets(request: ReplayRequest, job: Job) -> None:
+    """Every target topic exists with as many partitions as its source topic."""
+    reader = consumer(request.target)
+    try:
+        for src, dst in job.target_of.items():
+            parts = sorted(p for (t, p) in job.streams if t == src)
+            target_parts = partitions(reader, dst)
+            if len(target_parts) != len(parts):
+                raise ConfigError(
+                    f"{dst} has {len(target_parts)} partitions, the source {len(parts)}: the "
+                    "replay keeps each record's partition, so both need the same count")
+    except KafkaException as exc:
+        raise kafka_error(request.target, exc) from None
+    finally:
+        reader.close()
+
+
+def prepare_checkpoint_dir(path: Path) -> None:
+    """Create the checkpoint file's directory before anything connects; a path that is a
+    file or cannot be created is a one-line ConfigError naming --checkpoint-dir."""
+    for d in (path.parent, *path.parent.parents):
+        if d.exists():
+            if not d.is_dir():
+                raise ConfigError(f"--checkpoint-dir: {d} exists and is not a directory")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--checkpoint-dir: cannot create {path.parent}: "
+                          f"{exc.strerror or exc}") from None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint at ``path``; an unreadable one is a one-line ConfigError naming it."""
+    try:
+        return Checkpoint.from_json(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: unreadable replay checkpoint (not UTF-8 text); "
+                          "use --restart") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def check_resumable(ckpt: Checkpoint, request: ReplayRequest, path: Path) -> None:
+    """A checkpoint is resumed only by the replay it belongs to, asked with the same range
+    options (:attr:`ReplayRequest.range_options`; the pace may change)."""
+    if (ckpt.from_namespace, ckpt.to_namespace, ckpt.topic) != (
+            request.source.namespace, request.target.namespace, request.replayed_topic):
+        raise ConfigError(f"{path} belongs to another replay; use --restart")
+    changed = ckpt.changed_options(request.range_options)
+    if changed:
+        raise ConfigError(f"{path} is from a replay with other options (it differs in "
+                          f"{', '.join(changed)}): repeat them to resume, or --restart "
+                          "starts over")
 
 
 def new_checkpoint(request: ReplayRequest, job: Job, now_ms: int) -> Checkpoint:
@@ -97,9 +151,8 @@ def new_checkpoint(request: ReplayRequest, job: Job, now_ms: int) -> Checkpoint:
     try:
         target_start: dict[str, dict[str, int]] = {}
         for (src, p) in job.streams:
-            _, high = reader.get_watermark_offsets(TopicPartition(job.target_of[src], p),
-                                                   timeout=TIMEOUT)
-            target_start.setdefault(src, {})[str(p)] = int(high)
+            high = _new_topic_high(reader, TopicPartition(job.target_of[src], p))
+            target_start.setdefault(src, {})[str(p)] = high
     except KafkaException as exc:
         raise kafka_error(target, exc) from None
     finally:
@@ -108,11 +161,32 @@ def new_checkpoint(request: ReplayRequest, job: Job, now_ms: int) -> Checkpoint:
     for (src, p), r in job.streams.items():
         ranges.setdefault(src, {})[str(p)] = [r.start, r.end]
     return Checkpoint(request.source.namespace, target.namespace, request.replayed_topic,
-                      ranges, target_start, started_time=now_ms, updated_time=now_ms)
+                      ranges, target_start, started_time=now_ms, updated_time=now_ms,
+                      options=request.range_options)
+
+
+#: errors of a partition whose topic was just created and has no leader yet
+_NO_LEADER_YET = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                            KafkaError.UNKNOWN_TOPIC_OR_PART})
+
+
+def _new_topic_high(reader: Consumer, tp: TopicPartition) -> int:
+    """The high watermark of a target partition, waiting (up to TIMEOUT) for the leader of
+    a topic the replay has just created."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            _, high = reader.get_watermark_offsets(tp, timeout=TIMEOUT)
+            return int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def job_from_checkpoint(ckpt: Checkpoint, request: ReplayRequest) -> Job:
-    """The plan a checkpoint stored (a resumed replay ignores the request's range)."""
+    """The plan a checkpoint stored (the request asked for the same range:
+    :func:`check_resumable`)."""
     source, target = request.source, request.target
     streams = {(src, int(p)): PartitionRange(int(p), se[0], se[1])
                for src, parts in ckpt.ranges.items() for p, se in parts.items()}

@@ -8,18 +8,22 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaException
 
-from precog.errors import ConfigError
 from precog.replay.checkpoint import Checkpoint
 from precog.replay.request import ReplayRequest, ReplaySummary
 from precog.replay.runner.job import (
     Job,
+    check_resumable,
+    check_targets,
     job_from_checkpoint,
+    load_checkpoint,
     new_checkpoint,
     plan,
+    prepare_checkpoint_dir,
     write_checkpoint,
 )
 from precog.replay.runner.send import send
 from precog.replay.runner.topics import (
+    TIMEOUT,
     consumer,
     kafka_error,
     offsets_for_time,
@@ -37,36 +41,40 @@ def replay(request: ReplayRequest, echo: Callable[[str], None] | None = None) ->
     With ``with_outcomes`` the outcomes of the same time range are merged in by time. With
     ``warmup_start_ms`` the events of ``[warmup_start, start)`` rebuild the target's entity
     state first, without scoring. The checkpoint follows delivery reports; a second call
-    resumes after it (``resume=False`` starts over). Messages go to ``echo`` (default:
-    stderr), the progress line to stderr.
+    resumes after it, asked with the same range options (``resume=False`` starts over).
+    The range is planned on the source first: an empty one creates no target topic and
+    writes no checkpoint (``summary.empty``). Messages go to ``echo`` (default: stderr),
+    the progress line to stderr.
     """
-    from precog.namespace import ensure_topics
-
     say = echo or (lambda m: print(m, file=sys.stderr))
-    source, target = request.source, request.target
+    target = request.target
     started = time.monotonic()
-    try:
-        ensure_topics(target, request.spec)
-    except KafkaException as exc:
-        raise kafka_error(target, exc) from None
     path = request.checkpoint_path
+    prepare_checkpoint_dir(path)
     ckpt: Checkpoint | None = None
     if path.exists() and request.resume:
-        ckpt = Checkpoint.from_json(path.read_text())
-        if (ckpt.from_namespace, ckpt.to_namespace, ckpt.topic) != (
-                source.namespace, target.namespace, request.replayed_topic):
-            raise ConfigError(f"{path} belongs to another replay; use --restart")
-        say(f"resuming the replay of {path} (its range; {ckpt.sent:,} records sent before)")
-    elif path.exists():
-        say(f"restarting: {path} discarded; records it covered will be sent again")
-        path.unlink()
+        ckpt = load_checkpoint(path)
+        check_resumable(ckpt, request, path)
+        say(f"resuming the replay of {path} (the same range; {ckpt.sent:,} records sent "
+            "before)")
     resumed = ckpt is not None
     if ckpt is None:
         job = plan(request)
+        if path.exists():
+            say(f"restarting: {path} discarded; records it covered will be sent again")
+            path.unlink()
+        if not job.planned:
+            say(f"nothing to replay: the range of {job.event_topic} is empty; no topics "
+                f"created in {target.namespace}, no checkpoint written")
+            return ReplaySummary(job.event_topic, target.topic(request.replayed_topic),
+                                 planned=0, empty=True, complete=True,
+                                 seconds=round(time.monotonic() - started, 3))
+        _ensure_target(request, job)
         ckpt = new_checkpoint(request, job, int(time.time() * 1000))
         write_checkpoint(path, ckpt)
     else:
         job = job_from_checkpoint(ckpt, request)
+        _ensure_target(request, job)
     summary = ReplaySummary(job.event_topic, target.topic(request.replayed_topic),
                             planned=sum(r.size for r in job.streams.values()),
                             resumed=resumed, complete=ckpt.complete, checkpoint=str(path))
@@ -83,6 +91,19 @@ def replay(request: ReplayRequest, echo: Callable[[str], None] | None = None) ->
     summary.complete = True
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
+
+
+def _ensure_target(request: ReplayRequest, job: Job) -> None:
+    """The target namespace's topics (created when missing), partitioned like the source."""
+    from precog.namespace import ensure_topics
+
+    try:
+        # the replay's Kafka timeout (10 s), not setup's 30 s: an unreachable Kafka is
+        # one line as soon as in the other commands
+        ensure_topics(request.target, request.spec, timeout=TIMEOUT)
+    except KafkaException as exc:
+        raise kafka_error(request.target, exc) from None
+    check_targets(request, job)
 
 
 def warm_up(request: ReplayRequest, job: Job, warmup_start_ms: int,
