@@ -107,12 +107,17 @@ def run(
 
 
 @app.command("copy-roles")
-def copy_roles_cmd(from_namespace: FromOption, to_namespace: ToOption,
-                   spec: SpecOption = None) -> None:
+def copy_roles_cmd(
+    from_namespace: FromOption, to_namespace: ToOption, spec: SpecOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="allow rewriting the roles of namespace prod")] = False,
+) -> None:
     """Start the parallel namespace with production's leader and challengers (its own
     model-control; change it later with PRECOG_NAMESPACE=<to> precog models ...)."""
     from precog.replay.runner import copy_roles
 
+    if to_namespace == "prod" and not force:
+        raise ConfigError("refusing to rewrite the roles of namespace 'prod' without --force")
     settings, pipeline = _context(spec)
     roles = copy_roles(_ns(settings, from_namespace, "--from-namespace"),
                        _ns(settings, to_namespace, "--to-namespace"), pipeline,

@@ -60,6 +60,8 @@ def test_replaying_into_prod_needs_force():
     with pytest.raises(ConfigError, match="without --force"):
         ReplayRequest(demo, prod, spec)
     assert ReplayRequest(demo, prod, spec, force=True).target.namespace == "prod"
+    assert _error(["replay", "copy-roles", "--from-namespace", "demo", "--to-namespace",
+                   "prod"]) == "refusing to rewrite the roles of namespace 'prod' without --force"
 
 
 def test_an_empty_range_creates_no_topic_and_no_checkpoint(tmp_path, monkeypatch):
