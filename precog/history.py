@@ -341,8 +341,7 @@ def count_rows(path: Path, fmt: str | None = None) -> int:
         if kind == "parquet":
             return int(_pyarrow_parquet(path).ParquetFile(path).metadata.num_rows)
         if kind == "avro":
-            with open(path, "rb") as fo:
-                return sum(block.num_records for block in fastavro.block_reader(fo))
+            return _avro_blocks(path)
         lines = 0
         with open(path, "rb") as fo:
             while chunk := fo.read(1 << 20):
@@ -356,6 +355,37 @@ def count_rows(path: Path, fmt: str | None = None) -> int:
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{path}: not {_ARTICLE[kind]} {_KIND_NAMES[kind]} file: {exc}"
                           ) from None
+
+
+def _avro_blocks(path: Path) -> int:
+    """The records of an Avro container file, from its blocks (every block is read, so a
+    truncated or corrupt file fails here); one line naming what is wrong if it is not one.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "e.avro"
+    >>> _ = p.write_bytes(b"Obj")
+    >>> _avro_blocks(p)
+    Traceback (most recent call last):
+    ...
+    precog.errors.ConfigError: ...e.avro: not an Avro container file (a truncated or corrupt...
+    """
+    n = 0
+    with open(path, "rb") as fo:
+        try:
+            blocks = fastavro.block_reader(fo)
+        except (ValueError, EOFError, StopIteration) as exc:
+            fo.seek(0)
+            magic = fo.read(4)
+            what = ("an empty file" if not magic else "a truncated or corrupt header"
+                    if b"Obj\x01".startswith(magic) else "no Avro magic bytes")
+            raise ConfigError(f"{path}: not an Avro container file ({what}: {exc})") from None
+        try:
+            for block in blocks:
+                n += block.num_records
+        except (ValueError, EOFError, OSError, StopIteration) as exc:
+            raise ConfigError(f"{path}: truncated or corrupt Avro file: unreadable after {n:,}"
+                              f" records ({type(exc).__name__}: {exc})") from None
+    return n
 
 
 _KIND_NAMES = {"avro": "Avro", "parquet": "Parquet", "csv": "CSV", "jsonl": "JSON lines"}

@@ -64,8 +64,6 @@ class FileSource:
     def total(self) -> int:
         """The file's rows (CSV, JSON lines: from its lines); reads every Avro block, so a
         truncated or corrupt Avro file fails here, before the run writes anything."""
-        if self.format == "avro":
-            return avro_rows(self.path)
         try:
             return count_rows(self.path, self.format)
         except ConfigError as exc:
@@ -85,43 +83,6 @@ class FileSource:
                                   f" file: unreadable after {i + 1:,} rows ({why})") from None
 
         return chunked(rows(), size)
-
-
-def avro_rows(path: Path) -> int:
-    """The records of an Avro container file, from its blocks; one line if it is not one.
-
-    >>> import tempfile
-    >>> p = Path(tempfile.mkdtemp()) / "e.avro"
-    >>> _ = p.write_bytes(b"Obj")
-    >>> avro_rows(p)
-    Traceback (most recent call last):
-    ...
-    precog.errors.ConfigError: --input ...e.avro: not an Avro container file (a truncated...
-    """
-    import fastavro
-
-    n = 0
-    try:
-        with open(path, "rb") as fo:
-            try:
-                blocks = fastavro.block_reader(fo)
-            except (ValueError, EOFError, StopIteration) as exc:
-                fo.seek(0)
-                magic = fo.read(4)
-                what = ("an empty file" if not magic else "a truncated or corrupt header"
-                        if b"Obj\x01".startswith(magic) else "no Avro magic bytes")
-                raise ConfigError(f"--input {path}: not an Avro container file ({what}:"
-                                  f" {exc})") from None
-            try:
-                for block in blocks:
-                    n += block.num_records
-            except (ValueError, EOFError, OSError, StopIteration) as exc:
-                raise ConfigError(f"--input {path}: truncated or corrupt Avro file: unreadable"
-                                  f" after {n:,} records ({type(exc).__name__}: {exc})"
-                                  ) from None
-    except FileNotFoundError:
-        raise ConfigError(f"--input {path}: no such file") from None
-    return n
 
 
 def chunked(rows: Iterator[tuple[EventContext, dict[str, Any] | Undecodable, bytes | None]],
